@@ -1,0 +1,25 @@
+"""Shared test set-up.
+
+* 8 fake CPU devices for the multi-device tests (must happen before any JAX work).
+* float64 enabled so that float64 NumPy references can be matched at 1e-10; tests that
+  check float32 behaviour pass float32 arrays explicitly.
+"""
+
+import jax
+
+jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+  """A seeded NumPy generator: tests are deterministic."""
+  return np.random.default_rng(0)
+
+
+@pytest.fixture
+def key() -> jax.Array:
+  return jax.random.key(0)
