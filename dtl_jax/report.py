@@ -1,0 +1,233 @@
+"""Result tables and plots: markdown + JSON + PNG, each naming config, seeds, versions, machine.
+
+Used by ``dtl-jax demo`` and the study scripts in ``experiments/``. Every file written
+here carries the run's metadata (see :func:`dtl_jax.experiment_utils.run_metadata`), so
+a committed table says what produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Column = tuple[str, str]  # (row key, header)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
+  a = np.asarray(values, dtype=np.float64)
+  if a.size == 0:
+    raise ValueError("values must be non-empty")
+  std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+  return float(a.mean()), std
+
+
+def format_cell(value: Any) -> str:
+  """Formats a table cell: floats with 2 decimals, (mean, std) as ``m ± s``."""
+  if value is None:
+    return "–"
+  if isinstance(value, bool):
+    return "yes" if value else ""
+  if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+      isinstance(v, (int, float)) for v in value):
+    return f"{value[0]:.2f} ± {value[1]:.2f}"
+  if isinstance(value, float):
+    if math.isnan(value):
+      return "nan"
+    return f"{value:.2f}"
+  return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+  """A GitHub markdown table of ``rows`` (dicts) with the given (key, header) columns."""
+  header = "| " + " | ".join(h for _, h in columns) + " |"
+  sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
+  lines = [header, sep]
+  for row in rows:
+    lines.append("| " + " | ".join(format_cell(row.get(k)) for k, _ in columns) + " |")
+  return "\n".join(lines)
+
+
+def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+  """The same table aligned for a terminal."""
+  cells = [[h for _, h in columns]] + [[format_cell(r.get(k)) for k, _ in columns]
+                                       for r in rows]
+  widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+  out = []
+  for j, c in enumerate(cells):
+    out.append("  ".join(s.ljust(w) if i == 0 else s.rjust(w)
+                         for i, (s, w) in enumerate(zip(c, widths))))
+    if j == 0:
+      out.append("  ".join("-" * w for w in widths))
+  return "\n".join(out)
+
+
+def _metadata_markdown(meta: Mapping[str, Any]) -> str:
+  lines = ["## Provenance", ""]
+  for key in ("date_utc", "command", "git_commit", "seeds"):
+    if key in meta:
+      lines.append(f"- **{key}**: `{meta[key]}`")
+  if "versions" in meta:
+    lines.append("- **versions**: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+  if "machine" in meta:
+    lines.append("- **machine**: " + ", ".join(f"{k}: {v}" for k, v in meta["machine"].items()))
+  if "config" in meta:
+    lines += ["- **config**:", "", "```json",
+              json.dumps(meta["config"], indent=2, sort_keys=True), "```"]
+  return "\n".join(lines)
+
+
+def _jsonable(x: Any) -> Any:
+  if isinstance(x, Mapping):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  if isinstance(x, float) and not math.isfinite(x):
+    return str(x)
+  return x
+
+
+def write_report(out_dir: str | Path, name: str, *, title: str,
+                 rows: Sequence[Mapping[str, Any]], columns: Sequence[Column],
+                 metadata: Mapping[str, Any], notes: Sequence[str] = (),
+                 figures: Sequence[str] = (), extra: Mapping[str, Any] | None = None
+                 ) -> dict[str, Path]:
+  """Writes ``<name>.md`` and ``<name>.json`` into ``out_dir``.
+
+  Args:
+    out_dir: output directory (created).
+    name: file stem.
+    title: the markdown heading.
+    rows: one dict per table row.
+    columns: ``(key, header)`` pairs, in order.
+    metadata: from :func:`dtl_jax.experiment_utils.run_metadata` (config, seeds,
+      versions, machine).
+    notes: paragraphs printed under the title (protocol, caveats).
+    figures: PNG file names (relative to ``out_dir``) to embed.
+    extra: more JSON-able data for the JSON file only (e.g. per-seed values).
+
+  Returns:
+    ``{"md": path, "json": path}``.
+  """
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  md = [f"# {title}", ""]
+  for n in notes:
+    md += [n, ""]
+  md += [markdown_table(rows, columns), ""]
+  for f in figures:
+    md += [f"![{Path(f).stem}]({f})", ""]
+  md += [_metadata_markdown(metadata), ""]
+  md_path = out / f"{name}.md"
+  md_path.write_text("\n".join(md))
+  payload = {"title": title, "notes": list(notes), "columns": [list(c) for c in columns],
+             "rows": _jsonable(list(rows)), "figures": list(figures),
+             "metadata": _jsonable(dict(metadata))}
+  if extra:
+    payload["extra"] = _jsonable(dict(extra))
+  json_path = out / f"{name}.json"
+  json_path.write_text(json.dumps(payload, indent=2) + "\n")
+  return {"md": md_path, "json": json_path}
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg", force=False)
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def bar_plot(path: str | Path, labels: Sequence[str],
+             series: Mapping[str, Sequence[float]], *, errors:
+             Mapping[str, Sequence[float]] | None = None, ylabel: str = "target accuracy (%)",
+             title: str = "", footer: str = "", hline: float | None = None,
+             hline_label: str = "") -> Path:
+  """Grouped bar chart: one group per label, one bar per series (with error bars).
+
+  Args:
+    path: the PNG to write.
+    labels: group names (e.g. methods).
+    series: name -> one value per label (e.g. "selected", "last step", "oracle").
+    errors: optional name -> std per label.
+    ylabel, title: axis label and title.
+    footer: small text under the plot (config / seeds / machine).
+    hline: optional horizontal reference line (e.g. source-only accuracy).
+  """
+  plt = _pyplot()
+  n = len(series)
+  x = np.arange(len(labels))
+  width = 0.8 / max(n, 1)
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.2), dpi=110)
+  for i, (name, values) in enumerate(series.items()):
+    err = None if errors is None else errors.get(name)
+    hatch = "//" if "oracle" in name.lower() else None
+    ax.bar(x + (i - (n - 1) / 2) * width, values, width, yerr=err, label=name,
+           capsize=2, hatch=hatch, alpha=0.6 if hatch else 1.0)
+  if hline is not None:
+    ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label or None)
+  ax.set_xticks(x, labels, rotation=30, ha="right")
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.legend(fontsize=8)
+  ax.grid(axis="y", alpha=0.3)
+  if footer:
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
+  fig.tight_layout(rect=(0, 0.03 if footer else 0, 1, 1))
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def line_plot(path: str | Path, x: Sequence[float], series: Mapping[str, Sequence[float]],
+              *, errors: Mapping[str, Sequence[float]] | None = None, xlabel: str = "",
+              ylabel: str = "", title: str = "", footer: str = "",
+              styles: Mapping[str, str] | None = None) -> Path:
+  """Lines with optional error bars (e.g. the Yosinski et al. 2014 figure)."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+  for name, values in series.items():
+    err = None if errors is None else errors.get(name)
+    fmt = (styles or {}).get(name, "-o")
+    ax.errorbar(x, values, yerr=err, fmt=fmt, label=name, capsize=3, ms=5)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_xticks(list(x))
+  if title:
+    ax.set_title(title)
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  if footer:
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
+  fig.tight_layout(rect=(0, 0.03 if footer else 0, 1, 1))
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def footer_text(meta: Mapping[str, Any]) -> str:
+  """One line for a figure: seeds, versions and machine."""
+  parts = []
+  if "seeds" in meta:
+    parts.append(f"seeds {meta['seeds']}")
+  v = meta.get("versions", {})
+  parts.append(" ".join(f"{k} {v[k]}" for k in ("dtl-jax", "jax", "flax") if k in v))
+  m = meta.get("machine", {})
+  if m:
+    parts.append(f"{m.get('cpu_model', m.get('processor', ''))} x{m.get('cpu_count', '?')}")
+  if "git_commit" in meta and meta["git_commit"]:
+    parts.append(f"git {meta['git_commit']}")
+  return " | ".join(p for p in parts if p)
