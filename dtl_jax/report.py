@@ -231,3 +231,100 @@ def footer_text(meta: Mapping[str, Any]) -> str:
   if "git_commit" in meta and meta["git_commit"]:
     parts.append(f"git {meta['git_commit']}")
   return " | ".join(p for p in parts if p)
+
+
+def aggregate_runs(runs: Sequence[Mapping[str, Any]], *, group_keys: Sequence[str],
+                   value_keys: Sequence[str]) -> list[dict[str, Any]]:
+  """Groups per-seed runs and reduces each value to ``(mean, std)`` over seeds.
+
+  Args:
+    runs: one dict per (group, seed), e.g. ``{"pair": "digits→digits_m", "method":
+      "dann", "seed": 0, "selected": 71.2, "last": 70.1, "oracle": 73.0}``.
+    group_keys: keys that define a row (``("pair", "method")``).
+    value_keys: numeric keys to reduce; missing / None values are skipped.
+
+  Returns:
+    rows in first-seen group order: the group keys, ``n_seeds``, ``seeds`` and
+    ``(mean, std)`` per value key.
+  """
+  groups: dict[tuple, list[Mapping[str, Any]]] = {}
+  for r in runs:
+    groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
+  rows = []
+  for key, items in groups.items():
+    row: dict[str, Any] = dict(zip(group_keys, key))
+    row["n_seeds"] = len(items)
+    row["seeds"] = [it.get("seed") for it in items]
+    for v in value_keys:
+      vals = [float(it[v]) for it in items if it.get(v) is not None]
+      row[v] = mean_std(vals) if vals else None
+    rows.append(row)
+  return rows
+
+
+def flag_negative_transfer(rows: list[dict[str, Any]], *, baseline: str = "source_only",
+                           method_key: str = "method", group_key: str | None = "pair",
+                           value_key: str = "selected") -> list[dict[str, Any]]:
+  """Marks rows whose mean ``value_key`` is below the baseline method's (same group).
+
+  Adds ``"delta"`` (mean minus the baseline mean, percentage points) and
+  ``"negative_transfer"`` (True when delta < 0) to every non-baseline row.
+  """
+  base = {}
+  for r in rows:
+    if r[method_key] == baseline and r.get(value_key) is not None:
+      base[r.get(group_key) if group_key else None] = r[value_key][0]
+  for r in rows:
+    g = r.get(group_key) if group_key else None
+    if r[method_key] == baseline or g not in base or r.get(value_key) is None:
+      r["delta"] = None
+      r["negative_transfer"] = None
+      continue
+    r["delta"] = r[value_key][0] - base[g]
+    r["negative_transfer"] = bool(r["delta"] < 0)
+  return rows
+
+
+def decision_boundary_plot(path: str | Path, panels: Sequence[Mapping[str, Any]], *,
+                           footer: str = "", grid_size: int = 200) -> Path:
+  """Two-moons style figure: one panel per model, decision regions and the points.
+
+  Args:
+    path: the PNG to write.
+    panels: dicts with ``title``, ``predict`` (a function ``[n, 2] -> [n]`` giving
+      the probability of class 1), ``source_x`` ``[n_s, 2]``, ``source_y`` ``[n_s]``,
+      ``target_x`` ``[n_t, 2]`` (plotted unlabeled, as in Ganin et al. 2016, Fig. 2).
+    footer: small provenance text.
+    grid_size: resolution of the decision-region grid.
+  """
+  plt = _pyplot()
+  allx = np.concatenate([np.concatenate([p["source_x"], p["target_x"]]) for p in panels])
+  lo, hi = allx.min(0) - 0.5, allx.max(0) + 0.5
+  gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], grid_size),
+                       np.linspace(lo[1], hi[1], grid_size))
+  grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), dpi=110,
+                           squeeze=False)
+  for ax, p in zip(axes[0], panels):
+    prob = np.asarray(p["predict"](grid)).reshape(gx.shape)
+    ax.contourf(gx, gy, prob, levels=[0, 0.5, 1], colors=["#f4c7c3", "#c6dbef"], alpha=0.8)
+    ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.5)
+    sx, sy = np.asarray(p["source_x"]), np.asarray(p["source_y"])
+    ax.scatter(sx[sy == 0, 0], sx[sy == 0, 1], marker="+", c="tab:red", s=18,
+               label="source, class 0")
+    ax.scatter(sx[sy == 1, 0], sx[sy == 1, 1], marker="_", c="tab:blue", s=18,
+               label="source, class 1")
+    tx = np.asarray(p["target_x"])
+    ax.scatter(tx[:, 0], tx[:, 1], c="0.3", s=6, alpha=0.6, label="target (unlabeled)")
+    ax.set_title(p["title"], fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[0][0].legend(fontsize=7, loc="lower left")
+  if footer:
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
+  fig.tight_layout(rect=(0, 0.03 if footer else 0, 1, 1))
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return path

@@ -120,3 +120,32 @@ def test_mean_std_matches_numpy_formula():
   m, s = report.mean_std([1.0, 2.0, 4.0])
   assert m == pytest.approx(7 / 3)
   assert s == pytest.approx(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) ** 0.5 / 2 ** 0.5)
+
+
+def test_aggregate_and_negative_transfer_flags():
+  runs = []
+  for seed, (a, b, c) in enumerate([(50., 60., 40.), (52., 62., 44.), (54., 58., 42.)]):
+    runs += [{"pair": "p", "method": "source_only", "seed": seed, "selected": a},
+             {"pair": "p", "method": "good", "seed": seed, "selected": b},
+             {"pair": "p", "method": "bad", "seed": seed, "selected": c}]
+  rows = report.aggregate_runs(runs, group_keys=("pair", "method"), value_keys=("selected",))
+  by = {r["method"]: r for r in rows}
+  assert by["good"]["selected"][0] == pytest.approx(60.0)
+  assert by["good"]["selected"][1] == pytest.approx(2.0)
+  assert by["bad"]["n_seeds"] == 3 and by["bad"]["seeds"] == [0, 1, 2]
+  report.flag_negative_transfer(rows)
+  assert by["good"]["negative_transfer"] is False
+  assert by["good"]["delta"] == pytest.approx(8.0)
+  assert by["bad"]["negative_transfer"] is True
+  assert by["source_only"]["negative_transfer"] is None
+
+
+def test_decision_boundary_plot(tmp_path):
+  import numpy as np
+  rng = np.random.default_rng(0)
+  xs = rng.normal(size=(20, 2)).astype(np.float32)
+  ys = (xs[:, 0] > 0).astype(np.int32)
+  panel = {"title": "linear", "predict": lambda g: (g[:, 0] > 0).astype(float),
+           "source_x": xs, "source_y": ys, "target_x": xs + 1}
+  p = report.decision_boundary_plot(tmp_path / "b.png", [panel, panel], grid_size=20)
+  assert p.read_bytes()[:4] == b"\x89PNG"
