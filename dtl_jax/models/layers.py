@@ -1,0 +1,144 @@
+"""Shared layers: a PyTorch-convention BatchNorm that knows whether it is frozen.
+
+The BatchNorm here follows ``torch.nn.BatchNorm{1,2}d`` exactly: ``momentum`` is
+PyTorch's (new statistic weight, default 0.1 = Flax momentum 0.9), ``epsilon`` 1e-5,
+normalization with the biased batch variance and the running variance updated with the
+unbiased one (``var * n / (n - 1)``), as PyTorch does.
+
+Frozen BatchNorm (network-based transfer, Yosinski et al. 2014): a layer is *frozen*
+when one of the regexes in ``frozen_bn`` of an enclosing module (usually
+:class:`~dtl_jax.models.TransferModel`, or a backbone used on its own) fullmatches the
+layer's path relative to that module, e.g. ``"backbone/layer1/0/bn1"``, or the path of
+one of its variables (``".../scale"``, ``".../bias"``, ``".../mean"``, ``".../var"``).
+So the regexes of the parameter rules in :mod:`dtl_jax.params` can be reused directly.
+A frozen layer normalizes with its running statistics even when ``train=True`` and
+never updates them: its ``batch_stats`` stay bit-identical.
+
+Cross-device statistics: when an enclosing module has ``bn_axis_name`` set (or the
+layer's own ``axis_name``), training-mode batch statistics are averaged over that
+named axis (``pmap`` / ``shard_map``), so N devices equal one device on the
+concatenated batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_BN_VARIABLES = ("scale", "bias", "mean", "var")
+
+
+def _ancestors(module: nn.Module) -> Iterator[nn.Module]:
+  parent = module.parent
+  while isinstance(parent, nn.Module):
+    yield parent
+    parent = parent.parent
+
+
+def _compile(patterns: Sequence[str] | str | None) -> list[re.Pattern]:
+  if patterns is None:
+    return []
+  if isinstance(patterns, str):
+    patterns = (patterns,)
+  return [re.compile(p) for p in patterns]
+
+
+def is_frozen_path(path: Sequence[str], patterns: Sequence[str] | str | None) -> bool:
+  """Whether a BatchNorm module at ``path`` (tuple of names) matches ``patterns``.
+
+  Args:
+    path: module path relative to the module that holds the patterns.
+    patterns: regexes, each fullmatched against ``"a/b/bn"`` and ``"a/b/bn/<var>"``.
+
+  Returns:
+    True when any pattern matches.
+  """
+  joined = "/".join(path)
+  candidates = [joined] + [f"{joined}/{v}" for v in _BN_VARIABLES]
+  return any(p.fullmatch(c) for p in _compile(patterns) for c in candidates)
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over the last axis with PyTorch semantics and frozen-layer support.
+
+  ``y = (x - mu) / sqrt(sigma^2 + eps) * scale + bias`` with ``mu, sigma^2`` the batch
+  statistics over all axes but the last (``x: [..., c]``) in training mode, the
+  running ones otherwise (or when the layer is frozen, see the module docstring).
+  Running update: ``m <- (1 - momentum) m + momentum mu``,
+  ``v <- (1 - momentum) v + momentum sigma^2 n / (n - 1)`` (Ioffe & Szegedy 2015;
+  PyTorch's convention).
+
+  Attributes:
+    momentum: PyTorch momentum (weight of the new batch statistic), in (0, 1].
+    epsilon: added to the variance.
+    axis_name: named axis to average batch statistics over; ``None`` looks for
+      ``bn_axis_name`` on an enclosing module.
+    frozen: force this layer frozen.
+    param_dtype: dtype of scale / bias / running statistics.
+  """
+
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  axis_name: str | None = None
+  frozen: bool = False
+  param_dtype: Any = jnp.float32
+
+  def _is_frozen(self) -> bool:
+    if self.frozen:
+      return True
+    own = tuple(self.path)
+    for anc in _ancestors(self):
+      patterns = getattr(anc, "frozen_bn", None)
+      if patterns:
+        rel = own[len(tuple(anc.path)):]
+        if is_frozen_path(rel, patterns):
+          return True
+    return False
+
+  def _axis_name(self) -> str | None:
+    if self.axis_name is not None:
+      return self.axis_name
+    for anc in _ancestors(self):
+      name = getattr(anc, "bn_axis_name", None)
+      if name is not None:
+        return name
+    return None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """Normalizes ``x: [..., c]``; returns the same shape and dtype."""
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), self.param_dtype))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), self.param_dtype))
+    use_batch = train and not self._is_frozen() and not self.is_initializing()
+    stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    xs = x.astype(stat_dtype)
+    if use_batch:
+      axes = tuple(range(x.ndim - 1))
+      n = 1
+      for a in axes:
+        n *= x.shape[a]
+      mean = jnp.mean(xs, axis=axes)
+      axis_name = self._axis_name()
+      if axis_name is not None:
+        mean = jax.lax.pmean(mean, axis_name)
+        n = n * jax.lax.psum(1, axis_name)
+      var = jnp.mean(jnp.square(xs - mean), axis=axes)
+      if axis_name is not None:
+        var = jax.lax.pmean(var, axis_name)
+      m = self.momentum
+      unbiased = var * (n / jnp.maximum(n - 1, 1))
+      ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(self.param_dtype)
+      ra_var.value = ((1 - m) * ra_var.value + m * unbiased).astype(self.param_dtype)
+    else:
+      mean, var = ra_mean.value.astype(stat_dtype), ra_var.value.astype(stat_dtype)
+    y = (xs - mean) * jax.lax.rsqrt(var + self.epsilon)
+    y = y * scale.astype(stat_dtype) + bias.astype(stat_dtype)
+    return y.astype(x.dtype)
