@@ -1,0 +1,442 @@
+"""Adversarial methods: DANN, CDAN(+E), MDD, ADDA, WDGRL, domain confusion.
+
+All run in one backward pass: a gradient reversal layer (GRL) between features and
+discriminator (DANN, CDAN, MDD, WDGRL), or ``stop_gradient`` on the other player's
+parameters (ADDA's inverted-label GAN, domain confusion). The discriminator is an
+extra module (:class:`~dtl_jax.methods.Extra`) whose parameters live in the train
+state under ``params["extra"]["discriminator"]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dtl_jax.methods.base import Extra, Method, MethodInputs
+from dtl_jax.methods.discrepancy import _feature
+
+
+def _L(name: str):
+  return getattr(importlib.import_module("dtl_jax.losses"), name)
+
+
+def _grl(name: str):
+  return getattr(importlib.import_module("dtl_jax.losses.grl"), name)
+
+
+class MLPDiscriminator(nn.Module):
+  """``Linear(h) -> [BN] -> ReLU`` x len(hidden) ``-> Linear(out)`` (DANN's discriminator;
+  TLlib's ``DomainDiscriminator`` with ``hidden=(1024, 1024)``, BatchNorm on).
+
+  Batch statistics are taken over the (already global) discriminator input, so the
+  BatchNorm needs no device axis name.
+  """
+  hidden: tuple[int, ...] = (1024, 1024)
+  out: int = 1
+  batch_norm: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    for h in self.hidden:
+      x = nn.Dense(h)(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+      x = nn.relu(x)
+    return nn.Dense(self.out)(x)
+
+
+def _schedule(kind: str, total_steps: int, *, hi: float = 1.0, max_iters: float = 1000.0,
+              gamma: float = 10.0) -> Callable[[jax.Array], jax.Array]:
+  if kind == "dann":
+    return _grl("dann_schedule")(total_steps=max(total_steps, 1), gamma=gamma)
+  if kind == "warm_start":
+    return _grl("warm_start_schedule")(hi=hi, lo=0.0, alpha=1.0, max_iters=max_iters)
+  if kind == "constant":
+    return lambda step: jnp.asarray(hi, jnp.float32)
+  raise ValueError(f"schedule must be 'dann', 'warm_start' or 'constant', got {kind!r}")
+
+
+class DANN(Method):
+  """Domain-Adversarial Neural Network (Ganin et al., JMLR 2016).
+
+  ``L = CE_s + trade_off * BCE(D(R_lambda(f_s)), 1) / 2 + BCE(D(R_lambda(f_t)), 0) / 2``
+  with ``R_lambda`` the gradient reversal layer. The discriminator ``D`` minimises the
+  domain loss; through the reversal the features maximise it.
+
+  Args:
+    trade_off: weight of the domain loss.
+    schedule: GRL coefficient ``lambda(step)``: ``"dann"`` (paper:
+      ``2 / (1 + exp(-10 p)) - 1``, ``p = step / total_steps``), ``"warm_start"``
+      (TLlib: same shape over ``max_iters`` steps up to ``hi``) or ``"constant"``
+      (``hi``).
+    feature_key: model output fed to the discriminator.
+    hidden: discriminator widths (TLlib: 1024, 1024; the paper's toy: one 100-unit layer).
+    batch_norm: BatchNorm in the discriminator.
+    discriminator: a custom module (``module(x, train=...) -> [n, 1]`` logits).
+  """
+
+  name = "dann"
+
+  def __init__(self, *, trade_off: float = 1.0, schedule: str = "dann", hi: float = 1.0,
+               max_iters: float = 1000.0, feature_key: str = "bottleneck",
+               hidden: tuple[int, ...] = (1024, 1024), batch_norm: bool = True,
+               discriminator: nn.Module | None = None, lr_mult: float = 1.0):
+    self.trade_off = trade_off
+    self.schedule = schedule
+    self.hi = hi
+    self.max_iters = max_iters
+    self.feature_key = feature_key
+    self.hidden = tuple(hidden)
+    self.batch_norm = batch_norm
+    self.discriminator = discriminator
+    self.lr_mult = lr_mult
+
+  def _disc_input(self, inputs: MethodInputs) -> tuple[jax.Array, jax.Array]:
+    return _feature(inputs.source, self.feature_key), _feature(inputs.target, self.feature_key)
+
+  def _disc_input_dim(self, example) -> int:
+    return _feature(example, self.feature_key).shape[-1]
+
+  def extra_modules(self, example):
+    module = self.discriminator or MLPDiscriminator(self.hidden, 1, self.batch_norm)
+    dim = self._disc_input_dim(example)
+    return {"discriminator": Extra(module, jnp.zeros((2, dim), jnp.float32),
+                                   lr_mult=self.lr_mult)}
+
+  def coeff(self, inputs: MethodInputs) -> jax.Array:
+    return _schedule(self.schedule, inputs.total_steps, hi=self.hi,
+                     max_iters=self.max_iters)(inputs.step)
+
+  def domain_loss(self, inputs, d_s, d_t):
+    return _L("dann_loss")(d_s, d_t)
+
+  def loss(self, inputs: MethodInputs):
+    ce = inputs.source_cross_entropy()
+    h_s, h_t = self._disc_input(inputs)
+    n_s = h_s.shape[0]
+    coeff = self.coeff(inputs)
+    h = _grl("gradient_reverse")(jnp.concatenate([h_s, h_t], 0), coeff)
+    d = inputs.apply("discriminator", h)
+    d_s, d_t = d[:n_s], d[n_s:]
+    transfer = self.domain_loss(inputs, d_s, d_t)
+    metrics = {"ce": ce, "transfer": transfer, "grl_coeff": jnp.asarray(coeff, jnp.float32),
+               "domain_acc": _L("domain_accuracy")(d_s, d_t),
+               "source_acc": inputs.source_accuracy()}
+    return ce + self.trade_off * transfer, metrics
+
+
+class CDAN(DANN):
+  """Conditional Domain Adversarial Network (Long et al., NeurIPS 2018).
+
+  The discriminator sees the multilinear map ``T(f, sg[softmax(z)])`` of features and
+  class probabilities (full map ``[n, C*F]``, or the randomized map ``[n, dim]`` when
+  ``randomized=True`` or, with ``randomized=None``, when ``C * F > 4096`` as TLlib
+  does). CDAN+E (``entropy_conditioning=True``) weights examples by
+  ``1 + exp(-H(p))``. GRL schedule defaults to TLlib's warm start.
+  """
+
+  name = "cdan"
+
+  def __init__(self, *, entropy_conditioning: bool = False, randomized: bool | None = None,
+               randomized_dim: int = 1024, map_seed: int = 0, schedule: str = "warm_start",
+               **kwargs):
+    super().__init__(schedule=schedule, **kwargs)
+    self.entropy_conditioning = entropy_conditioning
+    self.randomized = randomized
+    self.randomized_dim = randomized_dim
+    self.map_seed = map_seed
+
+  def _use_random(self, f_dim: int, num_classes: int) -> bool:
+    if self.randomized is None:
+      return f_dim * num_classes > 4096
+    return self.randomized
+
+  def _disc_input_dim(self, example):
+    f_dim = _feature(example, self.feature_key).shape[-1]
+    c = example["logits"].shape[-1]
+    return self.randomized_dim if self._use_random(f_dim, c) else f_dim * c
+
+  def _map(self, f, logits):
+    f_dim, c = f.shape[-1], logits.shape[-1]
+    matrices = None
+    if self._use_random(f_dim, c):
+      matrices = _L("randomized_map_matrices")(jax.random.key(self.map_seed), f_dim, c,
+                                               self.randomized_dim, dtype=f.dtype)
+    return _L("cdan_features")(f, logits, matrices=matrices)
+
+  def _disc_input(self, inputs):
+    f_s = _feature(inputs.source, self.feature_key)
+    f_t = _feature(inputs.target, self.feature_key)
+    return self._map(f_s, inputs.source["logits"]), self._map(f_t, inputs.target["logits"])
+
+  def domain_loss(self, inputs, d_s, d_t):
+    return _L("cdan_loss")(d_s, d_t, logits_source=inputs.source["logits"],
+                           logits_target=inputs.target["logits"],
+                           entropy_conditioning=self.entropy_conditioning)
+
+
+class CDANE(CDAN):
+  """CDAN+E: :class:`CDAN` with entropy conditioning."""
+
+  name = "cdan_e"
+
+  def __init__(self, **kwargs):
+    kwargs.setdefault("entropy_conditioning", True)
+    super().__init__(**kwargs)
+
+
+class Head(nn.Module):
+  """A linear (or one-hidden-layer) classifier head; MDD's adversarial head."""
+  num_classes: int
+  hidden: int = 0
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    if self.hidden:
+      x = nn.relu(nn.Dense(self.hidden)(x))
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+class MDD(Method):
+  """Margin Disparity Discrepancy (Zhang et al., ICML 2019), TLlib's recipe.
+
+  An adversarial head ``f'`` reads ``R_lambda(features)``;
+  ``L = CE_s + trade_off * mdd_loss(f(x_s), f'(x_s), f(x_t), f'(x_t); margin)``.
+  The head minimises the disparity loss (agree with the main head on source, disagree
+  on target), the features maximise it through the reversal (warm start up to 0.1).
+  """
+
+  name = "mdd"
+
+  def __init__(self, *, trade_off: float = 1.0, margin: float = 4.0,
+               feature_key: str = "bottleneck", hidden: int = 0, hi: float = 0.1,
+               max_iters: float = 1000.0, schedule: str = "warm_start",
+               head: nn.Module | None = None):
+    self.trade_off = trade_off
+    self.margin = margin
+    self.feature_key = feature_key
+    self.hidden = hidden
+    self.hi = hi
+    self.max_iters = max_iters
+    self.schedule = schedule
+    self.head = head
+
+  def extra_modules(self, example):
+    c = example["logits"].shape[-1]
+    dim = _feature(example, self.feature_key).shape[-1]
+    return {"adversarial_head": Extra(self.head or Head(c, self.hidden),
+                                      jnp.zeros((1, dim), jnp.float32))}
+
+  def loss(self, inputs):
+    ce = inputs.source_cross_entropy()
+    f_s = _feature(inputs.source, self.feature_key)
+    f_t = _feature(inputs.target, self.feature_key)
+    n_s = f_s.shape[0]
+    coeff = _schedule(self.schedule, inputs.total_steps, hi=self.hi,
+                      max_iters=self.max_iters)(inputs.step)
+    adv = inputs.apply("adversarial_head",
+                       _grl("gradient_reverse")(jnp.concatenate([f_s, f_t]), coeff))
+    transfer = _L("mdd_loss")(inputs.source["logits"], adv[:n_s], inputs.target["logits"],
+                              adv[n_s:], margin=self.margin)
+    return ce + self.trade_off * transfer, {"ce": ce, "transfer": transfer,
+                                            "source_acc": inputs.source_accuracy()}
+
+
+class ADDA(Method):
+  """Adversarial Discriminative Domain Adaptation (Tzeng et al., CVPR 2017), two stages.
+
+  * ``stage=1``: source pre-training, ``L = CE_s`` (same as :class:`SourceOnly`).
+  * ``stage=2``: the main model is the **target** encoder, initialized from stage 1;
+    its classifier head stays frozen (:meth:`freeze_patterns`). A frozen copy of the
+    stage-1 model (extra ``"source_model"``, set its variables with
+    :func:`dtl_jax.train.replace_extra`) encodes the source. With ``D`` the
+    discriminator on ``feature_key``:
+    ``L = adda_discriminator_loss(D(sg f_s), D(sg f_t)) + adda_encoder_loss(D_sg(f_t))``
+    where ``D_sg`` has its parameters under ``stop_gradient``: one backward pass gives
+    the discriminator's and the encoder's updates of the alternating game.
+
+  Args:
+    stage: 1 or 2.
+    source_model: the model module (stage 2), usually the same object as the main model.
+    head_patterns: regexes of model parameter paths kept frozen in stage 2.
+  """
+
+  name = "adda"
+
+  def __init__(self, *, stage: int = 1, source_model: Any = None,
+               feature_key: str = "bottleneck", hidden: tuple[int, ...] = (500, 500),
+               batch_norm: bool = False, head_patterns: tuple[str, ...] = ("head/.*",),
+               discriminator: nn.Module | None = None):
+    if stage not in (1, 2):
+      raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+    if stage == 2 and source_model is None:
+      raise ValueError("ADDA stage 2 needs source_model (the stage-1 model module)")
+    self.stage = stage
+    self.source_model = source_model
+    self.feature_key = feature_key
+    self.hidden = tuple(hidden)
+    self.batch_norm = batch_norm
+    self.head_patterns = tuple(head_patterns)
+    self.discriminator = discriminator
+    self.uses_target = stage == 2
+
+  def freeze_patterns(self) -> tuple[str, ...]:
+    return self.head_patterns if self.stage == 2 else ()
+
+  def extra_modules(self, example):
+    if self.stage == 1:
+      return {}
+    dim = _feature(example, self.feature_key).shape[-1]
+    return {
+        "source_model": Extra(self.source_model, example["x"], trainable=False),
+        "discriminator": Extra(self.discriminator or MLPDiscriminator(
+            self.hidden, 1, self.batch_norm), jnp.zeros((2, dim), jnp.float32)),
+    }
+
+  def loss(self, inputs):
+    if self.stage == 1:
+      ce = inputs.source_cross_entropy()
+      return ce, {"ce": ce, "source_acc": inputs.source_accuracy()}
+    src = inputs.apply_to_inputs("source_model", "source")
+    f_s = jax.lax.stop_gradient(_feature(src, self.feature_key))
+    f_t = _feature(inputs.target, self.feature_key)
+    n_s = f_s.shape[0]
+    d = inputs.apply("discriminator", jnp.concatenate([f_s, jax.lax.stop_gradient(f_t)]))
+    d_loss = _L("adda_discriminator_loss")(d[:n_s], d[n_s:])
+    d_t = inputs.apply("discriminator", f_t, stop_gradient_params=True)
+    g_loss = _L("adda_encoder_loss")(d_t)
+    return d_loss + g_loss, {"discriminator_loss": d_loss, "encoder_loss": g_loss,
+                             "domain_acc": _L("domain_accuracy")(d[:n_s], d[n_s:])}
+
+
+class WDGRL(Method):
+  """Wasserstein Distance Guided Representation Learning (Shen et al., AAAI 2018).
+
+  A critic ``c`` (no BatchNorm: the gradient penalty needs per-example gradients)
+  estimates ``W = mean c(f_s) - mean c(f_t)``. In one pass, with the reversal
+  ``R`` between features and critic:
+  ``L = CE_s - trade_off * W(R(f)) + trade_off * gp_weight * GP(c; sg f_s, sg f_t)``:
+  the critic maximises ``W - gp_weight * GP``, the features minimise ``W``.
+  """
+
+  name = "wdgrl"
+
+  def __init__(self, *, trade_off: float = 1.0, gp_weight: float = 10.0,
+               feature_key: str = "bottleneck", hidden: tuple[int, ...] = (100,),
+               critic: nn.Module | None = None):
+    self.trade_off = trade_off
+    self.gp_weight = gp_weight
+    self.feature_key = feature_key
+    self.hidden = tuple(hidden)
+    self.critic = critic
+
+  def extra_modules(self, example):
+    dim = _feature(example, self.feature_key).shape[-1]
+    return {"critic": Extra(self.critic or MLPDiscriminator(self.hidden, 1, False),
+                            jnp.zeros((1, dim), jnp.float32))}
+
+  def loss(self, inputs):
+    ce = inputs.source_cross_entropy()
+    f_s = _feature(inputs.source, self.feature_key)
+    f_t = _feature(inputs.target, self.feature_key)
+    n_s = f_s.shape[0]
+    c = inputs.apply("critic", _grl("gradient_reverse")(jnp.concatenate([f_s, f_t]), 1.0))
+    w = jnp.mean(c[:n_s]) - jnp.mean(c[n_s:])
+    # Gradient penalty on random interpolates (Gulrajani et al. 2017), critic params only.
+    n = min(n_s, f_t.shape[0])
+    alpha = jax.random.uniform(inputs.rng, (n, 1), f_s.dtype)
+    fs, ft = jax.lax.stop_gradient(f_s[:n]), jax.lax.stop_gradient(f_t[:n])
+    z = alpha * fs + (1 - alpha) * ft
+    grad_z = jax.grad(lambda zz: jnp.sum(inputs.apply("critic", zz)))(z)
+    gp = jnp.mean((jnp.sqrt(jnp.sum(grad_z ** 2, -1) + 1e-12) - 1.0) ** 2)
+    loss = ce - self.trade_off * w + self.trade_off * self.gp_weight * gp
+    return loss, {"ce": ce, "wasserstein": w, "gradient_penalty": gp,
+                  "source_acc": inputs.source_accuracy()}
+
+
+class DomainConfusion(Method):
+  """Domain confusion (Tzeng et al., ICCV 2015), unsupervised part.
+
+  A domain classifier ``D`` learns to tell domains apart on ``sg(f)``
+  (``dann_loss``); the features are trained with ``D``'s parameters under
+  ``stop_gradient`` to make it maximally confused (cross-entropy against the uniform
+  domain distribution, :func:`dtl_jax.losses.domain_confusion_loss`):
+  ``L = CE_s + dann_loss(D(sg f)) + trade_off * confusion(D_sg(f))``.
+  (The paper's soft-label loss needs labeled target examples; it is not used here.)
+  """
+
+  name = "domain_confusion"
+
+  def __init__(self, *, trade_off: float = 0.1, feature_key: str = "bottleneck",
+               hidden: tuple[int, ...] = (500,), batch_norm: bool = False,
+               discriminator: nn.Module | None = None):
+    self.trade_off = trade_off
+    self.feature_key = feature_key
+    self.hidden = tuple(hidden)
+    self.batch_norm = batch_norm
+    self.discriminator = discriminator
+
+  def extra_modules(self, example):
+    dim = _feature(example, self.feature_key).shape[-1]
+    return {"domain_classifier": Extra(self.discriminator or MLPDiscriminator(
+        self.hidden, 1, self.batch_norm), jnp.zeros((2, dim), jnp.float32))}
+
+  def loss(self, inputs):
+    ce = inputs.source_cross_entropy()
+    f_s = _feature(inputs.source, self.feature_key)
+    f_t = _feature(inputs.target, self.feature_key)
+    n_s = f_s.shape[0]
+    f = jnp.concatenate([f_s, f_t])
+    d = inputs.apply("domain_classifier", jax.lax.stop_gradient(f))
+    d_loss = _L("dann_loss")(d[:n_s], d[n_s:])
+    d2 = inputs.apply("domain_classifier", f, stop_gradient_params=True)
+    conf = _L("domain_confusion_loss")(d2[:n_s], d2[n_s:])
+    return ce + d_loss + self.trade_off * conf, {
+        "ce": ce, "domain_loss": d_loss, "confusion": conf,
+        "domain_acc": _L("domain_accuracy")(d[:n_s], d[n_s:]),
+        "source_acc": inputs.source_accuracy()}
+
+
+class Distill(Method):
+  """Knowledge distillation (Hinton et al., 2015) from a frozen teacher.
+
+  ``L = (1 - alpha) * CE_s + alpha * distillation_loss(z_student, z_teacher; T)``
+  (KL on temperature-softened distributions, times ``T^2``), on the source batch and,
+  with ``on_target=True``, also on the unlabeled target batch. The teacher is the
+  frozen extra module ``"teacher"`` (inference mode, labelled ``"frozen"``): set its
+  variables with :func:`dtl_jax.train.replace_extra`.
+  """
+
+  name = "distill"
+
+  def __init__(self, teacher: Any = None, *, temperature: float = 4.0, alpha: float = 0.9,
+               on_target: bool = False):
+    if teacher is None:
+      raise ValueError("distill needs a teacher module")
+    self.teacher = teacher
+    self.temperature = temperature
+    self.alpha = alpha
+    self.on_target = on_target
+    self.uses_target = on_target
+
+  def extra_modules(self, example):
+    return {"teacher": Extra(self.teacher, example["x"], trainable=False)}
+
+  def loss(self, inputs):
+    ce = inputs.source_cross_entropy()
+    kd_fn = _L("distillation_loss")
+    t_s = inputs.apply_to_inputs("teacher", "source")
+    t_s = t_s["logits"] if isinstance(t_s, dict) else t_s
+    kd = kd_fn(inputs.source["logits"], t_s, temperature=self.temperature)
+    if self.on_target:
+      t_t = inputs.apply_to_inputs("teacher", "target")
+      t_t = t_t["logits"] if isinstance(t_t, dict) else t_t
+      kd = 0.5 * (kd + kd_fn(inputs.target["logits"], t_t, temperature=self.temperature))
+    return (1 - self.alpha) * ce + self.alpha * kd, {
+        "ce": ce, "distill": kd, "source_acc": inputs.source_accuracy()}

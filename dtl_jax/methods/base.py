@@ -1,0 +1,180 @@
+"""The method protocol: a transfer method composes losses on model outputs.
+
+A method never touches the optimizer and never knows on how many devices it runs.
+The train step (:func:`dtl_jax.train.make_train_step`) runs the model once on the
+concatenated batch ``[x_s; x_t]``, splits the outputs, gathers them over the device
+axis (so every method sees the **global** batch), and calls ``method.loss(inputs)``.
+
+Extra trainable (or frozen) modules -- a domain discriminator, an adversarial head,
+a teacher -- are declared by :meth:`Method.extra_modules`; their parameters live in the
+same :class:`~dtl_jax.train.TrainState` under ``params["extra"][name]`` and get their
+own optimizer label ``"extra/<name>"`` (or ``"frozen"``).
+
+Composing a method from your own loss takes a few lines::
+
+  from dtl_jax.methods import LossMethod
+  from dtl_jax.losses import coral
+
+  def my_loss(inputs):
+    ce = inputs.source_cross_entropy()
+    transfer = coral(inputs.source["bottleneck"], inputs.target["bottleneck"])
+    return ce + 0.5 * transfer, {"coral": transfer}
+
+  method = LossMethod(my_loss, name="my_coral")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Outputs = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Extra:
+  """An extra module a method needs (discriminator, adversarial head, teacher).
+
+  Attributes:
+    module: a Flax Linen module called as ``module(x, train=bool)``.
+    init_input: an example input (leading batch dim) used to initialize it.
+    trainable: if False its parameters are labelled ``"frozen"`` (optax ``set_to_zero``)
+      and it is always applied in inference mode (BatchNorm statistics stay fixed).
+    lr_mult: learning-rate multiplier for its parameter group.
+    train_mode: apply with ``train=True`` (BatchNorm batch statistics, dropout) when
+      trainable.
+  """
+  module: nn.Module
+  init_input: Any
+  trainable: bool = True
+  lr_mult: float = 1.0
+  train_mode: bool = True
+
+
+@dataclasses.dataclass
+class MethodInputs:
+  """What a method's loss sees for one step (global batch over all devices).
+
+  Attributes:
+    source: model outputs for the source batch, e.g. ``{"features": [n_s, f],
+      "bottleneck": [n_s, b], "logits": [n_s, C]}``.
+    target: model outputs for the target batch (``[n_t, ...]``).
+    labels: source labels ``[n_s]`` (int).
+    step: the optimizer step (scalar int array) before this update.
+    rng: a PRNG key for the method's own randomness; identical on every device.
+    source_weights: optional per-example source weights ``[n_s]``.
+    total_steps: planned number of steps (for schedules), a Python int.
+  """
+  source: Outputs
+  target: Outputs
+  labels: jax.Array
+  step: jax.Array
+  rng: jax.Array
+  source_weights: jax.Array | None
+  total_steps: int
+  _apply: Callable[..., Any] = dataclasses.field(repr=False, default=None)
+  _apply_to_inputs: Callable[..., Any] = dataclasses.field(repr=False, default=None)
+
+  def apply(self, name: str, x: Any, *, stop_gradient_params: bool = False) -> Any:
+    """Applies the extra module ``name`` to a global-batch input ``x``.
+
+    With ``stop_gradient_params=True`` the module's parameters receive no gradient
+    from this call (one-pass min-max games such as ADDA's encoder loss). When a
+    trainable extra module is applied several times, the batch statistics of the
+    last call are kept: apply it once to the concatenated ``[source; target]`` input.
+    """
+    return self._apply(name, x, stop_gradient_params=stop_gradient_params)
+
+  def apply_to_inputs(self, name: str, domain: str) -> Any:
+    """Applies extra module ``name`` to the raw ``domain`` ("source"/"target") inputs.
+
+    Runs per device on the local inputs, then gathers the outputs to the global batch.
+    Meant for frozen modules (teachers), whose BatchNorm runs in inference mode.
+    """
+    return self._apply_to_inputs(name, domain)
+
+  def source_cross_entropy(self, *, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean (optionally ``source_weights``-weighted) cross-entropy on the source batch."""
+    logits = self.source["logits"]
+    num_classes = logits.shape[-1]
+    onehot = jax.nn.one_hot(self.labels, num_classes, dtype=logits.dtype)
+    if label_smoothing:
+      onehot = optax.smooth_labels(onehot, label_smoothing)
+    ce = optax.softmax_cross_entropy(logits, onehot)
+    if self.source_weights is None:
+      return jnp.mean(ce)
+    w = self.source_weights.astype(ce.dtype)
+    return jnp.sum(w * ce) / jnp.sum(w)
+
+  def source_accuracy(self) -> jax.Array:
+    return jnp.mean(jnp.argmax(self.source["logits"], -1) == self.labels)
+
+
+class Method:
+  """Base class of transfer methods.
+
+  Subclasses override :meth:`loss` and, when they need extra modules,
+  :meth:`extra_modules`. ``loss`` returns ``(scalar_loss, metrics_dict)``; the train
+  step adds ``"loss"`` to the metrics. ``trade_off`` conventionally weights the
+  transfer term: ``loss = CE_s + trade_off * transfer``.
+  """
+
+  name: str = "method"
+  #: whether the method's loss uses target outputs (the loop can skip target data).
+  uses_target: bool = True
+
+  def extra_modules(self, example: Mapping[str, jax.Array]) -> dict[str, Extra]:
+    """Declares extra modules.
+
+    Args:
+      example: one-example arrays ``{"x": [1, ...], "features": [1, f],
+        "bottleneck": [1, b], "logits": [1, C], ...}`` (all model outputs plus the
+        raw input) to size the extra modules.
+    """
+    del example
+    return {}
+
+  def loss(self, inputs: MethodInputs) -> tuple[jax.Array, dict[str, jax.Array]]:
+    raise NotImplementedError
+
+  def freeze_patterns(self) -> tuple[str, ...]:
+    """Regexes of model parameter paths (``"head/.*"``) the method needs frozen."""
+    return ()
+
+  def model_frozen(self) -> bool:
+    """True if the main model must not be trained (e.g. ADDA stage 2 keeps it frozen)."""
+    return False
+
+  def __repr__(self) -> str:
+    fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+    return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
+
+class LossMethod(Method):
+  """A method from a plain function ``fn(inputs: MethodInputs) -> (loss, metrics)``.
+
+  Args:
+    fn: the loss function; may also return a bare scalar.
+    name: a name for logs.
+    extra_modules: optional function ``example -> {name: Extra}``.
+  """
+
+  def __init__(self, fn: Callable[[MethodInputs], Any], *, name: str = "custom",
+               extra_modules: Callable[[Mapping[str, jax.Array]], dict[str, Extra]] | None = None):
+    self.fn = fn
+    self.name = name
+    self._extra = extra_modules
+
+  def extra_modules(self, example):
+    return {} if self._extra is None else self._extra(example)
+
+  def loss(self, inputs):
+    out = self.fn(inputs)
+    if isinstance(out, tuple):
+      return out
+    return out, {}
