@@ -63,7 +63,7 @@ class BasicBlock(nn.Module):
     return nn.relu(y + identity)
 
 
-class Bottleneck(nn.Module):
+class BottleneckBlock(nn.Module):
   """1x1 -> 3x3 (stride here) -> 1x1 convs (ResNet-50/101). Output ``4 * planes``."""
 
   planes: int
@@ -97,7 +97,7 @@ class ResLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    cls = BasicBlock if self.block == "basic" else Bottleneck
+    cls = BasicBlock if self.block == "basic" else BottleneckBlock
     for i in range(self.blocks):
       x = cls(self.planes, self.stride if i == 0 else 1, self.dtype, name=str(i))(x, train=train)
     return x

@@ -1,0 +1,70 @@
+"""Digit backbones: TLlib's LeNet and the DANN paper's MNIST network.
+
+Inputs are NHWC; flattening follows NHWC order (``[h, w, c]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _check_image(x: jax.Array, name: str) -> None:
+  if x.ndim != 4:
+    raise ValueError(f"{name}: x must be NHWC [n, h, w, c], got shape {x.shape}")
+
+
+class LeNet(nn.Module):
+  """LeNet as in TLlib's digit experiments (LeCun et al. 1998 variant).
+
+  conv5-20 -> maxpool2 -> ReLU -> conv5-50 -> Dropout2d(0.5) -> maxpool2 -> ReLU ->
+  flatten -> fc-500 -> ReLU -> Dropout(0.5). ``x: [n, 28, 28, c] -> [n, 500]``.
+  Module names ``conv1``, ``conv2``, ``fc``.
+
+  Attributes:
+    features: width of the last layer (500).
+    dropout: rate of both dropouts (0.5).
+  """
+
+  features: int = 500
+  dropout: float = 0.5
+  dtype: Any = None
+  stages: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "fc")
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    _check_image(x, "LeNet")
+    kw = dict(padding="VALID", dtype=self.dtype, param_dtype=jnp.float32)
+    x = nn.Conv(20, (5, 5), name="conv1", **kw)(x)
+    x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2)))
+    x = nn.Conv(50, (5, 5), name="conv2", **kw)(x)
+    x = nn.Dropout(self.dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
+    x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2)))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32, name="fc")(x))
+    return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+class DANNMNISTNet(nn.Module):
+  """Feature extractor of DANN's MNIST -> MNIST-M network (Ganin & Lempitsky, ICML 2015).
+
+  conv5-32 -> ReLU -> maxpool2 -> conv5-48 -> ReLU -> maxpool2 -> flatten.
+  ``x: [n, 28, 28, c] -> [n, 768]``. The paper's label predictor is
+  ``Classifier(10, hidden=(100, 100))`` and its domain classifier
+  ``Classifier(1, hidden=(100,))`` on these features.
+  """
+
+  dtype: Any = None
+  stages: ClassVar[tuple[str, ...]] = ("conv1", "conv2")
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    del train
+    _check_image(x, "DANNMNISTNet")
+    kw = dict(padding="VALID", dtype=self.dtype, param_dtype=jnp.float32)
+    x = nn.max_pool(nn.relu(nn.Conv(32, (5, 5), name="conv1", **kw)(x)), (2, 2), strides=(2, 2))
+    x = nn.max_pool(nn.relu(nn.Conv(48, (5, 5), name="conv2", **kw)(x)), (2, 2), strides=(2, 2))
+    return x.reshape(x.shape[0], -1)
