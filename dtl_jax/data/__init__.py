@@ -1,5 +1,33 @@
 """Data: bundled offline domains, TFDS, image folders, samplers.
 
-Importing this package is light (NumPy only); scikit-learn, PIL and
-tensorflow_datasets are imported on first use, and TensorFlow never.
+* :func:`load_domain` / :func:`load_pair` -- bundled offline domains (``digits``,
+  ``digits_m``, ``digits_rot``, ``digits_inv``, ``digits_thick``, ``digits_noisy``,
+  ``moons``, ``moons_rot``, ``blobs``, ``blobs_shift``) as :class:`Domain` objects.
+* :func:`load_tfds` / :class:`TFDSSource` -- TFDS through ``tfds.data_source``
+  (prepared ``data_dir``, no TensorFlow).
+* :class:`ImageFolder` / :class:`ImageList` -- ``root/<class>/<image>`` trees and TLlib
+  image-list files, decoded with PIL; :mod:`dtl_jax.data.transforms` for TLlib-style
+  preprocessing.
+* :class:`PairSampler` -- infinite, shuffled, resumable source / target batches for
+  one device, ``pmap`` (``[devices, per_device, ...]``) or ``jit`` (``NamedSharding``),
+  with background :class:`Prefetcher`; :func:`eval_batches` for evaluation.
+
+Importing this package is light (NumPy only): scikit-learn is never needed at import
+time, PIL and tensorflow_datasets are imported on first use, TensorFlow never.
 """
+
+from dtl_jax.data import transforms
+from dtl_jax.data.domain import Domain, available_domains, load_domain, load_pair, register_domain
+from dtl_jax.data.folder import CorruptImageError, ImageFolder, ImageList, decode_image
+from dtl_jax.data.prefetch import Prefetcher, prefetch
+from dtl_jax.data.sampler import Batch, PairSampler, data_sharding, eval_batches
+from dtl_jax.data.sources import ArraySource, Source, as_source, check_same_classes
+from dtl_jax.data.tfds_source import TFDS_DATASETS, TFDSSource, load_tfds
+
+__all__ = [
+    "ArraySource", "Batch", "CorruptImageError", "Domain", "ImageFolder", "ImageList",
+    "PairSampler", "Prefetcher", "Source", "TFDSSource", "TFDS_DATASETS", "as_source",
+    "available_domains", "check_same_classes", "data_sharding", "decode_image",
+    "eval_batches", "load_domain", "load_pair", "load_tfds", "prefetch",
+    "register_domain", "transforms",
+]

@@ -40,7 +40,7 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 
 from dtl_jax.data.prefetch import Prefetcher
-from dtl_jax.data.sources import Source, Transform, as_source
+from dtl_jax.data.sources import Source, Transform, as_source, check_same_classes
 
 
 class Batch(NamedTuple):
@@ -98,6 +98,13 @@ class _Stream:
     return rng.integers(2**63 - 1, size=self.b, dtype=np.int64)
 
 
+def _get_items(source, idx, seeds, executor):
+  """``(x, y)`` at ``idx``; sources with ``get_items`` (TFDS) read both at once."""
+  if hasattr(source, "get_items"):
+    return source.get_items(idx, seeds=seeds, executor=executor)
+  return source.get(idx, seeds=seeds, executor=executor), source.labels[idx]
+
+
 def _check_divisible(name: str, b: int, d: int):
   if b % d:
     raise ValueError(f"{name} ({b}) must be divisible by num_devices ({d}) so that every "
@@ -133,10 +140,8 @@ class PairSampler:
     self.source: Source = as_source(source, "train", transform=source_transform)
     self.target: Source | None = (
         None if target is None else as_source(target, "train", transform=target_transform))
-    if self.target is not None and self.target.num_classes != self.source.num_classes:
-      raise ValueError(
-          f"source has {self.source.num_classes} classes but target has "
-          f"{self.target.num_classes}; they must share the label space.")
+    if self.target is not None:
+      check_same_classes(self.source, self.target)
     if target_batch_size is None:
       target_batch_size = batch_size
     if num_devices is not None and sharding is not None:
@@ -196,8 +201,7 @@ class PairSampler:
   def batch(self, step: int) -> Batch:
     """The batch at ``step`` (pure: does not move the sampler)."""
     idx = self._src.indices(step)
-    x_s = self.source.get(idx, seeds=self._src.seeds(step), executor=self._executor)
-    y_s = self.source.labels[idx]
+    x_s, y_s = _get_items(self.source, idx, self._src.seeds(step), self._executor)
     x_t = None
     if self._tgt is not None:
       x_t = self._layout(self.target.get(self._tgt.indices(step),
@@ -293,8 +297,7 @@ def eval_batches(data: Any, *, batch_size: int, split: str = "test",
     if len(idx) < batch_size:
       mask[len(idx):] = 0
       idx = np.concatenate([idx, np.zeros(batch_size - len(idx), idx.dtype)])
-    x = src.get(idx, seeds=np.zeros(batch_size, np.int64))
-    y = src.labels[idx]
+    x, y = _get_items(src, idx, np.zeros(batch_size, np.int64), None)
     if num_devices is not None:
       x, y, mask = (a.reshape((num_devices, -1) + a.shape[1:]) for a in (x, y, mask))
     yield x, y, mask

@@ -113,3 +113,33 @@ def as_source(data: Any, split: str = "train", *, transform: Transform | None = 
   raise ValueError(
       "data must be a Domain, an (x, y) tuple or a source with labels/num_classes/"
       f"__len__/get, got {type(data).__name__}.")
+
+
+def check_same_classes(source: Any, target: Any, *,
+                       what: tuple[str, str] = ("source", "target"),
+                       ordered: bool = True) -> None:
+  """Raises ``ValueError`` unless ``source`` and ``target`` share the class list.
+
+  Args:
+    source, target: sources / Domains (their ``class_names``) or sequences of names.
+    what: how to call the two sides in the message.
+    ordered: also require the same order (label ``i`` must mean the same class).
+
+  Raises:
+    ValueError: listing the classes only in one side, or the first position where
+      the orders differ.
+  """
+  a = tuple(getattr(source, "class_names", source))
+  b = tuple(getattr(target, "class_names", target))
+  only_a = sorted(set(a) - set(b))
+  only_b = sorted(set(b) - set(a))
+  if only_a or only_b:
+    raise ValueError(
+        f"class lists differ: only in {what[0]}: {only_a}; only in {what[1]}: {only_b}. "
+        "Source and target must share the class list.")
+  if len(a) != len(b):
+    raise ValueError(f"class lists differ in length ({len(a)} vs {len(b)}): duplicates?")
+  if ordered and a != b:
+    i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    raise ValueError(f"class lists have the same names in a different order: label {i} is "
+                     f"{a[i]!r} in {what[0]} but {b[i]!r} in {what[1]}.")
