@@ -236,7 +236,7 @@ def predict(eval_step, state: TrainState, x: np.ndarray, *, batch_size: int = 51
   for i in range(0, n, batch_size):
     xb = np.asarray(x[i:i + batch_size])
     m = len(xb)
-    if m < batch_size and n > batch_size:
+    if m < batch_size:
       xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - m, 0)], 0)
     out = eval_step(state, xb)
     for k in keys:
