@@ -28,6 +28,7 @@ domainnet/<d>          image       label        train, test
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -67,12 +68,18 @@ def open_data_source(name: str, *, split: str, data_dir: str | None = None):
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # tfds raises several types here.
+    base = name.split("/")[0].split(":")[0]
+    where = ""
+    if data_dir is not None and "://" not in str(data_dir):
+      if not os.path.isdir(os.path.join(data_dir, base)):
+        where = f" There is no prepared {base!r} folder under data_dir={str(data_dir)!r}."
+    detail = " ".join(str(e).split())
     raise FileNotFoundError(
-        f"cannot open TFDS dataset {name!r} split {split!r} under data_dir={data_dir!r} "
-        f"({type(e).__name__}: {e}). Prepare it where there is internet access with "
-        f"`tfds build {name.split('/')[0]} --file_format=array_record --data_dir=DIR` "
-        "(or tfds.builder(...).download_and_prepare(file_format='array_record')) and "
-        "pass data_dir=DIR.") from e
+        f"cannot open TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}).{where}"
+        f" Prepare it where there is internet access with `tfds build {base} "
+        "--file_format=array_record --data_dir=DIR` (or tfds.builder(...)"
+        ".download_and_prepare(file_format='array_record')), copy DIR here and pass "
+        f"data_dir=DIR. (tfds: {type(e).__name__}: {detail})") from e
 
 
 def _to_float_image(img: np.ndarray, size, channels) -> np.ndarray:
