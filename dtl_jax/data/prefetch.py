@@ -21,6 +21,27 @@ class _Raised:
     self.exc = exc
 
 
+def _put(q: queue.Queue, stop: threading.Event, item) -> bool:
+  while not stop.is_set():
+    try:
+      q.put(item, timeout=0.05)
+      return True
+    except queue.Full:
+      continue
+  return False
+
+
+def _produce(iterator, q: queue.Queue, stop: threading.Event):
+  try:
+    for item in iterator:
+      if not _put(q, stop, item):
+        return
+  except BaseException as e:  # pylint: disable=broad-except
+    _put(q, stop, _Raised(e))
+    return
+  _put(q, stop, _END)
+
+
 class Prefetcher(Iterator):
   """Iterates ``iterable`` in a background thread, ``buffer_size`` items ahead.
 
@@ -45,28 +66,12 @@ class Prefetcher(Iterator):
     self._last = None
     self._done = False
     self._iterator = iter(iterable)
-    self._thread = threading.Thread(target=self._produce, daemon=True,
-                                    name="dtl_jax-prefetch")
+    # The thread holds only the queue, the event and the iterator (not ``self``), so
+    # an abandoned Prefetcher is garbage-collected and its __del__ stops the thread.
+    self._thread = threading.Thread(
+        target=_produce, args=(self._iterator, self._queue, self._stop), daemon=True,
+        name="dtl_jax-prefetch")
     self._thread.start()
-
-  def _put(self, item) -> bool:
-    while not self._stop.is_set():
-      try:
-        self._queue.put(item, timeout=0.05)
-        return True
-      except queue.Full:
-        continue
-    return False
-
-  def _produce(self):
-    try:
-      for item in self._iterator:
-        if not self._put(item):
-          return
-    except BaseException as e:  # pylint: disable=broad-except
-      self._put(_Raised(e))
-      return
-    self._put(_END)
 
   def __iter__(self):
     return self

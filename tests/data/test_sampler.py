@@ -169,3 +169,21 @@ def test_sampler_errors():
     PairSampler(_toy(20, num_classes=4), _toy(20, num_classes=3), batch_size=4)
   with pytest.raises(ValueError, match="not both"):
     PairSampler(_toy(16), batch_size=8, num_devices=8, sharding=data_sharding())
+
+
+def test_prefetcher_threads_stop_on_close_and_when_abandoned():
+  import gc
+  import itertools
+  it = Prefetcher(itertools.count(), buffer_size=2)
+  assert next(it) == 0
+  thread = it._thread  # pylint: disable=protected-access
+  it.close()
+  thread.join(timeout=2)
+  assert not thread.is_alive()
+  it = Prefetcher(itertools.count(), buffer_size=2)
+  next(it)
+  thread = it._thread  # pylint: disable=protected-access
+  del it
+  gc.collect()
+  thread.join(timeout=2)
+  assert not thread.is_alive()
