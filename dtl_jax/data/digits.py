@@ -14,8 +14,8 @@ Disjointness by construction (``pool`` option, never depends on ``seed``):
   ``p mod 6``). Each share has 29-31 images per class (296-304 in all), so ANY
   two different digits domains loaded with the default are disjoint.
 * ``pool="a"`` / ``pool="b"``: the two stratified halves (positions ``p`` even / odd;
-  87-92 images per class, about 900 in all). :func:`dtl_jax.data.load_pair` gives the source half ``a`` and
-  the target half ``b`` for a larger disjoint pair.
+  87-92 images per class, about 900 in all). :func:`dtl_jax.data.load_pair` gives
+  the source half ``a`` and the target half ``b`` for a larger disjoint pair.
 * ``pool="all"``: all 1,797 images (no disjointness guarantee).
 
 Within its pool each domain is split by ``seed`` into train / test, stratified by
