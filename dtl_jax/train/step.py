@@ -181,7 +181,9 @@ def shard_map_step(step_fn: StepFn, mesh: Mesh, *, axis_name: str = "batch",
 def replicate(tree: Any, devices=None) -> Any:
   """Copies ``tree`` to every local device (leading device axis) for ``pmap``."""
   devices = devices or jax.local_devices()
-  return jax.device_put_replicated(tree, devices)
+  n = len(devices)
+  return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x)[None], (n,) + jnp.shape(x)),
+                      tree)
 
 
 def unreplicate(tree: Any) -> Any:
