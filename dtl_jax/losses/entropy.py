@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special  # noqa: F401  (xlogy)
 
 from dtl_jax.losses import adversarial_checks as _checks
 
@@ -18,7 +19,8 @@ TLLIB_EPSILON = 1e-5
 
 
 def _entropy_of_probs(p: jax.Array, epsilon: float) -> jax.Array:
-  return -jnp.sum(p * jnp.log(p + epsilon), axis=-1)
+  # xlogy: 0 * log(0 + 0) = 0, so epsilon=0 gives the exact entropy of one-hot rows.
+  return -jnp.sum(jax.scipy.special.xlogy(p, p + epsilon), axis=-1)
 
 
 def _entropy_of_logits(z: jax.Array) -> jax.Array:
