@@ -19,7 +19,7 @@ N_DEV = 8
 @pytest.fixture(autouse=True, scope="module")
 def _fast_compile():
   """Compile time dominates these tiny steps; XLA optimizations are not needed."""
-  old = jax.config.jax_disable_most_optimizations
+  old = jax.config.values["jax_disable_most_optimizations"]
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", old)
