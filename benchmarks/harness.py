@@ -1,0 +1,227 @@
+"""Timing harness: both frameworks in one process, alternating, after warm-up, same threads.
+
+Discipline (issue 8):
+
+* Thread pinning: :func:`pin_threads` must run BEFORE ``jax`` or ``torch`` is imported. It
+  restricts the process to ``threads`` cores with ``os.sched_setaffinity`` (what ``taskset``
+  does), sets ``torch.set_num_threads`` and, for one thread, the XLA CPU flags that turn off
+  its multi-threaded Eigen pool. XLA sizes its own pool from the affinity mask, so both
+  frameworks see the same cores.
+* Each implementation is warmed up (JAX compile and torch.compile happen there and are
+  timed separately), then calibrated so that one sample lasts at least ``min_sample_s``
+  (``inner`` calls per sample), then the implementations are timed round-robin, one sample
+  each per round, with the order rotated every round, so slow drifts of a shared machine hit
+  all of them alike.
+* JAX outputs are ``block_until_ready``-ed inside the timed region; PyTorch CPU is
+  synchronous.
+* Reported: median seconds per call, the inter-quartile range, min and max, and ratios.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+
+def pin_threads(threads: int | None) -> dict[str, Any]:
+  """Pins this process (and its future children) to ``threads`` cores.
+
+  Call before importing jax / torch. Returns the settings for the results file.
+
+  Args:
+    threads: number of cores to use; None uses every core in the current affinity mask.
+  """
+  cores = sorted(os.sched_getaffinity(0))
+  if threads is None or threads >= len(cores):
+    threads = len(cores)
+  chosen = cores[:threads]
+  os.sched_setaffinity(0, chosen)
+  os.environ["OMP_NUM_THREADS"] = str(threads)
+  os.environ["MKL_NUM_THREADS"] = str(threads)
+  flags = os.environ.get("XLA_FLAGS", "")
+  if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+    flags = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    os.environ["XLA_FLAGS"] = flags
+  return {
+      "threads": threads,
+      "cpu_affinity": chosen,
+      "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+      "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"],
+  }
+
+
+def set_torch_threads(threads: int) -> None:
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(threads)
+  try:
+    torch.set_num_interop_threads(1)
+  except RuntimeError:  # already set once in this process
+    pass
+
+
+def block(x: Any) -> Any:
+  """Waits for every JAX array in the pytree ``x`` (no-op for torch / numpy)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.block_until_ready(x)
+
+
+@dataclasses.dataclass
+class Timing:
+  """Seconds per call of one implementation."""
+  name: str
+  median_s: float
+  q1_s: float
+  q3_s: float
+  min_s: float
+  max_s: float
+  samples: int
+  inner: int
+  warmup_s: float  # the first call (includes JAX compile / torch.compile)
+
+  def as_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def _quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
+  if len(xs) == 1:
+    return xs[0], xs[0], xs[0]
+  q = statistics.quantiles(xs, n=4, method="inclusive")
+  return q[0], statistics.median(xs), q[2]
+
+
+def time_alternating(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 15,
+                     warmup: int = 2, min_sample_s: float = 0.02,
+                     max_inner: int = 1000) -> dict[str, Timing]:
+  """Times zero-argument callables round-robin.
+
+  Each callable must do the complete work (e.g. forward + gradient) and must block until
+  its result is ready (wrap JAX callables with :func:`block`).
+
+  Args:
+    fns: name -> callable.
+    repeats: timed samples per implementation.
+    warmup: untimed calls per implementation before calibration (the first one is
+      reported as ``warmup_s``).
+    min_sample_s: a sample repeats the call ``inner`` times so that it lasts at least this.
+    max_inner: upper bound on ``inner``.
+
+  Returns:
+    name -> :class:`Timing`.
+  """
+  names = list(fns)
+  first_call, inner = {}, {}
+  for name in names:
+    fn = fns[name]
+    t0 = time.perf_counter()
+    fn()
+    first_call[name] = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+      fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner[name] = int(min(max_inner, max(1, round(min_sample_s / one))))
+  samples: dict[str, list[float]] = {name: [] for name in names}
+  for r in range(repeats):
+    k = r % len(names)
+    for name in names[k:] + names[:k]:
+      fn, m = fns[name], inner[name]
+      t0 = time.perf_counter()
+      for _ in range(m):
+        fn()
+      samples[name].append((time.perf_counter() - t0) / m)
+  out = {}
+  for name in names:
+    xs = samples[name]
+    q1, med, q3 = _quartiles(xs)
+    out[name] = Timing(name=name, median_s=med, q1_s=q1, q3_s=q3, min_s=min(xs), max_s=max(xs),
+                       samples=len(xs), inner=inner[name], warmup_s=first_call[name])
+  return out
+
+
+def jax_compile_seconds(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any], float]:
+  """AOT-compiles ``jax.jit(fn)`` for ``args``; returns (compiled callable, seconds)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  return compiled, time.perf_counter() - t0
+
+
+def cpu_model() -> str:
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def machine_slug(threads: int) -> str:
+  """A directory name for the results: '<cpu-model>-<n>cores' (or the GPU name)."""
+  name = gpu_name() or cpu_model()
+  slug = "".join(c if c.isalnum() else "-" for c in name.lower())
+  while "--" in slug:
+    slug = slug.replace("--", "-")
+  return f"{slug.strip('-')}-{threads}t" if not gpu_name() else slug.strip("-")
+
+
+def gpu_name() -> str | None:
+  try:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                         capture_output=True, text=True, timeout=10, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  name = out.stdout.strip().splitlines()
+  return name[0] if out.returncode == 0 and name else None
+
+
+def machine_info(thread_settings: Mapping[str, Any]) -> dict[str, Any]:
+  """CPU / GPU model, core counts, memory, versions and the thread settings."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  info: dict[str, Any] = {
+      "cpu_model": cpu_model(),
+      "cpu_count_total": os.cpu_count(),
+      "cpu_count_affinity": len(os.sched_getaffinity(0)),
+      "gpu": gpu_name(),
+      "platform": platform.platform(),
+      "python": sys.version.split()[0],
+      "jax": jax.__version__,
+      "jax_backend": jax.default_backend(),
+      "jax_devices": [str(d) for d in jax.devices()],
+      "numpy": np.__version__,
+      "threads": dict(thread_settings),
+      "load_average_at_start": os.getloadavg(),
+  }
+  try:
+    for line in open("/proc/meminfo"):
+      if line.startswith("MemTotal"):
+        info["mem_total_gib"] = round(int(line.split()[1]) / 2**20, 1)
+  except OSError:
+    pass
+  for mod in ("flax", "optax", "torch", "dalib"):
+    try:
+      info[mod] = __import__(mod).__version__
+    except Exception:  # pylint: disable=broad-except
+      info[mod] = None
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    info["torch_num_threads"] = torch.get_num_threads()
+    info["torch_num_interop_threads"] = torch.get_num_interop_threads()
+  except ImportError:
+    pass
+  return info
+
+
+def patch_dalib_numpy() -> None:
+  """dalib 0.2's gradient reversal layer calls ``np.float`` (removed in NumPy 1.24)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if not hasattr(np, "float"):
+    np.float = float  # type: ignore[attr-defined]

@@ -1,0 +1,254 @@
+"""Results writers (JSON, markdown, PNG) and the PASS/FAIL targets of issue 8."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+EAGER = ("torch_gram", "dalib")  # PyTorch eager contenders
+SPEEDUP_TARGET = 1.5              # JAX >= 1.5x faster than the best PyTorch eager
+LIMIT_TARGET = 1.5                # mk_mmd time / matmul time at d = 2048
+MEMORY_TARGET_GIB = 2.0           # tiled mk_mmd + grad at n = 32768, d = 256
+
+
+def _median(row: dict[str, Any], impl: str) -> float | None:
+  r = row.get("impls", {}).get(impl)
+  if r and r.get("status") == "ok" and "median_s" in r:
+    return r["median_s"]
+  return None
+
+
+def loss_ratios(row: dict[str, Any]) -> dict[str, Any]:
+  """Speed-ups of JAX: best eager / jax and torch.compile / jax."""
+  jax_t = _median(row, "jax")
+  eager = {k: _median(row, k) for k in EAGER}
+  eager = {k: v for k, v in eager.items() if v is not None}
+  out: dict[str, Any] = {}
+  if jax_t is None:
+    return out
+  if eager:
+    best = min(eager, key=eager.get)
+    out["best_eager"] = best
+    out["speedup_vs_best_eager"] = eager[best] / jax_t
+  comp = _median(row, "torch_compile")
+  if comp is not None:
+    out["speedup_vs_compile"] = comp / jax_t
+  return out
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, str]]:
+  """The issue's targets, each PASS / FAIL / NOT RUN with the evidence."""
+  out = []
+  rows = results.get("losses", [])
+  if rows:
+    fails, n_checked = [], 0
+    fails_c, n_c = [], 0
+    for row in rows:
+      r = loss_ratios(row)
+      tag = f"{row['loss']} n={row['n']} d={row['d']}"
+      if "speedup_vs_best_eager" in r:
+        n_checked += 1
+        if r["speedup_vs_best_eager"] < SPEEDUP_TARGET:
+          fails.append(f"{tag}: {r['speedup_vs_best_eager']:.2f}x")
+      if "speedup_vs_compile" in r:
+        n_c += 1
+        if r["speedup_vs_compile"] < 1.0:
+          fails_c.append(f"{tag}: {r['speedup_vs_compile']:.2f}x")
+    out.append({"target": f"losses: JAX >= {SPEEDUP_TARGET}x faster than the best PyTorch eager",
+                "status": ("PASS" if not fails else "FAIL") if n_checked else "NOT RUN",
+                "detail": f"{n_checked - len(fails)}/{n_checked} configurations meet it"
+                          + (f"; below: {', '.join(fails)}" if fails else "")})
+    out.append({"target": "losses: JAX no slower than torch.compile",
+                "status": ("PASS" if not fails_c else "FAIL") if n_c else "NOT RUN",
+                "detail": f"{n_c - len(fails_c)}/{n_c} configurations meet it"
+                          + (f"; below: {', '.join(fails_c)}" if fails_c else "")})
+  lim = [r for r in results.get("limit", []) if r["d"] == 2048]
+  if results.get("limit") is not None:
+    bad = [r for r in lim if r["ratio"] > LIMIT_TARGET]
+    out.append({"target": f"mk_mmd time / matmul time <= {LIMIT_TARGET} at d = 2048",
+                "status": ("PASS" if not bad else "FAIL") if lim else "NOT RUN",
+                "detail": ", ".join(f"n={r['n']}: {r['ratio']:.2f}" for r in lim)
+                          or "no d = 2048 configuration in this run"})
+  mem = results.get("memory")
+  if mem is not None:
+    tiled = [r for r in mem if r["impl"] == "jax_tiled" and r["n"] == 32768 and r["d"] == 256]
+    if tiled:
+      r = tiled[0]
+      ok = r["status"] == "ok" and r["peak_extra"] / 2**30 < MEMORY_TARGET_GIB
+      detail = (f"peak extra {r['peak_extra'] / 2**30:.2f} GiB" if r["status"] == "ok"
+                else f"{r['status']}: {r.get('error', '')}")
+      out.append({"target": f"memory: tiled mk_mmd + grad at n=32768, d=256 < {MEMORY_TARGET_GIB} GiB",
+                  "status": "PASS" if ok else "FAIL", "detail": detail})
+    else:
+      out.append({"target": f"memory: tiled mk_mmd + grad at n=32768, d=256 < {MEMORY_TARGET_GIB} GiB",
+                  "status": "NOT RUN", "detail": "n = 32768 not in this run (--quick)"})
+    ok_tiled = {r["n"] for r in mem if r["impl"] == "jax_tiled" and r["status"] == "ok"}
+    oom_dalib = {r["n"] for r in mem if r["impl"] == "dalib" and r["status"] == "oom"}
+    both = sorted(ok_tiled & oom_dalib)
+    out.append({"target": "memory: dalib runs out of memory where tiled mk_mmd still runs",
+                "status": "PASS" if both else "FAIL",
+                "detail": f"n = {both}" if both else "no n where dalib fails and tiled runs"})
+  steps = results.get("steps")
+  if steps:
+    for row in steps.get("rows", []):
+      if row.get("ratio_torch_eager_over_best_jax") is not None:
+        r = row["ratio_torch_eager_over_best_jax"]
+        out.append({"target": f"training step {row['name']}: JAX at parity or better with PyTorch eager",
+                    "status": "PASS" if r >= 1.0 else "FAIL",
+                    "detail": f"PyTorch eager / best JAX variant = {r:.2f} "
+                              f"(before library changes: {row.get('ratio_torch_eager_over_baseline_jax', float('nan')):.2f})"})
+  gpu = results.get("machine", {}).get("gpu")
+  out.append({"target": "GPU: ResNet-50 DANN step >= 1.3x faster than PyTorch eager",
+              "status": "NOT RUN" if not results.get("gpu_steps") else results["gpu_steps"].get("status", "?"),
+              "detail": "not run here: no GPU" if not gpu else "see gpu_steps"})
+  out.append({"target": "multi-device pmap scaling",
+              "status": "NOT RUN" if not results.get("scaling") else "RUN",
+              "detail": "not run here: single CPU device (correctness is in tests/train)"
+              if not results.get("scaling") else ""})
+  return out
+
+
+def _fmt_t(r: dict[str, Any] | None) -> str:
+  if not r:
+    return "—"
+  if r.get("status") != "ok" or "median_s" not in r:
+    return r.get("status", "?").upper()
+  m = r["median_s"]
+  unit, scale = ("ms", 1e3) if m < 1 else ("s", 1.0)
+  return f"{m * scale:.3g} {unit} [{r['q1_s'] * scale:.3g}–{r['q3_s'] * scale:.3g}]"
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+  m = results["machine"]
+  lines = [f"# dtl_jax benchmarks — {results['machine_slug']}", "",
+           f"- machine: {m['cpu_model']}, {m['cpu_count_affinity']} cores used of {m['cpu_count_total']}"
+           f", {m.get('mem_total_gib', '?')} GiB; GPU: {m.get('gpu') or 'none'}",
+           f"- threads: {m['threads']}; torch threads {m.get('torch_num_threads')}",
+           f"- versions: python {m['python']}, jax {m['jax']} ({m['jax_backend']}), flax {m['flax']}, "
+           f"optax {m['optax']}, torch {m['torch']}, dalib {m['dalib']}, numpy {m['numpy']}",
+           f"- load average at start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}",
+           f"- command: `{results['command']}`; started {results['started']}, took {results.get('wall_s', 0):.0f} s",
+           "- times: median per call [inter-quartile range], forward + gradient w.r.t. the features, "
+           "float32; JAX compile time is separate.", ""]
+  lines += ["## Targets", "", "| target | status | detail |", "|---|---|---|"]
+  for t in results.get("targets", []):
+    lines.append(f"| {t['target']} | **{t['status']}** | {t['detail']} |")
+  rows = results.get("losses", [])
+  if rows:
+    lines += ["", "## Losses (forward + gradient)", "",
+              "| loss | n | d | jax | torch_gram | torch_compile | dalib | best eager / jax | compile / jax | jax compile |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+      if "error" in row:
+        lines.append(f"| {row['loss']} | {row['n']} | {row['d']} | {row['error']} |||||||")
+        continue
+      im = row["impls"]
+      r = loss_ratios(row)
+      sp = f"{r['speedup_vs_best_eager']:.2f}x ({r['best_eager']})" if "speedup_vs_best_eager" in r else "—"
+      sc = f"{r['speedup_vs_compile']:.2f}x" if "speedup_vs_compile" in r else "—"
+      lines.append(f"| {row['loss']} | {row['n']} | {row['d']} | {_fmt_t(im.get('jax'))} | "
+                   f"{_fmt_t(im.get('torch_gram'))} | {_fmt_t(im.get('torch_compile'))} | "
+                   f"{_fmt_t(im.get('dalib'))} | {sp} | {sc} | {row.get('jax_compile_s', 0):.2f} s |")
+    notes = [f"- {row['loss']} n={row['n']} d={row['d']} {k}: {v.get('error') or v.get('check')}"
+             for row in rows for k, v in row.get("impls", {}).items()
+             if v.get("status") in ("oom", "error", "mismatch")]
+    if notes:
+      lines += ["", "Failures (reported, not fatal):", ""] + notes
+  lim = results.get("limit")
+  if lim:
+    lines += ["", "## mk_mmd against the matmul limit", "",
+              "Matmuls alone: the Gram matrix X Xᵀ and the two backward products G X, Gᵀ X "
+              "(X = [z_s; z_t], [2n, d]).", "",
+              "| n | d | mk_mmd | matmuls | ratio (1.0 = limit) | matmul GFLOP/s |", "|---|---|---|---|---|---|"]
+    for r in lim:
+      lines.append(f"| {r['n']} | {r['d']} | {r['mk_mmd_s'] * 1e3:.3g} ms | {r['matmul_s'] * 1e3:.3g} ms | "
+                   f"{r['ratio']:.2f} | {r['matmul_gflops']:.1f} |")
+  mem = results.get("memory")
+  if mem:
+    lines += ["", "## Memory: mk_mmd + gradient, peak extra resident memory", "",
+              f"Each configuration in its own process, extra address space capped at "
+              f"{mem[0]['cap_gib']} GiB (RLIMIT_AS).", "",
+              "| impl | n | d | status | peak extra | time |", "|---|---|---|---|---|---|"]
+    for r in mem:
+      peak = f"{r['peak_extra'] / 2**30:.3f} GiB" if r["status"] == "ok" else r.get("error", "")[:90]
+      t = f"{r['seconds']:.2f} s" if r["status"] == "ok" else ""
+      lines.append(f"| {r['impl']} | {r['n']} | {r['d']} | {r['status']} | {peak} | {t} |")
+  steps = results.get("steps")
+  if steps:
+    lines += ["", "## Training steps (LeNet, 28x28 digits, 128 source + 128 target)", "",
+              "| step | variant | median [IQR] | PyTorch eager / this | compile |", "|---|---|---|---|---|"]
+    for row in steps.get("rows", []):
+      for v in row["variants"]:
+        ratio = f"{v['torch_over_this']:.2f}" if v.get("torch_over_this") else "—"
+        comp = f"{v['compile_s']:.1f} s" if v.get("compile_s") is not None else ""
+        lines.append(f"| {row['name']} | {v['variant']} | {_fmt_t(v)} | {ratio} | {comp} |")
+    for note in steps.get("notes", []):
+      lines.append(f"\n{note}")
+    if steps.get("profile"):
+      lines += ["", "### Where the JAX step time goes", "", "| part | median |", "|---|---|"]
+      for k, v in steps["profile"].items():
+        lines.append(f"| {k} | {v * 1e3:.3g} ms |")
+    if steps.get("fit"):
+      f = steps["fit"]
+      lines += ["", f"Whole loop with data loading: {f.get('steps_per_s', 0):.1f} steps/s "
+                f"vs {f.get('step_only_per_s', 0):.1f} steps/s for the step alone ({f.get('detail', '')})."]
+  lines += ["", "GPU-only items (ResNet-50 224x224 DANN step, multi-device pmap scaling): "
+            + ("see JSON." if results.get("gpu_steps") else "not run here: no GPU."), ""]
+  return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  ax = axes[0]
+  rows = [r for r in results.get("losses", []) if "error" not in r]
+  for loss in sorted({r["loss"] for r in rows}):
+    for d in sorted({r["d"] for r in rows}):
+      pts = [(r["n"], loss_ratios(r).get("speedup_vs_best_eager")) for r in rows
+             if r["loss"] == loss and r["d"] == d]
+      pts = [(n, s) for n, s in pts if s]
+      if pts:
+        ax.plot(*zip(*pts), marker="o", label=f"{loss} d={d}")
+  ax.axhline(SPEEDUP_TARGET, color="k", ls="--", lw=1, label="target 1.5x")
+  ax.axhline(1.0, color="gray", ls=":", lw=1)
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xlabel("batch per domain n")
+  ax.set_ylabel("best PyTorch eager time / JAX time")
+  ax.set_title("Losses: forward + gradient")
+  ax.legend(fontsize=7)
+  ax = axes[1]
+  mem = results.get("memory") or []
+  for impl in sorted({r["impl"] for r in mem}):
+    pts = [(r["n"], r["peak_extra"] / 2**30) for r in mem if r["impl"] == impl and r["status"] == "ok"]
+    if pts:
+      ax.plot(*zip(*pts), marker="o", label=impl)
+    oom = [r["n"] for r in mem if r["impl"] == impl and r["status"] == "oom"]
+    if oom:
+      ax.scatter([min(oom)], [mem[0]["cap_gib"]], marker="x", s=80, label=f"{impl}: OOM")
+  if mem:
+    ax.axhline(mem[0]["cap_gib"], color="r", ls=":", lw=1, label="cap")
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xlabel("batch per domain n")
+  ax.set_ylabel("peak extra memory (GiB)")
+  ax.set_title(f"mk_mmd + gradient memory (d={mem[0]['d'] if mem else '?'})")
+  ax.legend(fontsize=7)
+  fig.suptitle(f"dtl_jax vs PyTorch — {results['machine_slug']}", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write(results: dict[str, Any], out_dir: str) -> dict[str, str]:
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
+  with open(paths["json"], "w") as f:
+    json.dump(results, f, indent=1, default=str)
+  with open(paths["md"], "w") as f:
+    f.write(to_markdown(results))
+  plot(results, paths["png"])
+  return paths

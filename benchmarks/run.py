@@ -1,0 +1,165 @@
+"""Entry point: ``python -m benchmarks.run [--quick] [--only losses limit memory steps]``.
+
+The full run (a quiet machine, every core):
+
+    python -m benchmarks.run
+
+writes ``benchmarks/results/<cpu-model>-<threads>t/results.{json,md,png}``; ``--quick``
+(tiny sizes, < 3 minutes on 2 cores) writes to ``benchmarks/results/quick/...`` (ignored
+by git). Targets are printed as PASS / FAIL; the run itself only fails on a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+from benchmarks import harness  # stdlib only at import: threads are pinned before jax/torch
+
+SECTIONS = ("losses", "limit", "memory", "steps")
+
+FULL = {
+    "loss_ns": (32, 128, 512, 2048), "loss_ds": (256, 2048), "repeats": 15, "min_sample_s": 0.05,
+    "compile_configs": None,  # every configuration
+    "limit": ((128, 256), (512, 256), (2048, 256), (128, 2048), (512, 2048), (2048, 2048)),
+    "mem_ns": (512, 1024, 2048, 4096, 8192, 16384, 32768), "mem_d": 256, "mem_cap_gib": 8.0,
+    "mem_timeout_s": 1800.0, "step_repeats": 15, "fit_steps": 60,
+}
+QUICK = {
+    "loss_ns": (32, 128), "loss_ds": (256,), "repeats": 5, "min_sample_s": 0.005,
+    "compile_configs": (("mk_mmd", 32, 256),),
+    "limit": ((128, 2048),),
+    "mem_ns": (256, 1024), "mem_d": 256, "mem_cap_gib": 2.0, "mem_timeout_s": 120.0,
+    "step_repeats": 3, "fit_steps": 10,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--quick", action="store_true", help="tiny sizes, < 3 minutes (smoke run)")
+  p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                 help="sections to run (default: all)")
+  p.add_argument("--losses", nargs="+", default=None, help="subset of mk_mmd jmmd coral cdan dann")
+  p.add_argument("--threads", type=int, default=None,
+                 help="cores for BOTH frameworks (default: every core in the affinity mask)")
+  p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+  p.add_argument("--speed-cap-gib", type=float, default=6.0,
+                 help="dalib configurations estimated above this are reported OOM, not run")
+  p.add_argument("--mem-cap-gib", type=float, default=None,
+                 help="address-space cap per memory configuration (default 8, quick 2)")
+  p.add_argument("--out", default=None, help="output directory (default benchmarks/results/<machine>)")
+  return p.parse_args(argv)
+
+
+def _log(msg: str) -> None:
+  print(msg, flush=True)
+
+
+def run_losses(cfg, args, log=_log) -> list[dict[str, Any]]:
+  from benchmarks import losses  # pylint: disable=g-import-not-at-top
+  from benchmarks import report  # pylint: disable=g-import-not-at-top
+  rows = []
+  names = args.losses or list(losses.LOSSES)
+  for loss in names:
+    for d in cfg["loss_ds"]:
+      for n in cfg["loss_ns"]:
+        impls = ["jax", "torch_gram", "dalib"]
+        cc = cfg["compile_configs"]
+        if not args.no_compile and (cc is None or (loss, n, d) in cc):
+          impls.append("torch_compile")
+        t0 = time.time()
+        try:
+          row = losses.run_config(loss, n, d, impls=impls, repeats=cfg["repeats"],
+                                  min_sample_s=cfg["min_sample_s"],
+                                  cap_bytes=args.speed_cap_gib * 2**30)
+        except Exception as err:  # pylint: disable=broad-except
+          row = {"loss": loss, "n": n, "d": d, "impls": {},
+                 "error": f"{type(err).__name__}: {err}"[:300]}
+          traceback.print_exc()
+        rows.append(row)
+        r = report.loss_ratios(row)
+        parts = [f"{k}={v['median_s'] * 1e3:.3g}ms" for k, v in row.get("impls", {}).items()
+                 if "median_s" in v]
+        parts += [f"{k}={v['status']}" for k, v in row.get("impls", {}).items() if v.get("status") != "ok"]
+        log(f"  {loss:6s} n={n:5d} d={d:5d}: {' '.join(parts)} "
+            f"eager/jax={r.get('speedup_vs_best_eager', float('nan')):.2f} "
+            f"compile/jax={r.get('speedup_vs_compile', float('nan')):.2f} "
+            f"({time.time() - t0:.0f} s){' ' + row['error'] if 'error' in row else ''}")
+  return rows
+
+
+def run_limit(cfg, args, log=_log) -> list[dict[str, Any]]:
+  from benchmarks import losses  # pylint: disable=g-import-not-at-top
+  out = []
+  for n, d in cfg["limit"]:
+    r = losses.run_matmul_limit(n, d, repeats=cfg["repeats"], min_sample_s=cfg["min_sample_s"])
+    log(f"  limit n={n} d={d}: mk_mmd {r['mk_mmd_s'] * 1e3:.3g} ms, matmuls "
+        f"{r['matmul_s'] * 1e3:.3g} ms, ratio {r['ratio']:.2f} ({r['matmul_gflops']:.0f} GFLOP/s)")
+    out.append(r)
+  return out
+
+
+def run_memory(cfg, args, log=_log) -> list[dict[str, Any]]:
+  from benchmarks import memory  # pylint: disable=g-import-not-at-top
+  cap = args.mem_cap_gib or cfg["mem_cap_gib"]
+  return memory.sweep(cfg["mem_ns"], cfg["mem_d"], cap_gib=cap, timeout_s=cfg["mem_timeout_s"],
+                      log=log)
+
+
+def run_steps(cfg, args, log=_log) -> dict[str, Any]:
+  from benchmarks import steps  # pylint: disable=g-import-not-at-top
+  return steps.run(repeats=cfg["step_repeats"], quick=args.quick, compile_torch=not args.no_compile,
+                   fit_steps=cfg["fit_steps"], log=log)
+
+
+def main(argv=None) -> dict[str, Any]:
+  args = parse_args(argv)
+  settings = harness.pin_threads(args.threads)
+  harness.patch_dalib_numpy()
+  harness.set_torch_threads(settings["threads"])
+  from benchmarks import report  # pylint: disable=g-import-not-at-top
+  cfg = QUICK if args.quick else FULL
+  t_start = time.time()
+  slug = harness.machine_slug(settings["threads"])
+  results: dict[str, Any] = {
+      "machine_slug": slug,
+      "machine": harness.machine_info(settings),
+      "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+      "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "quick": args.quick,
+      "config": {k: v for k, v in cfg.items()},
+  }
+  runners = {"losses": run_losses, "limit": run_limit, "memory": run_memory, "steps": run_steps}
+  for section in SECTIONS:
+    if section not in args.only:
+      continue
+    _log(f"== {section}")
+    t0 = time.time()
+    try:
+      results[section] = runners[section](cfg, args)
+    except Exception as err:  # pylint: disable=broad-except
+      traceback.print_exc()
+      results.setdefault("errors", {})[section] = f"{type(err).__name__}: {err}"
+    _log(f"   ({section}: {time.time() - t0:.0f} s)")
+  results["wall_s"] = time.time() - t_start
+  results["targets"] = report.evaluate_targets(results)
+  _log("== targets")
+  for t in results["targets"]:
+    _log(f"  [{t['status']}] {t['target']}: {t['detail']}")
+  root = os.path.dirname(os.path.abspath(__file__))
+  out = args.out or (os.path.join(root, "results", "quick", slug) if args.quick
+                     else os.path.join(root, "results", slug))
+  paths = report.write(results, out)
+  _log(f"== wrote {paths['json']}, {paths['md']}, {paths['png']} ({results['wall_s']:.0f} s)")
+  return results
+
+
+if __name__ == "__main__":
+  main()
