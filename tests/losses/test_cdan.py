@@ -129,6 +129,9 @@ def test_cdan_loss_grads_jit_vmap(rng):
   args2 = (ds * 0.5, dt + 1, zs * 2, zt)
   batched = jax.vmap(fn)(*(jnp.stack([a, b]) for a, b in zip((ds, dt, zs, zt), args2)))
   np.testing.assert_allclose(np.asarray(batched), [eager, float(fn(*args2))], rtol=1e-12)
+  f32 = fn(*(a.astype(jnp.float32) for a in (ds, dt, zs, zt)))
+  assert f32.dtype == jnp.float32
+  np.testing.assert_allclose(float(f32), eager, rtol=1e-5)
   # map + GRL + linear discriminator, the whole CDAN pipeline under check_grads
   f = jnp.asarray(rng.normal(size=(9, 2)))
   z = jnp.concatenate([zs, zt])

@@ -65,6 +65,22 @@ def test_gradient_penalty_quadratic_critic_matches_numpy(rng, key):
   assert float(gradient_penalty(critic(a), s, t, key=jax.random.key(7))) != pytest.approx(expected)
 
 
+def test_critic_loss_and_penalty_jit_vmap(rng, key):
+  a = jnp.asarray(rng.normal(size=(3, 3)))
+  critic = lambda h: jnp.tanh(h @ a)[:, 0]
+  s, t = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray(rng.normal(size=(4, 3)))
+  gp = lambda s, t: gradient_penalty(critic, s, t, key=key)
+  eager = float(gp(s, t))
+  np.testing.assert_allclose(float(jax.jit(gp)(s, t)), eager, rtol=1e-12)
+  batched = jax.vmap(gp)(jnp.stack([s, t]), jnp.stack([t, s]))
+  np.testing.assert_allclose(np.asarray(batched), [eager, float(gp(t, s))], rtol=1e-12)
+  assert gp(s.astype(jnp.float32), t.astype(jnp.float32)).dtype == jnp.float32
+  wd = lambda s, t: wasserstein_critic_loss(critic(s), critic(t))
+  check_grads(jax.jit(wd), (s, t), order=1)
+  batched = jax.vmap(wd)(jnp.stack([s, t]), jnp.stack([t, s]))
+  np.testing.assert_allclose(np.asarray(batched), [float(wd(s, t)), float(wd(t, s))], rtol=1e-12)
+
+
 def test_gradient_penalty_errors(rng, key):
   with pytest.raises(ValueError, match="same batch size"):
     gradient_penalty(lambda h: h[:, 0], jnp.ones((4, 2)), jnp.ones((3, 2)), key=key)
