@@ -347,14 +347,11 @@ class WDGRL(Method):
     f_t = _feature(inputs.target, self.feature_key)
     n_s = f_s.shape[0]
     c = inputs.apply("critic", _grl("gradient_reverse")(jnp.concatenate([f_s, f_t]), 1.0))
-    w = jnp.mean(c[:n_s]) - jnp.mean(c[n_s:])
+    w = _L("wasserstein_critic_loss")(c[:n_s], c[n_s:])
     # Gradient penalty on random interpolates (Gulrajani et al. 2017), critic params only.
     n = min(n_s, f_t.shape[0])
-    alpha = jax.random.uniform(inputs.rng, (n, 1), f_s.dtype)
     fs, ft = jax.lax.stop_gradient(f_s[:n]), jax.lax.stop_gradient(f_t[:n])
-    z = alpha * fs + (1 - alpha) * ft
-    grad_z = jax.grad(lambda zz: jnp.sum(inputs.apply("critic", zz)))(z)
-    gp = jnp.mean((jnp.sqrt(jnp.sum(grad_z ** 2, -1) + 1e-12) - 1.0) ** 2)
+    gp = _L("gradient_penalty")(lambda z: inputs.apply("critic", z), fs, ft, key=inputs.rng)
     loss = ce - self.trade_off * w + self.trade_off * self.gp_weight * gp
     return loss, {"ce": ce, "wasserstein": w, "gradient_penalty": gp,
                   "source_acc": inputs.source_accuracy()}

@@ -1,0 +1,205 @@
+"""Every method trains for a few steps on bundled data (two moons) with decreasing loss;
+ADDA's two stages and distill's frozen teacher are checked bit for bit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dtl_jax import data, losses, methods, models, train
+
+STEPS = 30
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  old = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture(scope="module")
+def moons():
+  src = data.load_domain("moons", seed=0)
+  tgt = data.load_domain("moons_rot", seed=0)
+  return src, tgt
+
+
+def _model():
+  return models.TransferModel(models.MLP(hidden=(32,), batch_norm=True),
+                              models.Bottleneck(features=16, dropout=0.0),
+                              models.Classifier(2))
+
+
+def _batches(src, tgt, steps, n=32, weights=None):
+  sampler = data.PairSampler(src, tgt, batch_size=n, seed=0)
+  out = []
+  for k in range(steps):
+    b = sampler.batch(k)
+    batch = {"x_s": jnp.asarray(b.x_source, jnp.float32), "y_s": jnp.asarray(b.y_source),
+             "x_t": jnp.asarray(b.x_target, jnp.float32)}
+    if weights is not None:
+      batch["w_s"] = jnp.asarray(weights[sampler.source_indices(k)], jnp.float32)
+    out.append(batch)
+  return out
+
+
+def _train(method, batches, *, state=None, model=None, lr=0.05, kind="sgd", freeze=()):
+  model = model or _model()
+  x0 = batches[0]["x_s"]
+  if state is None:
+    state = train.init_train_state(model, method, None, key=jax.random.key(1), example_x=x0)
+  extras = train.state.extra_specs(model, method, x0, state.params, state.batch_stats)
+  rules, mults = train.default_rules(extras=extras,
+                                     freeze=tuple(freeze) + method.freeze_patterns())
+  tx = train.make_optimizer(train.label_params(state.params, rules), mults, kind=kind,
+                            learning_rate=lr)
+  state = train.with_optimizer(state, tx)
+  step = train.jit_step(train.make_train_step(model, method, tx, total_steps=len(batches)),
+                        donate=False)
+  history = []
+  for b in batches:
+    state, m = step(state, b)
+    history.append({k: float(v) for k, v in m.items()})
+  return state, history
+
+
+def _decreasing(history, key):
+  vals = np.array([h[key] for h in history])
+  assert np.all(np.isfinite(vals)), vals
+  k = max(3, len(vals) // 5)
+  assert vals[-k:].mean() < vals[:k].mean(), (key, vals)
+
+
+SIMPLE = {
+    "source_only": {}, "ddc": {}, "dan": {}, "jan": {}, "deep_coral": {},
+    "dann": {"hidden": (32, 32)}, "cdan": {"hidden": (32, 32)}, "cdan_e": {"hidden": (32, 32)},
+    "mdd": {}, "domain_confusion": {}, "finetune": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIMPLE))
+def test_method_trains_with_decreasing_loss(moons, name):
+  batches = _batches(*moons, STEPS)
+  _, hist = _train(methods.get_method(name, **SIMPLE[name]), batches)
+  _decreasing(hist, "loss" if name in ("source_only", "finetune", "ddc", "dan", "jan",
+                                       "deep_coral") else "ce")
+  assert all(np.isfinite(h["loss"]) for h in hist)
+
+
+def test_wdgrl_trains(moons):
+  batches = _batches(*moons, STEPS)
+  _, hist = _train(methods.get_method("wdgrl"), batches, lr=0.005)
+  _decreasing(hist, "ce")
+  assert all(np.isfinite(h["loss"]) for h in hist)
+  assert all(h["gradient_penalty"] >= 0 for h in hist)
+
+
+def test_instance_weighted_uses_weights(moons):
+  src, tgt = moons
+  # weight 0 on class 1: the weighted source loss ignores those examples entirely.
+  w = (np.asarray(src.y_train) == 0).astype(np.float32)
+  batches = _batches(src, tgt, 1, weights=w)
+  method = methods.get_method("instance_weighted", base="source_only")
+  model = _model()
+  state = train.init_train_state(model, method, None, key=jax.random.key(0),
+                                 example_x=batches[0]["x_s"])
+  tx = optax.sgd(0.0)
+  state = train.with_optimizer(state, tx)
+  _, m = train.make_train_step(model, method, tx)(state, batches[0])
+  # reference: cross-entropy of the class-0 examples only (float64 NumPy)
+  b = batches[0]
+  out, _ = train.apply_model(model, {"params": state.params["model"],
+                                     "batch_stats": state.batch_stats["model"]},
+                             jnp.concatenate([b["x_s"], b["x_t"]]), train=True)
+  z = np.asarray(out["logits"][:len(b["y_s"])], np.float64)
+  y = np.asarray(b["y_s"])
+  lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+  ce = lse - z[np.arange(len(y)), y]
+  np.testing.assert_allclose(float(m["loss"]), ce[y == 0].mean(), rtol=1e-5)
+  with pytest.raises(ValueError, match="w_s"):
+    batches_nw = _batches(src, tgt, 1)
+    train.make_train_step(model, method, tx)(state, batches_nw[0])
+  # and it trains
+  _, hist = _train(method, _batches(src, tgt, STEPS, weights=w + 0.5))
+  _decreasing(hist, "loss")
+
+
+def test_adda_two_stages(moons):
+  src, tgt = moons
+  batches = _batches(src, tgt, STEPS)
+  model = _model()
+  stage1, hist1 = _train(methods.get_method("adda", stage=1), batches, model=model)
+  _decreasing(hist1, "loss")
+  stage1_model = {"params": stage1.params["model"], "batch_stats": stage1.batch_stats["model"]}
+
+  method2 = methods.get_method("adda", stage=2, source_model=model)
+  st = train.init_train_state(model, method2, None, key=jax.random.key(2),
+                              example_x=batches[0]["x_s"], model_variables=stage1_model)
+  st = train.replace_extra(st, "source_model", stage1_model)
+  stage2, hist2 = _train(method2, batches, state=st, model=model, lr=0.01)
+  assert all(np.isfinite(h["loss"]) for h in hist2)
+  _decreasing(hist2, "discriminator_loss")
+  # the frozen source encoder and the classifier head are bit-identical
+  for a, b in zip(jax.tree.leaves(stage2.params["extra"]["source_model"]),
+                  jax.tree.leaves(stage1_model["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(stage2.batch_stats["extra"]["source_model"]),
+                  jax.tree.leaves(stage1_model["batch_stats"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(stage2.params["model"]["head"]),
+                  jax.tree.leaves(stage1_model["params"]["head"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # while the target encoder moved
+  assert not np.allclose(stage2.params["model"]["backbone"]["fc1"]["kernel"],
+                         stage1_model["params"]["backbone"]["fc1"]["kernel"])
+
+
+def test_distill_teacher_frozen(moons):
+  src, tgt = moons
+  batches = _batches(src, tgt, STEPS)
+  teacher_model = models.TransferModel(models.MLP(hidden=(64,), batch_norm=True),
+                                       None, models.Classifier(2))
+  teacher, _ = _train(methods.get_method("source_only"), batches, model=teacher_model)
+  t_vars = {"params": teacher.params["model"], "batch_stats": teacher.batch_stats["model"]}
+  method = methods.get_method("distill", teacher=teacher_model, temperature=2.0)
+  model = _model()
+  st = train.init_train_state(model, method, None, key=jax.random.key(3),
+                              example_x=batches[0]["x_s"])
+  st = train.replace_extra(st, "teacher", t_vars)
+  t_copy = jax.tree.map(np.array, t_vars)
+  student, hist = _train(method, batches, state=st, model=model)
+  _decreasing(hist, "distill")
+  for a, b in zip(jax.tree.leaves(student.params["extra"]["teacher"]),
+                  jax.tree.leaves(t_copy["params"])):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  for a, b in zip(jax.tree.leaves(student.batch_stats["extra"]["teacher"]),
+                  jax.tree.leaves(t_copy["batch_stats"])):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  # the distillation term equals the library loss on the teacher's eval-mode logits
+  t_logits, _ = train.apply_model(teacher_model, t_copy, batches[0]["x_s"], train=False)
+  assert t_logits["logits"].shape == (32, 2)
+
+
+def test_loss_method_composes_user_loss(moons):
+  def my_loss(inputs):
+    ce = inputs.source_cross_entropy()
+    t = losses.coral(inputs.source["bottleneck"], inputs.target["bottleneck"])
+    return ce + 0.5 * t, {"coral": t}
+
+  method = methods.LossMethod(my_loss, name="my_coral")
+  batches = _batches(*moons, STEPS)
+  _, hist = _train(method, batches)
+  _decreasing(hist, "loss")
+  assert "coral" in hist[0]
+
+
+def test_get_method_errors():
+  with pytest.raises(ValueError, match="unknown method"):
+    methods.get_method("nope")
+  with pytest.raises(ValueError, match="bad hyperparameters"):
+    methods.get_method("dan", not_a_param=1)
+  with pytest.raises(ValueError, match="stage"):
+    methods.get_method("adda", stage=3)
