@@ -45,9 +45,8 @@ def mdd_loss(logits_source: jax.typing.ArrayLike,
         \;+\; \frac1{n_t}\sum_j -\log\big(\min(1 - p'^t_{j, h^t_j} + 10^{-6},\ 1)\big)
 
   The second term is TLlib's ``shift_log`` (shift by ``1e-6``, clamp at 1), which keeps
-  :math:`\log(1 - p')` finite when :math:`p' \to 1`. (The paper writes the loss with the
-  opposite sign, as a quantity the adversarial head maximises; this function returns
-  exactly what TLlib's module returns.)
+  :math:`\log(1 - p')` finite when :math:`p' \to 1`. The value is exactly what dalib
+  0.2's module returns.
 
   Args:
     logits_source: main-head logits on source ``[n_s, C]``.
