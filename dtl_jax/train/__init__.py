@@ -1,5 +1,7 @@
 """Training engine: TrainState, one step body for jit / pmap / shard_map, the loop."""
 
+from dtl_jax.train.checkpoint import (Checkpointer, restore_checkpoint, restore_into,
+                                      save_checkpoint)
 from dtl_jax.train.loop import TrainingDiverged, build_model, default_config, fit
 from dtl_jax.train.optim import (FROZEN, default_rules, label_params, make_optimizer,
                                  tllib_schedule)
@@ -10,6 +12,7 @@ from dtl_jax.train.step import (accuracy_report, jit_step, make_eval_step, make_
                                 shard_map_step, unreplicate)
 
 __all__ = [
+    "Checkpointer", "save_checkpoint", "restore_checkpoint", "restore_into",
     "fit", "default_config", "build_model", "TrainingDiverged",
     "TrainState", "apply_model", "init_model_variables", "init_train_state", "replace_extra",
     "with_optimizer", "make_train_step", "make_eval_step", "jit_step", "pmap_step",

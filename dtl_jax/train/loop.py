@@ -45,7 +45,9 @@ Config keys
   ``train.progress`` (bool, True): tqdm bar; ``train.multihost`` (bool): call
   ``jax.distributed.initialize()`` first (each process then reads its slice of every
   batch; process 0 writes metrics); ``train.selection`` (tuple of criteria, all of
-  :data:`~dtl_jax.train.selection.CRITERIA`).
+  :data:`~dtl_jax.train.selection.CRITERIA`); ``train.stop_at_step`` (int, 0 = off):
+  behave as if Ctrl-C was pressed after this step (checkpoint, return with
+  ``interrupted=True``; simulates preemption).
 
 Outputs in ``workdir``: ``config.json``, ``metrics.jsonl`` (one JSON object per log /
 eval event), ``checkpoints/`` (orbax), ``result.json`` (what :func:`fit` returns), and
@@ -98,7 +100,7 @@ def default_config() -> ml_collections.ConfigDict:
       lr_gamma=1e-3, lr_decay=0.75, backbone_lr_mult=1.0, freeze=(), grad_clip=0.0))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, driver="jit", log_every=50, eval_every=250, checkpoint_every=250,
-      keep_checkpoints=3, resume=False, progress=True, multihost=False,
+      keep_checkpoints=3, resume=False, progress=True, multihost=False, stop_at_step=0,
       selection=selection_lib.CRITERIA))
   return c
 
@@ -179,45 +181,27 @@ def _restore_variables(workdir: str):
 
 
 class _Checkpointer:
-  """Orbax CheckpointManager over the state pytree (rng stored as key data)."""
+  """:class:`dtl_jax.train.checkpoint.Checkpointer` with synchronous, forced saves."""
 
   def __init__(self, directory: str, *, keep: int):
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    self._ocp = ocp
-    os.makedirs(directory, exist_ok=True)
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-
-  @staticmethod
-  def _to_saveable(state):
-    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
-            "opt_state": state.opt_state, "rng": jax.random.key_data(state.rng)}
+    from dtl_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+    self._ckpt = Checkpointer(directory, max_to_keep=keep)
 
   def save(self, step: int, state) -> None:
-    self.manager.save(step, args=self._ocp.args.StandardSave(self._to_saveable(state)),
-                      force=True)
-    self.manager.wait_until_finished()
+    self._ckpt.save(step, state, force=True)
+    self._ckpt.wait()
 
   def latest_step(self):
-    return self.manager.latest_step()
-
-  def all_steps(self):
-    return list(self.manager.all_steps())
+    return self._ckpt.latest_step()
 
   def restore(self, step: int, template):
-    target = jax.tree.map(lambda x: np.asarray(x) if hasattr(x, "shape") else x,
-                          self._to_saveable(template))
-    raw = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
-    return template.replace(step=jnp.asarray(raw["step"]), params=raw["params"],
-                            batch_stats=raw["batch_stats"], opt_state=raw["opt_state"],
-                            rng=jax.random.wrap_key_data(jnp.asarray(raw["rng"])))
+    return self._ckpt.restore(template, step=step)
 
   def restore_raw(self, step: int):
-    return self.manager.restore(step, args=self._ocp.args.StandardRestore())
+    return self._ckpt.restore(None, step=step)
 
   def close(self):
-    self.manager.close()
+    self._ckpt.close()
 
 
 # ------------------------------------------------------------------------------ logging
@@ -348,7 +332,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                        total_steps=tc.num_steps)
   from dtl_jax.data import PairSampler  # pylint: disable=g-import-not-at-top
   tb = config.data.target_batch_size or config.data.batch_size
-  sampler = PairSampler((xs_tr, ys_tr), target if method.uses_target else target,
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  source_train = dataclasses.replace(source, x_train=xs_tr, y_train=ys_tr, ids_train=None)
+  sampler = PairSampler(source_train, target,
                         batch_size=config.data.batch_size, target_batch_size=tb,
                         seed=config.seed, start_step=start_step)
   n_dev = jax.local_device_count()
@@ -426,9 +412,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         _check_finite(host_state(dev_state), step, last_good, workdir)
         ckpt.save(step, host_state(dev_state))
         last_good = step
+      if tc.stop_at_step and step >= tc.stop_at_step:
+        interrupted = True
       if interrupted:
-        ckpt.save(step, host_state(dev_state))
-        last_good = step
+        if last_good != step:
+          ckpt.save(step, host_state(dev_state))
+          last_good = step
         if bar is not None:
           bar.write(f"interrupted: checkpoint saved at step {step} in {workdir}")
         break

@@ -1,0 +1,94 @@
+"""fit(): resume is bit-identical, results carry the label-free selections, NaN stops."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from dtl_jax.train import TrainingDiverged, default_config, fit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  old = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _config(num_steps=20, method="dann"):
+  c = default_config()
+  c.method = method
+  c.data.source, c.data.target = "moons", "moons_rot"
+  c.data.batch_size = 16
+  c.model.backbone = "mlp"
+  c.model.backbone_kwargs = {"hidden": (16,), "dropout": 0.2, "batch_norm": True}
+  c.model.bottleneck_dim = 8
+  c.model.bottleneck_dropout = 0.2
+  c.method_kwargs = {"hidden": (16,)} if method == "dann" else {}
+  c.optim.learning_rate = 0.05
+  c.train.num_steps = num_steps
+  c.train.log_every = 5
+  c.train.eval_every = 10
+  c.train.checkpoint_every = 5
+  c.train.keep_checkpoints = 2
+  c.train.progress = False
+  return c
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def test_resume_is_identical_to_uninterrupted(tmp_path):
+  k = 10
+  full = fit(_config(2 * k), str(tmp_path / "full"))
+  assert not full["interrupted"] and full["steps"] == 2 * k
+
+  c = _config(2 * k)
+  c.train.stop_at_step = k            # "killed" right after step k (checkpoint saved)
+  part = fit(c, str(tmp_path / "resumed"))
+  assert part["interrupted"] and part["steps"] == k
+  c = _config(2 * k)
+  c.train.resume = True
+  resumed = fit(c, str(tmp_path / "resumed"))
+  assert resumed["steps"] == 2 * k
+
+  for a, b in zip(_leaves(full["state"]), _leaves(resumed["state"])):
+    np.testing.assert_array_equal(a, b)
+  # the optimizer state and RNG also match
+  for a, b in zip(jax.tree.leaves(full["state"].opt_state),
+                  jax.tree.leaves(resumed["state"].opt_state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # and the evaluation history (steps 10 and 20) is the same
+  assert [r["step"] for r in resumed["history"]] == [10, 20]
+  assert resumed["history"][-1]["oracle_target_acc"] == full["history"][-1]["oracle_target_acc"]
+
+  # keeps only the last 2 checkpoints
+  steps = sorted(int(d) for d in os.listdir(tmp_path / "full" / "checkpoints") if d.isdigit())
+  assert steps == [15, 20]
+
+
+def test_result_selection_and_files(tmp_path):
+  r = fit(_config(20, method="source_only"), str(tmp_path / "run"))
+  assert set(r["selected"]) == {"source_val_acc", "iwv", "dev", "entropy", "snd", "last"}
+  by_step = {h["step"]: h for h in r["history"]}
+  for crit, pick in r["selected"].items():
+    assert pick["step"] in by_step
+    assert pick["target_acc"] == by_step[pick["step"]]["oracle_target_acc"]
+    if crit != "last":   # the choice maximizes the criterion's own score
+      assert pick["score"] == max(h["scores"][crit] for h in r["history"])
+  lines = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+  assert {l["kind"] for l in lines} == {"train", "eval"}
+  assert all("oracle_target_acc" in l for l in lines if l["kind"] == "eval")
+  saved = json.load(open(tmp_path / "run" / "result.json"))
+  assert saved["last"]["step"] == 20
+
+
+def test_nan_stops_with_message(tmp_path):
+  c = _config(20, method="source_only")
+  c.optim.learning_rate = 1e30
+  with pytest.raises(TrainingDiverged, match=r"step \d+.*checkpoint"):
+    fit(c, str(tmp_path / "nan"))
