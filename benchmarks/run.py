@@ -32,11 +32,11 @@ FULL = {
     "mem_timeout_s": 1800.0, "step_repeats": 15, "fit_steps": 60,
 }
 QUICK = {
-    "loss_ns": (32, 128), "loss_ds": (256,), "repeats": 5, "min_sample_s": 0.005,
+    "loss_ns": (32, 128), "loss_ds": (256,), "repeats": 3, "min_sample_s": 0.005,
     "compile_configs": (("mk_mmd", 32, 256),),
     "limit": ((128, 2048),),
-    "mem_ns": (256, 1024), "mem_d": 256, "mem_cap_gib": 2.0, "mem_timeout_s": 120.0,
-    "step_repeats": 3, "fit_steps": 10,
+    "mem_ns": (1024,), "mem_d": 256, "mem_cap_gib": 2.0, "mem_timeout_s": 120.0,
+    "step_repeats": 3, "fit_steps": 5,
 }
 
 

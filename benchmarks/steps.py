@@ -1,0 +1,331 @@
+"""Training-step benchmarks: LeNet DANN / DAN on 28x28 digits, JAX ``jit`` vs PyTorch.
+
+TLlib's digits protocol: 128 source + 128 target images ``[28, 28, 1]``, LeNet backbone
+(conv5-20, pool, ReLU, conv5-50, Dropout2d, pool, ReLU, fc-500, ReLU, Dropout),
+bottleneck Linear-256 + BatchNorm + ReLU, linear head (10 classes), SGD (lr 0.01,
+Nesterov momentum 0.9, weight decay 1e-3). DANN adds TLlib's DomainDiscriminator
+(1024, 1024, BatchNorm) behind a gradient reversal layer; DAN adds MK-MMD on the
+bottleneck. One step = forward of ``[x_s; x_t]`` (one fused batch in both frameworks),
+backward, optimizer update.
+
+JAX variants (all use :func:`dtl_jax.train.make_train_step` and the library's
+``TransferModel`` / ``Bottleneck`` / ``Classifier`` / methods; only the backbone varies):
+
+* ``jax``            -- the library's ``dtl_jax.models.LeNet`` (``nn.Conv``, ``nn.max_pool``).
+* ``jax_pool``       -- LeNet with 2x2 max-pooling as reshape + max (no ``reduce_window``,
+  whose backward is XLA's ``select_and_scatter``).
+* ``jax_patches``    -- LeNet whose convolutions are im2col (shifted slices) + one matmul.
+* ``jax_patches_pool`` -- both.
+* ``jax_conv1_patches_pool`` -- im2col for ``conv1`` only (1 input channel: XLA's
+  direct convolution is worst there) + reshape pooling.
+
+The variants live here as experiments; the report proposes the winner for
+``dtl_jax.models``. :func:`profile` times each LeNet stage (forward + backward) alone in
+both frameworks to show where the time goes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+import torch.nn.functional as F
+
+from benchmarks import harness
+
+N_PER_DOMAIN = 128
+NUM_CLASSES = 10
+LR, MOMENTUM, WD = 0.01, 0.9, 1e-3
+
+
+# ------------------------------------------------------------------ JAX backbone variants
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 / stride-2 max pooling of NHWC ``x`` as a reshape + max (even h, w)."""
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class PatchConv(nn.Module):
+  """VALID stride-1 convolution as im2col + matmul; same parameters as ``nn.Conv``.
+
+  ``x: [n, h, w, c] -> [n, h-kh+1, w-kw+1, features]``; the patch matrix
+  ``[n*ho*wo, kh*kw*c]`` is built from ``kh*kw`` shifted slices (index
+  ``(i*kw + j)*c + ch``, the row-major order of the ``[kh, kw, c, features]`` kernel).
+  """
+  features: int
+  kernel_size: tuple[int, int]
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kh, kw = self.kernel_size
+    n, h, w, c = x.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    ho, wo = h - kh + 1, w - kw + 1
+    cols = jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
+                           axis=-1)
+    y = cols.reshape(n * ho * wo, kh * kw * c) @ kernel.reshape(kh * kw * c, self.features)
+    return y.reshape(n, ho, wo, self.features) + bias
+
+
+class LeNetVariant(nn.Module):
+  """``dtl_jax.models.LeNet`` with switchable convolution / pooling (same parameter tree)."""
+  patches: tuple[str, ...] = ()  # names of the convolutions done as im2col + matmul
+  reshape_pool: bool = False
+  features: int = 500
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def conv(f, name):
+      if name in self.patches:
+        return PatchConv(f, (5, 5), name=name)
+      return nn.Conv(f, (5, 5), padding="VALID", name=name)
+    pool = max_pool_2x2 if self.reshape_pool else (
+        lambda y: nn.max_pool(y, (2, 2), strides=(2, 2)))
+    x = conv(20, "conv1")(x)
+    x = nn.relu(pool(x))
+    x = conv(50, "conv2")(x)
+    x = nn.Dropout(self.dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
+    x = nn.relu(pool(x))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(self.features, name="fc")(x))
+    return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+VARIANTS = {
+    "jax": None,  # the library's LeNet
+    "jax_pool": dict(reshape_pool=True),
+    "jax_patches": dict(patches=("conv1", "conv2")),
+    "jax_patches_pool": dict(patches=("conv1", "conv2"), reshape_pool=True),
+    "jax_conv1_patches_pool": dict(patches=("conv1",), reshape_pool=True),
+}
+
+
+def _backbone(variant: str) -> nn.Module:
+  if VARIANTS[variant] is None:
+    from dtl_jax.models import LeNet  # pylint: disable=g-import-not-at-top
+    return LeNet()
+  return LeNetVariant(**VARIANTS[variant])
+
+
+def _method(name: str):
+  from dtl_jax import methods  # pylint: disable=g-import-not-at-top
+  if name == "dann":
+    return methods.DANN()
+  return methods.DAN()
+
+
+def make_jax_step(method: str, variant: str, *, n: int = N_PER_DOMAIN):
+  """(jitted step, state, batch) for one JAX variant."""
+  from dtl_jax.models import Bottleneck, Classifier, TransferModel  # pylint: disable=g-import-not-at-top
+  from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from dtl_jax.train.step import make_train_step  # pylint: disable=g-import-not-at-top
+  model = TransferModel(_backbone(variant), Bottleneck(256, dropout=0.0), Classifier(NUM_CLASSES))
+  meth = _method(method)
+  tx = optax.chain(optax.add_decayed_weights(WD), optax.sgd(LR, momentum=MOMENTUM, nesterov=True))
+  batch = _batch(n)
+  st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
+  step = jax.jit(make_train_step(model, meth, tx), donate_argnums=0)
+  return step, st, batch
+
+
+def _batch(n: int, seed: int = 0) -> dict[str, jax.Array]:
+  rng = np.random.default_rng(seed)
+  return {"x_s": jnp.asarray(rng.random((n, 28, 28, 1), dtype=np.float32)),
+          "y_s": jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32)),
+          "x_t": jnp.asarray(rng.random((n, 28, 28, 1), dtype=np.float32))}
+
+
+# ------------------------------------------------------------------ PyTorch side
+
+class TorchLeNetTransfer(torch.nn.Module):
+  """TLlib digits LeNet + bottleneck (Linear-256, BN, ReLU) + head, NCHW."""
+
+  def __init__(self):
+    super().__init__()
+    self.backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 20, 5), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
+        torch.nn.Conv2d(20, 50, 5), torch.nn.Dropout2d(0.5), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(800, 500), torch.nn.ReLU(), torch.nn.Dropout(0.5))
+    self.bottleneck = torch.nn.Sequential(torch.nn.Linear(500, 256), torch.nn.BatchNorm1d(256),
+                                          torch.nn.ReLU())
+    self.head = torch.nn.Linear(256, NUM_CLASSES)
+
+  def forward(self, x):
+    b = self.bottleneck(self.backbone(x))
+    return self.head(b), b
+
+
+def make_torch_step(method: str, *, n: int = N_PER_DOMAIN, compile_model: bool = False,
+                    gram: bool = False):
+  """A zero-argument PyTorch step (TLlib's training loop body) on a fixed batch.
+
+  ``gram=True`` (DAN only) uses the Gram-form MK-MMD of :mod:`benchmarks.torch_refs`
+  instead of dalib's ``[2n, 2n, d]`` one: the best PyTorch eager DAN step.
+  """
+  from benchmarks import torch_refs  # pylint: disable=g-import-not-at-top
+  harness.patch_dalib_numpy()
+  torch.manual_seed(0)
+  model = TorchLeNetTransfer()
+  params = list(model.parameters())
+  if method == "dann":
+    disc = torch_refs.dalib_discriminator(256, 1024)
+    domain_loss = torch_refs.dalib_dann(disc)
+    params += list(disc.parameters())
+  elif gram:
+    domain_loss = torch_refs.mk_mmd
+  else:
+    domain_loss = torch_refs.dalib_mk_mmd(n)
+  opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD, nesterov=True)
+  fwd = torch.compile(model) if compile_model else model
+  rng = np.random.default_rng(0)
+  x = torch.from_numpy(rng.random((2 * n, 1, 28, 28), dtype=np.float32))
+  y = torch.from_numpy(rng.integers(0, NUM_CLASSES, n))
+  model.train()
+
+  def step():
+    logits, b = fwd(x)
+    loss = F.cross_entropy(logits[:n], y) + domain_loss(b[:n], b[n:])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+  return step
+
+
+# ------------------------------------------------------------------ profile
+
+def profile(*, m: int = 2 * N_PER_DOMAIN, repeats: int, min_sample_s: float, log=print
+            ) -> dict[str, float]:
+  """Forward + backward of each LeNet stage alone (fused ``m``-image batch), both frameworks."""
+  rng = np.random.default_rng(0)
+  shapes = {"conv1": ((m, 28, 28, 1), 20), "conv2": ((m, 12, 12, 20), 50)}
+  fns: dict[str, Callable[[], Any]] = {}
+  for name, (shape, cout) in shapes.items():
+    x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+    for kind, mod in (("nn.Conv", nn.Conv(cout, (5, 5), padding="VALID")),
+                      ("patches", PatchConv(cout, (5, 5)))):
+      p = mod.init(jax.random.key(0), x)
+      # conv1 sees the data: no input gradient (as in the step); conv2 needs both.
+      argnums = (0,) if name == "conv1" else (0, 1)
+      f = jax.jit(jax.grad(lambda p, x, mod=mod: jnp.sum(mod.apply(p, x) ** 2), argnums=argnums))
+      fns[f"jax {name} {kind}"] = (lambda f=f, p=p, x=x: jax.block_until_ready(f(p, x)))
+    tconv = torch.nn.Conv2d(shape[3], cout, 5)
+    tx = torch.from_numpy(np.array(np.asarray(x).transpose(0, 3, 1, 2)))
+    wrt = list(tconv.parameters()) + ([tx.requires_grad_(True)] if name != "conv1" else [])
+
+    def tcall(tconv=tconv, tx=tx, wrt=wrt):
+      out = tconv(tx)
+      return torch.autograd.grad((out * out).sum(), wrt)
+    fns[f"torch {name}"] = tcall
+  for name, shape in (("pool1", (m, 24, 24, 20)), ("pool2", (m, 8, 8, 50))):
+    x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+    for kind, pool in (("nn.max_pool", lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))),
+                       ("reshape", max_pool_2x2)):
+      f = jax.jit(jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2)))
+      fns[f"jax {name} {kind}"] = (lambda f=f, x=x: jax.block_until_ready(f(x)))
+    tx = torch.from_numpy(np.array(np.asarray(x).transpose(0, 3, 1, 2))).requires_grad_(True)
+    fns[f"torch {name}"] = (lambda tx=tx: torch.autograd.grad((F.max_pool2d(tx, 2) ** 2).sum(), tx))
+  t = harness.time_alternating(fns, repeats=repeats, min_sample_s=min_sample_s)
+  out = {k: v.median_s for k, v in t.items()}
+  for k, v in out.items():
+    log(f"    profile {k:28s} {v * 1e3:8.3f} ms")
+  return out
+
+
+# ------------------------------------------------------------------ fit loop
+
+def fit_throughput(*, steps: int, n: int = N_PER_DOMAIN, log=print) -> dict[str, Any]:
+  """Steps/s of sampler (prefetched) + jitted DANN step, versus the step alone."""
+  from dtl_jax.data.sampler import PairSampler  # pylint: disable=g-import-not-at-top
+  step, st, batch = make_jax_step("dann", "jax", n=n)
+  rng = np.random.default_rng(0)
+  xs = rng.random((4096, 28, 28, 1), dtype=np.float32)
+  ys = rng.integers(0, NUM_CLASSES, 4096).astype(np.int32)
+  xt = rng.random((4096, 28, 28, 1), dtype=np.float32)
+  sampler = PairSampler((xs, ys), (xt, ys), batch_size=n, seed=0)
+  st, _ = step(st, batch)  # compile
+  jax.block_until_ready(st)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    st, metrics = step(st, batch)
+  jax.block_until_ready(metrics)
+  step_only = steps / (time.perf_counter() - t0)
+  it = sampler.prefetch(buffer_size=2)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    b = next(it)
+    st, metrics = step(st, {"x_s": b.x_source, "y_s": b.y_source, "x_t": b.x_target})
+  jax.block_until_ready(metrics)
+  with_data = steps / (time.perf_counter() - t0)
+  if hasattr(it, "close"):
+    it.close()
+  log(f"    fit loop: {with_data:.1f} steps/s with PairSampler.prefetch, {step_only:.1f} steps/s step only")
+  return {"steps_per_s": with_data, "step_only_per_s": step_only,
+          "detail": f"{steps} DANN LeNet steps ({n}+{n}), PairSampler over in-memory arrays, prefetch 2"}
+
+
+# ------------------------------------------------------------------ driver
+
+def run(*, repeats: int, quick: bool, compile_torch: bool, fit_steps: int, log=print
+        ) -> dict[str, Any]:
+  """All step benchmarks. ``quick``: 32 + 32 images, two JAX variants, no torch.compile."""
+  rows, notes = [], []
+  n = 32 if quick else N_PER_DOMAIN
+  min_sample = 0.01 if quick else 0.1
+  for method in ("dann", "dan"):
+    fns: dict[str, Callable[[], Any]] = {}
+    compile_s: dict[str, float] = {}
+    variants = ("jax", "jax_conv1_patches_pool") if quick else tuple(VARIANTS)
+    for v in variants:
+      step, st, batch = make_jax_step(method, v, n=n)
+      t0 = time.perf_counter()
+      holder = [step.lower(st, batch).compile()]
+      compile_s[v] = time.perf_counter() - t0
+      holder.append(st)
+
+      def call(holder=holder, batch=batch):
+        new_state, metrics = holder[0](holder[1], batch)
+        holder[1] = new_state
+        return jax.block_until_ready(metrics)
+      fns[v] = call
+    fns["torch_eager"] = make_torch_step(method, n=n)
+    if method == "dan":
+      fns["torch_eager_gram"] = make_torch_step(method, n=n, gram=True)
+    if compile_torch and not quick:
+      fns["torch_compile"] = make_torch_step(method, n=n, compile_model=True,
+                                             gram=method == "dan")
+    t = harness.time_alternating(fns, repeats=repeats, min_sample_s=min_sample, warmup=2)
+    eager = [k for k in t if k.startswith("torch_eager")]
+    best_eager = min(eager, key=lambda k: t[k].median_s)
+    torch_t = t[best_eager].median_s
+    variants_out = []
+    for name, timing in t.items():
+      d = {"variant": name, "status": "ok", **timing.as_dict(),
+           "torch_over_this": torch_t / timing.median_s, "compile_s": compile_s.get(name)}
+      variants_out.append(d)
+      log(f"    step {method} {name:24s} {timing.median_s * 1e3:8.2f} ms "
+          f"(best torch eager / this = {torch_t / timing.median_s:.2f})")
+    jax_names = [v for v in t if v.startswith("jax")]
+    best = min(jax_names, key=lambda k: t[k].median_s)
+    rows.append({"name": f"LeNet {method.upper()} {n}+{n}", "variants": variants_out,
+                 "best_jax": best, "best_torch_eager": best_eager,
+                 "ratio_torch_eager_over_baseline_jax": torch_t / t["jax"].median_s,
+                 "ratio_torch_eager_over_best_jax": torch_t / t[best].median_s})
+  notes.append("Variants: jax = library LeNet (nn.Conv + nn.max_pool); jax_pool = 2x2 max-pool as "
+               "reshape + max; jax_patches = both convolutions as im2col + matmul; "
+               "jax_patches_pool = both; jax_conv1_patches_pool = im2col for conv1 only + reshape "
+               "pooling. torch_eager = TLlib (dalib) losses; torch_eager_gram = DAN with the "
+               "Gram-form MK-MMD. Ratios are against the best PyTorch eager step.")
+  prof = profile(m=2 * n, repeats=repeats, min_sample_s=min_sample, log=log)
+  fit = fit_throughput(steps=fit_steps, n=n, log=log)
+  return {"rows": rows, "notes": notes, "profile": prof, "fit": fit,
+          "gpu": "not run here: no GPU (ResNet-50 224x224 32+32 DANN step is GPU-only)"}
