@@ -15,7 +15,7 @@ from dtl_jax.stats import _checks as C
 def proxy_a_distance(source_features: ArrayLike, target_features: ArrayLike, *, key: jax.Array,
                      test_fraction: float = 0.5, classifier: str = "logistic",
                      hidden_sizes: tuple[int, ...] = (32,), l2: float = 1e-3,
-                     num_steps: int = 300) -> jax.Array:
+                     num_steps: int = 300, learning_rate: float | None = None) -> jax.Array:
   """``PAD = 2 (1 − 2ε)`` with ``ε`` the held-out error of a source-vs-target classifier.
 
   Each domain is split at random (``test_fraction`` held out); a domain classifier
@@ -29,6 +29,8 @@ def proxy_a_distance(source_features: ArrayLike, target_features: ArrayLike, *, 
     key: PRNG key for the split (and the MLP init).
     test_fraction: held-out share of each domain.
     classifier: ``"logistic"`` or ``"mlp"``.
+    hidden_sizes, l2, num_steps: classifier settings (full-batch Adam steps).
+    learning_rate: Adam step size (default 0.05 for logistic, 0.01 for the MLP).
 
   Returns:
     Scalar PAD.
@@ -40,8 +42,11 @@ def proxy_a_distance(source_features: ArrayLike, target_features: ArrayLike, *, 
     raise ValueError(f"`classifier` must be 'logistic' or 'mlp'; got {classifier!r}.")
   if not 0.0 < test_fraction < 1.0:
     raise ValueError(f"`test_fraction` must be in (0, 1); got {test_fraction}.")
+  if learning_rate is None:
+    learning_rate = 0.05 if classifier == "logistic" else 0.01
   return _pad(key, xs, xt, test_fraction=test_fraction, classifier=classifier,
-              hidden_sizes=tuple(hidden_sizes), l2=l2, num_steps=num_steps)
+              hidden_sizes=tuple(hidden_sizes), l2=l2, num_steps=num_steps,
+              learning_rate=learning_rate)
 
 
 def _split(key, n, fraction):
@@ -52,7 +57,7 @@ def _split(key, n, fraction):
 
 @functools.partial(jax.jit, static_argnames=("test_fraction", "classifier", "hidden_sizes",
                                              "num_steps"))
-def _pad(key, xs, xt, *, test_fraction, classifier, hidden_sizes, l2, num_steps):
+def _pad(key, xs, xt, *, test_fraction, classifier, hidden_sizes, l2, num_steps, learning_rate):
   k_s, k_t, k_init = jax.random.split(key, 3)
   tr_s, te_s = _split(k_s, xs.shape[0], test_fraction)
   tr_t, te_t = _split(k_t, xt.shape[0], test_fraction)
@@ -62,11 +67,12 @@ def _pad(key, xs, xt, *, test_fraction, classifier, hidden_sizes, l2, num_steps)
                           jnp.full(tr_t.shape, 0.5 / tr_t.shape[0], xs.dtype)])
   if classifier == "logistic":
     params = learners.fit_logistic_regression(x_tr, y_tr, w_tr, num_classes=2, l2=l2,
-                                              num_steps=num_steps)
+                                              num_steps=num_steps, learning_rate=learning_rate)
     predict = lambda x: jnp.argmax(learners.logistic_regression_logits(params, x), axis=-1)
   else:
     params = learners.fit_mlp(k_init, x_tr, y_tr, w_tr, hidden_sizes=hidden_sizes, num_outputs=2,
-                              task="classification", l2=l2, num_steps=num_steps)
+                              task="classification", l2=l2, num_steps=num_steps,
+                              learning_rate=learning_rate)
     model = learners.MLP(hidden_sizes, 2)
     predict = lambda x: jnp.argmax(model.apply(params, x), axis=-1)
   err_s = jnp.mean((predict(xs[te_s]) != 0).astype(xs.dtype))

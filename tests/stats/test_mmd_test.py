@@ -121,11 +121,3 @@ def test_errors(rng, key):
     mmd_test(x, x, key=key, estimator="linear")
   with pytest.raises(ValueError, match="kernel"):
     mmd_test(x, x, key=key, kernel="laplace")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Compile time dominates these small tests; XLA's heavy optimizations do not pay off."""
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", False)
