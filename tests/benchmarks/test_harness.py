@@ -1,0 +1,126 @@
+"""Smoke test of the benchmark harness (tiny sizes; correctness only, no timing claims).
+
+* the alternating timer measures what it is given (sleep-based callables);
+* every loss's PyTorch implementations (Gram form, dalib) agree with dtl_jax before timing,
+  and the agreement check does reject a wrong answer;
+* the capped memory subprocess reports a peak for the tiled path and OOM for dalib;
+* the writers produce JSON / markdown / PNG with the PASS/FAIL targets;
+* ``python -m benchmarks.run`` runs end to end on one small section.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+np.float = float  # dalib 0.2's gradient reversal layer uses np.float
+
+import torch  # noqa: E402
+
+from benchmarks import harness, losses, memory, report, torch_refs  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_time_alternating_measures_sleep():
+  fns = {"short": lambda: time.sleep(0.002), "long": lambda: time.sleep(0.006)}
+  t = harness.time_alternating(fns, repeats=3, warmup=1, min_sample_s=0.0)
+  assert set(t) == {"short", "long"}
+  assert t["short"].median_s >= 0.002 and t["long"].median_s >= 0.006
+  assert t["long"].median_s > 1.5 * t["short"].median_s
+  for x in t.values():
+    assert x.min_s <= x.q1_s <= x.median_s <= x.q3_s <= x.max_s
+    assert x.samples == 3
+
+
+def test_torch_gram_mk_mmd_matches_numpy_float64(rng):
+  """The Gram-form reference against a float64 NumPy TLlib formula written here."""
+  n, d = 6, 5
+  zs, zt = rng.standard_normal((n, d)), rng.standard_normal((n, d)) + 0.3
+  z = np.concatenate([zs, zt])
+  dist = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+  k = sum(np.exp(-dist / (2 * a * dist.mean())) for a in (0.125, 0.25, 0.5, 1.0, 2.0))
+  off = ~np.eye(n, dtype=bool)
+  want = (k[:n, :n][off].sum() + k[n:, n:][off].sum()) / (n * (n - 1)) \
+      - 2 * k[:n, n:].sum() / n**2 + 2 / (n - 1)
+  got = torch_refs.mk_mmd(torch.from_numpy(zs), torch.from_numpy(zt)).item()
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("loss", losses.LOSSES)
+def test_loss_implementations_agree_then_time(loss):
+  row = losses.run_config(loss, 8, 16, impls=["jax", "torch_gram", "dalib"], repeats=1,
+                          min_sample_s=0.0, cap_bytes=2**30)
+  assert "error" not in row, row.get("error")
+  impls = row["impls"]
+  expected = {"jax", "torch_gram"} | ({"dalib"} if loss != "coral" else set())
+  assert set(impls) == expected
+  for name, r in impls.items():
+    assert r["status"] == "ok", (name, r)
+    assert r["median_s"] > 0
+  assert row["jax_compile_s"] > 0
+  assert "speedup_vs_best_eager" in report.loss_ratios(row)
+
+
+def test_agreement_check_rejects_a_wrong_value():
+  ref = (np.float32(1.0), (np.ones(3), np.ones(3)))
+  assert losses._agree(ref, (1.0, (np.ones(3), np.ones(3))), check_grads=True, rtol=1e-3)[0]
+  assert not losses._agree(ref, (1.01, (np.ones(3), np.ones(3))), check_grads=True, rtol=1e-3)[0]
+  assert not losses._agree(ref, (1.0, (np.ones(3), 2 * np.ones(3))), check_grads=True,
+                           rtol=1e-3)[0]
+
+
+def test_dalib_oom_is_predicted_not_run():
+  row = losses.run_config("mk_mmd", 64, 256, impls=["jax", "dalib"], repeats=1,
+                          min_sample_s=0.0, cap_bytes=2**20)
+  assert row["impls"]["dalib"]["status"] == "oom"
+  assert row["impls"]["jax"]["status"] == "ok"
+
+
+def test_memory_subprocess_reports_peak_and_oom():
+  ok = memory.measure("jax_tiled", 256, 32, cap_gib=1.0, timeout_s=120)
+  assert ok["status"] == "ok", ok
+  assert 0 < ok["peak_extra"] < 2**30
+  # dalib's [2n, 2n, d] difference tensor (512 x 512 x 256 float32 = 256 MiB per kernel)
+  # cannot fit under a 64 MiB cap: reported as OOM, the parent carries on.
+  oom = memory.measure("dalib", 256, 256, cap_gib=1 / 16, timeout_s=120)
+  assert oom["status"] == "oom", oom
+
+
+def test_report_writes_files_and_targets(tmp_path):
+  row = losses.run_config("coral", 8, 16, impls=["jax", "torch_gram"], repeats=1,
+                          min_sample_s=0.0, cap_bytes=2**30)
+  results = {"machine_slug": "test", "machine": harness.machine_info(harness_settings()),
+             "command": "test", "started": "now", "wall_s": 1.0, "losses": [row],
+             "memory": [{"impl": "jax_tiled", "n": 1024, "d": 256, "cap_gib": 1.0, "status": "ok",
+                         "peak_extra": 2**20, "seconds": 0.1},
+                        {"impl": "dalib", "n": 1024, "d": 256, "cap_gib": 1.0, "status": "oom",
+                         "error": "x"}]}
+  results["targets"] = report.evaluate_targets(results)
+  status = {t["target"]: t["status"] for t in results["targets"]}
+  assert status["memory: dalib runs out of memory where tiled mk_mmd still runs"] == "PASS"
+  paths = report.write(results, str(tmp_path))
+  loaded = json.load(open(paths["json"]))
+  assert loaded["losses"][0]["loss"] == "coral"
+  md = open(paths["md"]).read()
+  assert "| coral | 8 | 16 |" in md and "## Targets" in md
+  assert os.path.getsize(paths["png"]) > 1000
+
+
+def harness_settings():
+  return {"threads": len(os.sched_getaffinity(0)), "XLA_FLAGS": "", "OMP_NUM_THREADS": "?"}
+
+
+def test_cli_runs_one_section(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "limit",
+                        "--threads", "1", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  res = json.load(open(tmp_path / "results.json"))
+  assert res["machine"]["threads"]["threads"] == 1
+  assert res["limit"][0]["ratio"] > 0
+  assert any(t["target"].startswith("mk_mmd time / matmul time") for t in res["targets"])
