@@ -90,3 +90,15 @@ def test_errors(shifted):
     kmm_weights(xs, xt, upper=0.5)
   with pytest.raises(ValueError, match="sigma2"):
     kmm_weights(xs, xt, sigma2=-1.0)
+
+
+def test_weights_plug_into_mmd_loss(shifted):
+  """KMM weights are the losses' `source_weights`: the weighted MMD loss drops."""
+  from dtl_jax.losses import mmd
+  from dtl_jax.losses.kernels import GaussianKernel
+  xs, xt = shifted
+  w = kmm_weights(xs, xt, sigma2=1.0)
+  kernel = GaussianKernel(sigma2=1.0)
+  weighted = float(mmd(xs, xt, kernel=kernel, source_weights=w))
+  np.testing.assert_allclose(weighted, _weighted_mmd2(xs, xt, np.asarray(w), 1.0), rtol=1e-8)
+  assert weighted < 0.25 * float(mmd(xs, xt, kernel=kernel))
