@@ -267,3 +267,84 @@ class TrAdaBoostR2(_TrAdaBoostBase):
     cdf = np.cumsum(a[order], axis=1)
     idx = np.argmax(cdf >= 0.5 * cdf[:, -1:], axis=1)
     return preds[np.arange(x.shape[0]), order[np.arange(x.shape[0]), idx]]
+
+
+# --------------------------------------------------------------------------------------
+# Fully jitted TrAdaBoost for pure JAX learners.
+# --------------------------------------------------------------------------------------
+
+
+class TrAdaBoostResult(NamedTuple):
+  """Output of :func:`tradaboost_scan` (leading axis ``N`` = rounds where stacked)."""
+
+  params: Any  # learner parameters, each leaf stacked over rounds [N, ...]
+  errors: jax.Array  # ε_t [N]
+  betas: jax.Array  # β_t [N]
+  weights_history: jax.Array  # [N + 1, n + m], normalized weights, source first
+
+
+def tradaboost_scan(fit_fn, predict_fn, source_x: jax.Array, source_y: jax.Array,
+                    target_x: jax.Array, target_y: jax.Array, *, num_rounds: int,
+                    num_classes: int | None = None, min_error: float = 1e-10) -> TrAdaBoostResult:
+  """TrAdaBoost (Dai et al. 2007) as one ``lax.scan`` over rounds, for a pure JAX learner.
+
+  Same updates as :class:`TrAdaBoost` (see :func:`tradaboost_update`), but every round runs
+  inside one trace, so the whole boosting run is jit-compiled once and can be ``vmap``-ed
+  over data sets, seeds or hyperparameters.
+
+  Args:
+    fit_fn: ``fit_fn(x [n+m, d], y [n+m], sample_weight [n+m]) -> params``, pure (e.g.
+      ``functools.partial(fit_logistic_regression, num_classes=2)``).
+    predict_fn: ``predict_fn(params, x [k, d]) -> labels [k]`` (integers).
+    source_x: ``[n, d]``; source_y: ``[n]``; target_x: ``[m, d]``; target_y: ``[m]``.
+    num_rounds: ``N`` (static).
+    num_classes: if given, concrete labels are checked to lie in ``[0, num_classes)``.
+    min_error: lower clip of ``ε_t``.
+
+  Returns:
+    :class:`TrAdaBoostResult`; predict with :func:`tradaboost_predict`.
+  """
+  xs = V.check_matrix(source_x, "source_x")
+  xt = V.check_matrix(target_x, "target_x").astype(xs.dtype)
+  V.check_same_dim(xs, xt, "source_x", "target_x")
+  unchecked = 1 << 30  # traced labels: values cannot be checked, only shapes
+  ys, _ = V.check_labels(source_y, "source_y", xs.shape[0],
+                         num_classes or (None if V.is_concrete(source_y) else unchecked))
+  yt, _ = V.check_labels(target_y, "target_y", xt.shape[0],
+                         num_classes or (None if V.is_concrete(target_y) else unchecked))
+  n, m = xs.shape[0], xt.shape[0]
+  beta = tradaboost_beta(n, num_rounds)
+  x = jnp.concatenate([xs, xt])
+  y = jnp.concatenate([ys, yt])
+
+  def round_(carry, _):
+    ws, wt = carry
+    p = jnp.concatenate([ws, wt])
+    params = fit_fn(x, y, p * (n + m))
+    e = (predict_fn(params, x) != y).astype(xs.dtype)
+    upd = tradaboost_update(ws, wt, e[:n], e[n:], beta=beta, min_error=min_error)
+    new = (upd.source_weights, upd.target_weights)
+    return new, (params, upd.error, upd.beta_t, jnp.concatenate(new))
+
+  init = (jnp.full((n,), 1.0 / (n + m), xs.dtype), jnp.full((m,), 1.0 / (n + m), xs.dtype))
+  _, (params, errors, betas, hist) = jax.lax.scan(round_, init, None, length=num_rounds)
+  hist = jnp.concatenate([jnp.concatenate(init)[None], hist])
+  return TrAdaBoostResult(params, errors, betas, hist)
+
+
+def tradaboost_predict(predict_fn, result: TrAdaBoostResult, x: jax.Array, *,
+                       num_classes: int = 2) -> jax.Array:
+  """The TrAdaBoost vote of a :func:`tradaboost_scan` result on ``x [k, d]`` -> labels ``[k]``.
+
+  Binary: the paper's ``Σ_{t≥⌈N/2⌉} ln(1/β_t) h_t(x) ≥ ½ Σ_{t≥⌈N/2⌉} ln(1/β_t)``; more
+  classes: ``argmax_k Σ_t ln(1/β_t) [h_t(x) = k]``.
+  """
+  num_rounds = result.betas.shape[0]
+  first = math.ceil(num_rounds / 2) - 1
+  params = jax.tree_util.tree_map(lambda leaf: leaf[first:], result.params)
+  a = jnp.log(1.0 / result.betas[first:])
+  preds = jax.vmap(lambda p: predict_fn(p, x))(params)  # [rounds, k]
+  votes = jnp.einsum("r,rkc->kc", a, jax.nn.one_hot(preds, num_classes, dtype=a.dtype))
+  if num_classes == 2:
+    return (votes[:, 1] >= 0.5 * jnp.sum(a)).astype(jnp.int32)
+  return jnp.argmax(votes, axis=1)

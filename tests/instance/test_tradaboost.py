@@ -188,3 +188,27 @@ def test_empty_inputs_and_bad_labels(rng):
     TrAdaBoost(LogisticRegression(), num_rounds=0)
   with pytest.raises(ValueError, match="loss"):
     TrAdaBoostR2(RidgeRegression(), loss="huber")
+
+
+def test_scan_version_matches_class_and_vmaps_over_seeds():
+  import functools
+  import jax
+  import jax.numpy as jnp
+  from dtl_jax.instance import (fit_logistic_regression, logistic_regression_logits,
+                                tradaboost_predict, tradaboost_scan)
+  fit = functools.partial(fit_logistic_regression, num_classes=2)
+  predict = lambda params, x: jnp.argmax(logistic_regression_logits(params, x), axis=-1)
+  data = [_controlled_shift(seed) for seed in (0, 1)]
+  stacked = [jnp.asarray(np.stack([d[i] for d in data])) for i in range(6)]
+
+  def run(xs, ys, xt, yt, x_test):
+    res = tradaboost_scan(fit, predict, xs, ys, xt, yt, num_rounds=10)
+    return res.weights_history, res.betas, tradaboost_predict(predict, res, x_test)
+
+  hist, betas, preds = jax.jit(jax.vmap(run))(*stacked[:5])
+  for i, (xs, ys, xt, yt, x_test, y_test) in enumerate(data):
+    ref = TrAdaBoost(LogisticRegression(), num_rounds=10).fit(xs, ys, xt, yt)
+    np.testing.assert_allclose(hist[i], ref.weights_history_, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(betas[i], ref.betas_, rtol=1e-6)
+    assert np.mean(np.asarray(preds[i]) == ref.predict(x_test)) > 0.999
+    assert np.mean(np.asarray(preds[i]) == y_test) > 0.9
