@@ -218,11 +218,25 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 # Keys that may change between a run and its --resume without making it "another run".
-RESUMABLE_KEYS = ("workdir", "resume", "overwrite")
+RESUMABLE_KEYS = ("workdir", "resume", "overwrite", "train.resume", "train.progress")
+
+
+def _drop_keys(d: dict, keys: Sequence[str]) -> dict:
+  for k in keys:
+    node = d
+    parts = k.split(".")
+    for p in parts[:-1]:
+      node = node.get(p) if isinstance(node, dict) else None
+      if node is None:
+        break
+    if isinstance(node, dict):
+      node.pop(parts[-1], None)
+  return d
 
 
 def prepare_workdir(workdir: str | os.PathLike, config: Mapping | None, *,
-                    resume: bool = False, overwrite: bool = False) -> Path:
+                    resume: bool = False, overwrite: bool = False,
+                    dry_run: bool = False) -> Path:
   """Checks that ``workdir`` may hold a run of ``config``, then records the config.
 
   Rules:
@@ -240,6 +254,7 @@ def prepare_workdir(workdir: str | os.PathLike, config: Mapping | None, *,
       a fresh output (the demo and study scripts).
     resume: continue an existing run of the same config.
     overwrite: delete an existing dtl-jax run in ``workdir`` first.
+    dry_run: only check (raise if refused); create, delete and write nothing.
 
   Returns:
     The directory as a ``Path``.
@@ -250,9 +265,7 @@ def prepare_workdir(workdir: str | os.PathLike, config: Mapping | None, *,
   path = Path(workdir)
   if path.exists() and not path.is_dir():
     raise WorkdirError(f"workdir {str(path)!r} is a file; pass a directory")
-  new = {} if config is None else config_to_dict(config)
-  for k in RESUMABLE_KEYS:
-    new.pop(k, None)
+  new = _drop_keys({} if config is None else config_to_dict(config), RESUMABLE_KEYS)
   if path.is_dir() and any(path.iterdir()):
     marker = path / CONFIG_FILE
     if not marker.is_file():
@@ -264,10 +277,10 @@ def prepare_workdir(workdir: str | os.PathLike, config: Mapping | None, *,
     except (OSError, json.JSONDecodeError) as e:
       raise WorkdirError(f"workdir {str(path)!r} has an unreadable {CONFIG_FILE} ({e}); "
                          "choose another --workdir") from e
-    for k in RESUMABLE_KEYS:
-      old.pop(k, None)
+    _drop_keys(old, RESUMABLE_KEYS)
     if overwrite:
-      shutil.rmtree(path)
+      if not dry_run:
+        shutil.rmtree(path)
     elif old != new:
       diff = _diff_keys(old, new)
       shown = ", ".join(diff[:5]) + (", ..." if len(diff) > 5 else "")
@@ -280,8 +293,9 @@ def prepare_workdir(workdir: str | os.PathLike, config: Mapping | None, *,
           "to continue it or --overwrite to start again")
     else:
       return path
-  path.mkdir(parents=True, exist_ok=True)
-  (path / CONFIG_FILE).write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
+  if not dry_run:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
   return path
 
 
@@ -350,3 +364,191 @@ def run_metadata(*, config: Mapping | None = None, seeds: Sequence[int] | None =
   if config is not None:
     meta["config"] = config_to_dict(config)
   return meta
+
+
+OUTPUT_MARKER = "dtl_jax_output.json"
+
+
+def prepare_output_dir(out: str | os.PathLike, *, overwrite: bool = False,
+                       what: str = "results") -> Path:
+  """Makes ``out`` ready for fresh result files of the demo or a study script.
+
+  An existing non-empty ``out`` is refused unless ``overwrite`` is given AND it holds
+  results written by dtl-jax (the marker file ``dtl_jax_output.json``); then only the
+  files listed in that marker are removed. Files this library did not write are never
+  deleted.
+
+  Raises:
+    WorkdirError: with a one-line message (pass --overwrite or another --out).
+  """
+  path = Path(out)
+  if path.exists() and not path.is_dir():
+    raise WorkdirError(f"output {str(path)!r} is a file; pass a directory with --out")
+  if path.is_dir() and any(path.iterdir()):
+    marker = path / OUTPUT_MARKER
+    if not overwrite:
+      raise WorkdirError(f"{str(path)!r} already holds {what}; pass --overwrite to replace "
+                         "them or --out DIR for a new directory")
+    if not marker.is_file():
+      raise WorkdirError(f"{str(path)!r} is not empty and was not written by dtl-jax; "
+                         "choose another --out (nothing was deleted)")
+    try:
+      listed = json.loads(marker.read_text()).get("files", [])
+    except (OSError, json.JSONDecodeError):
+      listed = []
+    for name in listed:
+      f = path / name
+      if f.is_file() and f.resolve().parent == path.resolve():
+        f.unlink()
+    marker.unlink()
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+def finish_output_dir(out: str | os.PathLike, *, what: str) -> Path:
+  """Writes the marker listing every file now in ``out`` (see :func:`prepare_output_dir`)."""
+  path = Path(out)
+  files = sorted(p.name for p in path.iterdir() if p.is_file() and p.name != OUTPUT_MARKER)
+  (path / OUTPUT_MARKER).write_text(json.dumps({"what": what, "files": files}, indent=2) + "\n")
+  return path
+
+
+# ------------------------------------------------------------------ training runs
+
+# The label-free criterion whose choice fills the "selected" column of the tables
+# (all criteria are kept in the JSON files). DEV (You et al., ICML 2019) was designed
+# for domain adaptation: importance-weighted source-validation risk with a control
+# variate.
+DEFAULT_SELECTION = "dev"
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The training engine's default config (every key ``dtl_jax.train`` knows)."""
+  from dtl_jax.train.loop import default_config
+  return default_config()
+
+
+# Per-method hyperparameters for the digits protocol (TLlib defaults where they exist).
+DIGITS_METHOD_KWARGS: dict[str, dict[str, Any]] = {
+    "source_only": {},
+    "ddc": {},
+    "dan": {},
+    "jan": {},
+    "deep_coral": {},
+    "dann": {},
+    "cdan": {},
+    "cdan_e": {},
+    "mdd": {},
+    "wdgrl": {},
+    "domain_confusion": {},
+}
+
+
+def digits_config(method: str = "source_only", *, source: str = "digits",
+                  target: str = "digits_m", seed: int = 0, steps: int = 500,
+                  eval_every: int = 100) -> ml_collections.ConfigDict:
+  """The bundled-digits protocol used by ``dtl-jax demo`` and the digits benchmark.
+
+  LeNet (TLlib digits version) + 256-d bottleneck + linear head on 28x28x3 inputs,
+  TLlib SGD (lr 0.01, Nesterov momentum 0.9, weight decay 1e-3, lr decay
+  ``(1 + 1e-3 i)^-0.75``), 32 source + 32 target images per step, evaluation (and
+  label-free selection) every ``eval_every`` steps, one checkpoint kept.
+  """
+  c = base_config()
+  c.seed = seed
+  c.method = method
+  c.method_kwargs = ml_collections.ConfigDict(DIGITS_METHOD_KWARGS.get(method, {}))
+  c.data.source = source
+  c.data.target = target
+  c.data.batch_size = 32
+  c.model.backbone = "lenet"
+  c.model.bottleneck_dim = 256
+  c.optim.kind = "sgd"
+  c.optim.learning_rate = 0.01
+  c.train.num_steps = steps
+  c.train.eval_every = eval_every
+  c.train.log_every = min(50, steps)
+  c.train.checkpoint_every = steps
+  c.train.keep_checkpoints = 1
+  return c
+
+
+def check_run_config(config: Mapping) -> None:
+  """Validates names a run needs before anything is written (one-line ValueErrors).
+
+  Checks the method name, the bundled domain names (or that an image folder exists)
+  and the backbone name.
+  """
+  from dtl_jax import methods
+  method = config.get("method")
+  if method is not None and method not in methods.METHODS:
+    raise ConfigError(f"unknown method {method!r}; choose one of "
+                      f"{', '.join(sorted(methods.METHODS))} (config key 'method')")
+  data = config.get("data")
+  if data is not None:
+    from dtl_jax.data import available_domains
+    known = available_domains()
+    for role in ("source", "target"):
+      name = data.get(role)
+      if name is None:
+        continue
+      if name in known:
+        continue
+      if any(sep in str(name) for sep in ("/", os.sep)) or str(name).startswith("."):
+        if not Path(name).is_dir():
+          raise ConfigError(f"data folder {name!r} (data.{role}) does not exist; place "
+                            "the images as <folder>/<class_name>/*.jpg (see README)")
+        continue
+      raise ConfigError(f"unknown dataset {name!r} (data.{role}); bundled: "
+                        f"{', '.join(sorted(known))}; or give an image folder path")
+
+
+def train_config(config: ml_collections.ConfigDict, *, workdir: str | os.PathLike,
+                 resume: bool = False, progress: bool = True) -> dict[str, Any]:
+  """Runs :func:`dtl_jax.train.fit` on ``config`` in ``workdir``; returns its result."""
+  from dtl_jax.train.loop import fit
+  config = ml_collections.ConfigDict(config)
+  config.train.resume = bool(resume)
+  config.train.progress = bool(progress)
+  return fit(config, str(workdir))
+
+
+def result_summary(result: Mapping[str, Any], *, selection: str = DEFAULT_SELECTION
+                   ) -> dict[str, Any]:
+  """Target accuracies (%) of one run: label-free selected, last step, oracle.
+
+  Returns:
+    ``{"selected": acc at the checkpoint ``selection`` picks, "selected_step",
+    "last": acc at the last step, "oracle": best target acc over all evaluations
+    (uses target labels: an upper bound, never a selection rule), "by_criterion":
+    {criterion: acc}, "source_acc": source test acc at the last step}``.
+  """
+  sel = result["selected"]
+  if selection not in sel:
+    raise ValueError(f"selection criterion {selection!r} not in the run's criteria "
+                     f"{sorted(k for k in sel if k != 'last')}")
+  hist = result.get("history") or []
+  oracle = max((h["oracle_target_acc"] for h in hist), default=None)
+  return {
+      "selected": 100 * sel[selection]["target_acc"],
+      "selected_step": sel[selection]["step"],
+      "last": 100 * result["last"]["target_acc"],
+      "oracle": None if oracle is None else 100 * oracle,
+      "by_criterion": {k: 100 * v["target_acc"] for k, v in sel.items() if k != "last"},
+      "source_acc": 100 * result["last"]["source_acc"],
+      "steps": result["steps"],
+  }
+
+
+def summarize_result(result: Mapping[str, Any], config: Mapping | None = None) -> str:
+  """A short human-readable summary of a ``fit`` result."""
+  s = result_summary(result)
+  lines = [f"method {result['method']}: {s['steps']} steps, "
+           f"{result.get('steps_per_second', float('nan')):.1f} steps/s",
+           f"  target acc. at the label-free selected checkpoint ({DEFAULT_SELECTION}, step "
+           f"{s['selected_step']}): {s['selected']:.2f}%",
+           f"  target acc. at the last step: {s['last']:.2f}%",
+           f"  oracle (best target acc. over evaluations; uses target labels): "
+           f"{s['oracle']:.2f}%",
+           "  by criterion: " + ", ".join(f"{k} {v:.2f}%" for k, v in s["by_criterion"].items())]
+  return "\n".join(lines)
