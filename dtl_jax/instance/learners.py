@@ -23,6 +23,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dtl_jax.instance import _validation as V
@@ -44,7 +45,6 @@ def _check_weights(sample_weight, n: int):
   if w.shape != (n,):
     raise ValueError(f"`sample_weight` must have shape [{n}]; got shape {tuple(w.shape)}.")
   if V.is_concrete(w):
-    import numpy as np
     wn = np.asarray(w)
     if not np.all(np.isfinite(wn)) or np.any(wn < 0) or wn.sum() <= 0:
       raise ValueError("`sample_weight` must be finite, non-negative and not all zero.")

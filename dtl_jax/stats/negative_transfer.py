@@ -7,6 +7,7 @@ target accuracy *worse* than simply training on the source.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,19 @@ def _runs(x, name):
   return a
 
 
+@functools.partial(jax.jit, static_argnames=("num_bootstrap", "paired"))
+def _bootstrap(key, a, s, *, num_bootstrap, paired):
+  """``[num_bootstrap]`` replicates of ``mean(adapted) − mean(source_only)``."""
+  k_a, k_s = jax.random.split(key)
+  if paired:
+    d = a - s
+    idx = jax.random.randint(k_a, (num_bootstrap, d.shape[0]), 0, d.shape[0])
+    return jnp.mean(d[idx], axis=1)
+  ia = jax.random.randint(k_a, (num_bootstrap, a.shape[0]), 0, a.shape[0])
+  is_ = jax.random.randint(k_s, (num_bootstrap, s.shape[0]), 0, s.shape[0])
+  return jnp.mean(a[ia], axis=1) - jnp.mean(s[is_], axis=1)
+
+
 def negative_transfer_report(adapted_runs: ArrayLike, source_only_runs: ArrayLike, *,
                              key: jax.Array, num_bootstrap: int = 10_000,
                              confidence: float = 0.95,
@@ -90,18 +104,11 @@ def negative_transfer_report(adapted_runs: ArrayLike, source_only_runs: ArrayLik
     raise ValueError(f"`confidence` must be in (0, 1); got {confidence}.")
   if num_bootstrap < 1:
     raise ValueError(f"`num_bootstrap` must be >= 1; got {num_bootstrap}.")
-  k_a, k_s = jax.random.split(key)
-  if paired:
-    if a.shape != s.shape:
-      raise ValueError("`paired=True` needs as many adapted_runs as source_only_runs; got "
-                       f"{a.shape[0]} and {s.shape[0]}.")
-    d = jnp.asarray(a - s)
-    idx = jax.random.randint(k_a, (num_bootstrap, d.shape[0]), 0, d.shape[0])
-    reps = np.asarray(jnp.mean(d[idx], axis=1))
-  else:
-    ia = jax.random.randint(k_a, (num_bootstrap, a.shape[0]), 0, a.shape[0])
-    is_ = jax.random.randint(k_s, (num_bootstrap, s.shape[0]), 0, s.shape[0])
-    reps = np.asarray(jnp.mean(jnp.asarray(a)[ia], axis=1) - jnp.mean(jnp.asarray(s)[is_], axis=1))
+  if paired and a.shape != s.shape:
+    raise ValueError("`paired=True` needs as many adapted_runs as source_only_runs; got "
+                     f"{a.shape[0]} and {s.shape[0]}.")
+  reps = np.asarray(_bootstrap(key, jnp.asarray(a), jnp.asarray(s), num_bootstrap=num_bootstrap,
+                               paired=paired))
   lo, hi = np.quantile(reps, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
   verdict = "hurts" if hi < 0 else ("helps" if lo > 0 else "inconclusive")
   return NegativeTransferReport(

@@ -93,8 +93,8 @@ def test_tradaboost_beats_source_plus_target_baseline(seed):
   assert booster.source_weights_[100:].sum() < 0.5 * booster.source_weights_[:100].sum()
 
 
-def _reference_r2(xs, ys, xt, yt, num_rounds, make_learner):
-  """Pardoe & Stone (2010), TrAdaBoost.R2 with the linear AdaBoost.R2 loss."""
+def _reference_r2(xs, ys, xt, yt, num_rounds, make_learner, loss="linear"):
+  """Pardoe & Stone (2010), TrAdaBoost.R2 with the AdaBoost.R2 (Drucker 1997) losses."""
   n, m = len(xs), len(xt)
   x, y = np.concatenate([xs, xt]), np.concatenate([ys, yt])
   w = np.full(n + m, 1.0 / (n + m))
@@ -103,7 +103,8 @@ def _reference_r2(xs, ys, xt, yt, num_rounds, make_learner):
   for _ in range(num_rounds):
     h = make_learner().fit(x, y, sample_weight=w * (n + m))
     r = np.abs(y - h.predict(x))
-    e = r / r.max()
+    e = {"linear": r / r.max(), "square": (r / r.max()) ** 2,
+         "exponential": 1 - np.exp(-r / r.max())}[loss]
     eps = np.sum(w[n:] * e[n:]) / np.sum(w[n:])
     eps = min(max(eps, 1e-10), 0.5)
     beta_t = eps / (1.0 - eps)
@@ -127,14 +128,15 @@ def _reference_r2(xs, ys, xt, yt, num_rounds, make_learner):
   return np.stack(history), np.array(beta_ts), predict
 
 
-def test_r2_weight_trajectory_matches_paper(rng):
+@pytest.mark.parametrize("loss", ["linear", "square", "exponential"])
+def test_r2_weight_trajectory_matches_paper(rng, loss):
   xs = rng.uniform(-2, 2, size=(50, 1))
   ys = np.sin(xs[:, 0]) + 0.5 * (xs[:, 0] > 1)
   xt = rng.uniform(-2, 2, size=(12, 1))
   yt = np.sin(xt[:, 0]) + 0.05 * rng.normal(size=12)
   make = lambda: DecisionTreeRegressor(max_depth=3, random_state=0)
-  booster = TrAdaBoostR2(make(), num_rounds=6).fit(xs, ys, xt, yt)
-  hist, beta_ts, predict = _reference_r2(xs, ys, xt, yt, 6, make)
+  booster = TrAdaBoostR2(make(), num_rounds=6, loss=loss).fit(xs, ys, xt, yt)
+  hist, beta_ts, predict = _reference_r2(xs, ys, xt, yt, 6, make, loss)
   np.testing.assert_allclose(booster.weights_history_, hist, rtol=1e-10, atol=1e-14)
   np.testing.assert_allclose(booster.betas_, beta_ts, rtol=1e-10)
   xq = rng.uniform(-2, 2, size=(40, 1))
