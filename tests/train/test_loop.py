@@ -92,3 +92,20 @@ def test_nan_stops_with_message(tmp_path):
   c.optim.learning_rate = 1e30
   with pytest.raises(TrainingDiverged, match=r"step \d+.*checkpoint"):
     fit(c, str(tmp_path / "nan"))
+
+
+def test_fit_drivers_agree(tmp_path):
+  """fit with the pmap and shard_map drivers (8 devices) == fit with jit (no dropout)."""
+  results = {}
+  for driver in ("jit", "pmap", "shard_map"):
+    c = _config(6, method="dan")
+    c.model.backbone_kwargs = {"hidden": (16,), "dropout": 0.0, "batch_norm": True}
+    c.model.bottleneck_dropout = 0.0
+    c.train.driver = driver
+    c.train.eval_every = 6
+    c.train.checkpoint_every = 6
+    results[driver] = fit(c, str(tmp_path / driver))
+  for driver in ("pmap", "shard_map"):
+    for a, b in zip(_leaves(results["jit"]["state"]), _leaves(results[driver]["state"])):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert results[driver]["last"]["target_acc"] == results["jit"]["last"]["target_acc"]
