@@ -97,7 +97,8 @@ def _quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
 
 def time_alternating(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 15,
                      warmup: int = 2, min_sample_s: float = 0.02,
-                     max_inner: int = 1000) -> dict[str, Timing]:
+                     max_inner: int = 1000, budget_s: float | None = None,
+                     min_repeats: int = 5) -> dict[str, Timing]:
   """Times zero-argument callables round-robin.
 
   Each callable must do the complete work (e.g. forward + gradient) and must block until
@@ -110,12 +111,14 @@ def time_alternating(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 15,
       reported as ``warmup_s``).
     min_sample_s: a sample repeats the call ``inner`` times so that it lasts at least this.
     max_inner: upper bound on ``inner``.
+    budget_s: if given, fewer rounds (but at least ``min_repeats``) when the slowest
+      implementation would need more than ``budget_s`` seconds for ``repeats`` samples.
 
   Returns:
     name -> :class:`Timing`.
   """
   names = list(fns)
-  first_call, inner = {}, {}
+  first_call, inner, per_call = {}, {}, {}
   for name in names:
     fn = fns[name]
     t0 = time.perf_counter()
@@ -126,7 +129,11 @@ def time_alternating(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 15,
     t0 = time.perf_counter()
     fn()
     one = max(time.perf_counter() - t0, 1e-7)
+    per_call[name] = one
     inner[name] = int(min(max_inner, max(1, round(min_sample_s / one))))
+  if budget_s is not None:
+    slowest = max(per_call[name] * inner[name] for name in names)
+    repeats = max(min(repeats, min_repeats), min(repeats, int(budget_s / slowest)))
   samples: dict[str, list[float]] = {name: [] for name in names}
   for r in range(repeats):
     k = r % len(names)

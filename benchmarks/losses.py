@@ -135,7 +135,8 @@ def _agree(ref, other, *, check_grads: bool, rtol: float) -> tuple[bool, str]:
 
 
 def run_config(loss: str, n: int, d: int, *, impls: Sequence[str], repeats: int,
-               min_sample_s: float, cap_bytes: float, rtol: float = 2e-3) -> dict[str, Any]:
+               min_sample_s: float, cap_bytes: float, rtol: float = 2e-3,
+               budget_s: float | None = None) -> dict[str, Any]:
   """Checks and times one configuration; returns a row for the results file."""
   row: dict[str, Any] = {"loss": loss, "n": n, "d": d, "impls": {}}
   try:
@@ -184,7 +185,8 @@ def run_config(loss: str, n: int, d: int, *, impls: Sequence[str], repeats: int,
     row["impls"][impl] = {"status": "ok" if ok else "mismatch", "check": msg, "first_call_s": first}
     if ok:
       calls[impl] = call
-  timings = harness.time_alternating(calls, repeats=repeats, min_sample_s=min_sample_s, warmup=2)
+  timings = harness.time_alternating(calls, repeats=repeats, min_sample_s=min_sample_s, warmup=2,
+                                     budget_s=budget_s)
   for name, t in timings.items():
     row["impls"].setdefault(name, {"status": "ok"}).update(t.as_dict())
   row["impls"]["jax"]["compile_s"] = compile_s
@@ -196,8 +198,13 @@ def harness_is_oom(err: BaseException) -> bool:
   return isinstance(err, MemoryError) or "memory" in text or "alloc" in text
 
 
-def run_matmul_limit(n: int, d: int, *, repeats: int, min_sample_s: float) -> dict[str, Any]:
-  """mk_mmd (value + grad) time versus its Gram forward and two backward products alone."""
+def run_matmul_limit(n: int, d: int, *, repeats: int, min_sample_s: float,
+                     budget_s: float | None = None) -> dict[str, Any]:
+  """mk_mmd (value + grad) time versus its Gram forward and two backward products alone.
+
+  The same products are also timed in PyTorch: when both frameworks are GEMM-bound, the
+  ratio of their GEMM speeds bounds the loss speed-up that any implementation can reach.
+  """
   zs, zt, _, _ = _inputs(n, d)
   rng = np.random.default_rng(1)
   x = jnp.asarray(np.concatenate([zs, zt], 0))
@@ -205,11 +212,15 @@ def run_matmul_limit(n: int, d: int, *, repeats: int, min_sample_s: float) -> di
   mm, mm_compile = harness.jax_compile_seconds(jax_losses.mk_mmd_matmuls, x, g)
   jzs, jzt = jnp.asarray(zs), jnp.asarray(zt)
   mk, _ = harness.jax_compile_seconds(jax_losses.mk_mmd_value_and_grad(), jzs, jzt)
+  tx_, tg = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(g))
   t = harness.time_alternating({"mk_mmd": lambda: jax.block_until_ready(mk(jzs, jzt)),
-                                "matmuls": lambda: jax.block_until_ready(mm(x, g))},
-                               repeats=repeats, min_sample_s=min_sample_s)
+                                "matmuls": lambda: jax.block_until_ready(mm(x, g)),
+                                "torch_matmuls": lambda: (tx_ @ tx_.T, tg @ tx_ + tg.T @ tx_)},
+                               repeats=repeats, min_sample_s=min_sample_s, budget_s=budget_s)
   flops = 2 * (2 * n) ** 2 * d * 3
   return {"n": n, "d": d, "mk_mmd_s": t["mk_mmd"].median_s, "matmul_s": t["matmuls"].median_s,
           "ratio": t["mk_mmd"].median_s / t["matmuls"].median_s,
           "matmul_gflops": flops / t["matmuls"].median_s / 1e9,
+          "torch_matmul_s": t["torch_matmuls"].median_s,
+          "torch_matmul_gflops": flops / t["torch_matmuls"].median_s / 1e9,
           "timings": {k: v.as_dict() for k, v in t.items()}}

@@ -22,17 +22,19 @@ from typing import Any
 
 from benchmarks import harness  # stdlib only at import: threads are pinned before jax/torch
 
-SECTIONS = ("losses", "limit", "memory", "steps")
+SECTIONS = ("losses", "limit", "memory", "steps", "gpu", "scaling")
+RESULT_KEYS = {"gpu": "gpu_steps"}  # section -> key in results.json
 
 FULL = {
     "loss_ns": (32, 128, 512, 2048), "loss_ds": (256, 2048), "repeats": 15, "min_sample_s": 0.05,
+    "budget_s": 30.0,  # per configuration and implementation: >= 5 samples when slow
     "compile_configs": None,  # every configuration
     "limit": ((128, 256), (512, 256), (2048, 256), (128, 2048), (512, 2048), (2048, 2048)),
     "mem_ns": (512, 1024, 2048, 4096, 8192, 16384, 32768), "mem_d": 256, "mem_cap_gib": 8.0,
     "mem_timeout_s": 1800.0, "step_repeats": 15, "fit_steps": 60,
 }
 QUICK = {
-    "loss_ns": (32, 128), "loss_ds": (256,), "repeats": 3, "min_sample_s": 0.005,
+    "loss_ns": (32, 128), "loss_ds": (256,), "repeats": 3, "min_sample_s": 0.005, "budget_s": 5.0,
     "compile_configs": (("mk_mmd", 32, 256),),
     "limit": ((128, 2048),),
     "mem_ns": (1024,), "mem_d": 256, "mem_cap_gib": 2.0, "mem_timeout_s": 120.0,
@@ -50,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--threads", type=int, default=None,
                  help="cores for BOTH frameworks (default: every core in the affinity mask)")
   p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+  p.add_argument("--xla-flags", default="",
+                 help="extra XLA_FLAGS for this run, e.g. '--xla_cpu_use_onednn=true' (recorded)")
   p.add_argument("--speed-cap-gib", type=float, default=6.0,
                  help="dalib configurations estimated above this are reported OOM, not run")
   p.add_argument("--mem-cap-gib", type=float, default=None,
@@ -78,7 +82,8 @@ def run_losses(cfg, args, log=_log) -> list[dict[str, Any]]:
         try:
           row = losses.run_config(loss, n, d, impls=impls, repeats=cfg["repeats"],
                                   min_sample_s=cfg["min_sample_s"],
-                                  cap_bytes=args.speed_cap_gib * 2**30)
+                                  cap_bytes=args.speed_cap_gib * 2**30,
+                                  budget_s=cfg["budget_s"])
         except Exception as err:  # pylint: disable=broad-except
           row = {"loss": loss, "n": n, "d": d, "impls": {},
                  "error": f"{type(err).__name__}: {err}"[:300]}
@@ -99,9 +104,11 @@ def run_limit(cfg, args, log=_log) -> list[dict[str, Any]]:
   from benchmarks import losses  # pylint: disable=g-import-not-at-top
   out = []
   for n, d in cfg["limit"]:
-    r = losses.run_matmul_limit(n, d, repeats=cfg["repeats"], min_sample_s=cfg["min_sample_s"])
+    r = losses.run_matmul_limit(n, d, repeats=cfg["repeats"], min_sample_s=cfg["min_sample_s"],
+                                budget_s=cfg["budget_s"])
     log(f"  limit n={n} d={d}: mk_mmd {r['mk_mmd_s'] * 1e3:.3g} ms, matmuls "
-        f"{r['matmul_s'] * 1e3:.3g} ms, ratio {r['ratio']:.2f} ({r['matmul_gflops']:.0f} GFLOP/s)")
+        f"{r['matmul_s'] * 1e3:.3g} ms, ratio {r['ratio']:.2f} (XLA {r['matmul_gflops']:.0f} "
+        f"GFLOP/s, PyTorch {r['torch_matmul_gflops']:.0f} GFLOP/s)")
     out.append(r)
   return out
 
@@ -119,8 +126,24 @@ def run_steps(cfg, args, log=_log) -> dict[str, Any]:
                    fit_steps=cfg["fit_steps"], log=log)
 
 
+def run_gpu(cfg, args, log=_log) -> dict[str, Any]:
+  from benchmarks import gpu  # pylint: disable=g-import-not-at-top
+  r = gpu.run_resnet50(repeats=5 if args.quick else 15, log=log)
+  log(f"    resnet50: {r['status']}")
+  return r
+
+
+def run_scaling(cfg, args, log=_log) -> dict[str, Any]:
+  from benchmarks import gpu  # pylint: disable=g-import-not-at-top
+  r = gpu.run_scaling(repeats=5 if args.quick else 15, log=log)
+  log(f"    scaling: {r['status']}")
+  return r
+
+
 def main(argv=None) -> dict[str, Any]:
   args = parse_args(argv)
+  if args.xla_flags:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
   settings = harness.pin_threads(args.threads)
   harness.patch_dalib_numpy()
   harness.set_torch_threads(settings["threads"])
@@ -136,14 +159,15 @@ def main(argv=None) -> dict[str, Any]:
       "quick": args.quick,
       "config": {k: v for k, v in cfg.items()},
   }
-  runners = {"losses": run_losses, "limit": run_limit, "memory": run_memory, "steps": run_steps}
+  runners = {"losses": run_losses, "limit": run_limit, "memory": run_memory, "steps": run_steps,
+             "gpu": run_gpu, "scaling": run_scaling}
   for section in SECTIONS:
     if section not in args.only:
       continue
     _log(f"== {section}")
     t0 = time.time()
     try:
-      results[section] = runners[section](cfg, args)
+      results[RESULT_KEYS.get(section, section)] = runners[section](cfg, args)
     except Exception as err:  # pylint: disable=broad-except
       traceback.print_exc()
       results.setdefault("errors", {})[section] = f"{type(err).__name__}: {err}"
