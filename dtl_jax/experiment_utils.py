@@ -393,23 +393,33 @@ def prepare_output_dir(out: str | os.PathLike, *, overwrite: bool = False,
       raise WorkdirError(f"{str(path)!r} is not empty and was not written by dtl-jax; "
                          "choose another --out (nothing was deleted)")
     try:
-      listed = json.loads(marker.read_text()).get("files", [])
+      info = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
-      listed = []
-    for name in listed:
+      info = {"in_progress": True}
+    # A run that did not finish wrote everything in the directory (it was empty or
+    # ours when it started); a finished one lists its entries.
+    names = ([p.name for p in path.iterdir()] if info.get("in_progress")
+             else info.get("files", []))
+    for name in names:
       f = path / name
-      if f.is_file() and f.resolve().parent == path.resolve():
+      if f.resolve().parent != path.resolve() or name == OUTPUT_MARKER:
+        continue
+      if f.is_dir() and not f.is_symlink():
+        shutil.rmtree(f)
+      elif f.exists() or f.is_symlink():
         f.unlink()
     marker.unlink()
   path.mkdir(parents=True, exist_ok=True)
+  (path / OUTPUT_MARKER).write_text(json.dumps({"what": what, "in_progress": True}) + "\n")
   return path
 
 
 def finish_output_dir(out: str | os.PathLike, *, what: str) -> Path:
   """Writes the marker listing every file now in ``out`` (see :func:`prepare_output_dir`)."""
   path = Path(out)
-  files = sorted(p.name for p in path.iterdir() if p.is_file() and p.name != OUTPUT_MARKER)
-  (path / OUTPUT_MARKER).write_text(json.dumps({"what": what, "files": files}, indent=2) + "\n")
+  files = sorted(p.name for p in path.iterdir() if p.name != OUTPUT_MARKER)
+  (path / OUTPUT_MARKER).write_text(json.dumps({"what": what, "in_progress": False,
+                                                "files": files}, indent=2) + "\n")
   return path
 
 
