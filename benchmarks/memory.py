@@ -130,9 +130,12 @@ def measure(impl: str, n: int, d: int, *, cap_gib: float, timeout_s: float = 900
       result.update(json.loads(line))
       return result
   tail = err.strip()[-400:]
-  oom = proc.returncode < 0 or "alloc" in tail.lower() or "memory" in tail.lower()
-  result.update(status="oom" if oom else "error",
-                error=f"child exited with {proc.returncode}: {tail}")
+  # SIGKILL is what the kernel's OOM killer sends; an allocation failure inside XLA /
+  # PyTorch usually aborts with a message naming the allocation.
+  oom = proc.returncode == -9 or "alloc" in tail.lower() or "memory" in tail.lower()
+  how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+         else f"exited with {proc.returncode}")
+  result.update(status="oom" if oom else "error", error=f"child {how}: {tail}")
   return result
 
 
