@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("--source", default="digits", help="source domain (default: digits)")
   m.add_argument("--target", default="digits_m", help="target domain (default: digits_m)")
   m.add_argument("--seed", type=int, default=0)
+  m.add_argument("--workdir", default=None,
+                 help="use the features of this trained run (default: raw inputs)")
+  m.add_argument("--candidate", action="append", default=[],
+                 help="a trained run to score by LogME / H-score / LEEP on labeled target "
+                      "examples (repeatable)")
+  m.add_argument("--num-labeled", type=int, default=100,
+                 help="labeled target examples for the candidate scores (default 100)")
+  m.add_argument("--permutations", type=int, default=500, help="MMD test permutations")
   m.add_argument("--out", default=None, help="optional directory for a JSON/markdown report")
   m.add_argument("--overwrite", action="store_true")
   return parser
@@ -282,8 +290,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-  eu.measure(source=args.source, target=args.target, seed=args.seed, out=args.out,
-             overwrite=args.overwrite)
+  eu.measure(source=args.source, target=args.target, seed=args.seed, workdir=args.workdir,
+             candidates=args.candidate, num_labeled=args.num_labeled,
+             num_permutations=args.permutations, out=args.out, overwrite=args.overwrite)
   return 0
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 CONFIG_FILE = "config.json"
 
@@ -562,3 +563,152 @@ def summarize_result(result: Mapping[str, Any], config: Mapping | None = None) -
            f"{s['oracle']:.2f}%",
            "  by criterion: " + ", ".join(f"{k} {v:.2f}%" for k, v in s["by_criterion"].items())]
   return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ eval and measure
+
+
+def load_run(workdir: str | os.PathLike, *, step: int | None = None):
+  """Restores a trained run: ``(config, model, variables, step)``.
+
+  ``variables`` are the model's ``{"params", "batch_stats"}`` at checkpoint ``step``
+  (default: the latest); ``model`` is built from the run's ``config.json``.
+  """
+  from dtl_jax.train import loop
+  workdir = Path(workdir)
+  try:
+    config = ml_collections.ConfigDict(json.loads((workdir / CONFIG_FILE).read_text()))
+  except (OSError, json.JSONDecodeError) as e:
+    raise WorkdirError(f"{str(workdir)!r} holds no readable {CONFIG_FILE}; pass the "
+                       "--workdir of a `dtl-jax train` run") from e
+  ckpt_dir = workdir / "checkpoints"
+  if not ckpt_dir.is_dir():
+    raise WorkdirError(f"{str(workdir)!r} has no checkpoints/ (did the run start?)")
+  ckpt = loop._Checkpointer(str(ckpt_dir), keep=10**6)  # pylint: disable=protected-access
+  try:
+    steps = sorted(ckpt.all_steps())
+    if not steps:
+      raise WorkdirError(f"{str(workdir)!r} has no checkpoint yet")
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise WorkdirError(f"no checkpoint at step {step} in {str(workdir)!r}; "
+                         f"available: {steps}")
+    raw = ckpt.restore_raw(step)
+  finally:
+    ckpt.close()
+  source = load_run_domain(config, config.data.source)
+  model = loop.build_model(config.model, source.num_classes)
+  variables = {"params": raw["params"]["model"], "batch_stats": raw["batch_stats"]["model"]}
+  return config, model, variables, int(step)
+
+
+def load_run_domain(config: Mapping, name: str):
+  """Loads bundled domain ``name`` with the options a run of ``config`` used."""
+  from dtl_jax.data import available_domains, load_domain
+  if name not in available_domains():
+    raise ConfigError(f"unknown dataset {name!r}; bundled: "
+                      f"{', '.join(sorted(available_domains()))}")
+  kw = dict(config.data.get("domain_kwargs", {}) or {})
+  if name.startswith("digits") and str(config.data.source).startswith("digits"):
+    kw.setdefault("channels", 3)  # as the training loop does for digits pairs
+  return load_domain(name, seed=int(config.seed), **kw)
+
+
+def model_outputs(model, variables, x: np.ndarray, *, batch_size: int = 500,
+                  keys: Sequence[str] = ("logits", "probs", "features")) -> dict:
+  """Inference outputs of a restored model over ``x`` (numpy, batched)."""
+  import jax
+  from dtl_jax.train.state import apply_model
+
+  @jax.jit
+  def fwd(v, xb):
+    out, _ = apply_model(model, v, xb, train=False)
+    out = dict(out)
+    out["probs"] = jax.nn.softmax(out["logits"], -1)
+    return {k: out[k] for k in keys if k in out}
+
+  res: dict[str, list] = {}
+  for i in range(0, len(x), batch_size):
+    xb = np.asarray(x[i:i + batch_size])
+    for k, v in fwd(variables, xb).items():
+      res.setdefault(k, []).append(np.asarray(v))
+  return {k: np.concatenate(v) for k, v in res.items()}
+
+
+def evaluate_workdir(workdir: str | os.PathLike, *, domain: str | None = None,
+                     step: int | None = None, split: str = "test") -> dict[str, Any]:
+  """Accuracy (and per-class accuracy) of a trained run on a domain's split."""
+  if split not in ("train", "test"):
+    raise ConfigError(f"--split must be 'train' or 'test', got {split!r}")
+  config, model, variables, step = load_run(workdir, step=step)
+  name = domain or config.data.target
+  dom = load_run_domain(config, name)
+  if dom.input_shape != load_run_domain(config, config.data.source).input_shape:
+    raise ConfigError(f"domain {name!r} has inputs {dom.input_shape}, the run was trained "
+                      "on a different shape")
+  x, y = dom.split(split)
+  logits = model_outputs(model, variables, x, keys=("logits",))["logits"]
+  pred = logits.argmax(-1)
+  per_class = {dom.class_names[c]: float(np.mean(pred[y == c] == c) * 100)
+               for c in range(dom.num_classes) if np.any(y == c)}
+  return {"workdir": str(workdir), "method": config.method, "step": step, "domain": name,
+          "split": split, "num_examples": int(len(y)),
+          "accuracy": float(np.mean(pred == y) * 100), "per_class_accuracy": per_class}
+
+
+def measure(*, source: str, target: str, seed: int = 0, workdir: str | None = None,
+            candidates: Sequence[str] = (), num_labeled: int = 100,
+            num_permutations: int = 500, out: str | None = None,
+            overwrite: bool = False) -> dict[str, Any]:
+  """``dtl-jax measure``: discrepancy of a domain pair and transferability of candidates.
+
+  Features: the ``features`` output of the run in ``workdir`` if given, else raw pixels.
+  Candidates: trained runs (workdirs) scored by LogME, H-score and LEEP on
+  ``num_labeled`` labeled target training examples (see
+  :func:`dtl_jax.stats.measure_report`).
+  """
+  import jax
+  from dtl_jax import stats
+  if out is not None:
+    prepare_output_dir(out, overwrite=overwrite, what="a measure report")
+  cfg = base_config()
+  cfg.seed = seed
+  cfg.data.source = source
+  check_run_config(ml_collections.ConfigDict({"data": {"source": source, "target": target}}))
+  src = load_run_domain(cfg, source)
+  tgt = load_run_domain(cfg, target)
+  if workdir:
+    _, model, variables, _ = load_run(workdir)
+    fs = model_outputs(model, variables, src.x_train, keys=("features",))["features"]
+    ft = model_outputs(model, variables, tgt.x_train, keys=("features",))["features"]
+    what = f"features of {workdir}"
+  else:
+    fs = src.x_train.reshape(len(src.x_train), -1)
+    ft = tgt.x_train.reshape(len(tgt.x_train), -1)
+    what = "raw inputs"
+  n_l = min(num_labeled, len(tgt.x_train))
+  feats, probs = {}, {}
+  for w in candidates:
+    _, model, variables, _ = load_run(w)
+    o = model_outputs(model, variables, tgt.x_train[:n_l], keys=("features", "probs"))
+    feats[str(w)] = o["features"]
+    probs[str(w)] = o["probs"]
+  rep = stats.measure_report(
+      np.asarray(fs, np.float32), np.asarray(ft, np.float32), key=jax.random.key(seed),
+      target_labels=tgt.y_train[:n_l] if candidates else None,
+      candidates=feats or None, candidate_source_probs=probs or None,
+      num_classes=tgt.num_classes, num_permutations=num_permutations)
+  text = f"{source} -> {target} ({what}, seed {seed})\n" + rep.format()
+  print(text)
+  payload = {"source": source, "target": target, "features": what, "seed": seed,
+             "report": rep.to_dict()}
+  if out is not None:
+    from dtl_jax import report as report_lib
+    meta = run_metadata(seeds=[seed])
+    (Path(out) / "measure.json").write_text(json.dumps(
+        report_lib._jsonable({**payload, "metadata": meta}), indent=2) + "\n")  # pylint: disable=protected-access
+    (Path(out) / "measure.md").write_text(
+        f"# dtl-jax measure\n\n```\n{text}\n```\n\n" + report_lib._metadata_markdown(meta) + "\n")  # pylint: disable=protected-access
+    finish_output_dir(out, what="measure report")
+  return payload

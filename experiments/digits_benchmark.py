@@ -51,6 +51,7 @@ def run_config(method: str, source: str, target: str, seed: int, study,
     c.method_kwargs = {"stage": 2}
     c.init_from = init_from
   c.data.source, c.data.target, c.seed = source, target, int(seed)
+  c.data.domain_kwargs = {"size": int(study.image_size)}
   c.train.num_steps = study.steps
   c.train.eval_every = study.eval_every
   c.train.checkpoint_every = study.steps
@@ -153,7 +154,8 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
                   footer=report.footer_text(meta))
   notes = [
       f"Unsupervised domain adaptation on the bundled digits, {len(study.seeds)} seeds "
-      f"{tuple(study.seeds)}, {study.steps} steps per run (32 source + 32 target images, "
+      f"{tuple(study.seeds)}, {study.steps} steps per run (32 source + 32 target images "
+      f"of {study.image_size}x{study.image_size} pixels, "
       "LeNet + 256-d bottleneck, TLlib SGD lr 0.01, momentum 0.9, wd 1e-3; "
       "`experiments/configs/digits.py`). Every method uses its library defaults "
       "(TLlib's where they exist); adda = source_only (stage 1) + adversarial target "

@@ -21,12 +21,15 @@ def get_config(arg=None):
   c.methods = METHODS
   c.pairs = tuple(f"{s}->{t}" for s, t in PAIRS)
   c.seeds = (0, 1, 2)
-  c.steps = 300
-  c.eval_every = 100
+  # Sized for a shared 2-core CPU (about 100 runs in well under an hour): 16x16 inputs,
+  # 200 steps. Raise for real experiments, e.g. --config.steps ... (see README).
+  c.image_size = 16
+  c.steps = 200
+  c.eval_every = 50
   if arg == "quick":
     c.methods = ("source_only", "dann", "adda")
     c.pairs = ("digits->digits_rot",)
     c.seeds = (0,)
-    c.steps = 6
-    c.eval_every = 3
+    c.steps = 4
+    c.eval_every = 2
   return c
