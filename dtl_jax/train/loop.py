@@ -43,8 +43,11 @@ Config keys
   (250); ``train.keep_checkpoints`` (3); ``train.resume`` (bool): continue from the
   latest checkpoint in ``workdir`` (bit-identical to an uninterrupted run);
   ``train.progress`` (bool, True): tqdm bar; ``train.multihost`` (bool): call
-  ``jax.distributed.initialize()`` first (each process then reads its slice of every
-  batch; process 0 writes metrics); ``train.selection`` (tuple of criteria, all of
+  ``jax.distributed.initialize()`` first (pmap driver only; each process then reads its
+  slice of every global batch, all processes take part in orbax checkpoints, process 0
+  writes metrics and results); ``train.coordinator_address`` / ``num_processes`` /
+  ``process_id`` are passed to ``initialize`` when the address is set (otherwise it
+  auto-detects, e.g. on TPU VMs and SLURM); ``train.selection`` (tuple of criteria, all of
   :data:`~dtl_jax.train.selection.CRITERIA`); ``train.stop_at_step`` (int, 0 = off):
   behave as if Ctrl-C was pressed after this step (checkpoint, return with
   ``interrupted=True``; simulates preemption).
@@ -101,6 +104,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, driver="jit", log_every=50, eval_every=250, checkpoint_every=250,
       keep_checkpoints=3, resume=False, progress=True, multihost=False, stop_at_step=0,
+      coordinator_address="", num_processes=0, process_id=-1,
       selection=selection_lib.CRITERIA))
   return c
 
@@ -188,6 +192,8 @@ class _Checkpointer:
     self._ckpt = Checkpointer(directory, max_to_keep=keep)
 
   def save(self, step: int, state) -> None:
+    if jax.process_count() > 1:
+      state = _to_global(state)
     self._ckpt.save(step, state, force=True)
     self._ckpt.wait()
 
@@ -202,6 +208,23 @@ class _Checkpointer:
 
   def close(self):
     self._ckpt.close()
+
+
+def _to_global(state):
+  """Host-local replicated arrays (from pmap) -> global arrays orbax can save."""
+  from orbax.checkpoint import utils as ocp_utils  # pylint: disable=g-import-not-at-top
+  state = state.replace(rng=jax.random.key_data(state.rng))
+
+  def conv(x):
+    if not isinstance(x, jax.Array):
+      x = jnp.asarray(x)
+    local = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.local_devices()),
+                                                         ("local",)),
+                                       jax.sharding.PartitionSpec())
+    x = jax.device_put(x, local)
+    return ocp_utils.fully_replicated_host_local_array_to_global_array(x)
+
+  return jax.tree.map(conv, state)
 
 
 # ------------------------------------------------------------------------------ logging
@@ -280,7 +303,15 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   config = cfg
   tc = config.train
   if tc.multihost:
-    jax.distributed.initialize()
+    if tc.driver != "pmap":
+      raise ValueError("train.multihost needs train.driver='pmap' (the multi-process "
+                       f"shard_map / jit paths are not implemented), got {tc.driver!r}")
+    if not jax.distributed.is_initialized():
+      kw = {}
+      if tc.coordinator_address:
+        kw = dict(coordinator_address=tc.coordinator_address,
+                  num_processes=tc.num_processes, process_id=tc.process_id)
+      jax.distributed.initialize(**kw)
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if is_main:
@@ -386,7 +417,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   try:
     while step < tc.num_steps:
       b = sampler.batch(step)
-      batch = put({"x_s": b.x_source, "y_s": b.y_source, "x_t": b.x_target})
+      batch = put(_process_slice({"x_s": b.x_source, "y_s": b.y_source, "x_t": b.x_target}))
       dev_state, metrics = train_step(dev_state, batch)
       step += 1
       steps_done += 1
@@ -446,6 +477,21 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   writer.close()
   result["state"] = host_state(dev_state)
   return result
+
+
+def _process_slice(batch: dict) -> dict:
+  """This process's rows of a global batch (rows ``[p B/P, (p+1) B/P)``)."""
+  p, n = jax.process_index(), jax.process_count()
+  if n == 1:
+    return batch
+  out = {}
+  for k, v in batch.items():
+    if v.shape[0] % n:
+      raise ValueError(f"global batch {k} of {v.shape[0]} rows is not divisible by "
+                       f"{n} processes")
+    m = v.shape[0] // n
+    out[k] = v[p * m:(p + 1) * m]
+  return out
 
 
 def _flatten(config) -> dict:
