@@ -21,6 +21,15 @@ with warnings.catch_warnings():
 ATOL = 1e-6
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fast_compile():
+  """Compile time dominates these tiny problems: skip most XLA optimisations."""
+  prev = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", prev)
+
+
 @pytest.fixture(autouse=True)
 def torch_float64():
   # dalib stores a fixed sigma^2 as torch.tensor(sigma * sigma): make that float64 too.
@@ -49,7 +58,7 @@ def assert_close(jax_value, jax_grads, torch_value, torch_grads):
 
 
 @pytest.mark.parametrize("linear", [False, True])
-@pytest.mark.parametrize("n,d", [(2, 3), (5, 4), (16, 8)])
+@pytest.mark.parametrize("n,d", [(2, 3), (7, 4)])
 def test_mk_mmd_matches_dalib(rng, linear, n, d):
   s = rng.normal(size=(n, d))
   t = rng.normal(size=(n, d)) * 1.2 + 0.4
@@ -80,7 +89,7 @@ def test_mmd_fixed_sigma_matches_dalib(rng, linear):
 
 
 @pytest.mark.parametrize("linear", [False, True])
-@pytest.mark.parametrize("n", [2, 6, 12])
+@pytest.mark.parametrize("n", [2, 7])
 def test_jmmd_matches_dalib_with_jan_defaults(rng, linear, n):
   s1, t1 = rng.normal(size=(n, 5)), rng.normal(size=(n, 5)) + 0.5
   s2 = np.asarray(jax.nn.softmax(rng.normal(size=(n, 4)) * 2.0))
