@@ -5,6 +5,17 @@ hyperparameters, and works under ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
 """
 
 # --- discrepancy losses: kernels, MMD / MK-MMD / JMMD, CORAL (issue 2) ---
+from dtl_jax.losses.kernels import (
+    GaussianKernel,
+    LinearKernel,
+    gaussian_kernel_sum,
+    gaussian_kernels,
+    mean_heuristic,
+    median_heuristic,
+    pairwise_sq_distances,
+)
+from dtl_jax.losses.mmd import DAN_MULTIPLIERS, JAN_KERNELS, jmmd, mk_mmd, mmd
+from dtl_jax.losses.coral import coral, coral_tllib
 
 # --- adversarial, distillation and entropy losses (issue 3) ---
 from dtl_jax.losses.adversarial import (
