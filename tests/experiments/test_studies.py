@@ -1,0 +1,106 @@
+"""CI smoke tests of the study scripts at tiny size (the full runs live in experiments/results)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import digits_benchmark, transferability, two_moons
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compile():
+  import jax
+  old = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _md_table_rows(md: str) -> list[list[str]]:
+  lines = [l for l in md.splitlines() if l.startswith("| ") and not l.startswith("|---")]
+  return [[c.strip() for c in l.strip("|").split("|")] for l in lines[1:]]
+
+
+def test_two_moons_quick(tmp_path, capsys):
+  out = tmp_path / "moons"
+  assert two_moons.main(["--quick", "--out", str(out), "--no-progress"]) == 0
+  data = json.loads((out / "two_moons.json").read_text())
+  assert (out / "two_moons.png").read_bytes()[:4] == b"\x89PNG"
+  per_seed = data["extra"]["per_seed"]
+  assert {r["method"] for r in per_seed} == {"source_only", "dann"}
+  # The table's mean equals the mean of the per-seed values it was made from.
+  for row in data["rows"]:
+    vals = [r["last"] for r in per_seed if r["method"] == row["method"]]
+    assert row["last"][0] == pytest.approx(np.mean(vals))
+    assert 0.0 <= row["last"][0] <= 100.0
+  assert data["metadata"]["seeds"] == [0]
+  assert data["metadata"]["config"]["method"] == "dann"
+  assert "jax" in data["metadata"]["versions"]
+  # Refuses to overwrite existing results; the files stay as they were.
+  before = (out / "two_moons.json").read_bytes()
+  assert two_moons.main(["--quick", "--out", str(out), "--no-progress"]) == 2
+  assert "--overwrite" in capsys.readouterr().err
+  assert (out / "two_moons.json").read_bytes() == before
+
+
+def test_two_moons_unknown_config_key(tmp_path, capsys):
+  assert two_moons.main(["--quick", "--out", str(tmp_path / "m"),
+                         "--config.train.num_stepz=3"]) == 2
+  err = capsys.readouterr().err
+  assert "unknown config key 'train.num_stepz'" in err and err.count("\n") == 1
+  assert not (tmp_path / "m").exists()
+
+
+def test_digits_benchmark_quick(tmp_path):
+  out = tmp_path / "db"
+  assert digits_benchmark.main(["--quick", "--out", str(out), "--no-progress",
+                                "--no-cache"]) == 0
+  data = json.loads((out / "digits_benchmark.json").read_text())
+  runs = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines()]
+  assert {r["method"] for r in runs} == {"source_only", "dann", "adda"}
+  ok = {r["method"]: r for r in runs if "error" not in r}
+  assert "source_only" in ok and "dann" in ok
+  rows = {r["method"]: r for r in data["rows"]}
+  # Negative-transfer flag and delta recomputed independently from the runs.
+  delta = ok["dann"]["selected"] - ok["source_only"]["selected"]
+  assert float(rows["dann"]["delta"]) == pytest.approx(delta, abs=0.01)
+  assert (rows["dann"]["flag"] == "NEGATIVE TRANSFER") == (delta < 0)
+  md = (out / "digits_benchmark.md").read_text()
+  assert "ORACLE (target labels)" in md
+  assert (out / "digits_benchmark.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_digits_benchmark_unknown_method(tmp_path, capsys):
+  assert digits_benchmark.main(["--quick", "--out", str(tmp_path / "x"),
+                                "--methods", "source_only,danny"]) == 2
+  err = capsys.readouterr().err
+  assert "unknown method 'danny'" in err and err.count("\n") == 1
+  assert not (tmp_path / "x").exists()
+
+
+def test_transferability_quick(tmp_path):
+  out = tmp_path / "tr"
+  assert transferability.main(["--quick", "--out", str(out), "--no-progress"]) == 0
+  data = json.loads((out / "transferability.json").read_text())
+  per_seed = data["extra"]["per_seed"]
+  assert set(per_seed) == {"BnB", "BnB+", "AnB", "AnB+"}
+  assert all(set(v) == {"1", "2", "3", "4", "5"} for v in per_seed.values())
+  assert (out / "transferability.png").read_bytes()[:4] == b"\x89PNG"
+  for v in per_seed.values():
+    for accs in v.values():
+      assert all(0.0 <= a <= 100.0 for a in accs)
+
+
+def test_transferability_task_split_is_by_class():
+  from dtl_jax import experiment_utils as eu
+  c = eu.load_config(f"{transferability.CONFIG}:quick")
+  tasks = transferability.load_tasks(c)
+  from dtl_jax.data import load_domain
+  dom = load_domain(c.domain, seed=0, size=c.image_size, pool=c.pool)
+  for name, classes in (("A", c.classes_a), ("B", c.classes_b)):
+    xtr, ytr, xte, yte = tasks[name]
+    want = np.isin(dom.y_train, classes)
+    assert len(xtr) == want.sum()
+    np.testing.assert_array_equal(ytr, np.searchsorted(np.asarray(classes), dom.y_train[want]))
+    assert set(np.unique(yte)) <= set(range(len(classes)))
