@@ -535,8 +535,9 @@ def _init_from_checkpoints(config, method, state):
     stats["model"] = raw["batch_stats"]["model"]
     state = state.replace(params=params, batch_stats=stats)
     if config.method == "adda" and "source_model" in state.params["extra"]:
-      state = state_lib.replace_extra(state, "source_model", {
-          "params": raw["params"]["model"], "batch_stats": raw["batch_stats"]["model"]})
+      state = state_lib.replace_extra(state, "source_model", jax.tree.map(
+          lambda x: np.array(x, copy=True),   # own buffers: the state is donated
+          {"params": raw["params"]["model"], "batch_stats": raw["batch_stats"]["model"]}))
   elif config.method == "adda" and getattr(method, "stage", 1) == 2:
     raise ValueError("adda stage 2 needs config.init_from = the stage-1 workdir")
   return jax.tree.map(jnp.asarray, state)

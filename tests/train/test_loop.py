@@ -109,3 +109,48 @@ def test_fit_drivers_agree(tmp_path):
     for a, b in zip(_leaves(results["jit"]["state"]), _leaves(results[driver]["state"])):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert results[driver]["last"]["target_acc"] == results["jit"]["last"]["target_acc"]
+
+
+def test_adda_stages_and_distill_through_fit(tmp_path):
+  c1 = _config(8, method="adda")
+  c1.method_kwargs = {"stage": 1}
+  r1 = fit(c1, str(tmp_path / "stage1"))
+  c2 = _config(8, method="adda")
+  c2.method_kwargs = {"stage": 2}
+  c2.init_from = str(tmp_path / "stage1")
+  r2 = fit(c2, str(tmp_path / "stage2"))
+  s1, s2 = r1["state"], r2["state"]
+  for a, b in zip(jax.tree.leaves(s1.params["model"]["head"]),
+                  jax.tree.leaves(s2.params["model"]["head"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(s1.params["model"]), 
+                  jax.tree.leaves(s2.params["extra"]["source_model"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  c3 = _config(8, method="distill")
+  c3.method_kwargs = {}
+  c3.teacher_workdir = str(tmp_path / "stage1")
+  r3 = fit(c3, str(tmp_path / "distill"))
+  for a, b in zip(jax.tree.leaves(s1.params["model"]),
+                  jax.tree.leaves(r3["state"].params["extra"]["teacher"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="init_from"):
+    c = _config(4, method="adda")
+    c.method_kwargs = {"stage": 2}
+    fit(c, str(tmp_path / "bad"))
+
+
+def test_ctrl_c_saves_and_returns(tmp_path, monkeypatch):
+  import signal
+  from dtl_jax.train import loop
+  original = loop._Writer.write
+
+  def write(self, record):
+    original(self, record)
+    if record.get("kind") == "train" and record["step"] == 5:
+      signal.raise_signal(signal.SIGINT)     # as if the user pressed Ctrl-C
+
+  monkeypatch.setattr(loop._Writer, "write", write)
+  r = fit(_config(20, method="source_only"), str(tmp_path / "run"))
+  assert r["interrupted"] and r["steps"] == 5
+  assert "5" in os.listdir(tmp_path / "run" / "checkpoints")
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
