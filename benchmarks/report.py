@@ -195,10 +195,22 @@ def to_markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {row['name']} | {v['variant']} | {_fmt_t(v)} | {ratio} | {comp} |")
     for note in steps.get("notes", []):
       lines.append(f"\n{note}")
-    if steps.get("profile"):
-      lines += ["", "### Where the JAX step time goes", "", "| part | median |", "|---|---|"]
-      for k, v in steps["profile"].items():
-        lines.append(f"| {k} | {v * 1e3:.3g} ms |")
+    prof = steps.get("profile")
+    if prof:
+      lines += ["", "### Where the time goes: each LeNet stage alone, forward + backward", "",
+                "| stage | JAX library | JAX alternative | PyTorch |", "|---|---|---|---|"]
+      alt = {"conv1": ("nn.Conv", "patches"), "conv2": ("nn.Conv", "patches"),
+             "pool1": ("nn.max_pool", "reshape"), "pool2": ("nn.max_pool", "reshape")}
+      tot = [0.0, 0.0, 0.0]
+      for stage, (lib, other) in alt.items():
+        a, b, c = (prof.get(f"jax {stage} {lib}"), prof.get(f"jax {stage} {other}"),
+                   prof.get(f"torch {stage}"))
+        if None in (a, b, c):
+          continue
+        tot = [tot[0] + a, tot[1] + min(a, b), tot[2] + c]
+        lines.append(f"| {stage} | {a * 1e3:.3g} ms ({lib}) | {b * 1e3:.3g} ms ({other}) | {c * 1e3:.3g} ms |")
+      lines.append(f"| **sum** | {tot[0] * 1e3:.3g} ms | {tot[1] * 1e3:.3g} ms (best per stage) | "
+                   f"{tot[2] * 1e3:.3g} ms |")
     if steps.get("fit"):
       f = steps["fit"]
       lines += ["", f"Whole loop with data loading: {f.get('steps_per_s', 0):.1f} steps/s "
