@@ -140,6 +140,25 @@ def run_scaling(cfg, args, log=_log) -> dict[str, Any]:
   return r
 
 
+def _limit_address_space(extra_gib: float) -> float:
+  """Safety net on a shared machine: this process may grow by ``extra_gib`` at most.
+
+  dalib configurations estimated above ``--speed-cap-gib`` are not run at all; this
+  limit (RLIMIT_AS, soft; children may raise it) turns a bad estimate into an
+  allocation error that is reported as OOM instead of exhausting the machine.
+  """
+  import resource  # pylint: disable=g-import-not-at-top
+  vm = 0
+  for line in open("/proc/self/status"):
+    if line.startswith("VmSize"):
+      vm = int(line.split()[1]) * 1024
+  soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+  limit = vm + int(extra_gib * 2**30)
+  if soft == resource.RLIM_INFINITY or limit < soft:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+  return round(limit / 2**30, 2)
+
+
 def main(argv=None) -> dict[str, Any]:
   args = parse_args(argv)
   if args.xla_flags:
@@ -148,6 +167,9 @@ def main(argv=None) -> dict[str, Any]:
   harness.patch_dalib_numpy()
   harness.set_torch_threads(settings["threads"])
   from benchmarks import report  # pylint: disable=g-import-not-at-top
+  import jax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  as_limit = _limit_address_space(2 * args.speed_cap_gib)
   cfg = QUICK if args.quick else FULL
   t_start = time.time()
   slug = harness.machine_slug(settings["threads"])
@@ -157,6 +179,7 @@ def main(argv=None) -> dict[str, Any]:
       "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "quick": args.quick,
+      "address_space_limit_gib": as_limit,
       "config": {k: v for k, v in cfg.items()},
   }
   runners = {"losses": run_losses, "limit": run_limit, "memory": run_memory, "steps": run_steps,
