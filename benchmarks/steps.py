@@ -18,6 +18,10 @@ JAX variants (all use :func:`dtl_jax.train.make_train_step` and the library's
 * ``jax_patches_pool`` -- both.
 * ``jax_conv1_patches_pool`` -- im2col for ``conv1`` only (1 input channel: XLA's
   direct convolution is worst there) + reshape pooling.
+* ``jax_bf16``       -- the library's LeNet computing in bfloat16 (parameters float32).
+
+The library's step already fuses the domains (one forward of ``[x_s; x_t]``) and uses
+NHWC, XLA's native convolution layout on CPU.
 
 The variants live here as experiments; the report proposes the winner for
 ``dtl_jax.models``. :func:`profile` times each LeNet stage (forward + backward) alone in
@@ -106,13 +110,14 @@ VARIANTS = {
     "jax_patches": dict(patches=("conv1", "conv2")),
     "jax_patches_pool": dict(patches=("conv1", "conv2"), reshape_pool=True),
     "jax_conv1_patches_pool": dict(patches=("conv1",), reshape_pool=True),
+    "jax_bf16": "bf16",  # the library's LeNet with bfloat16 compute (precision experiment)
 }
 
 
 def _backbone(variant: str) -> nn.Module:
-  if VARIANTS[variant] is None:
+  if VARIANTS[variant] is None or VARIANTS[variant] == "bf16":
     from dtl_jax.models import LeNet  # pylint: disable=g-import-not-at-top
-    return LeNet()
+    return LeNet(dtype=jnp.bfloat16) if VARIANTS[variant] == "bf16" else LeNet()
   return LeNetVariant(**VARIANTS[variant])
 
 
@@ -335,7 +340,7 @@ def run(*, repeats: int, quick: bool, compile_torch: bool, fit_steps: int, log=p
   notes.append("Variants: jax = library LeNet (nn.Conv + nn.max_pool); jax_pool = 2x2 max-pool as "
                "reshape + max; jax_patches = both convolutions as im2col + matmul; "
                "jax_patches_pool = both; jax_conv1_patches_pool = im2col for conv1 only + reshape "
-               "pooling. torch_eager = TLlib (dalib) losses; torch_eager_gram = DAN with the "
+               "pooling; jax_bf16 = library LeNet in bfloat16. torch_eager = TLlib (dalib) losses; torch_eager_gram = DAN with the "
                "Gram-form MK-MMD. Ratios are against the best PyTorch eager step.")
   prof = profile(m=2 * n, repeats=repeats, min_sample_s=min_sample, log=log)
   holder = kept["holder"]

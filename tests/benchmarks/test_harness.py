@@ -124,3 +124,20 @@ def test_cli_runs_one_section(tmp_path):
   assert res["machine"]["threads"]["threads"] == 1
   assert res["limit"][0]["ratio"] > 0
   assert any(t["target"].startswith("mk_mmd time / matmul time") for t in res["targets"])
+
+
+def test_step_variants_compute_the_library_functions(rng):
+  """The faster LeNet building blocks of benchmarks/steps.py equal the Flax originals."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks import steps
+  x = jnp.asarray(rng.standard_normal((3, 12, 12, 4)), jnp.float32)
+  conv = nn.Conv(6, (5, 5), padding="VALID")
+  params = conv.init(jax.random.key(0), x)
+  want = conv.apply(params, x)
+  got = steps.PatchConv(6, (5, 5)).apply(params, x)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(steps.max_pool_2x2(x)),
+                                np.asarray(nn.max_pool(x, (2, 2), strides=(2, 2))))
