@@ -95,10 +95,10 @@ class Classifier(nn.Module):
   init_scheme: str = "default"
   dtype: Any = None
 
+  @nn.nowrap
   def adversarial_copy(self) -> "Classifier":
     """MDD's adversarial head: same shape and init, independent parameters."""
-    return Classifier(self.num_classes, tuple(self.hidden), self.dropout, self.init_scheme,
-                      self.dtype)
+    return self.clone(parent=None, name=None)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

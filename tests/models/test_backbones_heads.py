@@ -1,0 +1,130 @@
+"""Digit backbones and heads against PyTorch / NumPy forward passes written here."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dtl_jax.models import (DTN, MLP, Bottleneck, Classifier, DANNMNISTNet, DANNSVHNNet,
+                            DomainDiscriminator, LeNet, init_variables)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+  old = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _t(a):
+  return torch.from_numpy(np.array(a, np.float32))
+
+
+def _conv_w(p):  # flax [kh, kw, I, O] -> torch [O, I, kh, kw]
+  return _t(np.transpose(np.asarray(p["kernel"]), (3, 2, 0, 1)))
+
+
+def _flatten_nhwc(y):
+  return torch.flatten(y.permute(0, 2, 3, 1), 1)
+
+
+def test_lenet_matches_torch_eval(rng):
+  x = rng.standard_normal((2, 28, 28, 1)).astype(np.float32)
+  model = LeNet()
+  v = init_variables(model, jax.random.key(0), jnp.asarray(x))
+  out = model.apply(v, jnp.asarray(x), train=False)
+  p = v["params"]
+  with torch.no_grad():
+    y = _t(x).permute(0, 3, 1, 2)
+    y = F.relu(F.max_pool2d(F.conv2d(y, _conv_w(p["conv1"]), _t(p["conv1"]["bias"])), 2))
+    y = F.relu(F.max_pool2d(F.conv2d(y, _conv_w(p["conv2"]), _t(p["conv2"]["bias"])), 2))
+    y = F.relu(F.linear(_flatten_nhwc(y), _t(p["fc"]["kernel"]).T, _t(p["fc"]["bias"])))
+  assert out.shape == (2, 500) and out.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(out), y.numpy(), atol=1e-5)
+  # train mode: Dropout2d drops whole channels, Dropout drops units
+  a = model.apply(v, jnp.asarray(x), train=True, rngs={"dropout": jax.random.key(1)})
+  assert float(jnp.mean(a == 0)) > float(jnp.mean(out == 0))
+
+
+def test_dtn_matches_torch_eval(rng):
+  x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+  model = DTN()
+  v = init_variables(model, jax.random.key(0), jnp.asarray(x))
+  # non-trivial running statistics
+  v["batch_stats"] = jax.tree_util.tree_map(
+      lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), jnp.float32), v["batch_stats"])
+  out = model.apply(v, jnp.asarray(x), train=False)
+  p, s = v["params"], v["batch_stats"]
+
+  def bn(y, name):
+    return F.batch_norm(y, _t(s[name]["mean"]), _t(s[name]["var"]), _t(p[name]["scale"]),
+                        _t(p[name]["bias"]), training=False, eps=1e-5)
+
+  with torch.no_grad():
+    y = _t(x).permute(0, 3, 1, 2)
+    for i in (1, 2, 3):
+      y = F.relu(bn(F.conv2d(y, _conv_w(p[f"conv{i}"]), _t(p[f"conv{i}"]["bias"]), stride=2,
+                             padding=2), f"bn{i}"))
+    y = F.linear(_flatten_nhwc(y), _t(p["fc"]["kernel"]).T, _t(p["fc"]["bias"]))
+    y = F.relu(bn(y, "bn_fc"))
+  assert out.shape == (2, 512)
+  np.testing.assert_allclose(np.asarray(out), y.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("cls,shape,dim", [
+    (DANNMNISTNet, (2, 28, 28, 3), 48 * 4 * 4),  # 28 -conv5-> 24 -pool-> 12 -conv5-> 8 -> 4
+    (DANNSVHNNet, (2, 32, 32, 3), 128 * 7 * 7),  # 32 -pool3/2-> 15 -pool3/2-> 7
+    (MLP, (2, 9), 64),
+])
+def test_feature_sizes(cls, shape, dim):
+  model = cls()
+  x = jnp.ones(shape, jnp.float32)
+  v = init_variables(model, jax.random.key(0), x)
+  assert model.apply(v, x, train=False).shape == (2, dim)
+
+
+def test_heads_inits_and_forward(rng):
+  x = jnp.asarray(rng.standard_normal((64, 300)), jnp.float32)
+  b = Bottleneck(256, init_scheme="mdd")
+  vb = init_variables(b, jax.random.key(0), x)
+  k = np.asarray(vb["params"]["fc"]["kernel"])
+  assert abs(k.std() - 0.005) < 0.0005 and np.all(np.asarray(vb["params"]["fc"]["bias"]) == 0.1)
+  # eval: relu(bn(x W + b)) with fresh statistics (mean 0, var 1)
+  ref = np.maximum((np.asarray(x) @ k + 0.1) / np.sqrt(1 + 1e-5), 0)
+  np.testing.assert_allclose(np.asarray(b.apply(vb, x, train=False)), ref, atol=1e-6)
+
+  c = Classifier(31, hidden=(1024,), dropout=0.5, init_scheme="mdd")
+  vc = init_variables(c, jax.random.key(1), x)
+  assert abs(np.asarray(vc["params"]["fc1"]["kernel"]).std() - 0.01) < 0.001
+  assert vc["params"]["fc"]["kernel"].shape == (1024, 31)
+  adv = c.adversarial_copy()
+  va = init_variables(adv, jax.random.key(2), x)
+  assert jax.tree_util.tree_map(jnp.shape, va) == jax.tree_util.tree_map(jnp.shape, vc)
+  assert adv.init_scheme == "mdd" and adv is not c
+
+  d = DomainDiscriminator(hidden=32)
+  vd = init_variables(d, jax.random.key(3), x)
+  out = d.apply(vd, x, train=False)
+  p = vd["params"]
+  h = np.asarray(x, np.float64)
+  for i in (1, 2):
+    h = np.maximum((h @ p[f"fc{i}"]["kernel"] + p[f"fc{i}"]["bias"]) / np.sqrt(1 + 1e-5), 0)
+  ref = (h @ p["fc3"]["kernel"] + p["fc3"]["bias"])[:, 0]
+  assert out.shape == (64,)
+  np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+  dd = DomainDiscriminator(hidden=32, init_scheme="dann")
+  assert abs(float(init_variables(dd, jax.random.key(4), x)["params"]["fc3"]["kernel"].std())
+             - 0.3) < 0.1
+
+
+def test_head_and_backbone_errors():
+  with pytest.raises(ValueError, match="init_scheme must be one of"):
+    init_variables(Classifier(3, init_scheme="xavier"), jax.random.key(0),
+                   jnp.ones((2, 4), jnp.float32))
+  with pytest.raises(ValueError, match=r"DomainDiscriminator: input must be \[n, d\]"):
+    init_variables(DomainDiscriminator(), jax.random.key(0), jnp.ones((2, 4, 4), jnp.float32))
+  with pytest.raises(ValueError, match=r"LeNet: x must be NHWC"):
+    init_variables(LeNet(), jax.random.key(0), jnp.ones((2, 28, 28), jnp.float32))
