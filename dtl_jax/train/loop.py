@@ -31,6 +31,11 @@ Config keys
 * ``model.bottleneck_dim`` (int, 256; 0 = no bottleneck), ``model.bottleneck_dropout``
   (float, 0.5), ``model.bottleneck_batch_norm`` (bool, True).
 * ``model.head_hidden`` (tuple, ()): hidden widths of the classifier head.
+* ``model.pretrained`` (str, ``""``): a torchvision/timm ResNet state dict
+  (``.safetensors`` / ``.npz`` / ``.pth``) loaded into a ``resnet*`` backbone
+  (:func:`dtl_jax.models.load_torchvision_resnet`); the bottleneck and head keep their
+  initialization. Use with ``optim.backbone_lr_mult = 0.1`` (TLlib) and
+  ``optim.freeze`` for the ``finetune`` method.
 * ``optim.kind`` (``"sgd"`` | ``"adam"``), ``optim.learning_rate`` (0.01),
   ``optim.momentum`` (0.9), ``optim.nesterov`` (True), ``optim.weight_decay`` (1e-3),
   ``optim.lr_gamma`` (1e-3), ``optim.lr_decay`` (0.75): TLlib's
@@ -97,7 +102,7 @@ def default_config() -> ml_collections.ConfigDict:
       batch_size=32, target_batch_size=0, source_val_fraction=0.1, eval_batch_size=500))
   c.model = ml_collections.ConfigDict(dict(
       backbone="lenet", backbone_kwargs=ml_collections.ConfigDict(), bottleneck_dim=256,
-      bottleneck_dropout=0.5, bottleneck_batch_norm=True, head_hidden=()))
+      bottleneck_dropout=0.5, bottleneck_batch_norm=True, head_hidden=(), pretrained=""))
   c.optim = ml_collections.ConfigDict(dict(
       kind="sgd", learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3,
       lr_gamma=1e-3, lr_decay=0.75, backbone_lr_mult=1.0, freeze=(), grad_clip=0.0))
@@ -120,8 +125,13 @@ def _to_dict(x):
   return x
 
 
-def build_model(model_cfg, num_classes: int, *, bn_axis_name: str | None = None):
-  """Builds a :class:`dtl_jax.models.TransferModel` from ``config.model``."""
+def build_model(model_cfg, num_classes: int, *, bn_axis_name: str | None = None,
+                frozen: tuple[str, ...] = ()):
+  """Builds a :class:`dtl_jax.models.TransferModel` from ``config.model``.
+
+  ``frozen``: regexes of frozen parameter paths (``config.optim.freeze``); BatchNorm
+  layers they match also keep their running statistics.
+  """
   from dtl_jax import models  # pylint: disable=g-import-not-at-top
   kw = _to_dict(model_cfg.get("backbone_kwargs", {})) or {}
   name = model_cfg.backbone.lower()
@@ -139,7 +149,8 @@ def build_model(model_cfg, num_classes: int, *, bn_axis_name: str | None = None)
                                    dropout=model_cfg.bottleneck_dropout,
                                    batch_norm=model_cfg.bottleneck_batch_norm)
   head = models.Classifier(num_classes, hidden=tuple(model_cfg.get("head_hidden", ())))
-  return models.TransferModel(backbone, bottleneck, head, bn_axis_name=bn_axis_name)
+  return models.TransferModel(backbone, bottleneck, head, bn_axis_name=bn_axis_name,
+                              frozen_bn=tuple(frozen))
 
 
 def _load_domains(config):
@@ -330,12 +341,14 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   num_classes = source.num_classes
 
   # --- model, method, state
-  model = build_model(config.model, num_classes, bn_axis_name=axis)
-  eval_model = build_model(config.model, num_classes)
+  frozen = tuple(config.optim.freeze)
+  model = build_model(config.model, num_classes, bn_axis_name=axis, frozen=frozen)
+  eval_model = build_model(config.model, num_classes, frozen=frozen)
   method = _build_method(config, eval_model)
   key = jax.random.key(config.seed)
   state = state_lib.init_train_state(model if axis is None else eval_model, method, None,
                                      key=key, example_x=xs_tr[:2])
+  state = _load_pretrained(config, eval_model, state)
   state = _init_from_checkpoints(config, method, state)
   example_x = jnp.asarray(xs_tr[:1])
   extras = state_lib.extra_specs(eval_model, method, example_x, state.params, state.batch_stats)
@@ -424,12 +437,17 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       window.append(metrics)
       if step % tc.log_every == 0 or step == tc.num_steps:
         ms = _mean_metrics(window)
-        window = []
         if not all(math.isfinite(v) for v in ms.values()):
+          first = next((i for i, m in enumerate(window)
+                        if not all(np.all(np.isfinite(np.asarray(v))) for v in m.values())),
+                       len(window) - 1)
+          bad_step = step - len(window) + first + 1
           raise TrainingDiverged(
-              f"loss is NaN/Inf at step {step} (metrics {ms}); last good checkpoint: "
+              f"loss is NaN/Inf at step {bad_step} (metrics over steps "
+              f"{step - len(window) + 1}-{step}: {ms}); last good checkpoint: "
               f"{'step ' + str(last_good) if last_good is not None else 'none'} in "
               f"{os.path.join(workdir, 'checkpoints')}")
+        window = []
         sps = steps_done / (time.perf_counter() - t0)
         writer.write({"kind": "train", "step": step, "steps_per_second": sps, **ms})
         if bar is not None:
@@ -520,6 +538,23 @@ def _build_method(config, eval_model):
     tcfg, _ = _restore_variables(config.teacher_workdir or config.init_from)
     kw.setdefault("teacher", build_model(tcfg.model, eval_model.head.num_classes))
   return methods_lib.get_method(name, **kw)
+
+
+def _load_pretrained(config, eval_model, state):
+  path = config.model.get("pretrained", "")
+  if not path:
+    return state
+  from dtl_jax import models  # pylint: disable=g-import-not-at-top
+  if not isinstance(eval_model.backbone, models.ResNet):
+    raise ValueError(f"model.pretrained needs a resnet* backbone, got {config.model.backbone!r}")
+  if not os.path.exists(path):
+    raise ValueError(f"model.pretrained: no file {path!r}")
+  loaded = models.load_torchvision_resnet(path, eval_model.backbone)
+  merged, _ = models.merge_variables(
+      {"params": state.params["model"], "batch_stats": state.batch_stats["model"]},
+      loaded, at="backbone")
+  return state.replace(params={**state.params, "model": merged["params"]},
+                       batch_stats={**state.batch_stats, "model": merged["batch_stats"]})
 
 
 def _init_from_checkpoints(config, method, state):

@@ -137,3 +137,30 @@ def extra_specs(model: Any, method: Method, example_x: jax.Array,
                                    "batch_stats": batch_stats["model"]},
                            jnp.asarray(example_x)[:1], train=False)
   return method.extra_modules({"x": jnp.asarray(example_x)[:1], **outputs})
+
+
+def create_train_state(model: Any, method: Method, *, key: jax.Array, example_x: jax.Array,
+                       freeze: tuple[str, ...] = (), backbone_lr_mult: float = 1.0,
+                       model_variables: Mapping[str, Any] | None = None,
+                       **optimizer_kwargs: Any) -> tuple[TrainState, optax.GradientTransformation]:
+  """One call: init the state, label the parameters and build the optimizer.
+
+  Parameters are labelled with :func:`dtl_jax.train.default_rules` (``"backbone"``
+  with ``backbone_lr_mult``, ``"head"``, ``"extra/<name>"`` per extra module,
+  ``"frozen"`` for ``freeze`` regexes, the method's own
+  :meth:`~dtl_jax.methods.Method.freeze_patterns` and frozen extra modules) and the
+  optimizer is :func:`dtl_jax.train.make_optimizer` with ``optimizer_kwargs``
+  (``kind``, ``learning_rate``, ``momentum``, ``weight_decay``, ``lr_gamma``, ...).
+
+  Returns:
+    ``(state, tx)``: pass ``tx`` to :func:`dtl_jax.train.make_train_step`.
+  """
+  from dtl_jax.train import optim  # pylint: disable=g-import-not-at-top
+  state = init_train_state(model, method, None, key=key, example_x=example_x,
+                           model_variables=model_variables)
+  extras = extra_specs(model, method, example_x, state.params, state.batch_stats)
+  rules, mults = optim.default_rules(backbone_lr_mult=backbone_lr_mult,
+                                     freeze=tuple(freeze) + tuple(method.freeze_patterns()),
+                                     extras=extras, model_frozen=method.model_frozen())
+  tx = optim.make_optimizer(optim.label_params(state.params, rules), mults, **optimizer_kwargs)
+  return with_optimizer(state, tx), tx

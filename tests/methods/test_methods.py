@@ -9,7 +9,7 @@ import pytest
 
 from dtl_jax import data, losses, methods, models, train
 
-STEPS = 30
+STEPS = 20
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -108,7 +108,8 @@ def test_instance_weighted_uses_weights(moons):
                                  example_x=batches[0]["x_s"])
   tx = optax.sgd(0.0)
   state = train.with_optimizer(state, tx)
-  _, m = train.make_train_step(model, method, tx)(state, batches[0])
+  step = jax.jit(train.make_train_step(model, method, tx))
+  _, m = step(state, batches[0])
   # reference: cross-entropy of the class-0 examples only (float64 NumPy)
   b = batches[0]
   out, _ = train.apply_model(model, {"params": state.params["model"],
@@ -121,7 +122,7 @@ def test_instance_weighted_uses_weights(moons):
   np.testing.assert_allclose(float(m["loss"]), ce[y == 0].mean(), rtol=1e-5)
   with pytest.raises(ValueError, match="w_s"):
     batches_nw = _batches(src, tgt, 1)
-    train.make_train_step(model, method, tx)(state, batches_nw[0])
+    step(state, batches_nw[0])
   # and it trains
   _, hist = _train(method, _batches(src, tgt, STEPS, weights=w + 0.5))
   _decreasing(hist, "loss")
