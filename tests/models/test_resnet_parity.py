@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dtl_jax.models import ResNet, ResNet18, ResNet50
+from dtl_jax.models import ResNet, ResNet18
 from dtl_jax.models.convert import (StateDictMismatchError, load_state_dict,
                                     load_torchvision_resnet, resnet_depth_of)
 
