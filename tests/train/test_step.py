@@ -42,14 +42,10 @@ def _batch(seed=0, n=16):
 
 def _setup(method):
   model = _model()
-  state = train.init_train_state(model, method, None, key=jax.random.key(0),
-                                 example_x=np.zeros((2, 5), np.float32))
-  extras = train.state.extra_specs(model, method, np.zeros((1, 5), np.float32), state.params,
-                                   state.batch_stats)
-  rules, mults = train.default_rules(extras=extras)
-  tx = train.make_optimizer(train.label_params(state.params, rules), mults,
-                            learning_rate=0.1, weight_decay=1e-3)
-  return model, train.with_optimizer(state, tx), tx
+  state, tx = train.create_train_state(model, method, key=jax.random.key(0),
+                                       example_x=np.zeros((2, 5), np.float32),
+                                       learning_rate=0.1, weight_decay=1e-3)
+  return model, state, tx
 
 
 def _allclose(a, b, rtol=1e-5, atol=1e-6):
