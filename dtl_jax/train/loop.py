@@ -109,7 +109,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, driver="jit", log_every=50, eval_every=250, checkpoint_every=250,
       keep_checkpoints=3, resume=False, progress=True, multihost=False, stop_at_step=0,
-      coordinator_address="", num_processes=0, process_id=-1,
+      coordinator_address="", num_processes=0, process_id=-1, keep_selected=True,
       selection=selection_lib.CRITERIA))
   return c
 
@@ -400,6 +400,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   host_state = lambda s: step_lib.unreplicate(s) if driver == "pmap" else s  # noqa: E731
   eval_step = step_lib.make_eval_step(eval_model)
   writer = _Writer(workdir, is_main)
+  sel_ckpt = (_Checkpointer(os.path.join(workdir, "selected"), keep=1_000_000)
+              if tc.keep_selected else None)
 
   def evaluate(st, step):
     rec = _evaluate(eval_step, st, step, source=source, target=target,
@@ -409,6 +411,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if is_main:
       with open(os.path.join(workdir, "history.partial.json"), "w") as f:
         json.dump(history, f, default=_json_default)
+    if tc.keep_selected:
+      _keep_selected(sel_ckpt, history, tuple(tc.selection), st)
     return rec
 
   interrupted = False
@@ -479,6 +483,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if not history or history[-1]["step"] != step:
     evaluate(host_state(dev_state), step)
   selected = selection_lib.select(history, tuple(tc.selection))
+  if sel_ckpt is not None:
+    sel_ckpt.close()
+    for c, pick in selected.items():
+      if c != "last":
+        pick["checkpoint"] = os.path.join(workdir, "selected", str(pick["step"]))
+    selected["last"]["checkpoint"] = os.path.join(workdir, "checkpoints", str(step))
   last = history[-1]
   result = {
       "method": method.name, "steps": step, "interrupted": interrupted,
@@ -495,6 +505,18 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   writer.close()
   result["state"] = host_state(dev_state)
   return result
+
+
+def _keep_selected(ckpt, history, criteria, state):
+  """Saves ``state`` if some criterion now picks its step; drops unreferenced ones."""
+  sel = selection_lib.select(history, criteria)
+  needed = {v["step"] for k, v in sel.items() if k != "last"}
+  step = history[-1]["step"]
+  saved = set(ckpt._ckpt.all_steps())  # pylint: disable=protected-access
+  if step in needed and step not in saved:
+    ckpt.save(step, state)
+  for s in saved - needed:
+    ckpt._ckpt.manager.delete(s)  # pylint: disable=protected-access
 
 
 def _process_slice(batch: dict) -> dict:

@@ -72,7 +72,9 @@ def test_resume_is_identical_to_uninterrupted(tmp_path):
 
 
 def test_result_selection_and_files(tmp_path):
-  r = fit(_config(20, method="source_only"), str(tmp_path / "run"))
+  c = _config(30, method="source_only")
+  c.train.eval_every = 5
+  r = fit(c, str(tmp_path / "run"))
   assert set(r["selected"]) == {"source_val_acc", "iwv", "dev", "entropy", "snd", "last"}
   by_step = {h["step"]: h for h in r["history"]}
   for crit, pick in r["selected"].items():
@@ -80,11 +82,16 @@ def test_result_selection_and_files(tmp_path):
     assert pick["target_acc"] == by_step[pick["step"]]["oracle_target_acc"]
     if crit != "last":   # the choice maximizes the criterion's own score
       assert pick["score"] == max(h["scores"][crit] for h in r["history"])
+  # the checkpoint of every selected step is kept under selected/, and only those
+  kept = sorted(int(d) for d in os.listdir(tmp_path / "run" / "selected") if d.isdigit())
+  assert kept == sorted({p["step"] for c, p in r["selected"].items() if c != "last"})
+  for crit, pick in r["selected"].items():
+    assert os.path.isdir(pick["checkpoint"])
   lines = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
   assert {l["kind"] for l in lines} == {"train", "eval"}
   assert all("oracle_target_acc" in l for l in lines if l["kind"] == "eval")
   saved = json.load(open(tmp_path / "run" / "result.json"))
-  assert saved["last"]["step"] == 20
+  assert saved["last"]["step"] == 30
 
 
 def test_nan_stops_with_message(tmp_path):
