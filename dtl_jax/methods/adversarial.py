@@ -75,6 +75,8 @@ class DANN(Method):
       (``hi``).
     feature_key: model output fed to the discriminator.
     hidden: discriminator widths (TLlib: 1024, 1024; the paper's toy: one 100-unit layer).
+      Two equal widths with ``batch_norm`` give :class:`dtl_jax.models.DomainDiscriminator`
+      (TLlib's), otherwise an :class:`MLPDiscriminator`.
     batch_norm: BatchNorm in the discriminator.
     discriminator: a custom module (``module(x, train=...) -> [n, 1]`` logits).
   """
@@ -101,8 +103,14 @@ class DANN(Method):
   def _disc_input_dim(self, example) -> int:
     return _feature(example, self.feature_key).shape[-1]
 
+  def _default_discriminator(self) -> nn.Module:
+    if self.batch_norm and len(self.hidden) == 2 and self.hidden[0] == self.hidden[1]:
+      from dtl_jax.models import DomainDiscriminator  # pylint: disable=g-import-not-at-top
+      return DomainDiscriminator(hidden=self.hidden[0], batch_norm=True)
+    return MLPDiscriminator(self.hidden, 1, self.batch_norm)
+
   def extra_modules(self, example):
-    module = self.discriminator or MLPDiscriminator(self.hidden, 1, self.batch_norm)
+    module = self.discriminator or self._default_discriminator()
     dim = self._disc_input_dim(example)
     return {"discriminator": Extra(module, jnp.zeros((2, dim), jnp.float32),
                                    lr_mult=self.lr_mult)}
