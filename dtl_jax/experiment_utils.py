@@ -64,8 +64,9 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
   spec = str(spec)
   arg = None
   path_str = spec
-  if ":" in spec and not os.path.exists(spec):
-    path_str, arg = spec.rsplit(":", 1)
+  if ".py:" in spec and not os.path.exists(spec):
+    path_str, arg = spec.split(".py:", 1)
+    path_str += ".py"
   path = Path(path_str)
   if not path.is_file():
     raise ConfigError(
@@ -495,6 +496,11 @@ def check_run_config(config: Mapping) -> None:
   if method is not None and method not in methods.METHODS:
     raise ConfigError(f"unknown method {method!r}; choose one of "
                       f"{', '.join(sorted(methods.METHODS))} (config key 'method')")
+  pretrained = config.get("pretrained")
+  if pretrained and not Path(str(pretrained)).expanduser().is_file():
+    raise ConfigError(f"pretrained weights {str(pretrained)!r} do not exist; convert or "
+                      "download a torchvision ResNet state dict there (.safetensors, .npz "
+                      "or .pth), or set --config.pretrained=''")
   data = config.get("data")
   if data is not None:
     from dtl_jax.data import available_domains
@@ -503,25 +509,72 @@ def check_run_config(config: Mapping) -> None:
       name = data.get(role)
       if name is None:
         continue
-      if name in known:
+      if name in known or str(name).startswith(TFDS_PREFIX):
         continue
-      if any(sep in str(name) for sep in ("/", os.sep)) or str(name).startswith("."):
-        if not Path(name).is_dir():
-          raise ConfigError(f"data folder {name!r} (data.{role}) does not exist; place "
-                            "the images as <folder>/<class_name>/*.jpg (see README)")
+      if str(name).startswith(FOLDER_PREFIX):
+        root = str(name)[len(FOLDER_PREFIX):]
+        if not Path(root).expanduser().is_dir():
+          raise ConfigError(f"data folder {root!r} (data.{role}) does not exist; place "
+                            "the images as <folder>/<class_name>/*.jpg (see the README's "
+                            "'Real datasets' section)")
         continue
       raise ConfigError(f"unknown dataset {name!r} (data.{role}); bundled: "
-                        f"{', '.join(sorted(known))}; or give an image folder path")
+                        f"{', '.join(sorted(known))}; or folder:<path> / tfds:<name>")
+
+
+# Top-level config keys read by dtl-jax itself (not by the training engine):
+#   pretrained        -- torchvision ResNet state dict (.safetensors / .npz / .pth) for the
+#                        backbone, converted at start (write_pretrained_init);
+#   image_size        -- resize of folder:/tfds: domains (default 224);
+#   normalize_imagenet -- ImageNet mean/std normalization of folder:/tfds: images.
+RUNNER_KEYS = ("pretrained", "image_size", "normalize_imagenet")
+
+
+def _split_runner_keys(config: ml_collections.ConfigDict
+                       ) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  d = config_to_dict(config)
+  extras = {k: d.pop(k) for k in RUNNER_KEYS if k in d}
+  return ml_collections.ConfigDict(d), extras
+
+
+def register_config_domains(config: Mapping) -> None:
+  """Registers the ``folder:`` / ``tfds:`` domains a config names (no-op for bundled)."""
+  size = int(config.get("image_size", 224) or 224)
+  norm = bool(config.get("normalize_imagenet", False))
+  for role in ("source", "target"):
+    name = str(config["data"][role])
+    if name.startswith((FOLDER_PREFIX, TFDS_PREFIX)):
+      register_external_domain(name, size=size, normalize_imagenet=norm)
 
 
 def train_config(config: ml_collections.ConfigDict, *, workdir: str | os.PathLike,
                  resume: bool = False, progress: bool = True) -> dict[str, Any]:
-  """Runs :func:`dtl_jax.train.fit` on ``config`` in ``workdir``; returns its result."""
+  """Runs :func:`dtl_jax.train.fit` on ``config`` in ``workdir``; returns its result.
+
+  Handles the dtl-jax-level keys first (:data:`RUNNER_KEYS`): registers ``folder:`` /
+  ``tfds:`` domains and converts a ``pretrained`` ResNet state dict into an
+  ``init_from`` run (``workdir/pretrained_init``).
+  """
   from dtl_jax.train.loop import fit
-  config = ml_collections.ConfigDict(config)
-  config.train.resume = bool(resume)
-  config.train.progress = bool(progress)
-  return fit(config, str(workdir))
+  full = ml_collections.ConfigDict(config)
+  register_config_domains(full)
+  engine_cfg, extras = _split_runner_keys(full)
+  engine_cfg.train.resume = bool(resume)
+  engine_cfg.train.progress = bool(progress)
+  workdir = Path(workdir)
+  if extras.get("pretrained") and not resume:
+    src = load_run_domain(engine_cfg, engine_cfg.data.source)
+    init = write_pretrained_init(extras["pretrained"], engine_cfg, workdir / "pretrained_init",
+                                 num_classes=src.num_classes, example_shape=src.input_shape)
+    engine_cfg.init_from = str(init)
+  result = fit(engine_cfg, str(workdir))
+  # fit records the engine's keys; keep dtl-jax's own keys too (eval and --resume).
+  saved = json.loads((workdir / CONFIG_FILE).read_text())
+  saved.update(extras)
+  if extras.get("pretrained"):
+    saved["init_from"] = config_to_dict(full).get("init_from", "")
+  (workdir / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")
+  return result
 
 
 def result_summary(result: Mapping[str, Any], *, selection: str = DEFAULT_SELECTION
@@ -584,7 +637,8 @@ def load_run(workdir: str | os.PathLike, *, step: int | None = None):
   ckpt_dir = workdir / "checkpoints"
   if not ckpt_dir.is_dir():
     raise WorkdirError(f"{str(workdir)!r} has no checkpoints/ (did the run start?)")
-  ckpt = loop._Checkpointer(str(ckpt_dir), keep=10**6)  # pylint: disable=protected-access
+  from dtl_jax.train.checkpoint import Checkpointer
+  ckpt = Checkpointer(str(ckpt_dir), max_to_keep=10**6)
   try:
     steps = sorted(ckpt.all_steps())
     if not steps:
@@ -594,7 +648,7 @@ def load_run(workdir: str | os.PathLike, *, step: int | None = None):
     elif step not in steps:
       raise WorkdirError(f"no checkpoint at step {step} in {str(workdir)!r}; "
                          f"available: {steps}")
-    raw = ckpt.restore_raw(step)
+    raw = ckpt.restore(None, step=step)
   finally:
     ckpt.close()
   source = load_run_domain(config, config.data.source)
@@ -606,6 +660,9 @@ def load_run(workdir: str | os.PathLike, *, step: int | None = None):
 def load_run_domain(config: Mapping, name: str):
   """Loads bundled domain ``name`` with the options a run of ``config`` used."""
   from dtl_jax.data import available_domains, load_domain
+  if str(name).startswith((FOLDER_PREFIX, TFDS_PREFIX)):
+    register_external_domain(str(name), size=int(config.get("image_size", 224) or 224),
+                             normalize_imagenet=bool(config.get("normalize_imagenet", False)))
   if name not in available_domains():
     raise ConfigError(f"unknown dataset {name!r}; bundled: "
                       f"{', '.join(sorted(available_domains()))}")
@@ -712,3 +769,107 @@ def measure(*, source: str, target: str, seed: int = 0, workdir: str | None = No
         f"# dtl-jax measure\n\n```\n{text}\n```\n\n" + report_lib._metadata_markdown(meta) + "\n")  # pylint: disable=protected-access
     finish_output_dir(out, what="measure report")
   return payload
+
+
+# ------------------------------------------------- real datasets and pretrained weights
+
+FOLDER_PREFIX = "folder:"
+TFDS_PREFIX = "tfds:"
+
+
+def register_external_domain(name: str, *, size: int, normalize_imagenet: bool = False,
+                             data_dir: str | None = None) -> str:
+  """Makes ``folder:<root>`` or ``tfds:<name>`` loadable by ``load_domain`` (and ``fit``).
+
+  * ``folder:<root>``: ``<root>/train/<class>/*`` and ``<root>/val/<class>/*`` (the
+    PyTorch "ants and bees" layout) give the train / test splits; a root with class
+    folders directly (Office-31 ``amazon/images``, Office-Home ``Art``) is used whole
+    for both splits, the TLlib protocol for unsupervised DA (the target is trained on
+    without labels and tested on all its images).
+  * ``tfds:<name>``: a prepared TFDS dataset under ``data_dir`` (``$TFDS_DATA_DIR``).
+
+  Images are decoded once into memory, resized to ``size`` x ``size`` (plus ImageNet
+  normalization if asked). The registry name is ``name`` itself.
+
+  Raises:
+    ConfigError: a missing folder (one line, saying where to place the data).
+  """
+  from dtl_jax.data import domain as domain_lib
+  if name in domain_lib.available_domains():
+    return name
+  if name.startswith(FOLDER_PREFIX):
+    root = Path(name[len(FOLDER_PREFIX):]).expanduser()
+    if not root.is_dir():
+      raise ConfigError(f"data folder {str(root)!r} does not exist; place the images as "
+                        f"{root}/<class_name>/*.jpg (or {root}/train/... and {root}/val/...)"
+                        ", see the README's 'Real datasets' section")
+
+    def build(*, seed: int = 0) -> Any:
+      del seed  # the split is given by the folder layout
+      from dtl_jax.data import folder, transforms
+      tf = transforms.resize_transform(size, normalize_imagenet=normalize_imagenet)
+      splits = [root / "train", root / "val"] if (root / "train").is_dir() else [root, root]
+      arrays, classes = [], None
+      for d in splits:
+        src = folder.ImageFolder(str(d), classes=classes, transform=tf)
+        classes = src.classes
+        x = src.get(np.arange(len(src))) if len(src) else np.zeros((0, size, size, 3))
+        arrays.append((np.asarray(x, np.float32), src.labels))
+      return domain_lib.Domain(
+          name=name, x_train=arrays[0][0], y_train=arrays[0][1], x_test=arrays[1][0],
+          y_test=arrays[1][1], num_classes=len(classes), class_names=tuple(classes),
+          description=f"image folder {root}")
+  elif name.startswith(TFDS_PREFIX):
+    tfds_name = name[len(TFDS_PREFIX):]
+
+    def build(*, seed: int = 0) -> Any:
+      del seed
+      from dtl_jax.data import load_tfds
+      return load_tfds(tfds_name, data_dir=data_dir, size=size, channels=3)
+  else:
+    raise ConfigError(f"unknown dataset {name!r}; use a bundled name, "
+                      f"'{FOLDER_PREFIX}<path>' or '{TFDS_PREFIX}<name>'")
+  domain_lib.register_domain(name, f"external: {name}")(build)
+  return name
+
+
+def write_pretrained_init(state_dict: str | os.PathLike, config: ml_collections.ConfigDict,
+                          workdir: str | os.PathLike, *, num_classes: int,
+                          example_shape: Sequence[int]) -> Path:
+  """Converts a torchvision ResNet state dict into a run ``fit`` can ``init_from``.
+
+  The backbone gets the converted weights (``dtl_jax.models.load_torchvision_resnet``);
+  bottleneck and head keep their fresh initialization (reported on stdout). Writes
+  ``workdir/config.json`` and a step-0 checkpoint; set ``config.init_from = workdir``.
+  """
+  import jax
+  import jax.numpy as jnp
+  from dtl_jax import models
+  from dtl_jax.train import loop, state as state_lib
+  model = loop.build_model(config.model, num_classes)
+  variables = state_lib.init_model_variables(model, jax.random.key(int(config.seed)),
+                                             jnp.zeros((2, *example_shape), jnp.float32))
+  depth = int(str(config.model.backbone).lower().replace("resnet", ""))
+  loaded = models.load_torchvision_resnet(
+      state_dict, models.ResNet(depth=depth, num_classes=None))
+  for col in ("params", "batch_stats"):
+    if "backbone" not in variables[col]:
+      raise ConfigError("model.backbone must be a ResNet to load a torchvision state dict")
+    variables[col]["backbone"] = jax.tree.map(jnp.asarray, loaded[col])
+  workdir = Path(workdir)
+  if workdir.exists():
+    shutil.rmtree(workdir)
+  workdir.mkdir(parents=True)
+  (workdir / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+  st = state_lib.TrainState(step=jnp.zeros((), jnp.int32),
+                            params={"model": variables["params"], "extra": {}},
+                            batch_stats={"model": variables["batch_stats"], "extra": {}},
+                            opt_state={}, rng=jax.random.key(0))
+  from dtl_jax.train.checkpoint import Checkpointer
+  ckpt = Checkpointer(str(workdir / "checkpoints"), max_to_keep=1)
+  ckpt.save(0, st, force=True)
+  ckpt.wait()
+  ckpt.close()
+  print(f"pretrained backbone loaded from {state_dict}; bottleneck and head freshly "
+        "initialized")
+  return workdir

@@ -1,0 +1,59 @@
+"""Study 5: published UDA benchmarks -- list the configs and their reference numbers.
+
+  python -m experiments.published --list
+  dtl-jax train --config experiments/configs/published.py:office31:A-W:dann \\
+      --config.pretrained=weights/resnet50.safetensors --workdir runs/office31_AW_dann
+
+The configs need the real datasets and ImageNet weights (README, "Real datasets");
+``tests/experiments/test_published.py`` runs each of them on generated mock data with a
+tiny model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dtl_jax import experiment_utils as eu
+
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE / "configs" / "published.py"
+
+EXAMPLES = ("office31:A-W:dann", "office_home:Ar-Cl:cdan_e", "mnist_usps:M-U:adda",
+            "svhn_mnist:S-M:dann")
+
+
+def listing() -> str:
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("_published_cfg", CONFIG)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  lines = ["| benchmark | method | published target acc. (%) | example config |",
+           "|---|---|---|---|"]
+  for bench, methods in mod.REFERENCE.items():
+    ex = next(e for e in EXAMPLES if e.startswith(bench + ":"))
+    pair = ex.split(":")[1]
+    for m, ref in methods.items():
+      refs = ", ".join(f"{k} {v:.1f}" for k, v in ref.items())
+      lines.append(f"| {bench} | {m} | {refs} | `published.py:{bench}:{pair}:{m}` |")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+  p.add_argument("--list", action="store_true", help="print configs and reference numbers")
+  args = p.parse_args(argv)
+  if True:  # --list is the only action
+    print(listing())
+    for ex in EXAMPLES:
+      c = eu.load_config(f"{CONFIG}:{ex}")
+      print(f"\n{ex}: {c.data.source} -> {c.data.target}, {c.model.backbone}, "
+            f"{c.train.num_steps} steps, batch {c.data.batch_size}, pretrained "
+            f"{c.pretrained or '-'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
