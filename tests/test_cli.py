@@ -102,3 +102,78 @@ def test_workdir_with_other_config_is_refused_and_untouched(capsys, config_file,
   assert err.count("\n") == 1
   assert (w / "checkpoint").read_text() == "keep me"
   assert json.loads((w / "config.json").read_text())["method"] == "jan"
+
+
+# ----------------------------------------------------------- end to end, tiny sizes
+
+DIGITS = "experiments/configs/digits.py"
+TINY = ["--config.train.num_steps=2", "--config.train.eval_every=1",
+        "--config.train.checkpoint_every=2", "--config.train.log_every=1",
+        "--config.data.batch_size=8"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compile():
+  import jax
+  old = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def test_train_eval_and_workdir_rules(capsys, tmp_path):
+  import pathlib
+  root = pathlib.Path(__file__).resolve().parent.parent
+  w = tmp_path / "run"
+  argv = ["train", "--config", f"{root / DIGITS}:source_only", *TINY, "--workdir", str(w),
+          "--no-progress"]
+  assert cli.main(argv) == 0
+  out = capsys.readouterr().out
+  assert "target acc. at the last step" in out
+  result = json.loads((w / "result.json").read_text())
+  # eval restores the checkpoint and recomputes the target accuracy on its own.
+  assert cli.main(["eval", "--workdir", str(w)]) == 0
+  ev = json.loads(capsys.readouterr().out)
+  assert ev["step"] == 2 and ev["domain"] == "digits_m"
+  assert ev["accuracy"] == pytest.approx(100 * result["last"]["target_acc"], abs=1e-6)
+  # Same config again: refused without --resume/--overwrite, files untouched.
+  before = (w / "result.json").read_bytes()
+  assert cli.main(argv) == 2
+  assert "--resume" in capsys.readouterr().err
+  assert (w / "result.json").read_bytes() == before
+  # eval of a step that has no checkpoint, and of an unknown domain: one line each.
+  assert cli.main(["eval", "--workdir", str(w), "--step", "7"]) == 2
+  err = capsys.readouterr().err
+  assert "no checkpoint at step 7" in err and err.count("\n") == 1
+  assert cli.main(["eval", "--workdir", str(w), "--domain", "svhn"]) == 2
+  assert "unknown dataset 'svhn'" in capsys.readouterr().err
+  # --resume continues the finished run (nothing left to do) and keeps it.
+  assert cli.main(argv + ["--resume"]) == 0
+
+
+def test_demo_tiny_is_deterministic_and_never_clobbers(capsys, tmp_path):
+  out = tmp_path / "demo"
+  argv = ["demo", "--methods", "source_only,deep_coral", "--steps", "2", "--out", str(out),
+          "--no-progress"]
+  assert cli.main(argv) == 0
+  printed = capsys.readouterr().out
+  assert "oracle*" in printed and "deep_coral" in printed
+  first = json.loads((out / "demo.json").read_text())
+  assert [r["method"] for r in first["rows"]] == ["source_only", "deep_coral"]
+  assert (out / "demo.png").read_bytes()[:4] == b"\x89PNG"
+  md = (out / "demo.md").read_text()
+  assert "oracle*" in md and "seeds" in md and "cpu_count" in md
+  assert cli.main(argv) == 2
+  assert "--overwrite" in capsys.readouterr().err
+  assert json.loads((out / "demo.json").read_text()) == first
+  assert cli.main(argv + ["--overwrite"]) == 0
+  second = json.loads((out / "demo.json").read_text())
+  strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+  assert strip(second["rows"]) == strip(first["rows"])
+
+
+def test_demo_unknown_method_is_one_line(capsys, tmp_path):
+  assert cli.main(["demo", "--methods", "source_only,dannn", "--out", str(tmp_path / "d")]) == 2
+  err = capsys.readouterr().err
+  assert "unknown method 'dannn'" in err and err.count("\n") == 1
+  assert not (tmp_path / "d").exists()
