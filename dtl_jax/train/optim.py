@@ -14,7 +14,9 @@ from typing import Any, Mapping, Sequence
 import jax
 import optax
 
-FROZEN = "frozen"
+from dtl_jax import params as params_lib
+
+FROZEN = params_lib.FROZEN
 
 
 def tllib_schedule(learning_rate: float, *, gamma: float = 1e-3,
@@ -36,20 +38,14 @@ def label_params(params: Any, rules: Sequence[tuple[str, str]]) -> Any:
   """Labels each leaf of ``params`` by the first regex in ``rules`` that fully matches
   its ``/``-joined path (e.g. ``"model/backbone/conv1/kernel"``).
 
+  This is :func:`dtl_jax.params.label_params` with ``allow_unused=True`` (the
+  :func:`default_rules` include rules, such as ``model/backbone/.*``, that a small model
+  may not use).
+
   Raises:
-    ValueError: if a leaf matches no rule.
+    ValueError: if a leaf matches no rule (the unlabeled paths are listed).
   """
-  compiled = [(re.compile(r), label) for r, label in rules]
-
-  def label(path, _):
-    name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-    for rx, lab in compiled:
-      if rx.fullmatch(name):
-        return lab
-    raise ValueError(f"parameter {name!r} matches none of the rules "
-                     f"{[r for r, _ in rules]}")
-
-  return jax.tree_util.tree_map_with_path(label, params)
+  return params_lib.label_params(params, rules, allow_unused=True)
 
 
 def default_rules(*, backbone_lr_mult: float = 1.0, freeze: Sequence[str] = (),
@@ -110,21 +106,20 @@ def make_optimizer(labels: Any, multipliers: Mapping[str, float | None], *,
   missing = used - set(multipliers)
   if missing:
     raise ValueError(f"multipliers has no entry for labels {sorted(missing)}")
-
-  def group(mult):
-    if mult is None:
-      return optax.set_to_zero()
-    sched = tllib_schedule(learning_rate * mult, gamma=lr_gamma, decay=lr_decay)
-    if kind == "sgd":
-      parts = []
-      if weight_decay:
-        parts.append(optax.add_decayed_weights(weight_decay))
-      parts.append(optax.sgd(sched, momentum=momentum or None, nesterov=nesterov))
-      return optax.chain(*parts)
-    return optax.adamw(sched, b1=b1, b2=b2, weight_decay=weight_decay)
-
-  transforms = {label: group(multipliers[label]) for label in used}
-  tx = optax.partition(transforms, labels)
+  frozen = sorted(label for label in used if multipliers[label] is None)
+  trainable = sorted(used - set(frozen))
+  schedule = tllib_schedule(learning_rate, gamma=lr_gamma, decay=lr_decay)
+  if kind == "sgd":
+    base = optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov)
+    decay = {label: weight_decay for label in trainable} if weight_decay else None
+  else:
+    base = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
+    decay = None
+  # The group multiplier scales the final update: for SGD (with momentum) and Adam(W)
+  # that is exactly ``lr * mult``, TLlib's per-group learning rate.
+  tx = params_lib.make_optimizer(
+      labels, base_tx=base, frozen=frozen, weight_decay=decay,
+      multipliers={label: multipliers[label] for label in trainable})
   if grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip), tx)
   return tx

@@ -92,5 +92,5 @@ def test_adam_option_and_errors():
     train.make_optimizer(labels, mults, kind="rmsprop")
   with pytest.raises(ValueError, match="multipliers"):
     train.make_optimizer(labels, {"frozen": None})
-  with pytest.raises(ValueError, match="matches none"):
+  with pytest.raises(ValueError, match="unlabeled"):
     train.label_params({"other": {"w": jnp.ones(1)}}, rules)
