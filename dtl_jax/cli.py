@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "any field with --config.key=value (type-checked; unknown keys are "
                   "errors). --workdir keeps config.json, checkpoints, metrics and plots.",
       epilog="example: dtl-jax train --config experiments/configs/digits.py:dann "
-             "--config.steps=500 --workdir runs/dann")
+             "--config.train.num_steps=500 --workdir runs/dann")
   t.add_argument("--config", required=True,
                  help="path/to/config.py or path/to/config.py:arg")
   t.add_argument("--workdir", default=None, help="run directory (required unless "
