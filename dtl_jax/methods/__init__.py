@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from dtl_jax.methods.adversarial import (ADDA, CDAN, CDANE, DANN, MDD, WDGRL, DomainConfusion,
-                                         Distill, Head, MLPDiscriminator)
+                                         Distill, MLPDiscriminator)
 from dtl_jax.methods.base import Extra, LossMethod, Method, MethodInputs
 from dtl_jax.methods.discrepancy import (DAN, DDC, JAN, DeepCORAL, Finetune, InstanceWeighted,
                                          SourceOnly)
@@ -54,4 +54,4 @@ def get_method(name: str, **kwargs: Any) -> Method:
 __all__ = ["METHODS", "get_method", "Method", "MethodInputs", "Extra", "LossMethod",
            "SourceOnly", "DDC", "DAN", "JAN", "DeepCORAL", "DANN", "CDAN", "CDANE", "MDD",
            "ADDA", "WDGRL", "DomainConfusion", "InstanceWeighted", "Finetune", "Distill",
-           "MLPDiscriminator", "Head"]
+           "MLPDiscriminator"]

@@ -9,23 +9,16 @@ state under ``params["extra"]["discriminator"]``.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dtl_jax import losses
+from dtl_jax import models
 from dtl_jax.methods.base import Extra, Method, MethodInputs
 from dtl_jax.methods.discrepancy import _feature
-
-
-def _L(name: str):
-  return getattr(importlib.import_module("dtl_jax.losses"), name)
-
-
-def _grl(name: str):
-  return getattr(importlib.import_module("dtl_jax.losses.grl"), name)
 
 
 class MLPDiscriminator(nn.Module):
@@ -52,9 +45,9 @@ class MLPDiscriminator(nn.Module):
 def _schedule(kind: str, total_steps: int, *, hi: float = 1.0, max_iters: float = 1000.0,
               gamma: float = 10.0) -> Callable[[jax.Array], jax.Array]:
   if kind == "dann":
-    return _grl("dann_schedule")(total_steps=max(total_steps, 1), gamma=gamma)
+    return losses.dann_schedule(total_steps=max(total_steps, 1), gamma=gamma)
   if kind == "warm_start":
-    return _grl("warm_start_schedule")(hi=hi, lo=0.0, alpha=1.0, max_iters=max_iters)
+    return losses.warm_start_schedule(hi=hi, lo=0.0, alpha=1.0, max_iters=max_iters)
   if kind == "constant":
     return lambda step: jnp.asarray(hi, jnp.float32)
   raise ValueError(f"schedule must be 'dann', 'warm_start' or 'constant', got {kind!r}")
@@ -105,8 +98,7 @@ class DANN(Method):
 
   def _default_discriminator(self) -> nn.Module:
     if self.batch_norm and len(self.hidden) == 2 and self.hidden[0] == self.hidden[1]:
-      from dtl_jax.models import DomainDiscriminator  # pylint: disable=g-import-not-at-top
-      return DomainDiscriminator(hidden=self.hidden[0], batch_norm=True)
+      return models.DomainDiscriminator(hidden=self.hidden[0], batch_norm=True)
     return MLPDiscriminator(self.hidden, 1, self.batch_norm)
 
   def extra_modules(self, example):
@@ -120,19 +112,19 @@ class DANN(Method):
                      max_iters=self.max_iters)(inputs.step)
 
   def domain_loss(self, inputs, d_s, d_t):
-    return _L("dann_loss")(d_s, d_t)
+    return losses.dann_loss(d_s, d_t)
 
   def loss(self, inputs: MethodInputs):
     ce = inputs.source_cross_entropy()
     h_s, h_t = self._disc_input(inputs)
     n_s = h_s.shape[0]
     coeff = self.coeff(inputs)
-    h = _grl("gradient_reverse")(jnp.concatenate([h_s, h_t], 0), coeff)
+    h = losses.gradient_reverse(jnp.concatenate([h_s, h_t], 0), coeff)
     d = inputs.apply("discriminator", h)
     d_s, d_t = d[:n_s], d[n_s:]
     transfer = self.domain_loss(inputs, d_s, d_t)
     metrics = {"ce": ce, "transfer": transfer, "grl_coeff": jnp.asarray(coeff, jnp.float32),
-               "domain_acc": _L("domain_accuracy")(d_s, d_t),
+               "domain_acc": losses.domain_accuracy(d_s, d_t),
                "source_acc": inputs.source_accuracy()}
     return ce + self.trade_off * transfer, metrics
 
@@ -172,9 +164,9 @@ class CDAN(DANN):
     f_dim, c = f.shape[-1], logits.shape[-1]
     matrices = None
     if self._use_random(f_dim, c):
-      matrices = _L("randomized_map_matrices")(jax.random.key(self.map_seed), f_dim, c,
+      matrices = losses.randomized_map_matrices(jax.random.key(self.map_seed), f_dim, c,
                                                self.randomized_dim, dtype=f.dtype)
-    return _L("cdan_features")(f, logits, matrices=matrices)
+    return losses.cdan_features(f, logits, matrices=matrices)
 
   def _disc_input(self, inputs):
     f_s = _feature(inputs.source, self.feature_key)
@@ -182,7 +174,7 @@ class CDAN(DANN):
     return self._map(f_s, inputs.source["logits"]), self._map(f_t, inputs.target["logits"])
 
   def domain_loss(self, inputs, d_s, d_t):
-    return _L("cdan_loss")(d_s, d_t, logits_source=inputs.source["logits"],
+    return losses.cdan_loss(d_s, d_t, logits_source=inputs.source["logits"],
                            logits_target=inputs.target["logits"],
                            entropy_conditioning=self.entropy_conditioning)
 
@@ -195,20 +187,6 @@ class CDANE(CDAN):
   def __init__(self, **kwargs):
     kwargs.setdefault("entropy_conditioning", True)
     super().__init__(**kwargs)
-
-
-class Head(nn.Module):
-  """A linear (or one-hidden-layer) classifier head; MDD's adversarial head."""
-  num_classes: int
-  hidden: int = 0
-  dropout: float = 0.0
-
-  @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    if self.hidden:
-      x = nn.relu(nn.Dense(self.hidden)(x))
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
 
 
 class MDD(Method):
@@ -238,8 +216,9 @@ class MDD(Method):
   def extra_modules(self, example):
     c = example["logits"].shape[-1]
     dim = _feature(example, self.feature_key).shape[-1]
-    return {"adversarial_head": Extra(self.head or Head(c, self.hidden),
-                                      jnp.zeros((1, dim), jnp.float32))}
+    head = self.head or models.Classifier(c, hidden=(self.hidden,) if self.hidden else (),
+                                          init_scheme="mdd")
+    return {"adversarial_head": Extra(head, jnp.zeros((1, dim), jnp.float32))}
 
   def loss(self, inputs):
     ce = inputs.source_cross_entropy()
@@ -249,8 +228,8 @@ class MDD(Method):
     coeff = _schedule(self.schedule, inputs.total_steps, hi=self.hi,
                       max_iters=self.max_iters)(inputs.step)
     adv = inputs.apply("adversarial_head",
-                       _grl("gradient_reverse")(jnp.concatenate([f_s, f_t]), coeff))
-    transfer = _L("mdd_loss")(inputs.source["logits"], adv[:n_s], inputs.target["logits"],
+                       losses.gradient_reverse(jnp.concatenate([f_s, f_t]), coeff))
+    transfer = losses.mdd_loss(inputs.source["logits"], adv[:n_s], inputs.target["logits"],
                               adv[n_s:], margin=self.margin)
     return ce + self.trade_off * transfer, {"ce": ce, "transfer": transfer,
                                             "source_acc": inputs.source_accuracy()}
@@ -316,11 +295,11 @@ class ADDA(Method):
     f_t = _feature(inputs.target, self.feature_key)
     n_s = f_s.shape[0]
     d = inputs.apply("discriminator", jnp.concatenate([f_s, jax.lax.stop_gradient(f_t)]))
-    d_loss = _L("adda_discriminator_loss")(d[:n_s], d[n_s:])
+    d_loss = losses.adda_discriminator_loss(d[:n_s], d[n_s:])
     d_t = inputs.apply("discriminator", f_t, stop_gradient_params=True)
-    g_loss = _L("adda_encoder_loss")(d_t)
+    g_loss = losses.adda_encoder_loss(d_t)
     return d_loss + g_loss, {"discriminator_loss": d_loss, "encoder_loss": g_loss,
-                             "domain_acc": _L("domain_accuracy")(d[:n_s], d[n_s:])}
+                             "domain_acc": losses.domain_accuracy(d[:n_s], d[n_s:])}
 
 
 class WDGRL(Method):
@@ -354,12 +333,12 @@ class WDGRL(Method):
     f_s = _feature(inputs.source, self.feature_key)
     f_t = _feature(inputs.target, self.feature_key)
     n_s = f_s.shape[0]
-    c = inputs.apply("critic", _grl("gradient_reverse")(jnp.concatenate([f_s, f_t]), 1.0))
-    w = _L("wasserstein_critic_loss")(c[:n_s], c[n_s:])
+    c = inputs.apply("critic", losses.gradient_reverse(jnp.concatenate([f_s, f_t]), 1.0))
+    w = losses.wasserstein_critic_loss(c[:n_s], c[n_s:])
     # Gradient penalty on random interpolates (Gulrajani et al. 2017), critic params only.
     n = min(n_s, f_t.shape[0])
     fs, ft = jax.lax.stop_gradient(f_s[:n]), jax.lax.stop_gradient(f_t[:n])
-    gp = _L("gradient_penalty")(lambda z: inputs.apply("critic", z), fs, ft, key=inputs.rng)
+    gp = losses.gradient_penalty(lambda z: inputs.apply("critic", z), fs, ft, key=inputs.rng)
     loss = ce - self.trade_off * w + self.trade_off * self.gp_weight * gp
     return loss, {"ce": ce, "wasserstein": w, "gradient_penalty": gp,
                   "source_acc": inputs.source_accuracy()}
@@ -399,12 +378,12 @@ class DomainConfusion(Method):
     n_s = f_s.shape[0]
     f = jnp.concatenate([f_s, f_t])
     d = inputs.apply("domain_classifier", jax.lax.stop_gradient(f))
-    d_loss = _L("dann_loss")(d[:n_s], d[n_s:])
+    d_loss = losses.dann_loss(d[:n_s], d[n_s:])
     d2 = inputs.apply("domain_classifier", f, stop_gradient_params=True)
-    conf = _L("domain_confusion_loss")(d2[:n_s], d2[n_s:])
+    conf = losses.domain_confusion_loss(d2[:n_s], d2[n_s:])
     return ce + d_loss + self.trade_off * conf, {
         "ce": ce, "domain_loss": d_loss, "confusion": conf,
-        "domain_acc": _L("domain_accuracy")(d[:n_s], d[n_s:]),
+        "domain_acc": losses.domain_accuracy(d[:n_s], d[n_s:]),
         "source_acc": inputs.source_accuracy()}
 
 
@@ -435,7 +414,7 @@ class Distill(Method):
 
   def loss(self, inputs):
     ce = inputs.source_cross_entropy()
-    kd_fn = _L("distillation_loss")
+    kd_fn = losses.distillation_loss
     t_s = inputs.apply_to_inputs("teacher", "source")
     t_s = t_s["logits"] if isinstance(t_s, dict) else t_s
     kd = kd_fn(inputs.source["logits"], t_s, temperature=self.temperature)

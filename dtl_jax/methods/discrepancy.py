@@ -7,17 +7,13 @@ adaptation layer).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from dtl_jax import losses
 from dtl_jax.methods.base import Method, MethodInputs
-
-
-def _loss_fn(name: str):
-  return getattr(importlib.import_module("dtl_jax.losses"), name)
 
 
 def _feature(outputs, key: str) -> jax.Array:
@@ -74,7 +70,7 @@ class DDC(_Discrepancy):
 
   def discrepancy(self, inputs):
     fs, ft = _feature(inputs.source, self.feature_key), _feature(inputs.target, self.feature_key)
-    return _loss_fn("mk_mmd")(fs, ft, multipliers=(1.0,))
+    return losses.mk_mmd(fs, ft, multipliers=(1.0,))
 
 
 class DAN(_Discrepancy):
@@ -95,7 +91,7 @@ class DAN(_Discrepancy):
 
   def discrepancy(self, inputs):
     fs, ft = _feature(inputs.source, self.feature_key), _feature(inputs.target, self.feature_key)
-    return _loss_fn("mk_mmd")(fs, ft, multipliers=self.multipliers, estimator=self.estimator)
+    return losses.mk_mmd(fs, ft, multipliers=self.multipliers, estimator=self.estimator)
 
 
 class JAN(_Discrepancy):
@@ -117,7 +113,7 @@ class JAN(_Discrepancy):
     fs, ft = _feature(inputs.source, self.feature_key), _feature(inputs.target, self.feature_key)
     ps = jax.nn.softmax(inputs.source["logits"], -1)
     pt = jax.nn.softmax(inputs.target["logits"], -1)
-    return _loss_fn("jmmd")([fs, ps], [ft, pt], estimator=self.estimator)
+    return losses.jmmd([fs, ps], [ft, pt], estimator=self.estimator)
 
 
 class DeepCORAL(_Discrepancy):
@@ -131,7 +127,7 @@ class DeepCORAL(_Discrepancy):
 
   def discrepancy(self, inputs):
     fs, ft = _feature(inputs.source, self.feature_key), _feature(inputs.target, self.feature_key)
-    return _loss_fn("coral")(fs, ft)
+    return losses.coral(fs, ft)
 
 
 class Finetune(SourceOnly):

@@ -204,3 +204,19 @@ def test_get_method_errors():
     methods.get_method("dan", not_a_param=1)
   with pytest.raises(ValueError, match="stage"):
     methods.get_method("adda", stage=3)
+
+
+def test_mdd_adversarial_head_uses_mdd_init():
+  """MDD's adversarial head: kernels ~ N(0, 0.01^2) and zero biases (Zhang et al. 2019;
+  TLlib's MDD classifier), not the default Dense init."""
+  model = models.TransferModel(models.MLP(hidden=(32,)), models.Bottleneck(features=256),
+                               models.Classifier(10))
+  state = train.init_train_state(model, methods.get_method("mdd"), None, key=jax.random.key(3),
+                                 example_x=jnp.zeros((2, 8), jnp.float32))
+  head = state.params["extra"]["adversarial_head"]["fc"]
+  kernel = np.asarray(head["kernel"], np.float64)
+  assert kernel.shape == (256, 10)
+  np.testing.assert_array_equal(np.asarray(head["bias"]), 0.0)
+  # 2560 draws: the sample std is within 10% of 0.01 with overwhelming probability,
+  # while lecun_normal would give 1/sqrt(256) = 0.0625.
+  assert abs(kernel.std() - 0.01) < 0.001, kernel.std()
