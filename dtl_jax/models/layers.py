@@ -1,4 +1,5 @@
-"""Shared layers: a PyTorch-convention BatchNorm that knows whether it is frozen.
+"""Shared layers: a PyTorch-convention BatchNorm that knows whether it is frozen, and a
+fast 2x2 max-pooling.
 
 The BatchNorm here follows ``torch.nn.BatchNorm{1,2}d`` exactly: ``momentum`` is
 PyTorch's (new statistic weight, default 0.1 = Flax momentum 0.9), ``epsilon`` 1e-5,
@@ -142,3 +143,21 @@ class BatchNorm(nn.Module):
     y = (xs - mean) * jax.lax.rsqrt(var + self.epsilon)
     y = y * scale.astype(stat_dtype) + bias.astype(stat_dtype)
     return y.astype(x.dtype)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2, stride-2 max pooling of NHWC ``x`` as a reshape + max.
+
+  ``[n, h, w, c] -> [n, h // 2, w // 2, c]``; like ``nn.max_pool(x, (2, 2),
+  strides=(2, 2))`` (VALID padding: an odd last row / column is dropped) and equal to it
+  value for value. Its backward pass is an elementwise compare-and-select, whereas
+  ``nn.max_pool``'s ``reduce_window`` differentiates to XLA's ``select_and_scatter``,
+  which dominated the CPU profile of a LeNet training step (benchmarks/steps.py). With
+  exact ties inside a window the gradient is split evenly between the tied inputs
+  (``nn.max_pool`` gives it to one of them).
+  """
+  if x.ndim != 4:
+    raise ValueError(f"max_pool_2x2: x must be NHWC [n, h, w, c], got shape {x.shape}")
+  n, h, w, c = x.shape
+  x = x[:, : h - h % 2, : w - w % 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))

@@ -1,5 +1,6 @@
 """Digit backbones and heads against PyTorch / NumPy forward passes written here."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,3 +129,25 @@ def test_head_and_backbone_errors():
     init_variables(DomainDiscriminator(), jax.random.key(0), jnp.ones((2, 4, 4), jnp.float32))
   with pytest.raises(ValueError, match=r"LeNet: x must be NHWC"):
     init_variables(LeNet(), jax.random.key(0), jnp.ones((2, 28, 28), jnp.float32))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 9, 7, 3)])
+def test_max_pool_2x2_matches_flax_max_pool(shape):
+  """Same values as nn.max_pool (VALID, odd edges dropped) and, without ties, the same
+  gradient; checked against a float64 NumPy window max too."""
+  from dtl_jax.models import max_pool_2x2
+  x = np.random.default_rng(0).standard_normal(shape)
+  n, h, w, c = shape
+  want = np.empty((n, h // 2, w // 2, c))
+  for i in range(h // 2):
+    for j in range(w // 2):
+      want[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(1, 2))
+  np.testing.assert_array_equal(np.asarray(max_pool_2x2(jnp.asarray(x))), want)
+  ref = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(np.asarray(max_pool_2x2(jnp.asarray(x))),
+                                np.asarray(ref(jnp.asarray(x))))
+  g = jax.grad(lambda v: jnp.sum(jnp.sin(max_pool_2x2(v))))(jnp.asarray(x))
+  g_ref = jax.grad(lambda v: jnp.sum(jnp.sin(ref(v))))(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-12)
+  with pytest.raises(ValueError, match="NHWC"):
+    max_pool_2x2(jnp.zeros((8, 8, 3)))
