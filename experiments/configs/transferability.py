@@ -40,8 +40,8 @@ def get_config(arg=None):
   c.seeds = (0, 1, 2)
   if arg == "quick":
     c.image_size = 8
-    c.conv_features = (4, 8, 8)
-    c.dense_features = (16, 16)
+    c.conv_features = (4, 8)
+    c.dense_features = (16,)
     c.steps = 20
     c.batch_size = 16
     c.seeds = (0,)

@@ -60,7 +60,7 @@ def test_digits_benchmark_quick(tmp_path):
   runs = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines()]
   assert {r["method"] for r in runs} == {"source_only", "dann", "adda"}
   ok = {r["method"]: r for r in runs if "error" not in r}
-  assert "source_only" in ok and "dann" in ok
+  assert set(ok) == {"source_only", "dann", "adda"}, runs
   rows = {r["method"]: r for r in data["rows"]}
   # Negative-transfer flag and delta recomputed independently from the runs.
   delta = ok["dann"]["selected"] - ok["source_only"]["selected"]
@@ -85,7 +85,7 @@ def test_transferability_quick(tmp_path):
   data = json.loads((out / "transferability.json").read_text())
   per_seed = data["extra"]["per_seed"]
   assert set(per_seed) == {"BnB", "BnB+", "AnB", "AnB+"}
-  assert all(set(v) == {"1", "2", "3", "4", "5"} for v in per_seed.values())
+  assert all(set(v) == {"1", "2", "3"} for v in per_seed.values())  # quick: 3 layers
   assert (out / "transferability.png").read_bytes()[:4] == b"\x89PNG"
   for v in per_seed.values():
     for accs in v.values():
