@@ -200,8 +200,7 @@ def write_results(result: dict, config, out: Path) -> dict[str, Path]:
   styles = {"BnB": "-o", "BnB+": "--o", "AnB": "-s", "AnB+": "--s"}
   base_b = report.mean_std(result["base"]["baseB (on B)"])[0]
   report.line_plot(out / "transferability.png", ns, series, errors=errors, styles=styles,
-                   xlabel="n = number of layers copied from the base network (then frozen, "
-                          "or fine-tuned with +)",
+                   xlabel="n = layers copied from the base network (frozen; '+': fine-tuned)",
                    ylabel="task B test accuracy (%)",
                    title=f"Yosinski et al. 2014 on digits (baseB = {base_b:.1f}%)",
                    footer=report.footer_text(meta))
