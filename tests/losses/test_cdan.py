@@ -10,12 +10,7 @@ from dtl_jax.losses import (cdan_features, cdan_loss, dann_loss, multilinear_map
                             randomized_map_matrices, randomized_multilinear_map)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def np_softmax(z):

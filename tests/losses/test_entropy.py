@@ -9,12 +9,7 @@ from jax.test_util import check_grads
 from dtl_jax.losses import entropy, entropy_minimization_loss, entropy_weights, mcc_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def np_softmax(z):

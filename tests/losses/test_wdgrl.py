@@ -9,12 +9,7 @@ from jax.test_util import check_grads
 from dtl_jax.losses import gradient_penalty, sliced_wasserstein, wasserstein_critic_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_wasserstein_critic_loss(rng):
