@@ -23,3 +23,17 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def key() -> jax.Array:
   return jax.random.key(0)
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+  """Compiles with most XLA optimizations off for one test module, then restores them.
+
+  Compile time, not run time, dominates the small arrays of most tests. Opt in with
+  ``pytestmark = pytest.mark.usefixtures("fast_compile")`` (a whole directory: an
+  autouse fixture in its conftest that requests this one).
+  """
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)

@@ -6,6 +6,8 @@ import pytest
 
 from dtl_jax import cli
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 CONFIG_SRC = '''
 import ml_collections
 
@@ -110,15 +112,6 @@ DIGITS = "experiments/configs/digits.py"
 TINY = ["--config.train.num_steps=2", "--config.train.eval_every=1",
         "--config.train.checkpoint_every=2", "--config.train.log_every=1",
         "--config.data.batch_size=8"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compile():
-  import jax
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
 
 
 def test_train_eval_and_workdir_rules(capsys, tmp_path):

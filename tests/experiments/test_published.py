@@ -136,3 +136,64 @@ def test_missing_data_folder_and_weights_are_one_line_errors(capsys, tmp_path):
                    "--workdir", str(tmp_path / "w")])
   err = capsys.readouterr().err
   assert code == 2 and "pretrained weights" in err and err.count("\n") == 1
+
+
+def _published_cfg_module():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("_published_cfg_test", CONFIGS / "published.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_tllib_reference_is_consistent_with_configs_and_methods(capsys):
+  import itertools
+  import statistics
+
+  from dtl_jax.methods import METHODS
+  mod = _published_cfg_module()
+  tl = mod.TLLIB_REFERENCE
+  assert set(tl) == {"office31", "office_home", "mnist_usps", "svhn_mnist"}
+  # Every ordered pair of the Office domains (full tables), and the one digit pair each
+  # digit config is for, from the domain letters rather than from the table.
+  expected = {b: {f"{s}-{t}" for s, t in itertools.permutations(names, 2)}
+              for b, names in (("office31", mod.OFFICE31), ("office_home", mod.OFFICE_HOME))}
+  expected.update(mnist_usps={"M-U"}, svhn_mnist={"S-M"})
+  digit_data = {"M-U": ("tfds:mnist", "folder:data/usps"),
+                "S-M": ("tfds:svhn_cropped", "tfds:mnist")}
+  for bench, methods in tl.items():
+    assert set(methods) <= set(METHODS), (bench, set(methods) - set(METHODS))
+    assert {"source_only", "dann", "cdan"} <= set(methods)
+    for method, accs in methods.items():
+      tasks = {k: v for k, v in accs.items() if k != "avg"}
+      assert set(tasks) == expected[bench], (bench, method)
+      assert all(0.0 < v <= 100.0 for v in accs.values()), (bench, method)
+      if len(tasks) > 1:
+        # TLlib's Avg is over unrounded accuracies: rounding each task and the average to
+        # 0.1 moves the mean by at most 0.05 + 0.05.
+        assert abs(statistics.mean(tasks.values()) - accs["avg"]) <= 0.1 + 1e-9, (bench, method)
+      else:
+        assert "avg" not in accs  # one-task tables publish no average
+      assert mod.reference(bench, method, source="tllib") is accs
+    for task in expected[bench]:  # each task is a valid config pair
+      c = mod.get_config(f"{bench}:{task}:dann")
+      if bench in digit_data:
+        assert (c.data.source, c.data.target) == digit_data[task]
+      else:
+        names = mod.OFFICE31 if bench == "office31" else mod.OFFICE_HOME
+        src, tgt = task.split("-")
+        assert f"/{names[src]}" in c.data.source and f"/{names[tgt]}" in c.data.target
+  # The default source is still the papers' table; an unknown source is a ValueError.
+  assert mod.reference("office31", "mdd") is mod.REFERENCE["office31"]["mdd"]
+  assert mod.reference("office31", "cdan_e", source="tllib") == {}
+  with pytest.raises(ValueError, match="source"):
+    mod.reference("office31", "mdd", source="dalib")
+  # --list prints both columns: paper, then TLlib ("-" where a source has no row).
+  assert published.main(["--list"]) == 0
+  rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")]
+          for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+  assert rows[("office31", "mdd")][3].startswith("A-W 94.5")
+  assert rows[("office31", "mdd")][4] == ("A-W 95.6, D-W 98.6, W-D 100.0, A-D 94.4, "
+                                          "D-A 76.6, W-A 72.2, avg 89.6")
+  assert rows[("office31", "cdan")][3] == "-" and rows[("office31", "cdan_e")][4] == "-"
+  assert rows[("svhn_mnist", "cdan")][4] == "S-M 93.8"

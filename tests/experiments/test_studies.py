@@ -7,14 +7,7 @@ import pytest
 
 from experiments import digits_benchmark, transferability, two_moons
 
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compile():
-  import jax
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _md_table_rows(md: str) -> list[list[str]]:

@@ -1,12 +1,8 @@
-"""Compile time dominates these small-array tests; XLA's heavy optimizations do not pay off."""
+"""Compile time dominates these small-array tests: the whole directory uses fast_compile."""
 
-import jax
 import pytest
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
+def _fast_compile_everywhere(fast_compile):  # pylint: disable=unused-argument
   yield
-  jax.config.update("jax_disable_most_optimizations", previous)

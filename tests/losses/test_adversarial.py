@@ -12,6 +12,8 @@ from dtl_jax.losses import (adda_discriminator_loss, adda_encoder_loss, class_so
                             dann_loss, domain_accuracy, domain_confusion_loss,
                             soft_label_loss)
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 # ---- float64 NumPy references -------------------------------------------------------
 
@@ -43,14 +45,6 @@ def np_confusion(d):
     s = np_sigmoid(np.ravel(d))
     return -0.5 * (np.log(s) + np.log(1 - s))
   return -np.mean(np_log_softmax(d), axis=-1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
 
 
 def grads_ok(fn, args):

@@ -11,6 +11,8 @@ from jax.test_util import check_grads
 from dtl_jax.losses import GaussianKernel, LinearKernel, jmmd, mk_mmd, mmd
 from dtl_jax.losses.mmd import DAN_MULTIPLIERS
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 # ---------------------------------------------------------------------------------
 # Independent float64 NumPy reference (direct differences, explicit index sums).
 
@@ -190,15 +192,6 @@ def test_unbiased_mmd_of_one_distribution_averages_to_zero():
 
 # ---------------------------------------------------------------------------------
 # Transformations: grad, vmap, jit.
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compile():
-  """Compile time dominates these tiny problems: skip most XLA optimisations."""
-  prev = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", prev)
 
 
 # check_grads compares with finite differences of the whole function, so it uses fixed

@@ -11,6 +11,8 @@ import pytest
 
 from dtl_jax.losses import GaussianKernel, jmmd, mk_mmd, mmd
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 with warnings.catch_warnings():
   warnings.simplefilter("ignore")  # qpsolvers warns that no QP solver is installed
   import torch
@@ -19,15 +21,6 @@ with warnings.catch_warnings():
   from dalib.modules.kernels import GaussianKernel as TorchGaussianKernel
 
 ATOL = 1e-6
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compile():
-  """Compile time dominates these tiny problems: skip most XLA optimisations."""
-  prev = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", prev)
 
 
 @pytest.fixture(autouse=True)

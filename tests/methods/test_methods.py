@@ -9,15 +9,9 @@ import pytest
 
 from dtl_jax import data, losses, methods, models, train
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 STEPS = 20
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ import torch.nn.functional as F
 from dtl_jax.models import (DTN, MLP, Bottleneck, Classifier, DANNMNISTNet, DANNSVHNNet,
                             DomainDiscriminator, LeNet, init_variables)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _t(a):

@@ -23,12 +23,9 @@ CONFIGS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
+def _fast_compile_two_torch_threads(fast_compile):  # pylint: disable=unused-argument
   torch.set_num_threads(2)
   yield
-  jax.config.update("jax_disable_most_optimizations", old)
 
 
 def random_torchvision_state_dict(depth: int, num_classes: int, seed: int) -> dict:

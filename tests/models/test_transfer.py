@@ -10,13 +10,7 @@ import torch.nn.functional as F
 from dtl_jax.models import (MLP, BatchNorm, Bottleneck, Classifier, ResNet18, TransferModel,
                             init_variables, make_apply_fn)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_batchnorm_matches_torch_training_and_eval(rng):

@@ -9,13 +9,7 @@ import pytest
 
 from dtl_jax.train import TrainingDiverged, default_config, fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _config(num_steps=20, method="dann"):

@@ -5,24 +5,17 @@ methods build their losses on the all-gathered global batch.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
 
 from dtl_jax import methods, models, train
-from dtl_jax.train import step as step_lib
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 N_DEV = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Compile time dominates these tiny steps; XLA optimizations are not needed."""
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
 AXIS = "batch"
 
 
