@@ -1,5 +1,8 @@
 """Study 5: published UDA benchmarks -- list the configs and their reference numbers.
 
+``--list`` prints, per benchmark and method, the target accuracies published in the papers
+(``REFERENCE``) and in TLlib's own benchmark (``TLLIB_REFERENCE``), "-" where none.
+
   python -m experiments.published --list
   dtl-jax train --config experiments/configs/published.py:office31:A-W:dann \\
       --config.pretrained=weights/resnet50.safetensors --workdir runs/office31_AW_dann
@@ -30,14 +33,17 @@ def listing() -> str:
   spec = importlib.util.spec_from_file_location("_published_cfg", CONFIG)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  lines = ["| benchmark | method | published target acc. (%) | example config |",
-           "|---|---|---|---|"]
+  lines = ["| benchmark | method | paper target acc. (%) | TLlib target acc. (%) "
+           "| example config |", "|---|---|---|---|---|"]
   for bench, methods in mod.REFERENCE.items():
     ex = next(e for e in EXAMPLES if e.startswith(bench + ":"))
     pair = ex.split(":")[1]
-    for m, ref in methods.items():
-      refs = ", ".join(f"{k} {v:.1f}" for k, v in ref.items())
-      lines.append(f"| {bench} | {m} | {refs} | `published.py:{bench}:{pair}:{m}` |")
+    tllib = mod.TLLIB_REFERENCE.get(bench, {})
+    for m in list(methods) + [m for m in tllib if m not in methods]:
+      cols = [", ".join(f"{k} {v:.1f}" for k, v in mod.reference(bench, m, source=s).items())
+              or "-" for s in ("paper", "tllib")]
+      lines.append(f"| {bench} | {m} | {cols[0]} | {cols[1]} | "
+                   f"`published.py:{bench}:{pair}:{m}` |")
   return "\n".join(lines)
 
 

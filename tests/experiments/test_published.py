@@ -177,7 +177,7 @@ def test_tllib_reference_is_consistent_with_configs_and_methods(capsys):
       assert mod.reference(bench, method, source="tllib") is accs
     for task in expected[bench]:  # each task is a valid config pair
       c = mod.get_config(f"{bench}:{task}:dann")
-      if bench in digit_data:
+      if task in digit_data:
         assert (c.data.source, c.data.target) == digit_data[task]
       else:
         names = mod.OFFICE31 if bench == "office31" else mod.OFFICE_HOME
