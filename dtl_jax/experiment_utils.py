@@ -658,17 +658,34 @@ def load_run(workdir: str | os.PathLike, *, step: int | None = None):
 
 
 def load_run_domain(config: Mapping, name: str):
-  """Loads bundled domain ``name`` with the options a run of ``config`` used."""
+  """Loads domain ``name`` with the options a run of ``config`` used.
+
+  The run's own source and target come from :func:`dtl_jax.train.load_domains` (the
+  arrays ``fit`` used). Any other digits domain is drawn from the target's half of the
+  raw images (pool ``"b"``, disjoint from the source's training images) with the
+  source's channel count.
+  """
   from dtl_jax.data import available_domains, load_domain
+  from dtl_jax.data.digits import DIGITS_DOMAINS
+  from dtl_jax.train.loop import load_domains
   if str(name).startswith((FOLDER_PREFIX, TFDS_PREFIX)):
     register_external_domain(str(name), size=int(config.get("image_size", 224) or 224),
                              normalize_imagenet=bool(config.get("normalize_imagenet", False)))
   if name not in available_domains():
     raise ConfigError(f"unknown dataset {name!r}; bundled: "
                       f"{', '.join(sorted(available_domains()))}")
+  src_name, tgt_name = config.data.source, config.data.get("target") or ""
+  if tgt_name:
+    register_config_domains(config)
+    source, target = load_domains(config)
+    if name in (src_name, tgt_name):
+      return source if name == src_name else target
+  else:
+    source = load_domain(src_name, seed=int(config.seed))
   kw = dict(config.data.get("domain_kwargs", {}) or {})
-  if name.startswith("digits") and str(config.data.source).startswith("digits"):
-    kw.setdefault("channels", 3)  # as the training loop does for digits pairs
+  if name in DIGITS_DOMAINS and src_name in DIGITS_DOMAINS:
+    kw.setdefault("pool", "b")
+    kw.setdefault("channels", int(source.input_shape[-1]))
   return load_domain(name, seed=int(config.seed), **kw)
 
 
@@ -732,6 +749,7 @@ def measure(*, source: str, target: str, seed: int = 0, workdir: str | None = No
   cfg = base_config()
   cfg.seed = seed
   cfg.data.source = source
+  cfg.data.target = target
   check_run_config(ml_collections.ConfigDict({"data": {"source": source, "target": target}}))
   src = load_run_domain(cfg, source)
   tgt = load_run_domain(cfg, target)

@@ -9,7 +9,7 @@
 
 from dtl_jax.train.checkpoint import (Checkpointer, restore_checkpoint, restore_into,
                                       save_checkpoint)
-from dtl_jax.train.loop import TrainingDiverged, build_model, default_config, fit
+from dtl_jax.train.loop import TrainingDiverged, build_model, default_config, fit, load_domains
 from dtl_jax.train.optim import (FROZEN, default_rules, label_params, make_optimizer,
                                  tllib_schedule)
 from dtl_jax.train.state import (TrainState, apply_model, create_train_state, extra_specs,
@@ -21,7 +21,7 @@ from dtl_jax.train.step import (accuracy_report, jit_step, make_eval_step, make_
 
 __all__ = [
     "Checkpointer", "save_checkpoint", "restore_checkpoint", "restore_into",
-    "fit", "default_config", "build_model", "TrainingDiverged",
+    "fit", "default_config", "build_model", "load_domains", "TrainingDiverged",
     "TrainState", "create_train_state", "extra_specs", "apply_model", "init_model_variables",
     "init_train_state", "replace_extra", "with_optimizer", "make_train_step",
     "make_eval_step", "jit_step", "pmap_step", "shard_map_step", "replicate", "unreplicate",

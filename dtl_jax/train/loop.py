@@ -18,9 +18,10 @@ Config keys
   config.json gives the teacher architecture).
 * ``data.source`` / ``data.target`` (str): bundled domain names
   (:func:`dtl_jax.data.available_domains`), e.g. ``"digits"`` -> ``"digits_m"``.
-* ``data.domain_kwargs`` (dict): options passed to ``load_domain`` for both domains
-  (``size``, ``channels``; digits default to ``channels=3`` so that grey and colour
-  domains share an input shape).
+* ``data.domain_kwargs`` (dict): domain options (``size``, ``channels``, ...), passed
+  through :func:`dtl_jax.data.load_pair`: two digits domains draw from disjoint halves
+  of scikit-learn's digits (about 900 images each) and share a channel count (3 when
+  either is colour).
 * ``data.batch_size`` (int, 32): global source batch; ``data.target_batch_size``
   (int, 0 = same).
 * ``data.source_val_fraction`` (float, 0.1): source train examples held out for the
@@ -153,18 +154,20 @@ def build_model(model_cfg, num_classes: int, *, bn_axis_name: str | None = None,
                               frozen_bn=tuple(frozen))
 
 
-def _load_domains(config):
+def load_domains(config) -> tuple[Any, Any]:
+  """The ``(source, target)`` domains a run of ``config`` trains on.
+
+  Built by :func:`dtl_jax.data.load_pair` from ``data.source``, ``data.target``,
+  ``seed`` and ``data.domain_kwargs`` (a run whose source and target are the same
+  dataset, plain fine-tuning, gets that one domain twice), so evaluation code that
+  calls this sees exactly the arrays ``fit`` trained and evaluated on.
+  """
   from dtl_jax import data  # pylint: disable=g-import-not-at-top
   kw = _to_dict(config.data.get("domain_kwargs", {})) or {}
-  src_name, tgt_name = config.data.source, config.data.target
-  if src_name.startswith("digits") and tgt_name.startswith("digits"):
-    kw.setdefault("channels", 3)
-  source = data.load_domain(src_name, seed=config.seed, **kw)
-  target = data.load_domain(tgt_name, seed=config.seed, **kw)
-  if source.input_shape != target.input_shape:
-    raise ValueError(f"source {src_name} {source.input_shape} and target {tgt_name} "
-                     f"{target.input_shape} inputs differ; set data.domain_kwargs")
-  return source, target
+  if config.data.source == config.data.target:  # plain fine-tuning: one dataset
+    domain = data.load_domain(config.data.source, seed=config.seed, **kw)
+    return domain, domain
+  return data.load_pair(config.data.source, config.data.target, seed=config.seed, **kw)
 
 
 def _split_val(x, y, fraction: float, seed: int):
@@ -334,7 +337,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   axis = None if driver == "jit" else AXIS
 
   # --- data
-  source, target = _load_domains(config)
+  source, target = load_domains(config)
   (xs_tr, ys_tr), (xs_val, ys_val) = _split_val(
       np.asarray(source.x_train), np.asarray(source.y_train), config.data.source_val_fraction,
       config.seed)

@@ -155,3 +155,33 @@ def test_ctrl_c_saves_and_returns(tmp_path, monkeypatch):
   assert r["interrupted"] and r["steps"] == 5
   assert "5" in os.listdir(tmp_path / "run" / "checkpoints")
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_run_domains_are_disjoint_halves_and_eval_sees_the_same_arrays():
+  """fit's digits pair draws source and target from disjoint raw images; dtl-jax eval
+  (load_run_domain) gets exactly fit's arrays, and a third digits domain never shares a
+  raw image with the source's training split."""
+  from dtl_jax.experiment_utils import load_run_domain
+  from dtl_jax.train import load_domains
+  c = default_config()
+  c.seed = 3
+  c.data.source, c.data.target = "digits", "digits_m"
+  c.data.domain_kwargs = {"size": 8}
+  src, tgt = load_domains(c)
+  src_ids = set(np.concatenate([src.ids_train, src.ids_test]).tolist())
+  tgt_ids = set(np.concatenate([tgt.ids_train, tgt.ids_test]).tolist())
+  assert not src_ids & tgt_ids
+  # The halves of the 1,797 images, not a sixth each as load_domain's default pool.
+  assert len(src_ids) + len(tgt_ids) == 1797
+  assert src.input_shape == tgt.input_shape == (8, 8, 3)
+  for name, dom in (("digits", src), ("digits_m", tgt)):
+    again = load_run_domain(c, name)
+    np.testing.assert_array_equal(again.x_test, dom.x_test)
+    np.testing.assert_array_equal(again.ids_train, dom.ids_train)
+  other = load_run_domain(c, "digits_rot")
+  assert other.input_shape == src.input_shape
+  assert not set(other.ids_train.tolist()) & set(src.ids_train.tolist())
+  # Plain fine-tuning (source == target): one domain, both roles.
+  c.data.target = "digits"
+  a, b = load_domains(c)
+  assert a is b
