@@ -284,9 +284,12 @@ def plot(results: dict[str, Any], path: str) -> None:
 def write(results: dict[str, Any], out_dir: str) -> dict[str, str]:
   os.makedirs(out_dir, exist_ok=True)
   paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
-  with open(paths["json"], "w") as f:
-    json.dump(results, f, indent=1, default=str)
-  with open(paths["md"], "w") as f:
-    f.write(to_markdown(results))
+  # Written to a temporary name and renamed: an interrupted write never leaves a
+  # truncated results.json behind (``--update`` reads it back).
+  for key, text in (("json", json.dumps(results, indent=1, default=str)),
+                    ("md", to_markdown(results))):
+    with open(paths[key] + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(paths[key] + ".tmp", paths[key])
   plot(results, paths["png"])
   return paths

@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--mem-cap-gib", type=float, default=None,
                  help="address-space cap per memory configuration (default 8, quick 2)")
   p.add_argument("--out", default=None, help="output directory (default benchmarks/results/<machine>)")
+  p.add_argument("--update", action="store_true",
+                 help="keep the sections of an existing results.json in --out that this run "
+                      "does not measure (run sections one at a time, e.g. --only steps)")
   return p.parse_args(argv)
 
 
@@ -173,15 +176,27 @@ def main(argv=None) -> dict[str, Any]:
   cfg = QUICK if args.quick else FULL
   t_start = time.time()
   slug = harness.machine_slug(settings["threads"])
-  results: dict[str, Any] = {
+  root = os.path.dirname(os.path.abspath(__file__))
+  out = args.out or (os.path.join(root, "results", "quick", slug) if args.quick
+                     else os.path.join(root, "results", slug))
+  command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
+  results: dict[str, Any] = {}
+  previous = os.path.join(out, "results.json")
+  if args.update and os.path.exists(previous):
+    with open(previous) as f:
+      results = json.load(f)
+    if results.get("quick") != args.quick:
+      raise SystemExit(f"--update: {previous} is a {'quick' if results.get('quick') else 'full'} "
+                       "run; do not mix quick and full sections")
+  results.update({
       "machine_slug": slug,
       "machine": harness.machine_info(settings),
-      "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+      "command": command,
       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "quick": args.quick,
       "address_space_limit_gib": as_limit,
       "config": {k: v for k, v in cfg.items()},
-  }
+  })
   runners = {"losses": run_losses, "limit": run_limit, "memory": run_memory, "steps": run_steps,
              "gpu": run_gpu, "scaling": run_scaling}
   for section in SECTIONS:
@@ -189,20 +204,25 @@ def main(argv=None) -> dict[str, Any]:
       continue
     _log(f"== {section}")
     t0 = time.time()
+    key = RESULT_KEYS.get(section, section)
+    results.get("errors", {}).pop(section, None)
     try:
-      results[RESULT_KEYS.get(section, section)] = runners[section](cfg, args)
+      results[key] = runners[section](cfg, args)
     except Exception as err:  # pylint: disable=broad-except
       traceback.print_exc()
       results.setdefault("errors", {})[section] = f"{type(err).__name__}: {err}"
+    results.setdefault("sections", {})[section] = {
+        "command": command, "started": results["started"], "wall_s": round(time.time() - t0, 1),
+        "threads": settings["threads"]}
     _log(f"   ({section}: {time.time() - t0:.0f} s)")
+    # Written after every section: an interrupted run keeps what it measured.
+    results["targets"] = report.evaluate_targets(results)
+    report.write(results, out)
   results["wall_s"] = time.time() - t_start
   results["targets"] = report.evaluate_targets(results)
   _log("== targets")
   for t in results["targets"]:
     _log(f"  [{t['status']}] {t['target']}: {t['detail']}")
-  root = os.path.dirname(os.path.abspath(__file__))
-  out = args.out or (os.path.join(root, "results", "quick", slug) if args.quick
-                     else os.path.join(root, "results", slug))
   paths = report.write(results, out)
   _log(f"== wrote {paths['json']}, {paths['md']}, {paths['png']} ({results['wall_s']:.0f} s)")
   return results
