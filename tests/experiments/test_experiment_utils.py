@@ -50,6 +50,19 @@ def test_overrides_types(config_path):
   assert tuple(c.hidden) == (8, 4, 2) and c.method == "cdan"
 
 
+def test_overrides_may_add_keys_to_free_form_dicts_only():
+  c = eu.digits_config("dann")
+  eu.apply_overrides(c, ["method_kwargs.trade_off=0.3", "data.domain_kwargs.size=16",
+                         "model.backbone_kwargs.dropout=0.0"])
+  assert c.method_kwargs.trade_off == 0.3 and c.data.domain_kwargs.size == 16
+  assert c.model.backbone_kwargs.dropout == 0.0
+  # A second override of an added key keeps its type rules.
+  with pytest.raises(eu.ConfigError, match="expects a number"):
+    eu.apply_overrides(c, ["method_kwargs.trade_off=fast"])
+  with pytest.raises(eu.ConfigError, match="unknown config key 'optim.trade_off'"):
+    eu.apply_overrides(c, ["optim.trade_off=0.3"])
+
+
 @pytest.mark.parametrize("override,match", [
     ("stepz=3", "unknown config key 'stepz'.*did you mean steps"),
     ("optim.nesterov=true", "unknown config key 'optim.nesterov'"),
