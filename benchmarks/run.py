@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--mem-cap-gib", type=float, default=None,
                  help="address-space cap per memory configuration (default 8, quick 2)")
   p.add_argument("--out", default=None, help="output directory (default benchmarks/results/<machine>)")
+  p.add_argument("--budget-s", type=float, default=None,
+                 help="seconds per loss configuration and implementation (default 30, quick "
+                      "5); the slowest implementation gets >= 5 samples regardless")
   p.add_argument("--update", action="store_true",
                  help="keep the sections of an existing results.json in --out that this run "
                       "does not measure (run sections one at a time, e.g. --only steps)")
@@ -173,7 +176,9 @@ def main(argv=None) -> dict[str, Any]:
   import jax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   as_limit = _limit_address_space(2 * args.speed_cap_gib)
-  cfg = QUICK if args.quick else FULL
+  cfg = dict(QUICK if args.quick else FULL)
+  if args.budget_s is not None:
+    cfg["budget_s"] = args.budget_s
   t_start = time.time()
   slug = harness.machine_slug(settings["threads"])
   root = os.path.dirname(os.path.abspath(__file__))
