@@ -176,18 +176,7 @@ def bar_plot(path: str | Path, labels: Sequence[str],
     ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label or None)
   ax.set_xticks(x, labels, rotation=30, ha="right")
   ax.set_ylabel(ylabel)
-  if title:
-    ax.set_title(title)
-  ax.legend(fontsize=8)
-  ax.grid(axis="y", alpha=0.3)
-  if footer:
-    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
-  fig.tight_layout(rect=(0, 0.03 if footer else 0, 1, 1))
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return _finish(plt, fig, ax, path, title=title, footer=footer, grid_axis="y")
 
 
 def line_plot(path: str | Path, x: Sequence[float], series: Mapping[str, Sequence[float]],
@@ -204,10 +193,15 @@ def line_plot(path: str | Path, x: Sequence[float], series: Mapping[str, Sequenc
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_xticks(list(x))
+  return _finish(plt, fig, ax, path, title=title, footer=footer, grid_axis="both")
+
+
+def _finish(plt, fig, ax, path, *, title: str, footer: str, grid_axis: str) -> Path:
+  """Title, legend, grid and footer; saves ``path`` (parents created) and closes."""
   if title:
     ax.set_title(title)
   ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
+  ax.grid(axis=grid_axis, alpha=0.3)
   if footer:
     fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
   fig.tight_layout(rect=(0, 0.03 if footer else 0, 1, 1))
