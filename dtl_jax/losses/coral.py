@@ -54,12 +54,34 @@ def _mean_and_cov(x: Array, w: Array | None) -> tuple[Array, Array]:
   return mu, cov / (1.0 - jnp.sum(w * w))
 
 
+def _centred(x: Array, w: Array | None) -> tuple[Array, Array | None, Array]:
+  """``(x - mu, w, z)`` with the covariance ``C = (x - mu)^T diag(w) (x - mu) / z``."""
+  if w is None:
+    return x - jnp.mean(x, axis=0), None, jnp.asarray(x.shape[0] - 1, x.dtype)
+  return x - jnp.matmul(w, x, precision=_HI), w, 1.0 - jnp.sum(w * w)
+
+
+def _cov_inner(a: Array, wa: Array | None, b: Array, wb: Array | None) -> Array:
+  """``z_a z_b <C_a, C_b>_F = sum_ij wa_i wb_j (a_i . b_j)^2`` from the ``[n_a, n_b]`` Gram."""
+  k = jnp.matmul(a, b.T, precision=_HI)
+  k2 = k * k
+  if wb is not None:
+    k2 = k2 @ wb
+  else:
+    k2 = jnp.sum(k2, axis=1)
+  return jnp.sum(k2) if wa is None else jnp.dot(wa, k2)
+
+
+CORAL_METHODS = ("auto", "covariance", "gram")
+
+
 def coral(
     source: ArrayLike,
     target: ArrayLike,
     *,
     source_weights: ArrayLike | None = None,
     target_weights: ArrayLike | None = None,
+    method: str = "auto",
 ) -> Array:
   """Deep CORAL loss ``||C_s - C_t||_F^2 / (4 d^2)`` (Sun & Saenko, ECCV-W 2016).
 
@@ -72,17 +94,41 @@ def coral(
   ``mean((mu_s - mu_t)^2) + mean((C_s - C_t)^2)``, i.e. it adds a mean-difference term
   and normalises by ``d^2`` (resp. ``d``) instead of ``4 d^2``; see :func:`coral_tllib`.
 
+  Two exact formulations (``method``), chosen by cost:
+
+  * ``"covariance"``: forms the ``[d, d]`` covariances, ``O((n_s + n_t) d^2)``.
+  * ``"gram"``: never forms them. With centred rows ``a_i`` of the source and ``b_j``
+    of the target, ``||C_s - C_t||^2 = ||A A^T||^2 / z_s^2 + ||B B^T||^2 / z_t^2 -
+    2 ||A B^T||^2 / (z_s z_t)`` from ``[n, n]`` Gram matrices, ``O((n_s + n_t)^2 d)``:
+    far cheaper when ``n << d`` (a batch of 32 against 2048-d ResNet-50 features). The
+    three terms cancel when the covariances are close, so in float32 the *value*
+    loses relative accuracy as ``||C_s - C_t|| / ||C_s||`` shrinks (measured: ~2e-4
+    relative error when the covariances differ by ~1 %, vs ~1e-7 for
+    ``"covariance"``); the *gradient*, which training uses, stays within ~3e-5
+    (``tests/losses/test_coral.py``). Use ``"covariance"`` to report small values.
+  * ``"auto"`` (default): ``"gram"`` when ``n_s + n_t <= d / 2``, else
+    ``"covariance"``.
+
   Args:
     source: ``[n_s, d]``, ``n_s >= 2``.
     target: ``[n_t, d]``, ``n_t >= 2`` (``n_t != n_s`` allowed).
     source_weights: optional ``[n_s]`` non-negative weights.
     target_weights: optional ``[n_t]`` non-negative weights.
+    method: ``"auto"``, ``"covariance"`` or ``"gram"`` (same value up to rounding).
 
   Returns:
     Scalar with the dtype of the inputs.
   """
+  if method not in CORAL_METHODS:
+    raise ValueError(f"method must be one of {CORAL_METHODS}, got {method!r}.")
   source, target, ws, wt = _prepare(source, target, source_weights, target_weights)
   d = source.shape[1]
+  if method == "gram" or (method == "auto" and 2 * (source.shape[0] + target.shape[0]) <= d):
+    a, wa, za = _centred(source, ws)
+    b, wb, zb = _centred(target, wt)
+    sq = (_cov_inner(a, wa, a, wa) / (za * za) + _cov_inner(b, wb, b, wb) / (zb * zb)
+          - 2.0 * _cov_inner(a, wa, b, wb) / (za * zb))
+    return sq / (4.0 * d * d)
   _, c_s = _mean_and_cov(source, ws)
   _, c_t = _mean_and_cov(target, wt)
   diff = c_s - c_t
