@@ -212,7 +212,11 @@ def main(argv=None) -> dict[str, Any]:
     key = RESULT_KEYS.get(section, section)
     results.get("errors", {}).pop(section, None)
     try:
-      results[key] = runners[section](cfg, args)
+      new = runners[section](cfg, args)
+      if section == "losses" and args.losses and isinstance(results.get(key), list):
+        # --update --losses coral: replace only those losses' rows.
+        new = [r for r in results[key] if r.get("loss") not in args.losses] + new
+      results[key] = new
     except Exception as err:  # pylint: disable=broad-except
       traceback.print_exc()
       results.setdefault("errors", {})[section] = f"{type(err).__name__}: {err}"
