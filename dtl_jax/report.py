@@ -196,12 +196,8 @@ def line_plot(path: str | Path, x: Sequence[float], series: Mapping[str, Sequenc
   return _finish(plt, fig, ax, path, title=title, footer=footer, grid_axis="both")
 
 
-def _finish(plt, fig, ax, path, *, title: str, footer: str, grid_axis: str) -> Path:
-  """Title, legend, grid and footer; saves ``path`` (parents created) and closes."""
-  if title:
-    ax.set_title(title)
-  ax.legend(fontsize=8)
-  ax.grid(axis=grid_axis, alpha=0.3)
+def _save(plt, fig, path, footer: str) -> Path:
+  """Adds the footer line, saves ``path`` (parents created) and closes the figure."""
   if footer:
     fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
   fig.tight_layout(rect=(0, 0.03 if footer else 0, 1, 1))
@@ -210,6 +206,15 @@ def _finish(plt, fig, ax, path, *, title: str, footer: str, grid_axis: str) -> P
   fig.savefig(path)
   plt.close(fig)
   return path
+
+
+def _finish(plt, fig, ax, path, *, title: str, footer: str, grid_axis: str) -> Path:
+  """Title, legend, grid and footer; saves ``path`` (parents created) and closes."""
+  if title:
+    ax.set_title(title)
+  ax.legend(fontsize=8)
+  ax.grid(axis=grid_axis, alpha=0.3)
+  return _save(plt, fig, path, footer)
 
 
 def footer_text(meta: Mapping[str, Any]) -> str:
@@ -314,11 +319,4 @@ def decision_boundary_plot(path: str | Path, panels: Sequence[Mapping[str, Any]]
     ax.set_xticks([])
     ax.set_yticks([])
   axes[0][0].legend(fontsize=7, loc="lower left")
-  if footer:
-    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
-  fig.tight_layout(rect=(0, 0.03 if footer else 0, 1, 1))
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path, footer)

@@ -56,6 +56,20 @@ def _check_weights(sample_weight, n: int):
 # --------------------------------------------------------------------------------------
 
 
+def _adam_scan(loss_fn, params: Params, *, learning_rate: float, num_steps: int) -> Params:
+  """``num_steps`` full-batch Adam steps on ``loss_fn(params)`` inside one ``lax.scan``."""
+  opt = optax.adam(learning_rate)
+
+  def step(carry, _):
+    params, state = carry
+    grads = jax.grad(loss_fn)(params)
+    updates, state = opt.update(grads, state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=num_steps)
+  return params
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_steps"))
 def fit_logistic_regression(x: jax.Array, y: jax.Array, sample_weight: jax.Array | None = None,
                             *, num_classes: int, l2: float = 1e-3, num_steps: int = 300,
@@ -87,16 +101,7 @@ def fit_logistic_regression(x: jax.Array, y: jax.Array, sample_weight: jax.Array
     ce = -jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1)
     return jnp.sum(p * ce) + 0.5 * l2 * jnp.sum(params["w"] ** 2)
 
-  opt = optax.adam(learning_rate)
-
-  def step(carry, _):
-    params, state = carry
-    grads = jax.grad(loss_fn)(params)
-    updates, state = opt.update(grads, state, params)
-    return (optax.apply_updates(params, updates), state), None
-
-  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=num_steps)
-  return params
+  return _adam_scan(loss_fn, params, learning_rate=learning_rate, num_steps=num_steps)
 
 
 def logistic_regression_logits(params: Params, x: jax.Array) -> jax.Array:
@@ -181,16 +186,7 @@ def fit_mlp(key: jax.Array, x: jax.Array, y: jax.Array, sample_weight: jax.Array
     reg = sum(jnp.sum(leaf ** 2) for leaf in jax.tree_util.tree_leaves(params))
     return jnp.sum(p * ell) + 0.5 * l2 * reg
 
-  opt = optax.adam(learning_rate)
-
-  def step(carry, _):
-    params, state = carry
-    grads = jax.grad(loss_fn)(params)
-    updates, state = opt.update(grads, state, params)
-    return (optax.apply_updates(params, updates), state), None
-
-  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=num_steps)
-  return params
+  return _adam_scan(loss_fn, params, learning_rate=learning_rate, num_steps=num_steps)
 
 
 # --------------------------------------------------------------------------------------

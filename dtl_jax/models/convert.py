@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dtl_jax.models.resnet import RESNET_CONFIGS, ResNet
+from dtl_jax.params import path_str as _path_str
 
 StateDict = Mapping[str, np.ndarray]
 
@@ -84,20 +85,6 @@ def load_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
     return load_state_dict(obj)
   raise ValueError(f"source: unsupported file type {path!r}; expected .safetensors, .npz, "
                    ".pth or .pt")
-
-
-def _path_str(path) -> str:
-  out = []
-  for k in path:
-    if isinstance(k, jax.tree_util.DictKey):
-      out.append(str(k.key))
-    elif isinstance(k, jax.tree_util.GetAttrKey):
-      out.append(k.name)
-    elif isinstance(k, jax.tree_util.SequenceKey):
-      out.append(str(k.idx))
-    else:
-      out.append(str(k))
-  return "/".join(out)
 
 
 def _torch_key(collection: str, path: Sequence[str], ndim: int) -> tuple[str, str]:
