@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import datetime
+import functools
 import hashlib
 import importlib.util
 import json
@@ -316,14 +317,35 @@ def prepare_workdir(workdir: str | os.PathLike, config: Mapping | None, *,
 # --------------------------------------------------------------------------- metadata
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
   try:
     here = Path(__file__).resolve().parent.parent
-    out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, timeout=5, check=False)
-    return out.stdout.strip() or None
+    out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True,
+                         timeout=5, check=False)
+    return out.stdout.strip() if out.returncode == 0 else None
   except (OSError, subprocess.SubprocessError):
     return None
+
+
+def _commit_now() -> str | None:
+  """``HEAD``'s short hash, with ``+dirty`` when tracked Python files differ from it."""
+  head = _git("rev-parse", "--short", "HEAD")
+  if head and _git("status", "--porcelain", "--untracked-files=no", "--", "*.py"):
+    head += "+dirty"
+  return head
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str | None:
+  """The code a result came from: the commit when this process first asked (at import).
+
+  A long study that runs while the repository moves on still records the commit its
+  code was loaded from, not the one at the time it writes its report.
+  """
+  return _commit_now()
+
+
+_git_commit()  # pin it when the library is imported
 
 
 def versions() -> dict[str, str]:
