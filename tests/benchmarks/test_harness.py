@@ -124,6 +124,18 @@ def test_cli_runs_one_section(tmp_path):
   assert res["machine"]["threads"]["threads"] == 1
   assert res["limit"][0]["ratio"] > 0
   assert any(t["target"].startswith("mk_mmd time / matmul time") for t in res["targets"])
+  assert res["sections"]["limit"]["threads"] == 1
+  # --update adds a section (here one loss) and keeps what was measured before.
+  out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "losses",
+                        "--losses", "coral", "--no-compile", "--threads", "1", "--update",
+                        "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  res2 = json.load(open(tmp_path / "results.json"))
+  assert res2["limit"] == res["limit"]
+  assert {r["loss"] for r in res2["losses"]} == {"coral"}
+  assert set(res2["sections"]) == {"limit", "losses"}
+  assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_step_variants_compute_the_library_functions(rng):
