@@ -153,3 +153,12 @@ def test_step_variants_compute_the_library_functions(rng):
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(steps.max_pool_2x2(x)),
                                 np.asarray(nn.max_pool(x, (2, 2), strides=(2, 2))))
+
+
+def test_coral_agrees_on_both_algorithm_paths():
+  """n << d takes the Gram path in both frameworks, n ~ d the covariance path."""
+  for n, d in ((4, 32), (8, 16)):
+    row = losses.run_config("coral", n, d, impls=["jax", "torch_gram"], repeats=1,
+                            min_sample_s=0.0, cap_bytes=2**30)
+    assert "error" not in row, row.get("error")
+    assert {r["status"] for r in row["impls"].values()} == {"ok"}
