@@ -176,7 +176,7 @@ def run_scaling(*, repeats: int = 10, per_device: int = 64, force: bool = False,
   k = 1
   while k <= len(devices):
     devs = devices[:k]
-    model = TransferModel(steps.LeNetVariant(patches=("conv1",), reshape_pool=True),
+    model = TransferModel(steps.LeNet(),
                           Bottleneck(256, dropout=0.0), Classifier(10))
     meth = steps._method("dann")  # pylint: disable=protected-access
     tx = optax.sgd(0.01, momentum=0.9)

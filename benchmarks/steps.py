@@ -16,10 +16,10 @@ JAX variants (all use :func:`dtl_jax.train.make_train_step` and the library's
 * ``jax_flax_pool``  -- LeNet with ``nn.max_pool`` (``reduce_window``, whose backward is
   XLA's ``select_and_scatter``): the library's LeNet before the pooling change, kept as
   the "before" of the before/after ratio.
-* ``jax_patches``    -- library LeNet whose convolutions are im2col (shifted slices) + one
-  matmul.
-* ``jax_conv1_patches`` -- im2col for ``conv1`` only (1 input channel: XLA's direct
-  convolution is worst there).
+* ``jax_patches``    -- ``LeNet(patch_convs=("conv1", "conv2"))``: both convolutions as
+  im2col (shifted slices) + one matmul (:class:`dtl_jax.models.PatchConv`).
+* ``jax_conv1_patches`` -- ``LeNet(patch_convs=("conv1",))``: im2col for ``conv1`` only
+  (1 input channel: XLA's direct convolution is worst there).
 * ``jax_bf16``       -- the library's LeNet computing in bfloat16 (parameters float32).
 
 The library's step already fuses the domains (one forward of ``[x_s; x_t]``) and uses
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import harness
-from dtl_jax.models import max_pool_2x2
+from dtl_jax.models import LeNet, PatchConv, max_pool_2x2
 
 N_PER_DOMAIN = 128
 NUM_CLASSES = 10
@@ -55,47 +55,18 @@ LR, MOMENTUM, WD = 0.01, 0.9, 1e-3
 
 
 
-class PatchConv(nn.Module):
-  """VALID stride-1 convolution as im2col + matmul; same parameters as ``nn.Conv``.
-
-  ``x: [n, h, w, c] -> [n, h-kh+1, w-kw+1, features]``; the patch matrix
-  ``[n*ho*wo, kh*kw*c]`` is built from ``kh*kw`` shifted slices (index
-  ``(i*kw + j)*c + ch``, the row-major order of the ``[kh, kw, c, features]`` kernel).
-  """
-  features: int
-  kernel_size: tuple[int, int]
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kh, kw = self.kernel_size
-    n, h, w, c = x.shape
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features))
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    ho, wo = h - kh + 1, w - kw + 1
-    cols = jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
-                           axis=-1)
-    y = cols.reshape(n * ho * wo, kh * kw * c) @ kernel.reshape(kh * kw * c, self.features)
-    return y.reshape(n, ho, wo, self.features) + bias
-
-
-class LeNetVariant(nn.Module):
-  """``dtl_jax.models.LeNet`` with switchable convolution / pooling (same parameter tree)."""
-  patches: tuple[str, ...] = ()  # names of the convolutions done as im2col + matmul
-  reshape_pool: bool = True
+class FlaxPoolLeNet(nn.Module):
+  """``dtl_jax.models.LeNet`` before the pooling change: ``nn.max_pool`` (same parameters)."""
   features: int = 500
   dropout: float = 0.5
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    def conv(f, name):
-      if name in self.patches:
-        return PatchConv(f, (5, 5), name=name)
-      return nn.Conv(f, (5, 5), padding="VALID", name=name)
-    pool = max_pool_2x2 if self.reshape_pool else (
-        lambda y: nn.max_pool(y, (2, 2), strides=(2, 2)))
-    x = conv(20, "conv1")(x)
+    def pool(y):
+      return nn.max_pool(y, (2, 2), strides=(2, 2))
+    x = nn.Conv(20, (5, 5), padding="VALID", name="conv1")(x)
     x = nn.relu(pool(x))
-    x = conv(50, "conv2")(x)
+    x = nn.Conv(50, (5, 5), padding="VALID", name="conv2")(x)
     x = nn.Dropout(self.dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
     x = nn.relu(pool(x))
     x = x.reshape(x.shape[0], -1)
@@ -103,20 +74,20 @@ class LeNetVariant(nn.Module):
     return nn.Dropout(self.dropout, deterministic=not train)(x)
 
 
+# JAX backbone variants: the library's LeNet with its options, plus the "before" model.
 VARIANTS = {
-    "jax": None,  # the library's LeNet
-    "jax_flax_pool": dict(reshape_pool=False),  # the library's LeNet before the pooling change
-    "jax_patches": dict(patches=("conv1", "conv2")),
-    "jax_conv1_patches": dict(patches=("conv1",)),
-    "jax_bf16": "bf16",  # the library's LeNet with bfloat16 compute (precision experiment)
+    "jax": {},  # the library's LeNet
+    "jax_flax_pool": None,  # the library's LeNet before the pooling change
+    "jax_patches": {"patch_convs": ("conv1", "conv2")},
+    "jax_conv1_patches": {"patch_convs": ("conv1",)},
+    "jax_bf16": {"dtype": jnp.bfloat16},  # bfloat16 compute (precision experiment)
 }
 
 
 def _backbone(variant: str) -> nn.Module:
-  if VARIANTS[variant] is None or VARIANTS[variant] == "bf16":
-    from dtl_jax.models import LeNet  # pylint: disable=g-import-not-at-top
-    return LeNet(dtype=jnp.bfloat16) if VARIANTS[variant] == "bf16" else LeNet()
-  return LeNetVariant(**VARIANTS[variant])
+  if VARIANTS[variant] is None:
+    return FlaxPoolLeNet()
+  return LeNet(**VARIANTS[variant])
 
 
 def _method(name: str):

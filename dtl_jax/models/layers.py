@@ -161,3 +161,54 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   n, h, w, c = x.shape
   x = x[:, : h - h % 2, : w - w % 2]
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class PatchConv(nn.Module):
+  """VALID, stride-1 2-D convolution as im2col + one matmul; drop-in for ``nn.Conv``.
+
+  ``x: [n, h, w, c] -> [n, h - kh + 1, w - kw + 1, features]`` with the same parameter
+  tree as ``nn.Conv(features, kernel_size, padding="VALID")`` (``kernel [kh, kw, c,
+  features]``, ``bias [features]``), so checkpoints and converted weights are
+  interchangeable. The patch matrix ``[n*ho*wo, kh*kw*c]`` is built from ``kh*kw``
+  shifted slices (column ``(i*kw + j)*c + ch``, the row-major order of the kernel).
+
+  Why: XLA's CPU convolution is slow for small inputs with few channels (LeNet's
+  ``conv1`` on ``[n, 28, 28, 1]``); one GEMM over the patches is faster there
+  (``benchmarks/steps.py`` measures both). On GPU / TPU keep ``nn.Conv``.
+
+  Attributes:
+    features: output channels.
+    kernel_size: ``(kh, kw)``.
+    use_bias: add a bias (True).
+    dtype: computation dtype (None: the input's).
+    param_dtype: parameter dtype (float32).
+  """
+
+  features: int
+  kernel_size: tuple[int, int]
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.ndim != 4:
+      raise ValueError(f"PatchConv: x must be NHWC [n, h, w, c], got shape {x.shape}")
+    kh, kw = self.kernel_size
+    n, h, w, c = x.shape
+    if h < kh or w < kw:
+      raise ValueError(f"PatchConv: input {h}x{w} is smaller than the kernel {kh}x{kw}")
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features),
+                        self.param_dtype)
+    dtype = self.dtype or x.dtype
+    x = x.astype(dtype)
+    ho, wo = h - kh + 1, w - kw + 1
+    cols = jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
+                           axis=-1)
+    y = cols.reshape(n * ho * wo, kh * kw * c) @ kernel.astype(dtype).reshape(kh * kw * c,
+                                                                               self.features)
+    y = y.reshape(n, ho, wo, self.features)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                         self.param_dtype).astype(dtype)
+    return y

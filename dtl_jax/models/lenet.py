@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.models.layers import max_pool_2x2
+from dtl_jax.models.layers import PatchConv, max_pool_2x2
 
 
 def _check_image(x: jax.Array, name: str) -> None:
@@ -31,20 +31,35 @@ class LeNet(nn.Module):
   Attributes:
     features: width of the last layer (500).
     dropout: rate of both dropouts (0.5).
+    dtype: computation dtype (None: the input's); parameters stay float32.
+    patch_convs: names of the convolutions (``"conv1"``, ``"conv2"``) computed as
+      im2col + matmul (:class:`~dtl_jax.models.layers.PatchConv`, same parameters and
+      values); faster on CPU for ``conv1`` (``benchmarks/steps.py``).
   """
 
   features: int = 500
   dropout: float = 0.5
   dtype: Any = None
+  patch_convs: tuple[str, ...] = ()
   stages: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "fc")
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     _check_image(x, "LeNet")
-    kw = dict(padding="VALID", dtype=self.dtype, param_dtype=jnp.float32)
-    x = nn.Conv(20, (5, 5), name="conv1", **kw)(x)
+    unknown = set(self.patch_convs) - {"conv1", "conv2"}
+    if unknown:
+      raise ValueError(f"LeNet: patch_convs must name 'conv1' and/or 'conv2', got "
+                       f"{sorted(unknown)}")
+
+    def conv(features, name):
+      if name in self.patch_convs:
+        return PatchConv(features, (5, 5), dtype=self.dtype, name=name)
+      return nn.Conv(features, (5, 5), padding="VALID", dtype=self.dtype,
+                     param_dtype=jnp.float32, name=name)
+
+    x = conv(20, "conv1")(x)
     x = nn.relu(max_pool_2x2(x))
-    x = nn.Conv(50, (5, 5), name="conv2", **kw)(x)
+    x = conv(50, "conv2")(x)
     x = nn.Dropout(self.dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
     x = nn.relu(max_pool_2x2(x))
     x = x.reshape(x.shape[0], -1)

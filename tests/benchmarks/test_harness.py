@@ -138,21 +138,24 @@ def test_cli_runs_one_section(tmp_path):
   assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_step_variants_compute_the_library_functions(rng):
-  """The faster LeNet building blocks of benchmarks/steps.py equal the Flax originals."""
-  import flax.linen as nn
+def test_step_variants_have_the_library_lenet_parameters(rng):
+  """Every timed JAX variant is the library's LeNet (or its nn.max_pool predecessor) with
+  the same parameter tree, so the variants compute the same function."""
   import jax
   import jax.numpy as jnp
 
   from benchmarks import steps
-  x = jnp.asarray(rng.standard_normal((3, 12, 12, 4)), jnp.float32)
-  conv = nn.Conv(6, (5, 5), padding="VALID")
-  params = conv.init(jax.random.key(0), x)
-  want = conv.apply(params, x)
-  got = steps.PatchConv(6, (5, 5)).apply(params, x)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
-  np.testing.assert_array_equal(np.asarray(steps.max_pool_2x2(x)),
-                                np.asarray(nn.max_pool(x, (2, 2), strides=(2, 2))))
+  x = jnp.asarray(rng.standard_normal((2, 28, 28, 1)), jnp.float32)
+  base = steps._backbone("jax")
+  variables = base.init(jax.random.key(0), x, train=False)
+  want = np.asarray(base.apply(variables, x, train=False))
+  for name in steps.VARIANTS:
+    model = steps._backbone(name)
+    assert (jax.tree.structure(model.init(jax.random.key(0), x, train=False))
+            == jax.tree.structure(variables)), name
+    tol = 5e-2 if name == "jax_bf16" else 1e-5
+    np.testing.assert_allclose(np.asarray(model.apply(variables, x, train=False), np.float32),
+                               want, rtol=tol, atol=tol, err_msg=name)
 
 
 def test_coral_agrees_on_both_algorithm_paths():

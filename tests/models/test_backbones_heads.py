@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dtl_jax import models
 from dtl_jax.models import (DTN, MLP, Bottleneck, Classifier, DANNMNISTNet, DANNSVHNNet,
                             DomainDiscriminator, LeNet, init_variables)
 
@@ -145,3 +146,47 @@ def test_max_pool_2x2_matches_flax_max_pool(shape):
   np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-12)
   with pytest.raises(ValueError, match="NHWC"):
     max_pool_2x2(jnp.zeros((8, 8, 3)))
+
+
+def _np_conv_valid(x, k, b):
+  """Direct float64 VALID cross-correlation, NHWC x [n,h,w,c], kernel [kh,kw,c,f]."""
+  n, h, w, _ = x.shape
+  kh, kw, _, f = k.shape
+  out = np.zeros((n, h - kh + 1, w - kw + 1, f))
+  for i in range(h - kh + 1):
+    for j in range(w - kw + 1):
+      out[:, i, j, :] = np.einsum("nabc,abcf->nf", x[:, i:i + kh, j:j + kw, :], k)
+  return out + b
+
+
+def test_patch_conv_matches_numpy_and_nn_conv(rng):
+  x = rng.normal(size=(2, 9, 8, 3))
+  conv = models.PatchConv(4, (3, 2))
+  variables = conv.init(jax.random.key(0), x)
+  k, b = variables["params"]["kernel"], variables["params"]["bias"] + 0.5
+  variables = {"params": {"kernel": k, "bias": b}}
+  got = conv.apply(variables, x)
+  np.testing.assert_allclose(got, _np_conv_valid(x, np.asarray(k), np.asarray(b)), rtol=1e-10)
+  ref = nn.Conv(4, (3, 2), padding="VALID").apply(variables, x)
+  np.testing.assert_allclose(got, ref, rtol=1e-10)
+  # Gradients w.r.t. input and parameters agree with nn.Conv too.
+  g1 = jax.grad(lambda v, a: jnp.sum(jnp.sin(conv.apply(v, a))), argnums=(0, 1))(variables, x)
+  g2 = jax.grad(lambda v, a: jnp.sum(jnp.sin(nn.Conv(4, (3, 2), padding="VALID").apply(v, a))),
+                argnums=(0, 1))(variables, x)
+  for a, c in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-12)
+  with pytest.raises(ValueError, match="smaller than the kernel"):
+    conv.init(jax.random.key(0), x[:, :2])
+
+
+def test_lenet_patch_convs_same_tree_and_values(rng):
+  x = rng.normal(size=(3, 28, 28, 1)).astype(np.float32)
+  base = models.LeNet()
+  variables = base.init(jax.random.key(0), x, train=False)
+  patched = models.LeNet(patch_convs=("conv1", "conv2"))
+  assert (jax.tree.structure(patched.init(jax.random.key(0), x, train=False))
+          == jax.tree.structure(variables))
+  np.testing.assert_allclose(patched.apply(variables, x, train=False),
+                             base.apply(variables, x, train=False), rtol=2e-5, atol=2e-5)
+  with pytest.raises(ValueError, match="patch_convs must name"):
+    models.LeNet(patch_convs=("fc",)).init(jax.random.key(0), x, train=False)
