@@ -201,7 +201,7 @@ def run_demo(*, out: str = DEFAULT_DEMO_DIR, methods: Sequence[str] = DEMO_METHO
              ("seconds", "time (s)")]
   notes = [
       f"Unsupervised domain adaptation {source} → {target} (bundled, offline; disjoint "
-      f"images), seed {seed}, {steps} steps of 32 source + 32 target images, LeNet + "
+      f"images, 16x16), seed {seed}, {steps} steps of 32 source + 32 target images, LeNet + "
       "256-d bottleneck, TLlib SGD (lr 0.01, momentum 0.9, wd 1e-3). Target labels are "
       f"never used for training or selection: the 'selected' column is the checkpoint "
       f"(every {eval_every} steps) that the label-free criterion `{selection}` picks; "

@@ -97,3 +97,15 @@ def test_transferability_task_split_is_by_class():
     assert len(xtr) == want.sum()
     np.testing.assert_array_equal(ytr, np.searchsorted(np.asarray(classes), dom.y_train[want]))
     assert set(np.unique(yte)) <= set(range(len(classes)))
+
+
+def test_demo_runs_are_seed_zero_of_the_digits_benchmark():
+  """`dtl-jax demo` trains exactly the benchmark's digits→digits_m config (seed 0), so
+  its table can be checked against the committed benchmark runs."""
+  from dtl_jax import cli
+  from dtl_jax import experiment_utils as eu
+  study = eu.load_config(str(digits_benchmark.CONFIG))
+  for method in ("source_only", "dann", "wdgrl"):
+    bench = digits_benchmark.run_config(method, "digits", "digits_m", 0, study)
+    demo = eu.digits_config(method, seed=0, steps=cli.DEMO_STEPS, eval_every=cli.DEMO_EVAL_EVERY)
+    assert eu.config_to_dict(bench) == eu.config_to_dict(demo), method
