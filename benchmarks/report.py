@@ -37,6 +37,33 @@ def loss_ratios(row: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+def matmul_flops(loss: str, n: int, d: int, *, classes: int = 10, hidden: int = 1024) -> float:
+  """Floating-point work of the matrix products a loss + feature gradient cannot avoid.
+
+  A lower bound on time is this over the machine's GEMM rate (the ``limit`` section
+  measures it); a loss that runs at that rate in one framework cannot be much faster in
+  another. ``n`` per domain, ``d`` features:
+
+  * mk_mmd: the ``[2n, 2n]`` Gram of ``[2n, d]`` and its two backward products,
+    ``3 * 2 (2n)^2 d``; jmmd adds the same for the ``classes``-wide softmax layer.
+  * coral: Gram path (``4n <= d``) three ``n x n x d`` products forward, two per
+    product backward (``18 n^2 d``); covariance path ``[d, d]`` forward + backward
+    (``8 n d^2``).
+  * dann / cdan: the discriminator (``d`` or ``classes * d`` -> hidden -> hidden -> 1)
+    on ``2n`` rows, forward + gradient w.r.t. its inputs (``2 x 2 (2n) (in h + h^2)``).
+  """
+  if loss == "mk_mmd":
+    return 24.0 * n * n * d
+  if loss == "jmmd":
+    return 24.0 * n * n * (d + classes)
+  if loss == "coral":
+    return 18.0 * n * n * d if 4 * n <= d else 8.0 * n * d * d
+  if loss in ("dann", "cdan"):
+    width = d if loss == "dann" else classes * d
+    return 8.0 * n * (width * hidden + hidden * hidden)
+  raise ValueError(f"loss: unknown {loss!r}")
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, str]]:
   """The issue's targets, each PASS / FAIL / NOT RUN with the evidence."""
   out = []
@@ -146,8 +173,8 @@ def to_markdown(results: dict[str, Any]) -> str:
   rows = results.get("losses", [])
   if rows:
     lines += ["", "## Losses (forward + gradient)", "",
-              "| loss | n | d | jax | torch_gram | torch_compile | dalib | best eager / jax | compile / jax | jax compile |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| loss | n | d | jax | torch_gram | torch_compile | dalib | best eager / jax | compile / jax | jax compile | matmul GFLOP/s: jax / best torch |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
       if "error" in row:
         lines.append(f"| {row['loss']} | {row['n']} | {row['d']} | {row['error']} |||||||")
@@ -156,9 +183,16 @@ def to_markdown(results: dict[str, Any]) -> str:
       r = loss_ratios(row)
       sp = f"{r['speedup_vs_best_eager']:.2f}x ({r['best_eager']})" if "speedup_vs_best_eager" in r else "—"
       sc = f"{r['speedup_vs_compile']:.2f}x" if "speedup_vs_compile" in r else "—"
+      flops = matmul_flops(row["loss"], row["n"], row["d"])
+      torch_best = min((t for t in (_median(row, k) for k in (*EAGER, "torch_compile"))
+                        if t is not None), default=None)
+      rate = (f"{flops / _median(row, 'jax') / 1e9:.0f} / "
+              + (f"{flops / torch_best / 1e9:.0f}" if torch_best else "—")
+              if _median(row, "jax") else "—")
       lines.append(f"| {row['loss']} | {row['n']} | {row['d']} | {_fmt_t(im.get('jax'))} | "
                    f"{_fmt_t(im.get('torch_gram'))} | {_fmt_t(im.get('torch_compile'))} | "
-                   f"{_fmt_t(im.get('dalib'))} | {sp} | {sc} | {row.get('jax_compile_s', 0):.2f} s |")
+                   f"{_fmt_t(im.get('dalib'))} | {sp} | {sc} | {row.get('jax_compile_s', 0):.2f} s | "
+                   f"{rate} |")
     notes = [f"- {row['loss']} n={row['n']} d={row['d']} {k}: {v.get('error') or v.get('check')}"
              for row in rows for k, v in row.get("impls", {}).items()
              if v.get("status") in ("oom", "error", "mismatch")]

@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--budget-s", type=float, default=None,
                  help="seconds per loss configuration and implementation (default 30, quick "
                       "5); the slowest implementation gets >= 5 samples regardless")
+  p.add_argument("--report-only", action="store_true",
+                 help="measure nothing: re-write results.md / .png (and the targets) from "
+                      "the results.json in --out")
   p.add_argument("--update", action="store_true",
                  help="keep the sections of an existing results.json in --out that this run "
                       "does not measure (run sections one at a time, e.g. --only steps)")
@@ -167,6 +170,16 @@ def _limit_address_space(extra_gib: float) -> float:
 
 def main(argv=None) -> dict[str, Any]:
   args = parse_args(argv)
+  if args.report_only:
+    from benchmarks import report  # pylint: disable=g-import-not-at-top
+    if not args.out:
+      raise SystemExit("--report-only needs --out (the folder holding results.json)")
+    with open(os.path.join(args.out, "results.json")) as f:
+      results = json.load(f)
+    results["targets"] = report.evaluate_targets(results)
+    paths = report.write(results, args.out)
+    _log(f"== rewrote {paths['md']} and {paths['png']} from {paths['json']}")
+    return results
   if args.xla_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
   settings = harness.pin_threads(args.threads)

@@ -165,3 +165,16 @@ def test_coral_agrees_on_both_algorithm_paths():
                             min_sample_s=0.0, cap_bytes=2**30)
     assert "error" not in row, row.get("error")
     assert {r["status"] for r in row["impls"].values()} == {"ok"}
+
+
+@pytest.mark.parametrize("loss,n,d", [("mk_mmd", 64, 512), ("jmmd", 64, 512),
+                                      ("coral", 16, 512), ("coral", 256, 64),
+                                      ("dann", 64, 256), ("cdan", 32, 64)])
+def test_matmul_work_model_is_a_tight_lower_bound_of_xla_flops(loss, n, d):
+  """report.matmul_flops (the evidence for 'matmul-bound') against XLA's own count."""
+  import jax
+  p = losses.make_problem(loss, n, d)
+  cost = jax.jit(p.jax_fn).lower(*p.jax_args).compile().cost_analysis()
+  xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
+  model = report.matmul_flops(loss, n, d)
+  assert 0.6 * xla <= model <= xla
