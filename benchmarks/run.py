@@ -233,9 +233,14 @@ def main(argv=None) -> dict[str, Any]:
     except Exception as err:  # pylint: disable=broad-except
       traceback.print_exc()
       results.setdefault("errors", {})[section] = f"{type(err).__name__}: {err}"
-    results.setdefault("sections", {})[section] = {
-        "command": command, "started": results["started"], "wall_s": round(time.time() - t0, 1),
-        "threads": settings["threads"]}
+    record = {"command": command, "started": results["started"],
+              "wall_s": round(time.time() - t0, 1), "threads": settings["threads"]}
+    if section == "losses" and args.losses:
+      record["losses"] = list(args.losses)
+    runs = results.setdefault("sections", {}).get(section, [])
+    # One record per run that measured (part of) this section; a full re-run replaces them.
+    partial = section == "losses" and args.losses
+    results["sections"][section] = (runs if partial and isinstance(runs, list) else []) + [record]
     _log(f"   ({section}: {time.time() - t0:.0f} s)")
     # Written after every section: an interrupted run keeps what it measured.
     results["targets"] = report.evaluate_targets(results)

@@ -124,7 +124,7 @@ def test_cli_runs_one_section(tmp_path):
   assert res["machine"]["threads"]["threads"] == 1
   assert res["limit"][0]["ratio"] > 0
   assert any(t["target"].startswith("mk_mmd time / matmul time") for t in res["targets"])
-  assert res["sections"]["limit"]["threads"] == 1
+  assert res["sections"]["limit"][0]["threads"] == 1
   # --update adds a section (here one loss) and keeps what was measured before.
   out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "losses",
                         "--losses", "coral", "--no-compile", "--threads", "1", "--update",
@@ -135,6 +135,8 @@ def test_cli_runs_one_section(tmp_path):
   assert res2["limit"] == res["limit"]
   assert {r["loss"] for r in res2["losses"]} == {"coral"}
   assert set(res2["sections"]) == {"limit", "losses"}
+  assert res2["sections"]["losses"][0]["losses"] == ["coral"]
+  assert "section losses:" in (tmp_path / "results.md").read_text()
   assert not list(tmp_path.glob("*.tmp"))
 
 
