@@ -165,7 +165,8 @@ def to_markdown(results: dict[str, Any]) -> str:
            f"optax {m['optax']}, torch {m['torch']}, dalib {m['dalib']}, numpy {m['numpy']}",
            f"- load average at start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}",
            f"- command: `{results['command']}`; started {results['started']}, took {results.get('wall_s', 0):.0f} s",
-           *[f"- section {name}: `{r['command']}`, started {r['started']}, {r['wall_s']:.0f} s"
+           *[f"- section {name}: `{r['command']}`, started {r['started']}, {r['wall_s']:.0f} s, "
+             f"git {r.get('git_commit', '?')}"
              + (f" (losses {', '.join(r['losses'])})" if r.get("losses") else "")
              for name, runs in results.get("sections", {}).items()
              for r in (runs if isinstance(runs, list) else [runs])],
