@@ -368,6 +368,8 @@ def machine() -> dict[str, Any]:
       "processor": platform.processor() or platform.machine(),
       "cpu_count": os.cpu_count(),
   }
+  if hasattr(os, "sched_getaffinity"):  # cores this process may run on (taskset, cgroups)
+    info["cpu_affinity_count"] = len(os.sched_getaffinity(0))
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:

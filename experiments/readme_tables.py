@@ -1,0 +1,238 @@
+"""The README's result tables, generated from the committed result files.
+
+Every number the README shows about the demo, the studies and the benchmarks sits
+between markers::
+
+  <!-- generated:NAME -->
+  ...
+  <!-- /generated:NAME -->
+
+and is written by this module from the JSON that the measuring code wrote (never typed
+by hand)::
+
+  python -m experiments.readme_tables            # rewrite the README's sections
+  python -m experiments.readme_tables --check    # exit 1 if any section is stale
+
+``tests/experiments/test_readme_tables.py`` runs the check, so the README cannot drift
+from the committed results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+BENCH_RESULTS = ROOT / "benchmarks" / "results"
+
+_MARKER = re.compile(r"(<!-- generated:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
+                     re.S)
+
+
+def _load(path: Path) -> dict[str, Any]:
+  if not path.exists():
+    raise FileNotFoundError(f"{path} is missing: run the study that writes it first")
+  return json.loads(path.read_text())
+
+
+def _pm(v: Sequence[float] | None) -> str:
+  return "–" if v is None else f"{v[0]:.1f} ± {v[1]:.1f}"
+
+
+def _provenance(meta: dict[str, Any]) -> str:
+  m = meta.get("machine", {})
+  cpu = m.get("cpu_model") or m.get("processor") or "?"
+  cores = (f"{m['cpu_affinity_count']} of {m.get('cpu_count', '?')} cores"
+           if "cpu_affinity_count" in m else f"x{m.get('cpu_count', '?')}")
+  return (f"git {meta.get('git_commit', '?')}, {meta.get('date_utc', '?')} UTC, {cpu} "
+          f"{cores}, jax {meta.get('versions', {}).get('jax', '?')}")
+
+
+def demo(root: Path = RESULTS) -> str:
+  """The demo's table (``experiments/results/demo/demo.json``), as the demo prints it."""
+  d = _load(root / "demo" / "demo.json")
+  cols = [c for c in d["columns"]]
+  head = "| " + " | ".join(h for _, h in cols) + " |"
+  lines = [head, "|" + "---|" * len(cols)]
+  for r in d["rows"]:
+    cells = []
+    for k, _ in cols:
+      v = r.get(k)
+      cells.append("–" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
+    lines.append("| " + " | ".join(cells) + " |")
+  total = d["metadata"].get("total_seconds")
+  lines += ["", f"Seed {d['metadata'].get('seeds', '?')}; whole demo "
+            f"{total:.0f} s of wall time; {_provenance(d['metadata'])}."]
+  return "\n".join(lines)
+
+
+def two_moons(root: Path = RESULTS) -> str:
+  """Source-only vs DANN on two moons: both settings, mean ± std over seeds."""
+  lines = ["| settings | method | target acc., last step (%) | selected (dev) (%) | seeds |",
+           "|---|---|---:|---:|---:|"]
+  for sub, label in (("two_moons", "library defaults"),
+                     ("two_moons_paper_settings", "paper's shallow net (15 units, λ = 6)")):
+    path = root / sub / "two_moons.json"
+    if not path.exists():
+      continue
+    d = _load(path)
+    for r in d["rows"]:
+      lines.append(f"| {label} | {r['method']} | {_pm(r['last'])} | {_pm(r['selected'])} | "
+                   f"{r['n_seeds']} |")
+  return "\n".join(lines)
+
+
+def digits_benchmark(root: Path = RESULTS) -> str:
+  """Selected accuracy per method and shift; ↓ marks negative transfer."""
+  d = _load(root / "digits_benchmark" / "digits_benchmark.json")
+  pairs = list(dict.fromkeys(r["pair"] for r in d["rows"]))
+  methods = list(dict.fromkeys(r["method"] for r in d["rows"]))
+  cell = {(r["pair"], r["method"]): r for r in d["rows"]}
+  lines = ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
+  for m in methods:
+    cells = []
+    for p in pairs:
+      r = cell.get((p, m))
+      if r is None:
+        cells.append("")
+        continue
+      flag = " ↓" if r.get("negative_transfer") else ""
+      cells.append(_pm(r["selected"]) + flag)
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  meta = d["metadata"]
+  cfg = meta.get("config", {})  # the per-run engine config
+  steps = cfg.get("train", {}).get("num_steps", "?")
+  size = cfg.get("data", {}).get("domain_kwargs", {}).get("size", "?")
+  lines += ["", f"Target test accuracy (%) at the label-free selected checkpoint (`dev`), "
+            f"mean ± std over seeds {list(meta.get('seeds', []))}; ↓ = below source_only "
+            f"(negative transfer). {steps} steps of {cfg.get('data', {}).get('batch_size', '?')}"
+            f" + {cfg.get('data', {}).get('batch_size', '?')} images, {size}x{size} inputs; "
+            f"{_provenance(meta)}."]
+  return "\n".join(lines)
+
+
+def transferability(root: Path = RESULTS) -> str:
+  """Task-B accuracy against n for AnB, AnB+, BnB, BnB+ (mean ± std over seeds)."""
+  d = _load(root / "transferability" / "transferability.json")
+  nets = ["BnB", "BnB+", "AnB", "AnB+"]
+  by = {(r["network"], r["n"]): r["acc"] for r in d["rows"]}
+  ns = sorted({r["n"] for r in d["rows"] if isinstance(r["n"], int)})
+  lines = ["| n | " + " | ".join(nets) + " |", "|---:|" + "---:|" * len(nets)]
+  for n in ns:
+    lines.append(f"| {n} | " + " | ".join(_pm(by.get((k, n))) for k in nets) + " |")
+  base = {r["network"]: r["acc"] for r in d["rows"] if not isinstance(r["n"], int)}
+  meta = d["metadata"]
+  lines += ["", "Task-B test accuracy (%), mean ± std over seeds "
+            f"{list(meta.get('seeds', []))}; " + ", ".join(f"{k} {_pm(v)}" for k, v in base.items())
+            + f"; {_provenance(meta)}."]
+  return "\n".join(lines)
+
+
+def _bench_results(root: Path = BENCH_RESULTS) -> list[dict[str, Any]]:
+  out = []
+  for p in sorted(root.glob("*/results.json")):
+    r = json.loads(p.read_text())
+    if not r.get("quick"):
+      out.append(r)
+  if not out:
+    raise FileNotFoundError(f"no full benchmark results under {root}: run python -m benchmarks.run")
+  return out
+
+
+def benchmarks(root: Path = BENCH_RESULTS) -> str:
+  """Targets (PASS / FAIL) and JAX speed-ups per loss, for each committed machine."""
+  sys.path.insert(0, str(ROOT))
+  from benchmarks import report  # pylint: disable=g-import-not-at-top
+  lines = []
+  for res in _bench_results(root):
+    m = res["machine"]
+    lines += [f"**{res['machine_slug']}** ({m['cpu_model']}, {m['threads']} thread(s) for both "
+              f"frameworks; jax {m['jax']}, torch {m['torch']}; started {res['started']}; "
+              f"`benchmarks/results/{res['machine_slug']}/results.md`):", "",
+              "| target | status | detail |", "|---|---|---|"]
+    for t in res.get("targets", []):
+      lines.append(f"| {t['target']} | **{t['status']}** | {t['detail']} |")
+    rows = [r for r in res.get("losses", []) if "error" not in r]
+    if rows:
+      sizes = list(dict.fromkeys((r["d"], r["n"]) for r in rows))
+      names = list(dict.fromkeys(r["loss"] for r in rows))
+      by = {(r["loss"], r["d"], r["n"]): report.loss_ratios(r) for r in rows}
+      lines += ["", "Loss forward + gradient, JAX speed-up: best PyTorch eager time / JAX time "
+                "(torch.compile time / JAX time in brackets):", "",
+                "| loss | " + " | ".join(f"d={d} n={n}" for d, n in sizes) + " |",
+                "|---|" + "---:|" * len(sizes)]
+      for name in names:
+        cells = []
+        for d, n in sizes:
+          r = by.get((name, d, n), {})
+          e, c = r.get("speedup_vs_best_eager"), r.get("speedup_vs_compile")
+          cells.append(("–" if e is None else f"{e:.2f}") + ("" if c is None else f" ({c:.2f})"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    steps = (res.get("steps") or {}).get("rows", [])
+    if steps:
+      lines += ["", "Training step (PyTorch eager time / JAX time; > 1 means JAX is faster):", "",
+                "| step | variant | JAX median | PyTorch eager / JAX |", "|---|---|---:|---:|"]
+      for row in steps:
+        for v in row["variants"]:
+          if v.get("status") != "ok" or not v["variant"].startswith("jax"):
+            continue
+          ratio = v.get("torch_over_this")
+          lines.append(f"| {row['name']} | {v['variant']} | {v['median_s'] * 1e3:.1f} ms | "
+                       + ("–" if ratio is None else f"{ratio:.2f}") + " |")
+    lines.append("")
+  return "\n".join(lines).rstrip()
+
+
+SECTIONS: dict[str, Callable[[], str]] = {
+    "demo": demo, "two_moons": two_moons, "digits_benchmark": digits_benchmark,
+    "transferability": transferability, "benchmarks": benchmarks,
+}
+
+
+def render(readme: str, sections: dict[str, Callable[[], str]] | None = None) -> str:
+  """``readme`` with every generated section replaced by its current content.
+
+  Raises:
+    ValueError: a marker names an unknown section.
+  """
+  sections = SECTIONS if sections is None else sections
+
+  def sub(m: re.Match) -> str:
+    name = m.group("name")
+    if name not in sections:
+      raise ValueError(f"README marker names unknown section {name!r}; known: {sorted(sections)}")
+    return m.group(1) + sections[name]().rstrip("\n") + "\n" + m.group(4)
+
+  return _MARKER.sub(sub, readme)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+  p.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
+  p.add_argument("--readme", default=str(ROOT / "README.md"))
+  args = p.parse_args(argv)
+  path = Path(args.readme)
+  old = path.read_text()
+  new = render(old)
+  if args.check:
+    if new != old:
+      print(f"{path}: generated sections are stale; run python -m experiments.readme_tables")
+      return 1
+    print(f"{path}: generated sections match the committed results")
+    return 0
+  if new != old:
+    path.write_text(new)
+    print(f"rewrote the generated sections of {path}")
+  else:
+    print(f"{path}: already up to date")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
