@@ -67,7 +67,8 @@ def demo(root: Path = RESULTS) -> str:
       cells.append("–" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
     lines.append("| " + " | ".join(cells) + " |")
   total = d["metadata"].get("total_seconds")
-  lines += ["", f"Seed {d['metadata'].get('seeds', '?')}; whole demo "
+  seeds = ", ".join(str(x) for x in d["metadata"].get("seeds", [])) or "?"
+  lines += ["", f"Seed {seeds}; whole demo "
             f"{total:.0f} s of wall time; {_provenance(d['metadata'])}."]
   return "\n".join(lines)
 
@@ -152,9 +153,11 @@ def benchmarks(root: Path = BENCH_RESULTS) -> str:
   lines = []
   for res in _bench_results(root):
     m = res["machine"]
-    lines += [f"**{res['machine_slug']}** ({m['cpu_model']}, {m['threads']} thread(s) for both "
-              f"frameworks; jax {m['jax']}, torch {m['torch']}; started {res['started']}; "
-              f"`benchmarks/results/{res['machine_slug']}/results.md`):", "",
+    threads = m["threads"]["threads"] if isinstance(m["threads"], dict) else m["threads"]
+    lines += [f"**{res['machine_slug']}** ({m['cpu_model']}, {threads} thread(s) for both "
+              f"frameworks; jax {m['jax']}, torch {m['torch']}; git {res.get('git_commit', '?')},"
+              f" started {res['started']}; `benchmarks/results/{res['machine_slug']}/results.md`):",
+              "",
               "| target | status | detail |", "|---|---|---|"]
     for t in res.get("targets", []):
       lines.append(f"| {t['target']} | **{t['status']}** | {t['detail']} |")
