@@ -48,8 +48,7 @@ def run_config(method: str, source: str, target: str, seed: int, study,
   c = eu.load_config(f"{RUN_CONFIG}:{'source_only' if method == 'adda' else method}")
   c.method = method
   if method == "adda":
-    c.method_kwargs = {"stage": 2}
-    c.init_from = init_from
+    eu.adda_stage2(c, init_from)
   c.data.source, c.data.target, c.seed = source, target, int(seed)
   c.data.domain_kwargs = {"size": int(study.image_size)}
   c.train.num_steps = study.steps

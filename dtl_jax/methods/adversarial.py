@@ -248,6 +248,11 @@ class ADDA(Method):
     where ``D_sg`` has its parameters under ``stop_gradient``: one backward pass gives
     the discriminator's and the encoder's updates of the alternating game.
 
+  Run stage 2 without dropout in the target encoder
+  (:func:`dtl_jax.experiment_utils.adda_stage2` does): the frozen source model runs in
+  inference mode, so dropout on the target branch alone lets the discriminator tell
+  the domains apart by the noise, and the encoder collapses trying to hide it.
+
   Args:
     stage: 1 or 2.
     source_model: the model module (stage 2), usually the same object as the main model.

@@ -31,8 +31,6 @@ These cannot run on the development machine (no data, no weights, no accelerator
 the smoke test runs every config on generated mock data with a tiny model.
 """
 
-import ml_collections
-
 from dtl_jax import experiment_utils as eu
 
 OFFICE31 = {"A": "amazon", "D": "dslr", "W": "webcam"}
@@ -163,9 +161,6 @@ def get_config(arg="office31:A-W:dann"):
   c.optim.weight_decay = 1e-3
   c.optim.lr_gamma = 1e-3
   c.optim.lr_decay = 0.75
-  if method == "adda":  # stage 2 starts from the stage-1 (source_only) run of the pair
-    c.method_kwargs = ml_collections.ConfigDict({"stage": 2})
-    c.init_from = f"runs/{bench}_{pair}_source_only"
   src, _, tgt = pair.partition("-")
   if bench in ("office31", "office_home"):
     names = OFFICE31 if bench == "office31" else OFFICE_HOME
@@ -199,6 +194,8 @@ def get_config(arg="office31:A-W:dann"):
     c.train.num_steps = 10000
     c.train.eval_every = 1000
     c.train.checkpoint_every = 1000
+  if method == "adda":  # stage 2 starts from the stage-1 (source_only) run of the pair
+    eu.adda_stage2(c, f"runs/{bench}_{pair}_source_only")
   return c
 
 

@@ -109,3 +109,20 @@ def test_demo_runs_are_seed_zero_of_the_digits_benchmark():
     bench = digits_benchmark.run_config(method, "digits", "digits_m", 0, study)
     demo = eu.digits_config(method, seed=0, steps=cli.DEMO_STEPS, eval_every=cli.DEMO_EVAL_EVERY)
     assert eu.config_to_dict(bench) == eu.config_to_dict(demo), method
+
+
+def test_adda_stage2_configs_switch_dropout_off_in_the_target_encoder():
+  """ADDA's frozen source model runs in inference mode; dropout only on the target
+  branch would let the discriminator separate the domains by the noise."""
+  from dtl_jax import experiment_utils as eu
+  study = eu.load_config(str(digits_benchmark.CONFIG))
+  c = digits_benchmark.run_config("adda", "digits", "digits_m", 0, study, init_from="runs/so")
+  assert (c.method, c.method_kwargs.stage, c.init_from) == ("adda", 2, "runs/so")
+  assert c.model.bottleneck_dropout == 0.0 and c.model.backbone_kwargs.dropout == 0.0
+  office = eu.load_config(str(digits_benchmark.HERE / "configs" / "published.py")
+                          + ":office31:A-W:adda")
+  assert office.model.bottleneck_dropout == 0.0 and "dropout" not in office.model.backbone_kwargs
+  assert office.init_from == "runs/office31_A-W_source_only"
+  # Stage 1 (source_only) keeps the protocol's dropout.
+  assert digits_benchmark.run_config("source_only", "digits", "digits_m", 0,
+                                     study).model.bottleneck_dropout > 0
