@@ -57,7 +57,7 @@ def _provenance(meta: dict[str, Any]) -> str:
 def demo(root: Path = RESULTS) -> str:
   """The demo's table (``experiments/results/demo/demo.json``), as the demo prints it."""
   d = _load(root / "demo" / "demo.json")
-  cols = [c for c in d["columns"]]
+  cols = d["columns"]
   head = "| " + " | ".join(h for _, h in cols) + " |"
   lines = [head, "|" + "---|" * len(cols)]
   for r in d["rows"]:
@@ -148,7 +148,8 @@ def _bench_results(root: Path = BENCH_RESULTS) -> list[dict[str, Any]]:
 
 def benchmarks(root: Path = BENCH_RESULTS) -> str:
   """Targets (PASS / FAIL) and JAX speed-ups per loss, for each committed machine."""
-  sys.path.insert(0, str(ROOT))
+  if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
   from benchmarks import report  # pylint: disable=g-import-not-at-top
   lines = []
   for res in _bench_results(root):

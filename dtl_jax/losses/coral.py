@@ -36,29 +36,25 @@ def _prepare(source, target, source_weights, target_weights):
   return source, target, ws, wt
 
 
-def _mean_and_cov(x: Array, w: Array | None) -> tuple[Array, Array]:
-  """Weighted mean ``[d]`` and unbiased covariance ``[d, d]``.
+def _centred(x: Array, w: Array | None) -> tuple[Array, Array, Array]:
+  """``(mu, x - mu, z)``: the covariance is ``C = (x - mu)^T diag(w) (x - mu) / z``.
 
-  Uniform: ``1/(n-1) sum_i (x_i - mu)(x_i - mu)^T``. Weighted (normalised ``w``):
-  ``sum_i w_i (x_i - mu_w)(x_i - mu_w)^T / (1 - sum_i w_i^2)`` (reliability weights;
-  equal weights give the uniform formula).
+  Uniform (``w`` None): ``mu`` the mean, ``z = n - 1``. Weighted (normalised ``w``):
+  ``mu = w^T x``, ``z = 1 - sum_i w_i^2`` (reliability weights; equal weights give the
+  uniform formula).
   """
-  n = x.shape[0]
   if w is None:
     mu = jnp.mean(x, axis=0)
-    xc = x - mu
-    return mu, jnp.matmul(xc.T, xc, precision=_HI) / (n - 1)
+    return mu, x - mu, jnp.asarray(x.shape[0] - 1, x.dtype)
   mu = jnp.matmul(w, x, precision=_HI)
-  xc = x - mu
-  cov = jnp.matmul((xc * w[:, None]).T, xc, precision=_HI)
-  return mu, cov / (1.0 - jnp.sum(w * w))
+  return mu, x - mu, 1.0 - jnp.sum(w * w)
 
 
-def _centred(x: Array, w: Array | None) -> tuple[Array, Array | None, Array]:
-  """``(x - mu, w, z)`` with the covariance ``C = (x - mu)^T diag(w) (x - mu) / z``."""
-  if w is None:
-    return x - jnp.mean(x, axis=0), None, jnp.asarray(x.shape[0] - 1, x.dtype)
-  return x - jnp.matmul(w, x, precision=_HI), w, 1.0 - jnp.sum(w * w)
+def _mean_and_cov(x: Array, w: Array | None) -> tuple[Array, Array]:
+  """Weighted mean ``[d]`` and unbiased covariance ``[d, d]`` (see :func:`_centred`)."""
+  mu, xc, z = _centred(x, w)
+  left = xc if w is None else xc * w[:, None]
+  return mu, jnp.matmul(left.T, xc, precision=_HI) / z
 
 
 def _cov_inner(a: Array, wa: Array | None, b: Array, wb: Array | None) -> Array:
@@ -124,10 +120,10 @@ def coral(
   source, target, ws, wt = _prepare(source, target, source_weights, target_weights)
   d = source.shape[1]
   if method == "gram" or (method == "auto" and 2 * (source.shape[0] + target.shape[0]) <= d):
-    a, wa, za = _centred(source, ws)
-    b, wb, zb = _centred(target, wt)
-    sq = (_cov_inner(a, wa, a, wa) / (za * za) + _cov_inner(b, wb, b, wb) / (zb * zb)
-          - 2.0 * _cov_inner(a, wa, b, wb) / (za * zb))
+    _, a, za = _centred(source, ws)
+    _, b, zb = _centred(target, wt)
+    sq = (_cov_inner(a, ws, a, ws) / (za * za) + _cov_inner(b, wt, b, wt) / (zb * zb)
+          - 2.0 * _cov_inner(a, ws, b, wt) / (za * zb))
     return sq / (4.0 * d * d)
   _, c_s = _mean_and_cov(source, ws)
   _, c_t = _mean_and_cov(target, wt)
