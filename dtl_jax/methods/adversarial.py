@@ -248,10 +248,12 @@ class ADDA(Method):
     where ``D_sg`` has its parameters under ``stop_gradient``: one backward pass gives
     the discriminator's and the encoder's updates of the alternating game.
 
-  Run stage 2 without dropout in the target encoder
-  (:func:`dtl_jax.experiment_utils.adda_stage2` does): the frozen source model runs in
-  inference mode, so dropout on the target branch alone lets the discriminator tell
-  the domains apart by the noise, and the encoder collapses trying to hide it.
+  Run stage 2 without dropout in the target encoder and with a GAN-style optimizer
+  (:func:`dtl_jax.experiment_utils.adda_stage2` sets both: Adam, lr 2e-4, beta1 0.5):
+  the frozen source model runs in inference mode, so dropout on the target branch
+  alone lets the discriminator tell the domains apart by the noise; and with nothing
+  anchoring the encoder, the SGD protocol of stage 1 lets it lose the game and its
+  features.
 
   Args:
     stage: 1 or 2.

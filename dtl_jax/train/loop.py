@@ -40,7 +40,9 @@ Config keys
 * ``optim.kind`` (``"sgd"`` | ``"adam"``), ``optim.learning_rate`` (0.01),
   ``optim.momentum`` (0.9), ``optim.nesterov`` (True), ``optim.weight_decay`` (1e-3),
   ``optim.lr_gamma`` (1e-3), ``optim.lr_decay`` (0.75): TLlib's
-  ``lr * (1 + gamma * step) ** -decay``; ``optim.backbone_lr_mult`` (1.0; 0.1 for a
+  ``lr * (1 + gamma * step) ** -decay`` (``lr_gamma = 0``: constant);
+  ``optim.b1`` (0.9), ``optim.b2`` (0.999): Adam's moment decays;
+  ``optim.backbone_lr_mult`` (1.0; 0.1 for a
   pretrained backbone); ``optim.freeze`` (tuple of regexes on model parameter paths,
   e.g. ``("backbone/conv1/.*",)``); ``optim.grad_clip`` (0 = off).
 * ``train.num_steps`` (int, 1000); ``train.driver`` (``"jit"`` | ``"pmap"`` |
@@ -106,7 +108,8 @@ def default_config() -> ml_collections.ConfigDict:
       bottleneck_dropout=0.5, bottleneck_batch_norm=True, head_hidden=(), pretrained=""))
   c.optim = ml_collections.ConfigDict(dict(
       kind="sgd", learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3,
-      lr_gamma=1e-3, lr_decay=0.75, backbone_lr_mult=1.0, freeze=(), grad_clip=0.0))
+      lr_gamma=1e-3, lr_decay=0.75, b1=0.9, b2=0.999, backbone_lr_mult=1.0, freeze=(),
+      grad_clip=0.0))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, driver="jit", log_every=50, eval_every=250, checkpoint_every=250,
       keep_checkpoints=3, resume=False, progress=True, multihost=False, stop_at_step=0,
@@ -364,7 +367,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   tx = optim_lib.make_optimizer(
       labels, mults, kind=o.kind, learning_rate=o.learning_rate, momentum=o.momentum,
       nesterov=o.nesterov, weight_decay=o.weight_decay, lr_gamma=o.lr_gamma,
-      lr_decay=o.lr_decay, grad_clip=o.grad_clip or None)
+      lr_decay=o.lr_decay, b1=o.b1, b2=o.b2, grad_clip=o.grad_clip or None)
   state = state_lib.with_optimizer(state, tx)
 
   ckpt = _Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints)

@@ -102,6 +102,9 @@ def make_optimizer(labels: Any, multipliers: Mapping[str, float | None], *,
   """
   if kind not in ("sgd", "adam"):
     raise ValueError(f"kind must be 'sgd' or 'adam', got {kind!r}")
+  for name, beta in (("b1", b1), ("b2", b2)):
+    if not 0.0 <= beta < 1.0:
+      raise ValueError(f"{name} must be in [0, 1), got {beta}")
   used = set(jax.tree.leaves(labels))
   missing = used - set(multipliers)
   if missing:

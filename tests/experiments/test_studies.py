@@ -111,7 +111,7 @@ def test_demo_runs_are_seed_zero_of_the_digits_benchmark():
     assert eu.config_to_dict(bench) == eu.config_to_dict(demo), method
 
 
-def test_adda_stage2_configs_switch_dropout_off_in_the_target_encoder():
+def test_adda_stage2_configs_switch_dropout_off_and_use_adam():
   """ADDA's frozen source model runs in inference mode; dropout only on the target
   branch would let the discriminator separate the domains by the noise."""
   from dtl_jax import experiment_utils as eu
@@ -119,9 +119,14 @@ def test_adda_stage2_configs_switch_dropout_off_in_the_target_encoder():
   c = digits_benchmark.run_config("adda", "digits", "digits_m", 0, study, init_from="runs/so")
   assert (c.method, c.method_kwargs.stage, c.init_from) == ("adda", 2, "runs/so")
   assert c.model.bottleneck_dropout == 0.0 and c.model.backbone_kwargs.dropout == 0.0
+  # stage 2's GAN-style optimizer (Adam 2e-4, beta1 0.5, constant lr, no weight decay)
+  want = {"kind": "adam", "learning_rate": 2e-4, "b1": 0.5, "lr_gamma": 0.0,
+          "weight_decay": 0.0}
+  assert {k: c.optim[k] for k in want} == want
   office = eu.load_config(str(digits_benchmark.HERE / "configs" / "published.py")
                           + ":office31:A-W:adda")
   assert office.model.bottleneck_dropout == 0.0 and "dropout" not in office.model.backbone_kwargs
+  assert {k: office.optim[k] for k in want} == want
   assert office.init_from == "runs/office31_A-W_source_only"
   # Stage 1 (source_only) keeps the protocol's dropout.
   assert digits_benchmark.run_config("source_only", "digits", "digits_m", 0,

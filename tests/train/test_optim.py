@@ -94,3 +94,27 @@ def test_adam_option_and_errors():
     train.make_optimizer(labels, {"frozen": None})
   with pytest.raises(ValueError, match="unlabeled"):
     train.label_params({"other": {"w": jnp.ones(1)}}, rules)
+
+
+def test_adam_betas_reach_the_update():
+  """``b1`` / ``b2`` (config ``optim.b1`` / ``optim.b2``): two Adam steps against the
+  closed form in float64 NumPy."""
+  params = {"model": {"head": {"w": jnp.zeros((2,))}}, "extra": {}}
+  rules, mults = train.default_rules()
+  labels = train.label_params(params, rules)
+  lr, b1, b2, eps = 0.1, 0.5, 0.9, 1e-8
+  tx = train.make_optimizer(labels, mults, kind="adam", learning_rate=lr, weight_decay=0.0,
+                            lr_gamma=0.0, b1=b1, b2=b2)
+  grads = [np.array([1.0, -2.0]), np.array([3.0, 0.5])]
+  state = tx.init(params)
+  m = v = np.zeros(2)
+  for t, g in enumerate(grads, 1):
+    u, state = tx.update({"model": {"head": {"w": jnp.asarray(g, jnp.float32)}}, "extra": {}},
+                         state, params)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    want = -lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    np.testing.assert_allclose(np.asarray(u["model"]["head"]["w"]), want, rtol=1e-5)
+  for name in ("b1", "b2"):
+    with pytest.raises(ValueError, match=name):
+      train.make_optimizer(labels, mults, kind="adam", **{name: 1.0})
