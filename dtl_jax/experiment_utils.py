@@ -348,6 +348,12 @@ def _git_commit() -> str | None:
 _git_commit()  # pin it when the library is imported
 
 
+def git_commit() -> str | None:
+  """Short hash of the commit this process's code came from (``+dirty`` if tracked
+  ``.py`` files differed), pinned when the library was imported; ``None`` outside git."""
+  return _git_commit()
+
+
 def versions() -> dict[str, str]:
   """Versions of Python and the numerical packages a result depends on."""
   import importlib.metadata as md
@@ -393,7 +399,7 @@ def run_metadata(*, config: Mapping | None = None, seeds: Sequence[int] | None =
       "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
       "command": command if command is not None else " ".join(
           [Path(sys.argv[0]).name] + sys.argv[1:]),
-      "git_commit": _git_commit(),
+      "git_commit": git_commit(),
       "versions": versions(),
       "machine": machine(),
   }

@@ -105,7 +105,8 @@ def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = Tru
                "selected_step": s["selected_step"], "last": s["last"],
                "oracle": s["oracle"], "source_acc": s["source_acc"],
                "by_criterion": s["by_criterion"], "seconds": time.perf_counter() - t0,
-               "steps_per_second": result.get("steps_per_second")}
+               "steps_per_second": result.get("steps_per_second"),
+               "git_commit": eu.git_commit()}
         done[(pair, m, int(seed))] = rec
         with open(runs_file, "a") as f:
           f.write(json.dumps(rec) + "\n")
@@ -115,9 +116,43 @@ def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = Tru
   return list(done.values())
 
 
+def _previous_commit(out: Path) -> str | None:
+  """The code commit of the last report written to ``out`` (before this one)."""
+  try:
+    return json.loads((out / "digits_benchmark.json").read_text())["metadata"]["git_commit"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def commit_note(runs: list[dict]) -> str:
+  """Which code commit produced how many runs (a study continued after a fix mixes them)."""
+  counts: dict[str, list[str]] = {}
+  for r in runs:
+    counts.setdefault(r.get("git_commit") or "unrecorded", []).append(r["method"])
+  parts = []
+  for commit, methods in counts.items():
+    names = sorted(set(methods))
+    parts.append(f"{commit}: {len(methods)} runs ({', '.join(names)})" if len(names) <= 3
+                 else f"{commit}: {len(methods)} runs")
+  return "Runs by code commit: " + "; ".join(parts) + "."
+
+
+def attribute_commits(runs: list[dict], out: Path) -> list[dict]:
+  """Runs recorded before runs carried their commit (``runs.jsonl`` lines without
+  ``git_commit``) were all reported by the previous report in ``out``: they take its
+  commit (``None`` when there is no previous report)."""
+  previous = _previous_commit(out)
+  return [r if r.get("git_commit") or previous is None else {**r, "git_commit": previous}
+          for r in runs]
+
+
 def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
+  runs = attribute_commits(runs, out)
   example = run_config("dann", "digits", "digits_m", study.seeds[0], study)
   meta = eu.run_metadata(config=example, seeds=study.seeds)
+  from dtl_jax.train import load_domains
+  source, _ = load_domains(example)
+  n_train, n_test = len(source.x_train), len(source.x_test)
   meta["study"] = eu.config_to_dict(study)
   ok = [r for r in runs if "error" not in r]
   failed = [r for r in runs if "error" in r]
@@ -164,7 +199,7 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
       "LeNet + 256-d bottleneck, TLlib SGD lr 0.01, momentum 0.9, wd 1e-3; "
       "`experiments/configs/digits.py`). Every method uses its library defaults "
       "(TLlib's where they exist); adda = source_only (stage 1) + adversarial target "
-      "encoder (stage 2).",
+      "encoder (stage 2, Adam lr 2e-4, beta1 0.5: `experiment_utils.adda_stage2`).",
       f"Columns (target test accuracy, %, mean ± std over seeds): `selected` = the "
       f"checkpoint (every {study.eval_every} steps) chosen by the label-free criterion "
       f"`{eu.DEFAULT_SELECTION}` (DEV, You et al. 2019) — no target label is used; "
@@ -172,10 +207,11 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
       "(what much DA code reports; an upper bound, not a valid selection rule). "
       "`NEGATIVE TRANSFER`: mean selected accuracy below source_only on that shift. "
       "runs.jsonl has every run and every criterion's choice.",
-      "Scale: each bundled digits domain has ~240 training and 60 test images (disjoint "
-      "images between domains), so one test image is 1.7 points and the seed-to-seed "
-      "spread is large; runs are short (CPU, shared 2-core machine). These are not the "
-      "paper-scale MNIST/USPS/SVHN numbers (see the published-benchmark configs).",
+      f"Scale: each bundled digits domain has {n_train} training and {n_test} test images "
+      f"(disjoint images between domains), so one test image is {100 / n_test:.2f} "
+      "points and the seed-to-seed spread is large; runs are short (CPU). These are not "
+      "the paper-scale MNIST/USPS/SVHN numbers (see the published-benchmark configs).",
+      commit_note(runs),
   ]
   if len(runs) < planned:
     notes.append(f"**Incomplete**: {len(runs)} of the {planned} planned runs finished in the "

@@ -62,6 +62,31 @@ def test_digits_benchmark_quick(tmp_path):
   md = (out / "digits_benchmark.md").read_text()
   assert "ORACLE (target labels)" in md
   assert (out / "digits_benchmark.png").read_bytes()[:4] == b"\x89PNG"
+  # every run records the commit of its code; the notes count runs per commit
+  from dtl_jax import experiment_utils as eu
+  assert all(r["git_commit"] == eu.git_commit() for r in runs)
+  assert digits_benchmark.commit_note(runs) in data["notes"]
+  # the scale note counts the test images of the domains actually loaded
+  from dtl_jax.train import load_domains
+  n_test = len(load_domains(digits_benchmark.run_config(
+      "dann", "digits", "digits_m", 0, eu.load_config(f"{digits_benchmark.CONFIG}:quick")))[0]
+      .x_test)
+  assert any(f" {n_test} test images" in n for n in data["notes"])
+
+
+def test_digits_benchmark_runs_without_a_commit_take_the_previous_reports(tmp_path):
+  """Runs recorded before runs carried their commit were reported by the previous report
+  in --out; a continued study attributes them to its commit and counts each commit."""
+  runs = [{"pair": "a→b", "method": "dann", "seed": 0, "git_commit": "new1234"},
+          {"pair": "a→b", "method": "source_only", "seed": 0},
+          {"pair": "a→b", "method": "dann", "seed": 1}]
+  assert digits_benchmark.attribute_commits(runs, tmp_path) == runs  # no previous report
+  (tmp_path / "digits_benchmark.json").write_text(
+      json.dumps({"metadata": {"git_commit": "old5678"}}))
+  got = digits_benchmark.attribute_commits(runs, tmp_path)
+  assert [r["git_commit"] for r in got] == ["new1234", "old5678", "old5678"]
+  assert digits_benchmark.commit_note(got) == (
+      "Runs by code commit: new1234: 1 runs (dann); old5678: 2 runs (dann, source_only).")
 
 
 def test_digits_benchmark_unknown_method(tmp_path, capsys):
