@@ -115,6 +115,9 @@ def digits_benchmark(root: Path = RESULTS) -> str:
             f"(negative transfer). {steps} steps of {cfg.get('data', {}).get('batch_size', '?')}"
             f" + {cfg.get('data', {}).get('batch_size', '?')} images, {size}x{size} inputs; "
             f"{_provenance(meta)}."]
+  by_commit = [n for n in d.get("notes", []) if n.startswith("Runs by code commit:")]
+  if by_commit:  # a study continued after a fix: say which commit ran which runs
+    lines[-1] += " " + by_commit[0]
   return "\n".join(lines)
 
 

@@ -46,6 +46,12 @@ def test_digits_table_pivots_rows_and_flags_negative_transfer(tmp_path):
   assert table[2] == "| source_only | 50.0 ± 1.0 | 60.0 ± 0.0 |"
   assert table[3] == "| dann | 40.2 ± 2.5 ↓ | 70.0 ± 3.0 |"
   assert "seeds [0, 1]" in table[-1] and "7 steps of 4 + 4 images, 16x16" in table[-1] and "git abc" in table[-1]
+  assert "Runs by code commit" not in table[-1]
+  # a continued study names the commit of each group of runs
+  note = "Runs by code commit: abc: 2 runs (source_only); def: 2 runs (dann)."
+  _write(tmp_path / "x", "digits_benchmark", "digits_benchmark",
+         {"rows": rows, "metadata": meta, "notes": ["other", note]})
+  assert rt.digits_benchmark(tmp_path / "x").splitlines()[-1].endswith(" " + note)
 
 
 def test_missing_results_name_the_study_to_run(tmp_path):
