@@ -214,3 +214,14 @@ def test_mdd_adversarial_head_uses_mdd_init():
   # 2560 draws: the sample std is within 10% of 0.01 with overwhelming probability,
   # while lecun_normal would give 1/sqrt(256) = 0.0625.
   assert abs(kernel.std() - 0.01) < 0.001, kernel.std()
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
+def test_grl_methods_default_to_tllibs_warm_start(moons, name):
+  """DANN, CDAN and CDAN+E reverse with TLlib's WarmStartGradientReverseLayer by
+  default: lambda(i) = 2 / (1 + exp(-i / 1000)) - 1 at step i (float64 closed form)."""
+  src, tgt = moons
+  method = methods.get_method(name, hidden=(16, 16))
+  _, hist = _train(method, _batches(src, tgt, 4))
+  want = 2.0 / (1.0 + np.exp(-np.arange(4) / 1000.0)) - 1.0
+  np.testing.assert_allclose([h["grl_coeff"] for h in hist], want, rtol=1e-5, atol=1e-9)
