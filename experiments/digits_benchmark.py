@@ -116,12 +116,19 @@ def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = Tru
   return list(done.values())
 
 
-def _previous_commit(out: Path) -> str | None:
-  """The code commit of the last report written to ``out`` (before this one)."""
+def _previous_commits(out: Path) -> tuple[dict[tuple, str], str | None]:
+  """The commits the last report written to ``out`` gave its runs, and its own commit."""
   try:
-    return json.loads((out / "digits_benchmark.json").read_text())["metadata"]["git_commit"]
-  except (OSError, ValueError, KeyError, TypeError):
-    return None
+    d = json.loads((out / "digits_benchmark.json").read_text())
+  except (OSError, ValueError):
+    return {}, None
+  meta = d.get("metadata") if isinstance(d, dict) else None
+  own = meta.get("git_commit") if isinstance(meta, dict) else None
+  per_run = {}
+  for r in (d.get("extra") or {}).get("runs", []) if isinstance(d, dict) else []:
+    if isinstance(r, dict) and r.get("git_commit"):
+      per_run[(r.get("pair"), r.get("method"), r.get("seed"))] = r["git_commit"]
+  return per_run, own
 
 
 def commit_note(runs: list[dict]) -> str:
@@ -138,12 +145,18 @@ def commit_note(runs: list[dict]) -> str:
 
 
 def attribute_commits(runs: list[dict], out: Path) -> list[dict]:
-  """Runs recorded before runs carried their commit (``runs.jsonl`` lines without
-  ``git_commit``) were all reported by the previous report in ``out``: they take its
-  commit (``None`` when there is no previous report)."""
-  previous = _previous_commit(out)
-  return [r if r.get("git_commit") or previous is None else {**r, "git_commit": previous}
-          for r in runs]
+  """Commits for runs recorded before runs carried one (``runs.jsonl`` lines without
+  ``git_commit``): the commit the previous report in ``out`` gave the same run, else
+  that report's own commit (every such run was in it); ``None`` without a report."""
+  per_run, own = _previous_commits(out)
+  out_runs = []
+  for r in runs:
+    if not r.get("git_commit"):
+      commit = per_run.get((r.get("pair"), r.get("method"), r.get("seed")), own)
+      if commit:
+        r = {**r, "git_commit": commit}
+    out_runs.append(r)
+  return out_runs
 
 
 def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:

@@ -87,6 +87,11 @@ def test_digits_benchmark_runs_without_a_commit_take_the_previous_reports(tmp_pa
   assert [r["git_commit"] for r in got] == ["new1234", "old5678", "old5678"]
   assert digits_benchmark.commit_note(got) == (
       "Runs by code commit: new1234: 1 runs (dann); old5678: 2 runs (dann, source_only).")
+  # a second continuation: the previous report already attributed its runs; keep that
+  (tmp_path / "digits_benchmark.json").write_text(json.dumps(
+      {"metadata": {"git_commit": "mid9999"}, "extra": {"runs": got}}))
+  got2 = digits_benchmark.attribute_commits(runs, tmp_path)
+  assert [r["git_commit"] for r in got2] == ["new1234", "old5678", "old5678"]
 
 
 def test_digits_benchmark_unknown_method(tmp_path, capsys):
