@@ -493,8 +493,9 @@ DIGITS_METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "cdan": {},
     "cdan_e": {},
     "mdd": {},
-    # WDGRL's default trade_off 1.0 diverges here: source accuracy falls to chance within
-    # 100 steps (measured, seed 0, 16x16); 0.1 trains (38.6% target after 300 steps).
+    # WDGRL's default trade_off 1.0 wipes out the source classifier here: with a constant
+    # reversal the source accuracy fell to chance within 100 steps on every shift; with
+    # the warm start still on digits_m→digits (seed 0: source 21%). 0.1 trains.
     "wdgrl": {"trade_off": 0.1},
     "domain_confusion": {},
 }

@@ -216,9 +216,9 @@ def test_mdd_adversarial_head_uses_mdd_init():
   assert abs(kernel.std() - 0.01) < 0.001, kernel.std()
 
 
-@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
+@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e", "wdgrl"])
 def test_grl_methods_default_to_tllibs_warm_start(moons, name):
-  """DANN, CDAN and CDAN+E reverse with TLlib's WarmStartGradientReverseLayer by
+  """DANN, CDAN, CDAN+E and WDGRL reverse with TLlib's WarmStartGradientReverseLayer by
   default: lambda(i) = 2 / (1 + exp(-i / 1000)) - 1 at step i (float64 closed form)."""
   src, tgt = moons
   method = methods.get_method(name, hidden=(16, 16))
