@@ -16,7 +16,8 @@ Benchmarks (data layout in the README, section "Real datasets"):
   Clipart,Product,Real_World}/<class>/*.jpg``; pairs like ``Ar-Cl``; same protocol
   (TLlib: 1000 x 30 iterations).
 ADDA (``...:adda``) is two runs: ``...:source_only`` into ``runs/<benchmark>_<pair>_source_only``
-(its stage 1), then ``...:adda`` (stage 2, ``init_from`` that run).
+(its stage 1), then ``...:adda`` (stage 2, ``init_from`` that run; no dropout in the target
+encoder and Adam at lr 2e-4, beta1 0.5: :func:`dtl_jax.experiment_utils.adda_stage2`).
 
 * ``mnist_usps`` -- MNIST -> USPS (TLlib digits): ``tfds:mnist`` (prepared TFDS data) ->
   ``folder:data/usps`` (``<class>/*.png``, 28x28 grayscale), LeNet, batch 32, lr 0.01,
