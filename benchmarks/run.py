@@ -206,9 +206,9 @@ def main(argv=None) -> dict[str, Any]:
     if results.get("quick") != args.quick:
       raise SystemExit(f"--update: {previous} is a {'quick' if results.get('quick') else 'full'} "
                        "run; do not mix quick and full sections")
-  from dtl_jax.experiment_utils import _git_commit  # pylint: disable=g-import-not-at-top
+  from dtl_jax.experiment_utils import git_commit  # pylint: disable=g-import-not-at-top
   results.update({
-      "git_commit": _git_commit(),
+      "git_commit": git_commit(),
       "machine_slug": slug,
       "machine": harness.machine_info(settings),
       "command": command,
@@ -235,7 +235,7 @@ def main(argv=None) -> dict[str, Any]:
     except Exception as err:  # pylint: disable=broad-except
       traceback.print_exc()
       results.setdefault("errors", {})[section] = f"{type(err).__name__}: {err}"
-    record = {"command": command, "started": results["started"], "git_commit": _git_commit(),
+    record = {"command": command, "started": results["started"], "git_commit": git_commit(),
               "wall_s": round(time.time() - t0, 1), "threads": settings["threads"]}
     if section == "losses" and args.losses:
       record["losses"] = list(args.losses)

@@ -336,22 +336,18 @@ def _commit_now() -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _git_commit() -> str | None:
-  """The code a result came from: the commit when this process first asked (at import).
+def git_commit() -> str | None:
+  """Short hash of the commit this process's code came from (``+dirty`` if tracked
+  ``.py`` files differed); ``None`` outside git.
 
-  A long study that runs while the repository moves on still records the commit its
-  code was loaded from, not the one at the time it writes its report.
+  Pinned when the library is imported: a long study that runs while the repository
+  moves on still records the commit its code was loaded from, not the one at the time
+  it writes its report.
   """
   return _commit_now()
 
 
-_git_commit()  # pin it when the library is imported
-
-
-def git_commit() -> str | None:
-  """Short hash of the commit this process's code came from (``+dirty`` if tracked
-  ``.py`` files differed), pinned when the library was imported; ``None`` outside git."""
-  return _git_commit()
+git_commit()  # pin it when the library is imported
 
 
 def versions() -> dict[str, str]:

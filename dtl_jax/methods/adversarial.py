@@ -53,6 +53,12 @@ def _schedule(kind: str, total_steps: int, *, hi: float = 1.0, max_iters: float 
   raise ValueError(f"schedule must be 'dann', 'warm_start' or 'constant', got {kind!r}")
 
 
+def _reversal_coeff(method: Any, inputs: MethodInputs) -> jax.Array:
+  """The GRL coefficient at this step from ``method.schedule`` / ``hi`` / ``max_iters``."""
+  return _schedule(method.schedule, inputs.total_steps, hi=method.hi,
+                   max_iters=method.max_iters)(inputs.step)
+
+
 class DANN(Method):
   """Domain-Adversarial Neural Network (Ganin et al., JMLR 2016).
 
@@ -111,8 +117,7 @@ class DANN(Method):
                                    lr_mult=self.lr_mult)}
 
   def coeff(self, inputs: MethodInputs) -> jax.Array:
-    return _schedule(self.schedule, inputs.total_steps, hi=self.hi,
-                     max_iters=self.max_iters)(inputs.step)
+    return _reversal_coeff(self, inputs)
 
   def domain_loss(self, inputs, d_s, d_t):
     return losses.dann_loss(d_s, d_t)
@@ -228,8 +233,7 @@ class MDD(Method):
     f_s = _feature(inputs.source, self.feature_key)
     f_t = _feature(inputs.target, self.feature_key)
     n_s = f_s.shape[0]
-    coeff = _schedule(self.schedule, inputs.total_steps, hi=self.hi,
-                      max_iters=self.max_iters)(inputs.step)
+    coeff = _reversal_coeff(self, inputs)
     adv = inputs.apply("adversarial_head",
                        losses.gradient_reverse(jnp.concatenate([f_s, f_t]), coeff))
     transfer = losses.mdd_loss(inputs.source["logits"], adv[:n_s], inputs.target["logits"],
@@ -351,8 +355,7 @@ class WDGRL(Method):
     f_s = _feature(inputs.source, self.feature_key)
     f_t = _feature(inputs.target, self.feature_key)
     n_s = f_s.shape[0]
-    coeff = _schedule(self.schedule, inputs.total_steps, hi=self.hi,
-                      max_iters=self.max_iters)(inputs.step)
+    coeff = _reversal_coeff(self, inputs)
     c = inputs.apply("critic", losses.gradient_reverse(jnp.concatenate([f_s, f_t]), coeff))
     w = losses.wasserstein_critic_loss(c[:n_s], c[n_s:])
     # Gradient penalty on random interpolates (Gulrajani et al. 2017), critic params only.
