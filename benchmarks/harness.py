@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -160,68 +157,56 @@ def jax_compile_seconds(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..
   return compiled, time.perf_counter() - t0
 
 
-def cpu_model() -> str:
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def machine_slug(threads: int) -> str:
   """A directory name for the results: '<cpu-model>-<n>cores' (or the GPU name)."""
-  name = gpu_name() or cpu_model()
-  slug = "".join(c if c.isalnum() else "-" for c in name.lower())
+  from dtl_jax.provenance import cpu_model, gpu_name
+  gpu = gpu_name()
+  slug = "".join(c if c.isalnum() else "-" for c in (gpu or cpu_model()).lower())
   while "--" in slug:
     slug = slug.replace("--", "-")
-  return f"{slug.strip('-')}-{threads}t" if not gpu_name() else slug.strip("-")
-
-
-def gpu_name() -> str | None:
-  try:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=10, check=False)
-  except (OSError, subprocess.TimeoutExpired):
-    return None
-  name = out.stdout.strip().splitlines()
-  return name[0] if out.returncode == 0 and name else None
+  return f"{slug.strip('-')}-{threads}t" if not gpu else slug.strip("-")
 
 
 def machine_info(thread_settings: Mapping[str, Any]) -> dict[str, Any]:
-  """CPU / GPU model, core counts, memory, versions and the thread settings."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  """CPU / GPU model and frequency, core counts, memory, versions, PyTorch's build
+  configuration and the thread settings (the facts come from :mod:`dtl_jax.provenance`)."""
+  import jax
+
+  from dtl_jax import provenance
+  machine = provenance.machine()
+  versions = provenance.versions(("torch", "dalib"))
   info: dict[str, Any] = {
-      "cpu_model": cpu_model(),
-      "cpu_count_total": os.cpu_count(),
-      "cpu_count_affinity": len(os.sched_getaffinity(0)),
-      "gpu": gpu_name(),
-      "platform": platform.platform(),
-      "python": sys.version.split()[0],
-      "jax": jax.__version__,
+      "cpu_model": machine["cpu_model"],
+      "cpu_mhz": machine.get("cpu_mhz"),
+      "cpu_count_total": machine["cpu_count"],
+      "cpu_count_affinity": machine.get("cpu_affinity_count"),
+      "gpu": machine.get("gpu"),
+      "platform": machine["platform"],
+      "python": versions["python"],
+      "jax": versions.get("jax"),
+      "jaxlib": versions.get("jaxlib"),
       "jax_backend": jax.default_backend(),
       "jax_devices": [str(d) for d in jax.devices()],
-      "numpy": np.__version__,
+      "numpy": versions.get("numpy"),
+      "flax": versions.get("flax"),
+      "optax": versions.get("optax"),
+      "torch": versions.get("torch"),
+      "dalib": versions.get("dalib"),
       "threads": dict(thread_settings),
       "load_average_at_start": os.getloadavg(),
   }
   try:
-    for line in open("/proc/meminfo"):
-      if line.startswith("MemTotal"):
-        info["mem_total_gib"] = round(int(line.split()[1]) / 2**20, 1)
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemTotal"):
+          info["mem_total_gib"] = round(int(line.split()[1]) / 2**20, 1)
   except OSError:
     pass
-  for mod in ("flax", "optax", "torch", "dalib"):
-    try:
-      info[mod] = __import__(mod).__version__
-    except Exception:  # pylint: disable=broad-except
-      info[mod] = None
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
     info["torch_num_threads"] = torch.get_num_threads()
     info["torch_num_interop_threads"] = torch.get_num_interop_threads()
+    info["torch_config"] = torch.__config__.show()
   except ImportError:
     pass
   return info

@@ -206,7 +206,7 @@ def main(argv=None) -> dict[str, Any]:
     if results.get("quick") != args.quick:
       raise SystemExit(f"--update: {previous} is a {'quick' if results.get('quick') else 'full'} "
                        "run; do not mix quick and full sections")
-  from dtl_jax.experiment_utils import git_commit  # pylint: disable=g-import-not-at-top
+  from dtl_jax.provenance import git_commit
   results.update({
       "git_commit": git_commit(),
       "machine_slug": slug,

@@ -14,12 +14,17 @@ Frozen BatchNorm statistics are the model's job: pass
 ``frozen_bn=frozen_bn_from_labels(labels)`` (or a recipe's ``frozen_bn``) to
 :class:`~dtl_jax.models.TransferModel` so frozen BN layers run in inference mode.
 
+This module owns parameter labels and optimizers: :func:`make_optimizer` takes the
+keys of a config's ``optim`` group, and :func:`train_rules` gives the training engine's
+labels (``backbone``, ``head``, ``extra/<name>``, ``frozen``).
+
 Example::
 
   rules = [("backbone/(conv1|bn1|layer1)/.*", "frozen"), ("backbone/.*", "backbone"),
            (".*", "head")]
   labels = label_params(params, rules)
-  tx = make_optimizer(labels, learning_rate=0.01, multipliers={"backbone": 0.1})
+  tx = make_optimizer(labels, learning_rate=0.01, momentum=0.9,
+                      multipliers={"backbone": 0.1})
 """
 
 from __future__ import annotations
@@ -129,52 +134,89 @@ def _label_set(labels_or_rules: Any) -> tuple[set[str], Callable[[Any], Any] | A
   return set(leaves), labels_or_rules
 
 
-def make_optimizer(labels_or_rules: Any, *, learning_rate: float | optax.Schedule | None = None,
-                   base_tx_fn: Callable[[Any], optax.GradientTransformation] | None = None,
-                   base_tx: optax.GradientTransformation | None = None,
+def tllib_schedule(learning_rate: float, *, gamma: float = 1e-3,
+                   decay: float = 0.75) -> optax.Schedule:
+  """``step -> learning_rate * (1 + gamma * step) ** (-decay)`` (Ganin & Lempitsky 2015;
+  TLlib's ``LambdaLR``); ``gamma = 0`` is a constant learning rate."""
+  if learning_rate <= 0:
+    raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+  if gamma < 0:
+    raise ValueError(f"lr_gamma must be >= 0, got {gamma}")
+
+  def schedule(step):
+    return learning_rate * (1.0 + gamma * step) ** (-decay)
+
+  return schedule
+
+
+def make_optimizer(labels_or_rules: Any, *, kind: str = "sgd",
+                   learning_rate: float | optax.Schedule | None = None,
+                   momentum: float = 0.0, nesterov: bool = False,
+                   weight_decay: float | Mapping[str, float] = 0.0,
+                   lr_gamma: float = 0.0, lr_decay: float = 0.75,
+                   b1: float = 0.9, b2: float = 0.999, grad_clip: float = 0.0,
                    multipliers: Mapping[str, float] | None = None,
                    frozen: Sequence[str] = (FROZEN,),
-                   weight_decay: Mapping[str, float] | None = None
+                   base_tx: optax.GradientTransformation | None = None
                    ) -> optax.GradientTransformation:
-  """An optimizer with frozen groups, learning-rate multipliers and per-group decay.
+  """The optimizer of a labelled parameter tree: frozen groups, lr multipliers, decay.
 
-  For a label ``g``: frozen -> ``optax.set_to_zero()``; otherwise
-  ``chain(add_decayed_weights(wd_g), base, scale(mult_g))``, i.e. update
-  ``u_g = mult_g * base(grad + wd_g * w)``. Scaling the final update equals scaling
-  the learning rate for SGD (with momentum), Adam, etc., and makes the multiplier
-  exact: the backbone update is ``mult`` times what the head rule would give for the
-  same gradient.
+  For a label ``g``: frozen -> ``optax.set_to_zero()`` (no update, no optimizer
+  state, the parameters stay bit-identical); otherwise
+  ``u_g = mult_g * base_g(grad)`` where ``base_g`` is
+
+  * ``kind="sgd"``: PyTorch's SGD as TLlib uses it, coupled weight decay
+    ``grad + wd_g * w``, then momentum (optionally Nesterov) and the learning rate;
+  * ``kind="adam"``: AdamW (``b1``, ``b2``) with decoupled weight decay ``wd_g``;
+
+  with the learning rate ``learning_rate * (1 + lr_gamma * step) ** -lr_decay``
+  (:func:`tllib_schedule`; ``lr_gamma = 0`` is constant, a schedule function is used
+  as given). Scaling the final update is exactly ``lr * mult`` for SGD (with momentum)
+  and Adam(W): TLlib's per-group learning rate. ``grad_clip > 0`` clips the global
+  gradient norm first. Every key of a config's ``optim`` group is an argument here::
+
+    tx = make_optimizer(labels, **config.optim)
 
   Args:
     labels_or_rules: a label pytree (:func:`label_params`) or the rules themselves
-      (labels are then computed from the params at ``init``).
-    learning_rate: float or schedule for ``base_tx_fn`` (default ``optax.sgd``).
-    base_tx_fn: ``learning_rate -> GradientTransformation``, e.g.
-      ``lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True)``.
-    base_tx: a ready transformation instead of ``learning_rate`` / ``base_tx_fn``.
+      (the labels are then computed from the params at ``init``).
+    kind: ``"sgd"`` or ``"adam"``.
+    learning_rate: float or ``optax`` schedule (required unless ``base_tx``).
+    momentum, nesterov: SGD momentum (0 = none).
+    weight_decay: one value for every trainable label, or ``{label: wd}``.
+    lr_gamma, lr_decay: TLlib's schedule (for a float ``learning_rate``).
+    b1, b2: Adam's moment decays, in [0, 1).
+    grad_clip: global-norm clipping threshold; 0 = off.
     multipliers: ``{label: mult}``, default 1 (TLlib: ``{"backbone": 0.1}``).
     frozen: labels that receive no update.
-    weight_decay: ``{label: wd}``, added as ``wd * w`` to the gradient (L2, coupled)
-      only for the labels listed.
+    base_tx: a ready transformation instead of ``kind`` / ``learning_rate`` / ...
+      (weight decay and multipliers still apply).
 
   Returns:
     An ``optax.GradientTransformation`` (an ``optax.partition``).
 
   Raises:
-    ValueError: neither / both of ``learning_rate`` and ``base_tx`` given, a multiplier
-      or weight decay for an unknown or frozen label, a negative multiplier / decay.
+    ValueError: no learning rate, an unknown ``kind``, a multiplier or weight decay for
+      an unknown or frozen label, a negative multiplier / decay, betas outside [0, 1).
   """
   label_set, param_labels = _label_set(labels_or_rules)
-  if base_tx is None:
-    if learning_rate is None:
-      raise ValueError("give learning_rate (with optional base_tx_fn) or base_tx")
-    base_tx = (base_tx_fn or optax.sgd)(learning_rate)
-  elif learning_rate is not None or base_tx_fn is not None:
-    raise ValueError("give either base_tx or learning_rate / base_tx_fn, not both")
-  multipliers = dict(multipliers or {})
-  weight_decay = dict(weight_decay or {})
+  if kind not in ("sgd", "adam"):
+    raise ValueError(f"kind must be 'sgd' or 'adam', got {kind!r}")
+  for name, beta in (("b1", b1), ("b2", b2)):
+    if not 0.0 <= beta < 1.0:
+      raise ValueError(f"{name} must be in [0, 1), got {beta}")
+  if base_tx is None and learning_rate is None:
+    raise ValueError("give learning_rate (or a ready base_tx)")
   frozen = set(frozen)
-  for name, table in (("multipliers", multipliers), ("weight_decay", weight_decay)):
+  trainable = sorted(label_set - frozen)
+  if isinstance(weight_decay, Mapping):
+    decay = dict(weight_decay)
+  else:
+    if weight_decay < 0:
+      raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    decay = {label: float(weight_decay) for label in trainable} if weight_decay else {}
+  multipliers = dict(multipliers or {})
+  for name, table in (("multipliers", multipliers), ("weight_decay", decay)):
     for label, value in table.items():
       if label not in label_set:
         raise ValueError(f"{name}: unknown label {label!r}; labels are {sorted(label_set)}")
@@ -182,19 +224,67 @@ def make_optimizer(labels_or_rules: Any, *, learning_rate: float | optax.Schedul
         raise ValueError(f"{name}: label {label!r} is frozen, it gets no update")
       if value < 0:
         raise ValueError(f"{name}[{label!r}] must be >= 0, got {value}")
+  schedule = learning_rate
+  if isinstance(learning_rate, (int, float)):
+    schedule = tllib_schedule(float(learning_rate), gamma=lr_gamma, decay=lr_decay)
+
+  def base(wd: float) -> list[optax.GradientTransformation]:
+    if base_tx is not None:
+      return ([optax.add_decayed_weights(wd)] if wd else []) + [base_tx]
+    if kind == "adam":
+      return [optax.adamw(schedule, b1=b1, b2=b2, weight_decay=wd)]
+    sgd = optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov)
+    return ([optax.add_decayed_weights(wd)] if wd else []) + [sgd]
+
   transforms = {}
   for label in sorted(label_set):
     if label in frozen:
       transforms[label] = optax.set_to_zero()
       continue
-    parts = []
-    if weight_decay.get(label, 0.0):
-      parts.append(optax.add_decayed_weights(weight_decay[label]))
-    parts.append(base_tx)
-    if label in multipliers and multipliers[label] != 1.0:
+    parts = base(decay.get(label, 0.0))
+    if multipliers.get(label, 1.0) != 1.0:
       parts.append(optax.scale(multipliers[label]))
     transforms[label] = parts[0] if len(parts) == 1 else optax.chain(*parts)
-  return optax.partition(transforms, param_labels)
+  tx = optax.partition(transforms, param_labels)
+  if grad_clip:
+    tx = optax.chain(optax.clip_by_global_norm(grad_clip), tx)
+  return tx
+
+
+def train_rules(*, freeze: Sequence[str] = (), extras: Mapping[str, Any] | None = None,
+                model_frozen: bool = False, prefix: str = "model/"
+                ) -> tuple[list[tuple[str, str]], dict[str, float]]:
+  """The training engine's labels for a ``{"model": ..., "extra": ...}`` param tree.
+
+  Labels: ``"frozen"`` (``freeze`` regexes, all of the model when ``model_frozen``,
+  frozen extra modules), ``"backbone"`` (``model/backbone/...``), ``"head"`` (the rest
+  of the model: bottleneck and classifier) and ``"extra/<name>"`` per trainable extra
+  module (a method's discriminator, with its declared ``lr_mult``).
+
+  Args:
+    freeze: regexes on paths inside the model (``"backbone/layer1/.*"``).
+    extras: ``{name: dtl_jax.methods.Extra}`` declared by the method.
+    model_frozen: freeze the whole model.
+    prefix: where the model sits in the tree.
+
+  Returns:
+    ``(rules, multipliers)``: the rules for :func:`label_params` (with
+    ``allow_unused=True``: a small model need not use them all) and the extra modules'
+    learning-rate multipliers.
+  """
+  rules: list[tuple[str, str]] = []
+  mults: dict[str, float] = {}
+  if model_frozen:
+    rules.append((f"{prefix}.*", FROZEN))
+  rules.extend((f"{prefix}{rx}", FROZEN) for rx in freeze)
+  rules.append((f"{prefix}backbone/.*", "backbone"))
+  rules.append((f"{prefix}.*", "head"))
+  for name, spec in (extras or {}).items():
+    label = f"extra/{name}" if spec.trainable else FROZEN
+    rules.append((f"extra/{re.escape(name)}/.*", label))
+    if spec.trainable:
+      mults[label] = spec.lr_mult
+  return rules, mults
 
 
 @dataclasses.dataclass(frozen=True)

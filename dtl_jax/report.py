@@ -1,7 +1,7 @@
 """Result tables and plots: markdown + JSON + PNG, each naming config, seeds, versions, machine.
 
 Used by ``dtl-jax demo`` and the study scripts in ``experiments/``. Every file written
-here carries the run's metadata (see :func:`dtl_jax.experiment_utils.run_metadata`), so
+here carries the run's metadata (see :func:`dtl_jax.provenance.run_metadata`), so
 a committed table says what produced it.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> 
   return "\n".join(out)
 
 
-def _metadata_markdown(meta: Mapping[str, Any]) -> str:
+def metadata_markdown(meta: Mapping[str, Any]) -> str:
+  """The ``## Provenance`` section of a report (:func:`dtl_jax.provenance.run_metadata`)."""
   lines = ["## Provenance", ""]
   for key in ("date_utc", "command", "git_commit", "seeds"):
     if key in meta:
@@ -82,11 +84,12 @@ def _metadata_markdown(meta: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+  """``x`` with NumPy values and non-finite floats turned into JSON-able ones."""
   if isinstance(x, Mapping):
-    return {str(k): _jsonable(v) for k, v in x.items()}
+    return {str(k): jsonable(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
+    return [jsonable(v) for v in x]
   if isinstance(x, (np.floating, np.integer)):
     return x.item()
   if isinstance(x, np.ndarray):
@@ -109,7 +112,7 @@ def write_report(out_dir: str | Path, name: str, *, title: str,
     title: the markdown heading.
     rows: one dict per table row.
     columns: ``(key, header)`` pairs, in order.
-    metadata: from :func:`dtl_jax.experiment_utils.run_metadata` (config, seeds,
+    metadata: from :func:`dtl_jax.provenance.run_metadata` (config, seeds,
       versions, machine).
     notes: paragraphs printed under the title (protocol, caveats).
     figures: PNG file names (relative to ``out_dir``) to embed.
@@ -126,14 +129,14 @@ def write_report(out_dir: str | Path, name: str, *, title: str,
   md += [markdown_table(rows, columns), ""]
   for f in figures:
     md += [f"![{Path(f).stem}]({f})", ""]
-  md += [_metadata_markdown(metadata), ""]
+  md += [metadata_markdown(metadata), ""]
   md_path = out / f"{name}.md"
   md_path.write_text("\n".join(md))
   payload = {"title": title, "notes": list(notes), "columns": [list(c) for c in columns],
-             "rows": _jsonable(list(rows)), "figures": list(figures),
-             "metadata": _jsonable(dict(metadata))}
+             "rows": jsonable(list(rows)), "figures": list(figures),
+             "metadata": jsonable(dict(metadata))}
   if extra:
-    payload["extra"] = _jsonable(dict(extra))
+    payload["extra"] = jsonable(dict(extra))
   json_path = out / f"{name}.json"
   json_path.write_text(json.dumps(payload, indent=2) + "\n")
   return {"md": md_path, "json": json_path}
@@ -320,3 +323,61 @@ def decision_boundary_plot(path: str | Path, panels: Sequence[Mapping[str, Any]]
     ax.set_yticks([])
   axes[0][0].legend(fontsize=7, loc="lower left")
   return _save(plt, fig, path, footer)
+
+
+OUTPUT_MARKER = "dtl_jax_output.json"
+
+
+def prepare_output_dir(out: str | Path, *, overwrite: bool = False,
+                       what: str = "results") -> Path:
+  """Makes ``out`` ready for the fresh result files of the demo or a study.
+
+  An existing non-empty ``out`` is refused unless ``overwrite`` is given AND it holds
+  results written by dtl-jax (the marker file ``dtl_jax_output.json``); then only the
+  files listed in that marker are removed. Files this library did not write are never
+  deleted.
+
+  Raises:
+    dtl_jax.train.WorkdirError: one line (pass --overwrite or another --out).
+  """
+  from dtl_jax.train.workdir import WorkdirError
+  path = Path(out)
+  if path.exists() and not path.is_dir():
+    raise WorkdirError(f"output {str(path)!r} is a file; pass a directory with --out")
+  if path.is_dir() and any(path.iterdir()):
+    marker = path / OUTPUT_MARKER
+    if not overwrite:
+      raise WorkdirError(f"{str(path)!r} already holds {what}; pass --overwrite to replace "
+                         "them or --out DIR for a new directory")
+    if not marker.is_file():
+      raise WorkdirError(f"{str(path)!r} is not empty and was not written by dtl-jax; "
+                         "choose another --out (nothing was deleted)")
+    try:
+      info = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+      info = {"in_progress": True}
+    # A run that did not finish wrote everything in the directory (it was empty or
+    # ours when it started); a finished one lists its entries.
+    names = ([p.name for p in path.iterdir()] if info.get("in_progress")
+             else info.get("files", []))
+    for name in names:
+      f = path / name
+      if f.resolve().parent != path.resolve() or name == OUTPUT_MARKER:
+        continue
+      if f.is_dir() and not f.is_symlink():
+        shutil.rmtree(f)
+      elif f.exists() or f.is_symlink():
+        f.unlink()
+    marker.unlink()
+  path.mkdir(parents=True, exist_ok=True)
+  (path / OUTPUT_MARKER).write_text(json.dumps({"what": what, "in_progress": True}) + "\n")
+  return path
+
+
+def finish_output_dir(out: str | Path, *, what: str) -> Path:
+  """Writes the marker listing every file now in ``out`` (see :func:`prepare_output_dir`)."""
+  path = Path(out)
+  files = sorted(p.name for p in path.iterdir() if p.name != OUTPUT_MARKER)
+  (path / OUTPUT_MARKER).write_text(json.dumps({"what": what, "in_progress": False,
+                                                "files": files}, indent=2) + "\n")
+  return path

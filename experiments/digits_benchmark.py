@@ -24,12 +24,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dtl_jax import experiment_utils as eu
-from dtl_jax import report
+from dtl_jax import config as config_lib
+from dtl_jax import provenance, report
+from dtl_jax import runs as runs_lib
+from dtl_jax.train import fit, load_domains
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "digits_benchmark.py"
 RUN_CONFIG = HERE / "configs" / "digits.py"
+ADDA = config_lib.load_config_module(HERE / "configs" / "adda.py")
 DEFAULT_OUT = HERE / "results" / "digits_benchmark"
 
 
@@ -45,17 +48,16 @@ def enable_compilation_cache(path: str | Path | None = None) -> None:
 
 def run_config(method: str, source: str, target: str, seed: int, study,
                overrides: Sequence[str] = (), init_from: str = ""):
-  c = eu.load_config(f"{RUN_CONFIG}:{'source_only' if method == 'adda' else method}")
-  c.method = method
+  c = config_lib.load_config(f"{RUN_CONFIG}:{'source_only' if method == 'adda' else method}")
   if method == "adda":
-    eu.adda_stage2(c, init_from)
+    ADDA.adda_stage2(c, init_from)
   c.data.source, c.data.target, c.seed = source, target, int(seed)
-  c.data.domain_kwargs = {"size": int(study.image_size)}
+  c.data.image_size = int(study.image_size)
   c.train.num_steps = study.steps
   c.train.eval_every = study.eval_every
   c.train.checkpoint_every = study.steps
   c.train.log_every = min(50, study.steps)
-  eu.apply_overrides(c, overrides)
+  config_lib.apply_overrides(c, overrides)
   return c
 
 
@@ -83,15 +85,15 @@ def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = Tru
         wd = out / "runs" / f"{source}-{target}" / f"{m}_seed{seed}"
         init_from = str(out / "runs" / f"{source}-{target}" / f"source_only_seed{seed}")
         if m == "adda" and "source_only" not in methods:
-          raise eu.ConfigError("adda needs source_only in the methods (its stage 1)")
+          raise config_lib.ConfigError("adda needs source_only in the methods (its stage 1)")
         c = run_config(m, source, target, seed, study, overrides, init_from=init_from)
         if progress:
           print(f"[{k}/{total}] seed {seed} {pair} {m}", flush=True)
         t0 = time.perf_counter()
         try:
-          result = eu.train_config(c, workdir=eu.prepare_workdir(wd, c, overwrite=True),
-                                   progress=False)
-        except Exception as e:  # pylint: disable=broad-except
+          c.train.progress = False
+          result = fit(c, wd, overwrite=True)
+        except Exception as e:  # noqa: BLE001 - one failing run must not stop the study
           # One method failing must not lose the others: record it, report it.
           msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
           print(f"    FAILED: {msg}", flush=True)
@@ -100,13 +102,13 @@ def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = Tru
           with open(runs_file, "a") as f:
             f.write(json.dumps(rec) + "\n")
           continue
-        s = eu.result_summary(result)
+        s = runs_lib.result_summary(result)
         rec = {"pair": pair, "method": m, "seed": int(seed), "selected": s["selected"],
                "selected_step": s["selected_step"], "last": s["last"],
                "oracle": s["oracle"], "source_acc": s["source_acc"],
                "by_criterion": s["by_criterion"], "seconds": time.perf_counter() - t0,
                "steps_per_second": result.get("steps_per_second"),
-               "git_commit": eu.git_commit()}
+               "git_commit": provenance.git_commit()}
         done[(pair, m, int(seed))] = rec
         with open(runs_file, "a") as f:
           f.write(json.dumps(rec) + "\n")
@@ -162,11 +164,10 @@ def attribute_commits(runs: list[dict], out: Path) -> list[dict]:
 def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
   runs = attribute_commits(runs, out)
   example = run_config("dann", "digits", "digits_m", study.seeds[0], study)
-  meta = eu.run_metadata(config=example, seeds=study.seeds)
-  from dtl_jax.train import load_domains
+  meta = provenance.run_metadata(config=example, seeds=study.seeds)
   source, _ = load_domains(example)
   n_train, n_test = len(source.x_train), len(source.x_test)
-  meta["study"] = eu.config_to_dict(study)
+  meta["study"] = config_lib.config_to_dict(study)
   ok = [r for r in runs if "error" not in r]
   failed = [r for r in runs if "error" in r]
   rows = report.aggregate_runs(ok, group_keys=("pair", "method"),
@@ -188,7 +189,7 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
     r["delta"] = None if r.get("delta") is None else f"{r['delta']:+.2f}"
     r["seconds"] = None if r.get("seconds") is None else round(r["seconds"][0])
   columns = [("pair", "shift"), ("method", "method"),
-             ("selected", f"selected ({eu.DEFAULT_SELECTION})"), ("last", "last step"),
+             ("selected", f"selected ({runs_lib.DEFAULT_SELECTION})"), ("last", "last step"),
              ("oracle", "ORACLE (target labels)"), ("delta", "Δ selected vs source_only"),
              ("flag", "flag"), ("n_seeds", "seeds"), ("seconds", "s/run")]
   pairs = list(dict.fromkeys(r["pair"] for r in rows))
@@ -200,7 +201,7 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
     series[p] = [vals[m][0] if m in vals else float("nan") for m in methods]
     errors[p] = [vals[m][1] if m in vals else 0.0 for m in methods]
   report.bar_plot(out / "digits_benchmark.png", methods, series, errors=errors,
-                  ylabel=f"target test acc. (%), selected by {eu.DEFAULT_SELECTION}",
+                  ylabel=f"target test acc. (%), selected by {runs_lib.DEFAULT_SELECTION}",
                   title="digits benchmark: label-free selected target accuracy "
                         f"(mean ± std, {len(study.seeds)} seeds)",
                   footer=report.footer_text(meta))
@@ -212,10 +213,10 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
       "LeNet + 256-d bottleneck, TLlib SGD lr 0.01, momentum 0.9, wd 1e-3; "
       "`experiments/configs/digits.py`). Every method uses its library defaults "
       "(TLlib's where they exist); adda = source_only (stage 1) + adversarial target "
-      "encoder (stage 2, Adam lr 2e-4, beta1 0.5: `experiment_utils.adda_stage2`).",
+      "encoder (stage 2, Adam lr 2e-4, beta1 0.5: `experiments/configs/adda.py`).",
       f"Columns (target test accuracy, %, mean ± std over seeds): `selected` = the "
       f"checkpoint (every {study.eval_every} steps) chosen by the label-free criterion "
-      f"`{eu.DEFAULT_SELECTION}` (DEV, You et al. 2019) — no target label is used; "
+      f"`{runs_lib.DEFAULT_SELECTION}` (DEV, You et al. 2019) — no target label is used; "
       "`last step`; `ORACLE` = the best checkpoint chosen WITH target labels "
       "(what much DA code reports; an upper bound, not a valid selection rule). "
       "`NEGATIVE TRANSFER`: mean selected accuracy below source_only on that shift. "
@@ -257,22 +258,23 @@ def main(argv: Sequence[str] | None = None) -> int:
   if unknown:
     p.error(f"unrecognized arguments: {' '.join(unknown)}")
   try:
-    study = eu.load_config(f"{CONFIG}:quick" if args.quick else CONFIG)
+    study = config_lib.load_config(f"{CONFIG}:quick" if args.quick else CONFIG)
     if args.methods:
       study.methods = tuple(m.strip() for m in args.methods.split(","))
     if args.seeds:
       study.seeds = tuple(int(s) for s in args.seeds.split(","))
     for m in study.methods:
-      eu.check_run_config(run_config(m, "digits", "digits_m", 0, study, overrides))
+      if m != "adda":  # its stage-1 run does not exist yet
+        config_lib.validate(run_config(m, "digits", "digits_m", 0, study, overrides))
     for pr in study.pairs:
       s, _, t = pr.partition("->")
-      eu.check_run_config(run_config("source_only", s, t, 0, study, overrides))
+      config_lib.validate(run_config("source_only", s, t, 0, study, overrides))
     out = Path(args.out)
     if args.report_only:
       if not (out / "runs.jsonl").exists():
-        raise eu.WorkdirError(f"{str(out)!r} has no runs.jsonl to report on")
+        raise config_lib.ConfigError(f"{str(out)!r} has no runs.jsonl to report on")
     elif not (args.cont and (out / "runs.jsonl").exists()):
-      out = eu.prepare_output_dir(out, overwrite=args.overwrite, what="study results")
+      out = report.prepare_output_dir(out, overwrite=args.overwrite, what="study results")
   except ValueError as e:
     print(f"digits_benchmark: error: {e}", file=sys.stderr)
     return 2
@@ -287,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   else:
     runs = run(study, out=out, overrides=overrides, progress=not args.no_progress)
   paths = write_results(runs, study, out=out)
-  eu.finish_output_dir(out, what="digits benchmark")
+  report.finish_output_dir(out, what="digits benchmark")
   print(Path(paths["md"]).read_text().split("## Provenance")[0])
   return 0
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dtl_jax import experiment_utils as eu
+from dtl_jax.config import load_config, load_config_module
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "published.py"
@@ -29,10 +29,7 @@ EXAMPLES = ("office31:A-W:dann", "office_home:Ar-Cl:cdan_e", "mnist_usps:M-U:add
 
 
 def listing() -> str:
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("_published_cfg", CONFIG)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod = load_config_module(CONFIG)
   lines = ["| benchmark | method | paper target acc. (%) | TLlib target acc. (%) "
            "| example config |", "|---|---|---|---|---|"]
   for bench, methods in mod.REFERENCE.items():
@@ -54,10 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if True:  # --list is the only action
     print(listing())
     for ex in EXAMPLES:
-      c = eu.load_config(f"{CONFIG}:{ex}")
+      c = load_config(f"{CONFIG}:{ex}")
       print(f"\n{ex}: {c.data.source} -> {c.data.target}, {c.model.backbone}, "
             f"{c.train.num_steps} steps, batch {c.data.batch_size}, pretrained "
-            f"{c.pretrained or '-'}")
+            f"{c.model.pretrained or '-'}")
   return 0
 
 

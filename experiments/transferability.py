@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dtl_jax import experiment_utils as eu
-from dtl_jax import report
+from dtl_jax import config as config_lib
+from dtl_jax import provenance, report
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "transferability.py"
@@ -185,7 +185,7 @@ def _bar(total, enabled):
 
 
 def write_results(result: dict, config, out: Path) -> dict[str, Path]:
-  meta = eu.run_metadata(config=config, seeds=config.seeds)
+  meta = provenance.run_metadata(config=config, seeds=config.seeds)
   L = result["num_layers"]
   ns = list(range(1, L + 1))
   rows = []
@@ -240,15 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--no-progress", action="store_true")
   args, overrides = p.parse_known_args(argv)
   try:
-    config = eu.load_config(f"{CONFIG}:quick" if args.quick else CONFIG)
-    eu.apply_overrides(config, overrides)
-    out = eu.prepare_output_dir(args.out, overwrite=args.overwrite, what="study results")
-  except (eu.ConfigError, eu.WorkdirError) as e:
+    config = config_lib.load_config(f"{CONFIG}:quick" if args.quick else CONFIG)
+    config_lib.apply_overrides(config, overrides)
+    out = report.prepare_output_dir(args.out, overwrite=args.overwrite, what="study results")
+  except ValueError as e:
     print(f"transferability: error: {e}", file=sys.stderr)
     return 2
   result = run(config, progress=not args.no_progress)
   paths = write_results(result, config, out)
-  eu.finish_output_dir(out, what="transferability study")
+  report.finish_output_dir(out, what="transferability study")
   print(Path(paths["md"]).read_text().split("## Provenance")[0])
   return 0
 

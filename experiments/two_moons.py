@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dtl_jax import experiment_utils as eu
-from dtl_jax import report
+from dtl_jax import config as config_lib
+from dtl_jax import models, provenance, report, runs
+from dtl_jax.train import evaluation, fit
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "two_moons.py"
@@ -35,38 +36,34 @@ SEEDS = (0, 1, 2, 3, 4)
 
 def _predictor(result, config):
   """``x [n, 2] -> p(class 1)`` from a fit result's final state."""
-  import jax
-  from dtl_jax.train.loop import build_model
-  from dtl_jax.train.step import make_eval_step, predict
-  model = build_model(config.model, 2)
-  eval_step = make_eval_step(model)
+  model = models.build(config.model, num_classes=2)
+  eval_step = evaluation.make_eval_step(model)
   state = result["state"]
 
   def fn(x):
-    return predict(eval_step, state, np.asarray(x, np.float32), batch_size=4096,
-                   keys=("probs",))["probs"][:, 1]
+    return evaluation.predict(eval_step, state, np.asarray(x, np.float32), batch_size=4096,
+                              keys=("probs",))["probs"][:, 1]
 
-  del jax
   return fn
 
 
 def run(*, seeds: Sequence[int], overrides: Sequence[str], out: Path,
         progress: bool = True, variant: str = "") -> dict:
   from dtl_jax.data import load_domain
-  runs, panels, configs = [], [], {}
+  records, panels, configs = [], [], {}
   for m in METHODS:
     for seed in seeds:
-      c = eu.load_config(f"{CONFIG}:{m}{variant}")
-      eu.apply_overrides(c, overrides)
+      c = config_lib.load_config(f"{CONFIG}:{m}{variant}")
+      config_lib.apply_overrides(c, overrides)
       c.seed = int(seed)
+      c.train.progress = progress
       configs[m] = c
       t0 = time.perf_counter()
-      wd = eu.prepare_workdir(out / "runs" / f"{m}_seed{seed}", c, overwrite=True)
       if progress:
         print(f"two_moons: {m}, seed {seed}", flush=True)
-      result = eu.train_config(c, workdir=wd, progress=progress)
-      s = eu.result_summary(result)
-      runs.append({"method": m, "seed": int(seed), "last": s["last"],
+      result = fit(c, out / "runs" / f"{m}_seed{seed}", overwrite=True)
+      s = runs.result_summary(result)
+      records.append({"method": m, "seed": int(seed), "last": s["last"],
                    "selected": s["selected"], "oracle": s["oracle"],
                    "source_acc": s["source_acc"], "seconds": time.perf_counter() - t0})
       if seed == seeds[0]:
@@ -76,15 +73,15 @@ def run(*, seeds: Sequence[int], overrides: Sequence[str], out: Path,
                                 f"target acc. {s['last']:.1f}%",
                        "predict": _predictor(result, c), "source_x": src.x_train,
                        "source_y": src.y_train, "target_x": tgt.x_train})
-  return {"runs": runs, "panels": panels, "configs": configs}
+  return {"runs": records, "panels": panels, "configs": configs}
 
 
 def write_results(res: dict, *, seeds: Sequence[int], out: Path,
                   variant: str = "") -> dict[str, Path]:
   cfg = res["configs"]["dann"]
   d = cfg.method_kwargs
-  meta = eu.run_metadata(config=cfg, seeds=seeds)
-  meta["source_only_config"] = eu.config_to_dict(res["configs"]["source_only"])
+  meta = provenance.run_metadata(config=cfg, seeds=seeds)
+  meta["source_only_config"] = config_lib.config_to_dict(res["configs"]["source_only"])
   report.decision_boundary_plot(out / "two_moons.png", res["panels"],
                                 footer=report.footer_text(meta))
   rows = report.aggregate_runs(res["runs"], group_keys=("method",),
@@ -93,7 +90,7 @@ def write_results(res: dict, *, seeds: Sequence[int], out: Path,
     r["per_seed_last"] = ", ".join(
         f"{x['last']:.1f}" for x in res["runs"] if x["method"] == r["method"])
   columns = [("method", "method"), ("last", "target acc., last step (%)"),
-             ("selected", f"target acc., selected ({eu.DEFAULT_SELECTION}) (%)"),
+             ("selected", f"target acc., selected ({runs.DEFAULT_SELECTION}) (%)"),
              ("oracle", "oracle* (%)"), ("source_acc", "source acc. (%)"),
              ("per_seed_last", "last step, per seed")]
   if variant:
@@ -147,17 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "train.checkpoint_every=20", *overrides]
   try:
     variant = "-paper" if args.paper else ""
-    c = eu.load_config(f"{CONFIG}:dann{variant}")
-    eu.apply_overrides(c, overrides)
-    eu.check_run_config(c)
-    out = eu.prepare_output_dir(args.out, overwrite=args.overwrite, what="study results")
+    c = config_lib.load_config(f"{CONFIG}:dann{variant}")
+    config_lib.apply_overrides(c, overrides)
+    config_lib.validate(c)
+    out = report.prepare_output_dir(args.out, overwrite=args.overwrite, what="study results")
   except ValueError as e:
     print(f"two_moons: error: {e}", file=sys.stderr)
     return 2
   res = run(seeds=seeds, overrides=overrides, out=out, progress=not args.no_progress,
             variant=variant)
   paths = write_results(res, seeds=seeds, out=out, variant=variant)
-  eu.finish_output_dir(out, what="two-moons study")
+  report.finish_output_dir(out, what="two-moons study")
   print(Path(paths["md"]).read_text().split("## Provenance")[0])
   return 0
 

@@ -1,23 +1,29 @@
-"""The `dtl-jax` command: help texts, one-line errors, and never overwriting results."""
+"""The `dtl-jax` command: help texts, one-line errors, never overwriting results, and a
+tiny run trained, evaluated at its label-free pick and measured."""
 
 import json
+import os
+import pathlib
+import re
 
 import pytest
 
-from dtl_jax import cli
+from dtl_jax import cli, config
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 CONFIG_SRC = '''
-import ml_collections
+from dtl_jax.config import default_config
 
 def get_config(arg=None):
-  c = ml_collections.ConfigDict()
+  c = default_config()
   c.method = arg or "dann"
-  c.steps = 10
-  c.lr = 0.01
+  c.train.num_steps = 10
   return c
 '''
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _run(capsys, argv):
@@ -58,15 +64,18 @@ def config_file(tmp_path):
 
 
 def test_show_config_applies_overrides(capsys, config_file):
-  code, out, _ = _run(capsys, ["train", "--config", f"{config_file}:jan", "--config.steps=7",
-                               "--show-config"])
+  code, out, _ = _run(capsys, ["train", "--config", f"{config_file}:jan",
+                               "--config.train.num_steps=7", "--show-config"])
   assert code == 0
-  assert "steps: 7" in out and "method: jan" in out
+  assert "num_steps: 7" in out and "method: jan" in out
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--config.stepz=3"], "unknown config key 'stepz'"),
-    (["--config.steps=fast"], "'steps' expects an integer"),
+    (["--config.train.num_stepz=3"], "unknown config key 'train.num_stepz' (did you mean "
+                                     "train.num_steps"),
+    (["--config.train.num_steps=fast"], "'train.num_steps' expects an integer"),
+    (["--config.optim.learning_rate=-1"], "optim.learning_rate must be > 0, got -1.0"),
+    (["--config.data.target=nowhere"], "data.target: unknown domain name 'nowhere'"),
 ])
 def test_bad_override_is_one_line_error(capsys, config_file, tmp_path, argv, match):
   code, out, err = _run(capsys, ["train", "--config", str(config_file), "--workdir",
@@ -89,20 +98,21 @@ def test_eval_of_a_directory_without_run(capsys, tmp_path):
 
 
 def test_overrides_rejected_outside_train(capsys):
-  code, _, err = _run(capsys, ["demo", "--config.steps=3"])
+  code, _, err = _run(capsys, ["demo", "--config.train.num_steps=3"])
   assert code == 2 and "only apply to `dtl-jax train`" in err
 
 
 def test_workdir_with_other_config_is_refused_and_untouched(capsys, config_file, tmp_path):
   w = tmp_path / "w"
-  w.mkdir()
-  (w / "config.json").write_text(json.dumps({"method": "jan", "steps": 10, "lr": 0.01}))
-  (w / "checkpoint").write_text("keep me")
+  (w / "checkpoints" / "10").mkdir(parents=True)
+  (w / "checkpoints" / "10" / "state").write_text("keep me")
+  saved = config.config_to_dict(config.load_config(f"{config_file}:jan"))
+  (w / "config.json").write_text(json.dumps(saved))
   code, _, err = _run(capsys, ["train", "--config", str(config_file), "--workdir", str(w)])
   assert code == 2
   assert "holds a run of a different config (differs in: method)" in err
   assert err.count("\n") == 1
-  assert (w / "checkpoint").read_text() == "keep me"
+  assert (w / "checkpoints" / "10" / "state").read_text() == "keep me"
   assert json.loads((w / "config.json").read_text())["method"] == "jan"
 
 
@@ -115,10 +125,8 @@ TINY = ["--config.train.num_steps=2", "--config.train.eval_every=1",
 
 
 def test_train_eval_and_workdir_rules(capsys, tmp_path):
-  import pathlib
-  root = pathlib.Path(__file__).resolve().parent.parent
   w = tmp_path / "run"
-  argv = ["train", "--config", f"{root / DIGITS}:source_only", *TINY, "--workdir", str(w),
+  argv = ["train", "--config", f"{ROOT / DIGITS}:source_only", *TINY, "--workdir", str(w),
           "--no-progress"]
   assert cli.main(argv) == 0
   out = capsys.readouterr().out
@@ -139,7 +147,7 @@ def test_train_eval_and_workdir_rules(capsys, tmp_path):
   err = capsys.readouterr().err
   assert "no checkpoint at step 7" in err and err.count("\n") == 1
   assert cli.main(["eval", "--workdir", str(w), "--domain", "svhn"]) == 2
-  assert "unknown dataset 'svhn'" in capsys.readouterr().err
+  assert "unknown domain name 'svhn'" in capsys.readouterr().err
   # --resume continues the finished run (nothing left to do) and keeps it.
   assert cli.main(argv + ["--resume"]) == 0
 
@@ -168,5 +176,78 @@ def test_demo_tiny_is_deterministic_and_never_clobbers(capsys, tmp_path):
 def test_demo_unknown_method_is_one_line(capsys, tmp_path):
   assert cli.main(["demo", "--methods", "source_only,dannn", "--out", str(tmp_path / "d")]) == 2
   err = capsys.readouterr().err
-  assert "unknown method 'dannn'" in err and err.count("\n") == 1
+  assert "unknown method(s) ['dannn']" in err and err.count("\n") == 1
   assert not (tmp_path / "d").exists()
+
+
+def test_tiny_run_is_evaluated_at_its_label_free_pick_and_measured(capsys, tmp_path):
+  """The README's path through a run: train, evaluate the checkpoint the label-free
+  criterion picked (by name, and by its step), measure the run against itself."""
+  w = tmp_path / "run"
+  assert cli.main(["train", "--config", f"{ROOT / DIGITS}:dann", "--workdir", str(w),
+                   "--config.train.num_steps=6", "--config.train.eval_every=2",
+                   "--config.data.batch_size=8", "--no-progress"]) == 0
+  capsys.readouterr()
+  result = json.loads((w / "result.json").read_text())
+  pick = result["selected"]["dev"]
+  assert cli.main(["eval", "--workdir", str(w), "--selected", "dev"]) == 0
+  ev = json.loads(capsys.readouterr().out)
+  assert ev["step"] == pick["step"] and ev["selected"] == "dev"
+  assert ev["accuracy"] == pytest.approx(100 * pick["target_acc"], abs=1e-6)
+  # the same checkpoint by step (it lives under selected/ when it is not the last one)
+  assert cli.main(["eval", "--workdir", str(w), "--step", str(pick["step"])]) == 0
+  assert json.loads(capsys.readouterr().out)["accuracy"] == ev["accuracy"]
+  assert cli.main(["eval", "--workdir", str(w), "--selected", "oracle"]) == 2
+  err = capsys.readouterr().err
+  assert "no selection 'oracle'" in err and "dev" in err and err.count("\n") == 1
+  # measure rebuilds the data as the run did (16x16 digits), so the model fits it.
+  assert cli.main(["measure", "--workdir", str(w), "--candidate", str(w),
+                   "--permutations", "20", "--num-labeled", "50"]) == 0
+  out = capsys.readouterr().out
+  assert "digits -> digits_m" in out and "logme" in out.lower()
+
+
+def test_errors_after_setup_are_one_line(capsys, tmp_path, monkeypatch):
+  """A diverged run, an unwritable run directory and a model that does not fit its data
+  print one `dtl-jax: error:` line with status 2, not a traceback."""
+  base = ["train", "--config", f"{ROOT / DIGITS}:source_only", "--config.train.num_steps=4",
+          "--config.train.log_every=2", "--no-progress"]
+  code, _, err = _run(capsys, [*base, "--config.optim.learning_rate=1e30",
+                               "--workdir", str(tmp_path / "nan")])
+  assert code == 2 and err.startswith("dtl-jax: error: training diverged: loss is NaN/Inf")
+  assert err.count("\n") == 1
+  code, _, err = _run(capsys, [*base, "--config.data.image_size=8",
+                               "--workdir", str(tmp_path / "small")])
+  assert code == 2 and err.count("\n") == 1
+  assert "backbone 'lenet' cannot take inputs of shape (8, 8, 3)" in err
+  assert not (tmp_path / "small").exists()
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  if os.geteuid() == 0:   # root ignores file modes: make the file system refuse instead
+    real_mkdir = pathlib.Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+      if str(self).startswith(str(ro)):
+        raise PermissionError(13, "Permission denied", str(self))
+      return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+  else:
+    ro.chmod(0o500)
+  code, _, err = _run(capsys, [*base, "--workdir", str(ro / "run")])
+  assert code == 2 and err.count("\n") == 1
+  assert re.match(r"dtl-jax: error: Permission denied: '.*ro", err), err
+
+
+def test_documented_examples_use_real_keys_and_outputs_are_ignored():
+  """The --config.* keys in the CLI's docstring and the README exist in the schema, and
+  the README's output folders are in .gitignore."""
+  texts = [cli.__doc__, (ROOT / "README.md").read_text()]
+  keys = {k for t in texts for k in re.findall(r"--config\.([a-z_.0-9]+)[= ]", t)}
+  assert keys, "no --config examples found"
+  for k in keys:
+    free = any(k.startswith(f + ".") for f in config.FREE_FORM_KEYS)
+    assert k in config.KEYS or free, f"documented key {k!r} is not in the schema"
+  ignored = (ROOT / ".gitignore").read_text().split()
+  for folder in ("/dtl_jax_demo/", "/runs/"):
+    assert folder in ignored

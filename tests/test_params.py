@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
 
 from dtl_jax import params as P
 from dtl_jax.models import (MLP, Bottleneck, Classifier, ResNet18, TransferModel, init_variables,
@@ -37,7 +38,7 @@ def test_freeze_layer1_frozen_leaves_bit_identical_trainable_changed():
   model = model.clone(frozen_bn=frozen_bn)
   apply_fn = make_apply_fn(model)
   tx = P.make_optimizer(labels, learning_rate=0.05, multipliers={"backbone": 0.1},
-                        base_tx_fn=lambda lr: optax.sgd(lr, momentum=0.9))
+                        momentum=0.9)
   params, stats = variables["params"], variables["batch_stats"]
   opt_state = tx.init(params)
 
@@ -201,3 +202,118 @@ def test_l2_sp_matches_numpy_and_grad():
     P.l2_sp(params_j, start, labels=labels, alpha=-1.0)
   with pytest.raises(ValueError, match="groups: label 'backbon'"):
     P.l2_sp(params_j, start, labels=labels, alpha=1.0, groups=("backbon",))
+
+
+# ------------------------------------- the engine's optimizer (make_optimizer + train_rules)
+
+
+def test_tllib_schedule_formula():
+  s = P.tllib_schedule(0.01, gamma=0.001, decay=0.75)
+  for step in (0, 1, 10, 1000, 5000):
+    assert float(s(step)) == pytest.approx(0.01 * (1 + 0.001 * step) ** -0.75, rel=1e-12)
+  with pytest.raises(ValueError, match="learning_rate"):
+    P.tllib_schedule(0.0)
+
+
+def test_sgd_matches_torch_with_multipliers_and_frozen():
+  rng = np.random.default_rng(0)
+  params = {"model": {"backbone": {"w": rng.normal(size=(3, 4))},
+                      "head": {"w": rng.normal(size=(4, 2))}},
+            "extra": {"disc": {"w": rng.normal(size=(4,))}, "teacher": {"w": rng.normal(size=(2,))}}}
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
+
+  class E:  # minimal Extra-like specs
+    def __init__(self, trainable, lr_mult=1.0):
+      self.trainable, self.lr_mult = trainable, lr_mult
+
+  rules, mults = P.train_rules(extras={"disc": E(True, 2.0), "teacher": E(False)})
+  assert mults == {"extra/disc": 2.0}
+  labels = P.label_params(params, rules, allow_unused=True)
+  assert labels["model"]["backbone"]["w"] == "backbone"
+  assert labels["extra"]["teacher"]["w"] == "frozen"
+  lr, wd, gamma = 0.1, 1e-3, 0.01
+  tx = P.make_optimizer(labels, multipliers={**mults, "backbone": 0.1}, learning_rate=lr,
+                        momentum=0.9, nesterov=True, weight_decay=wd, lr_gamma=gamma)
+  opt_state = tx.init(params)
+  teacher0 = np.asarray(params["extra"]["teacher"]["w"]).copy()
+
+  groups = [("model", "backbone", 0.1), ("model", "head", 1.0), ("extra", "disc", 2.0)]
+  tparams = {g: torch.tensor(np.asarray(params[a][g]["w"]), requires_grad=True)
+             for a, g, _ in groups}
+  topt = torch.optim.SGD([{"params": [tparams[g]], "lr": lr * m} for _, g, m in groups],
+                         lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
+  sched = torch.optim.lr_scheduler.LambdaLR(topt, lambda i: (1 + gamma * i) ** -0.75)
+
+  for k in range(4):
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = jax.tree.map(lambda p, u: p + u, params, updates)
+    topt.zero_grad()
+    for a, g, _ in groups:
+      tparams[g].grad = torch.tensor(np.asarray(grads[a][g]["w"]))
+    topt.step()
+    sched.step()
+    for a, g, _ in groups:
+      np.testing.assert_allclose(np.asarray(params[a][g]["w"]),
+                                 tparams[g].detach().numpy(), rtol=1e-10, atol=1e-12)
+  # frozen teacher: untouched despite gradients and weight decay
+  np.testing.assert_array_equal(np.asarray(params["extra"]["teacher"]["w"]), teacher0)
+
+
+def test_frozen_group_is_bit_identical_after_updates():
+  params = {"model": {"backbone": {"w": jnp.ones((3,))}, "head": {"w": jnp.ones((2,))}},
+            "extra": {}}
+  rules, _ = P.train_rules(freeze=("backbone/.*",))
+  labels = P.label_params(params, rules, allow_unused=True)
+  tx = P.make_optimizer(labels, learning_rate=0.5, momentum=0.9, weight_decay=0.1)
+  st = tx.init(params)
+  p = params
+  for _ in range(3):
+    g = jax.tree.map(jnp.ones_like, p)
+    u, st = tx.update(g, st, p)
+    p = jax.tree.map(lambda a, b: a + b, p, u)
+  np.testing.assert_array_equal(np.asarray(p["model"]["backbone"]["w"]), np.ones(3))
+  assert not np.allclose(np.asarray(p["model"]["head"]["w"]), 1.0)
+
+
+def test_adam_option_and_errors():
+  params = {"model": {"head": {"w": jnp.ones((2,))}}, "extra": {}}
+  rules, _ = P.train_rules()
+  labels = P.label_params(params, rules, allow_unused=True)
+  tx = P.make_optimizer(labels, kind="adam", learning_rate=0.1, weight_decay=0.0, lr_gamma=0.0)
+  u, _ = tx.update({"model": {"head": {"w": jnp.array([1.0, -2.0])}}, "extra": {}},
+                   tx.init(params), params)
+  # first Adam step is -lr * sign(g)
+  np.testing.assert_allclose(np.asarray(u["model"]["head"]["w"]), [-0.1, 0.1], rtol=1e-6)
+  with pytest.raises(ValueError, match="kind"):
+    P.make_optimizer(labels, kind="rmsprop", learning_rate=0.1)
+  with pytest.raises(ValueError, match="multipliers: unknown label 'backbone'"):
+    P.make_optimizer(labels, learning_rate=0.1, multipliers={"backbone": 0.1})
+  with pytest.raises(ValueError, match="learning_rate"):
+    P.make_optimizer(labels)
+  with pytest.raises(ValueError, match="unlabeled"):
+    P.label_params({"other": {"w": jnp.ones(1)}}, rules, allow_unused=True)
+
+
+def test_adam_betas_reach_the_update():
+  """``b1`` / ``b2`` (config ``optim.b1`` / ``optim.b2``): two Adam steps against the
+  closed form in float64 NumPy."""
+  params = {"model": {"head": {"w": jnp.zeros((2,))}}, "extra": {}}
+  rules, _ = P.train_rules()
+  labels = P.label_params(params, rules, allow_unused=True)
+  lr, b1, b2, eps = 0.1, 0.5, 0.9, 1e-8
+  tx = P.make_optimizer(labels, kind="adam", learning_rate=lr, weight_decay=0.0, lr_gamma=0.0,
+                        b1=b1, b2=b2)
+  grads = [np.array([1.0, -2.0]), np.array([3.0, 0.5])]
+  state = tx.init(params)
+  m = v = np.zeros(2)
+  for t, g in enumerate(grads, 1):
+    u, state = tx.update({"model": {"head": {"w": jnp.asarray(g, jnp.float32)}}, "extra": {}},
+                         state, params)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    want = -lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    np.testing.assert_allclose(np.asarray(u["model"]["head"]["w"]), want, rtol=1e-5)
+  for name in ("b1", "b2"):
+    with pytest.raises(ValueError, match=name):
+      P.make_optimizer(labels, kind="adam", learning_rate=0.1, **{name: 1.0})

@@ -315,5 +315,13 @@ def _make_builder(name):
   return builder
 
 
+def pair_options(source: str, target: str) -> tuple[dict, dict]:
+  """:func:`dtl_jax.data.load_pair`'s defaults for two digits domains: the source draws
+  from pool ``"a"`` and the target from pool ``"b"`` (disjoint halves), both with 3
+  channels when either is ``digits_m``, else 1."""
+  channels = 3 if "digits_m" in (source, target) else 1
+  return {"pool": "a", "channels": channels}, {"pool": "b", "channels": channels}
+
+
 for _name in DIGITS_DOMAINS:
-  register_domain(_name, _DESCRIPTIONS[_name])(_make_builder(_name))
+  register_domain(_name, _DESCRIPTIONS[_name], pair_options=pair_options)(_make_builder(_name))

@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -101,43 +102,94 @@ class Domain:
             f"test={self.x_test.shape}, num_classes={self.num_classes})")
 
 
-_BUILDERS: dict[str, Callable[..., Domain]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+PairOptions = Callable[[str, str], "tuple[dict[str, Any], dict[str, Any]]"]
 
 
-def register_domain(name: str, description: str = ""):
-  """Decorator registering ``builder(*, seed, **options) -> Domain`` under ``name``."""
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  builder: Callable[..., Domain]
+  description: str
+  pair_options: PairOptions | None
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_PREFIXES: dict[str, tuple[Callable[[str], Callable[..., Domain]], str]] = {}
+
+
+def register_domain(name: str, description: str = "", *,
+                    pair_options: PairOptions | None = None):
+  """Decorator registering ``builder(*, seed, **options) -> Domain`` under ``name``.
+
+  Builders register themselves (the modules that define them call this when they are
+  imported); the registry imports no builder.
+
+  Args:
+    name: the registry name.
+    description: one line: what the domain is and which shift it represents.
+    pair_options: ``(source_name, target_name) -> (source_options, target_options)``,
+      the defaults :func:`load_pair` gives two domains of the same family (both must
+      have registered the same function), e.g. disjoint raw-image pools.
+  """
 
   def decorator(builder):
-    if name in _BUILDERS:
+    if name in _REGISTRY:
       raise ValueError(f"domain {name!r} is already registered.")
-    _BUILDERS[name] = builder
-    _DESCRIPTIONS[name] = description
+    _REGISTRY[name] = _Entry(builder, description, pair_options)
     return builder
 
   return decorator
 
 
+def register_prefix(prefix: str, description: str,
+                    factory: Callable[[str], Callable[..., Domain]]) -> None:
+  """Registers a family of names ``<prefix><rest>`` (e.g. ``folder:<path>``).
+
+  ``factory(rest)`` returns the builder of one such name; it may raise ``ValueError``
+  (e.g. a missing folder), which :func:`check_domain_name` reports.
+  """
+  if prefix in _PREFIXES:
+    raise ValueError(f"domain prefix {prefix!r} is already registered.")
+  _PREFIXES[prefix] = (factory, description)
+
+
 def available_domains() -> dict[str, str]:
-  """Registered bundled domains: ``{name: one-line description}``."""
-  _ensure_builtin()
-  return dict(sorted(_DESCRIPTIONS.items()))
+  """Registered domains ``{name: one-line description}``, and the name prefixes
+  (``"folder:<path>"``, ``"tfds:<name>"``)."""
+  out = {name: e.description for name, e in _REGISTRY.items()}
+  out.update({f"{p}<{'path' if p == 'folder:' else 'name'}>": d
+              for p, (_, d) in _PREFIXES.items()})
+  return dict(sorted(out.items()))
 
 
-def _ensure_builtin():
-  # The builders live in modules that import nothing heavy at module level.
-  from dtl_jax.data import digits, toy  # noqa: F401  pylint: disable=g-import-not-at-top
+def _entry(name: str) -> _Entry:
+  if name in _REGISTRY:
+    return _REGISTRY[name]
+  for prefix, (factory, description) in _PREFIXES.items():
+    if isinstance(name, str) and name.startswith(prefix):
+      builder = factory(name[len(prefix):])
+      _REGISTRY[name] = _Entry(builder, f"{description}: {name[len(prefix):]}", None)
+      return _REGISTRY[name]
+  known = ", ".join(sorted(_REGISTRY)) or "(none registered)"
+  prefixes = " or ".join(f"{p}..." for p in _PREFIXES)
+  raise ValueError(f"unknown domain name {name!r}; available: {known}"
+                   + (f"; or {prefixes}" if prefixes else "") + ".")
 
 
-def _options_of(builder) -> list[str]:
-  return [p.name for p in inspect.signature(builder).parameters.values()
+def check_domain_name(name: str) -> None:
+  """Raises ``ValueError`` (listing the known names) unless ``name`` can be loaded."""
+  _entry(name)
+
+
+def domain_options(name: str) -> list[str]:
+  """The options (keyword arguments besides ``seed``) domain ``name`` accepts."""
+  return [p.name for p in inspect.signature(_entry(name).builder).parameters.values()
           if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed"]
 
 
 def load_domain(name: str, *, seed: int = 0, **options: Any) -> Domain:
-  """Builds (or returns the cached) bundled domain ``name``.
+  """Builds (or returns the cached) domain ``name``.
 
-  Needs no network: every bundled domain is generated from data that installed
+  Bundled domains need no network: each is generated from data that installed
   packages ship (scikit-learn's digits and sample photos) or from closed-form
   generators. Results are cached in memory, keyed by all arguments; the returned
   arrays are read-only.
@@ -145,7 +197,7 @@ def load_domain(name: str, *, seed: int = 0, **options: Any) -> Domain:
   Args:
     name: one of :func:`available_domains` (``digits``, ``digits_m``, ``digits_rot``,
       ``digits_inv``, ``digits_thick``, ``digits_noisy``, ``moons``, ``moons_rot``,
-      ``blobs``, ``blobs_shift``).
+      ``blobs``, ``blobs_shift``), ``folder:<path>`` or ``tfds:<name>``.
     seed: fixes the train / test split and every random transformation. Same seed,
       identical arrays.
     **options: domain options, e.g. ``size=32, channels=3`` for digits domains,
@@ -158,13 +210,7 @@ def load_domain(name: str, *, seed: int = 0, **options: Any) -> Domain:
     ValueError: unknown ``name`` (the message lists the available ones) or an option
       the domain does not accept.
   """
-  _ensure_builtin()
-  if name not in _BUILDERS:
-    raise ValueError(
-        f"unknown domain name {name!r}; available: {', '.join(sorted(_BUILDERS))}. "
-        "For real datasets use dtl_jax.data.load_tfds or dtl_jax.data.ImageFolder.")
-  builder = _BUILDERS[name]
-  allowed = _options_of(builder)
+  allowed = domain_options(name)
   unknown = sorted(set(options) - set(allowed))
   if unknown:
     raise ValueError(
@@ -178,24 +224,39 @@ def load_domain(name: str, *, seed: int = 0, **options: Any) -> Domain:
 
 @functools.lru_cache(maxsize=64)
 def _cached_build(name: str, seed: int, options: tuple) -> Domain:
-  return _BUILDERS[name](seed=seed, **dict(options))
+  return _REGISTRY[name].builder(seed=seed, **dict(options))
 
 
-def load_pair(source: str, target: str, *, seed: int = 0, **options: Any
-              ) -> tuple[Domain, Domain]:
-  """Loads a source / target pair of bundled domains with the same input shape.
+def with_channels(domain: Domain, channels: int) -> Domain:
+  """``domain`` with grayscale images repeated to ``channels`` (1 -> 3)."""
+  c = domain.input_shape[-1] if len(domain.input_shape) == 3 else None
+  if c == channels:
+    return domain
+  if c != 1 or len(domain.input_shape) != 3:
+    raise ValueError(f"cannot turn the {domain.input_shape} inputs of {domain.name!r} into "
+                     f"{channels} channels (only 1 -> {channels} by repetition).")
+  return dataclasses.replace(domain, x_train=np.repeat(domain.x_train, channels, axis=-1),
+                             x_test=np.repeat(domain.x_test, channels, axis=-1))
 
-  * Two digits domains get disjoint halves of scikit-learn's digits: the source draws
-    from pool ``"a"`` and the target from pool ``"b"`` (about 900 raw images each; pass
-    ``pool=...`` to override), and a common channel count (3 if either is colour,
-    unless ``channels`` is given).
-  * Each option is passed to the domains that accept it (``angle`` only to
+
+def load_pair(source: str, target: str, *, seed: int = 0, image_size: int | None = None,
+              **options: Any) -> tuple[Domain, Domain]:
+  """Loads a source / target pair of domains with the same input shape.
+
+  * Two domains of one family get that family's pair defaults (digits: disjoint halves
+    of scikit-learn's digits, the source from pool ``"a"`` and the target from pool
+    ``"b"``, about 900 raw images each; and a common channel count).
+  * ``image_size`` goes to every domain that takes a ``size`` (image domains); tabular
+    domains ignore it.
+  * Each other option goes to the domains that accept it (``angle`` only to
     ``moons_rot``); an option neither accepts is an error.
+  * A grayscale domain paired with a colour one has its channel repeated.
 
   Args:
     source: source domain name.
-    target: target domain name.
+    target: target domain name (different from ``source``).
     seed: as in :func:`load_domain` (both domains).
+    image_size: height = width of image domains; ``None`` or 0: their own size.
     **options: domain options.
 
   Returns:
@@ -205,32 +266,38 @@ def load_pair(source: str, target: str, *, seed: int = 0, **options: Any
     ValueError: unknown names or options, ``source == target``, or domains whose
       class counts or input shapes differ.
   """
-  _ensure_builtin()
-  from dtl_jax.data import digits  # pylint: disable=g-import-not-at-top
-  for n in (source, target):
-    if n not in _BUILDERS:
-      raise ValueError(f"unknown domain name {n!r}; available: {', '.join(sorted(_BUILDERS))}.")
+  entries = {n: _entry(n) for n in (source, target)}
   if source == target:
     raise ValueError(f"source and target must differ, both are {source!r}.")
-  per = {source: {}, target: {}}
-  both_digits = source in digits.DIGITS_DOMAINS and target in digits.DIGITS_DOMAINS
-  if both_digits:
-    per[source]["pool"], per[target]["pool"] = "a", "b"
-    if "channels" not in options:
-      colour = "digits_m" in (source, target)
-      per[source]["channels"] = per[target]["channels"] = 3 if colour else 1
+  per: dict[str, dict[str, Any]] = {source: {}, target: {}}
+  hook = entries[source].pair_options
+  if hook is not None and hook is entries[target].pair_options:
+    per[source], per[target] = (dict(d) for d in hook(source, target))
   for k, v in options.items():
-    takers = [n for n in (source, target) if k in _options_of(_BUILDERS[n])]
+    takers = [n for n in (source, target) if k in domain_options(n)]
     if not takers:
       raise ValueError(f"option {k!r} is accepted by neither {source!r} nor {target!r}.")
     for n in takers:
       per[n][k] = v
+  if image_size:
+    for n in (source, target):
+      if "size" in domain_options(n):
+        per[n]["size"] = int(image_size)
   src = load_domain(source, seed=seed, **per[source])
   tgt = load_domain(target, seed=seed, **per[target])
   if src.num_classes != tgt.num_classes:
     raise ValueError(f"{source!r} has {src.num_classes} classes but {target!r} has "
                      f"{tgt.num_classes}; a pair must share the label space.")
+  if src.class_names != tgt.class_names:
+    only_s = sorted(set(src.class_names) - set(tgt.class_names))
+    only_t = sorted(set(tgt.class_names) - set(src.class_names))
+    raise ValueError(f"the class lists of {source!r} and {target!r} differ (only in the "
+                     f"source: {only_s[:10]}; only in the target: {only_t[:10]}); a pair must "
+                     "share its classes, in the same order.")
+  if len(src.input_shape) == 3 and len(tgt.input_shape) == 3:
+    channels = max(src.input_shape[-1], tgt.input_shape[-1])
+    src, tgt = with_channels(src, channels), with_channels(tgt, channels)
   if src.input_shape != tgt.input_shape:
     raise ValueError(f"input shapes differ: {source!r} {src.input_shape} vs {target!r} "
-                     f"{tgt.input_shape}; pass channels=/size= to match them.")
+                     f"{tgt.input_shape}; set the same image size for both.")
   return src, tgt

@@ -1,19 +1,28 @@
 """Transfer methods: small objects that compose :mod:`dtl_jax.losses` on model outputs.
 
-``get_method(name, **kwargs)`` builds one by name; :data:`METHODS` lists them. Each
-method returns ``(loss, metrics)`` from :class:`MethodInputs` and declares its extra
-modules; none touches the optimizer (see :mod:`dtl_jax.methods.base`).
+``build(name, **kwargs)`` makes one by name (a config's ``method`` and
+``method_kwargs``); :data:`METHODS` lists them. Each method returns ``(loss, metrics)``
+from :class:`MethodInputs`, declares its extra modules and, in :meth:`Method.setup`,
+what it needs before training; none touches the optimizer (see
+:mod:`dtl_jax.methods.base`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dtl_jax.methods.adversarial import (ADDA, CDAN, CDANE, DANN, MDD, WDGRL, DomainConfusion,
-                                         Distill, MLPDiscriminator)
-from dtl_jax.methods.base import Extra, LossMethod, Method, MethodInputs
-from dtl_jax.methods.discrepancy import (DAN, DDC, JAN, DeepCORAL, Finetune, InstanceWeighted,
-                                         SourceOnly)
+from dtl_jax.methods.adversarial import ADDA, CDAN, CDANE, DANN, MDD, WDGRL, Distill, DomainConfusion
+from dtl_jax.methods.base import Extra, LossMethod, Method, MethodInputs, Setup, SetupContext
+from dtl_jax.methods.discrepancy import (
+    DAN,
+    DDC,
+    JAN,
+    WEIGHTINGS,
+    DeepCORAL,
+    Finetune,
+    InstanceWeighted,
+    SourceOnly,
+)
 
 METHODS: dict[str, type[Method]] = {
     "source_only": SourceOnly,
@@ -34,24 +43,23 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def get_method(name: str, **kwargs: Any) -> Method:
-  """Builds method ``name`` (one of :data:`METHODS`) with keyword hyperparameters.
+def build(name: str, **kwargs: Any) -> Method:
+  """Method ``name`` (one of :data:`METHODS`) with keyword hyperparameters ``kwargs``.
 
-  For ``instance_weighted``, ``base`` may be a method name (built with
-  ``base_kwargs``).
+  Raises:
+    ValueError: an unknown name, or hyperparameters the method does not take (the
+      message names the method).
   """
   if name not in METHODS:
     raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-  if name == "instance_weighted" and isinstance(kwargs.get("base"), str):
-    base = get_method(kwargs.pop("base"), **dict(kwargs.pop("base_kwargs", {}) or {}))
-    return InstanceWeighted(base)
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
   try:
     return METHODS[name](**kwargs)
   except TypeError as e:
     raise ValueError(f"bad hyperparameters for method {name!r}: {e}") from None
 
 
-__all__ = ["METHODS", "get_method", "Method", "MethodInputs", "Extra", "LossMethod",
-           "SourceOnly", "DDC", "DAN", "JAN", "DeepCORAL", "DANN", "CDAN", "CDANE", "MDD",
-           "ADDA", "WDGRL", "DomainConfusion", "InstanceWeighted", "Finetune", "Distill",
-           "MLPDiscriminator"]
+__all__ = ["METHODS", "build", "Method", "MethodInputs", "Extra", "LossMethod", "Setup",
+           "SetupContext", "SourceOnly", "DDC", "DAN", "JAN", "DeepCORAL", "DANN", "CDAN",
+           "CDANE", "MDD", "ADDA", "WDGRL", "DomainConfusion", "InstanceWeighted",
+           "WEIGHTINGS", "Finetune", "Distill"]

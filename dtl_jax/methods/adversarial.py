@@ -9,37 +9,16 @@ state under ``params["extra"]["discriminator"]``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dtl_jax import losses
-from dtl_jax import models
-from dtl_jax.methods.base import Extra, Method, MethodInputs
+from dtl_jax import losses, models
+from dtl_jax.methods.base import Extra, Method, MethodInputs, Setup, SetupContext
 from dtl_jax.methods.discrepancy import _feature
-
-
-class MLPDiscriminator(nn.Module):
-  """``Linear(h) -> [BN] -> ReLU`` x len(hidden) ``-> Linear(out)`` (DANN's discriminator;
-  TLlib's ``DomainDiscriminator`` with ``hidden=(1024, 1024)``, BatchNorm on).
-
-  Batch statistics are taken over the (already global) discriminator input, so the
-  BatchNorm needs no device axis name.
-  """
-  hidden: tuple[int, ...] = (1024, 1024)
-  out: int = 1
-  batch_norm: bool = True
-
-  @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    for h in self.hidden:
-      x = nn.Dense(h)(x)
-      if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
-      x = nn.relu(x)
-    return nn.Dense(self.out)(x)
 
 
 def _schedule(kind: str, total_steps: int, *, hi: float = 1.0, max_iters: float = 1000.0,
@@ -76,9 +55,8 @@ class DANN(Method):
       -> digits) that wiped out the source classifier on 2 of 3 seeds (source accuracy
       10% and 37%), where TLlib's slower warm start did not.
     feature_key: model output fed to the discriminator.
-    hidden: discriminator widths (TLlib: 1024, 1024; the paper's toy: one 100-unit layer).
-      Two equal widths with ``batch_norm`` give :class:`dtl_jax.models.DomainDiscriminator`
-      (TLlib's), otherwise an :class:`MLPDiscriminator`.
+    hidden: widths of :class:`dtl_jax.models.DomainDiscriminator` (TLlib: 1024, 1024;
+      the paper's toy: one 100-unit layer).
     batch_norm: BatchNorm in the discriminator.
     discriminator: a custom module (``module(x, train=...) -> [n, 1]`` logits).
   """
@@ -105,13 +83,9 @@ class DANN(Method):
   def _disc_input_dim(self, example) -> int:
     return _feature(example, self.feature_key).shape[-1]
 
-  def _default_discriminator(self) -> nn.Module:
-    if self.batch_norm and len(self.hidden) == 2 and self.hidden[0] == self.hidden[1]:
-      return models.DomainDiscriminator(hidden=self.hidden[0], batch_norm=True)
-    return MLPDiscriminator(self.hidden, 1, self.batch_norm)
-
   def extra_modules(self, example):
-    module = self.discriminator or self._default_discriminator()
+    module = self.discriminator or models.DomainDiscriminator(hidden=self.hidden,
+                                                              batch_norm=self.batch_norm)
     dim = self._disc_input_dim(example)
     return {"discriminator": Extra(module, jnp.zeros((2, dim), jnp.float32),
                                    lr_mult=self.lr_mult)}
@@ -255,8 +229,10 @@ class ADDA(Method):
     where ``D_sg`` has its parameters under ``stop_gradient``: one backward pass gives
     the discriminator's and the encoder's updates of the alternating game.
 
-  Run stage 2 without dropout in the target encoder and with a GAN-style optimizer
-  (:func:`dtl_jax.experiment_utils.adda_stage2` sets both: Adam, lr 2e-4, beta1 0.5):
+  Stage 2 starts from the stage-1 run (``config.init_from``): :meth:`setup` takes the
+  initialized model as the frozen source encoder. Run it without dropout in the target
+  encoder and with a GAN-style optimizer (``experiments/configs/adda.py`` sets both:
+  Adam, lr 2e-4, beta1 0.5):
   the frozen source model runs in inference mode, so dropout on the target branch
   alone lets the discriminator tell the domains apart by the noise; and with nothing
   anchoring the encoder, the SGD protocol of stage 1 lets it lose the game and its
@@ -264,7 +240,8 @@ class ADDA(Method):
 
   Args:
     stage: 1 or 2.
-    source_model: the model module (stage 2), usually the same object as the main model.
+    source_model: the source encoder module of stage 2; by default the main model
+      (set by :meth:`setup`).
     head_patterns: regexes of model parameter paths kept frozen in stage 2.
   """
 
@@ -276,8 +253,6 @@ class ADDA(Method):
                discriminator: nn.Module | None = None):
     if stage not in (1, 2):
       raise ValueError(f"stage must be 1 or 2, got {stage!r}")
-    if stage == 2 and source_model is None:
-      raise ValueError("ADDA stage 2 needs source_model (the stage-1 model module)")
     self.stage = stage
     self.source_model = source_model
     self.feature_key = feature_key
@@ -290,14 +265,30 @@ class ADDA(Method):
   def freeze_patterns(self) -> tuple[str, ...]:
     return self.head_patterns if self.stage == 2 else ()
 
+  def setup(self, context: SetupContext) -> Setup:
+    """Stage 2: the stage-1 model (``init_from``) becomes the frozen source encoder."""
+    if self.stage == 1:
+      return Setup()
+    if not context.init_from:
+      raise ValueError("adda stage 2 needs init_from = the stage-1 run directory "
+                       "(config key 'init_from')")
+    if self.source_model is None:
+      self.source_model = context.model
+    # Own buffers: the main model's copy is donated to the jitted step.
+    frozen = jax.tree.map(lambda x: jnp.array(x, copy=True), dict(context.model_variables))
+    return Setup(extra_variables={"source_model": frozen})
+
   def extra_modules(self, example):
     if self.stage == 1:
       return {}
+    if self.source_model is None:
+      raise ValueError("ADDA stage 2 needs source_model (the stage-1 model module); fit "
+                       "sets it from config.init_from")
     dim = _feature(example, self.feature_key).shape[-1]
     return {
         "source_model": Extra(self.source_model, example["x"], trainable=False),
-        "discriminator": Extra(self.discriminator or MLPDiscriminator(
-            self.hidden, 1, self.batch_norm), jnp.zeros((2, dim), jnp.float32)),
+        "discriminator": Extra(self.discriminator or models.DomainDiscriminator(
+            hidden=self.hidden, batch_norm=self.batch_norm), jnp.zeros((2, dim), jnp.float32)),
     }
 
   def loss(self, inputs):
@@ -347,8 +338,8 @@ class WDGRL(Method):
 
   def extra_modules(self, example):
     dim = _feature(example, self.feature_key).shape[-1]
-    return {"critic": Extra(self.critic or MLPDiscriminator(self.hidden, 1, False),
-                            jnp.zeros((1, dim), jnp.float32))}
+    critic = self.critic or models.DomainDiscriminator(hidden=self.hidden, batch_norm=False)
+    return {"critic": Extra(critic, jnp.zeros((1, dim), jnp.float32))}
 
   def loss(self, inputs):
     ce = inputs.source_cross_entropy()
@@ -392,8 +383,8 @@ class DomainConfusion(Method):
 
   def extra_modules(self, example):
     dim = _feature(example, self.feature_key).shape[-1]
-    return {"domain_classifier": Extra(self.discriminator or MLPDiscriminator(
-        self.hidden, 1, self.batch_norm), jnp.zeros((2, dim), jnp.float32))}
+    return {"domain_classifier": Extra(self.discriminator or models.DomainDiscriminator(
+        hidden=self.hidden, batch_norm=self.batch_norm), jnp.zeros((2, dim), jnp.float32))}
 
   def loss(self, inputs):
     ce = inputs.source_cross_entropy()
@@ -417,21 +408,34 @@ class Distill(Method):
   ``L = (1 - alpha) * CE_s + alpha * distillation_loss(z_student, z_teacher; T)``
   (KL on temperature-softened distributions, times ``T^2``), on the source batch and,
   with ``on_target=True``, also on the unlabeled target batch. The teacher is the
-  frozen extra module ``"teacher"`` (inference mode, labelled ``"frozen"``): set its
-  variables with :func:`dtl_jax.train.replace_extra`.
+  frozen extra module ``"teacher"`` (inference mode, labelled ``"frozen"``).
+
+  Args:
+    teacher: the teacher module (its variables given to the train state), or
+    teacher_workdir: a trained run whose model (rebuilt from its ``config.json``) and
+      latest checkpoint are the teacher (:meth:`setup` loads them).
   """
 
   name = "distill"
 
-  def __init__(self, teacher: Any = None, *, temperature: float = 4.0, alpha: float = 0.9,
-               on_target: bool = False):
-    if teacher is None:
-      raise ValueError("distill needs a teacher module")
+  def __init__(self, teacher: Any = None, *, teacher_workdir: str = "",
+               temperature: float = 4.0, alpha: float = 0.9, on_target: bool = False):
+    if teacher is None and not teacher_workdir:
+      raise ValueError("distill needs a teacher: method_kwargs.teacher_workdir = a trained "
+                       "run directory")
     self.teacher = teacher
+    self.teacher_workdir = str(teacher_workdir)
     self.temperature = temperature
     self.alpha = alpha
     self.on_target = on_target
     self.uses_target = on_target
+
+  def setup(self, context: SetupContext) -> Setup:
+    """Loads the teacher of ``teacher_workdir`` (module and weights)."""
+    if not self.teacher_workdir:
+      return Setup()
+    self.teacher, variables = context.load_run(self.teacher_workdir)
+    return Setup(extra_variables={"teacher": variables})
 
   def extra_modules(self, example):
     return {"teacher": Extra(self.teacher, example["x"], trainable=False)}

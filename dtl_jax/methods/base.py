@@ -10,6 +10,11 @@ a teacher -- are declared by :meth:`Method.extra_modules`; their parameters live
 same :class:`~dtl_jax.train.TrainState` under ``params["extra"][name]`` and get their
 own optimizer label ``"extra/<name>"`` (or ``"frozen"``).
 
+What a method needs before training -- the weights of a teacher or of ADDA's frozen
+source encoder, per-example source weights -- it declares in :meth:`Method.setup`,
+which the training loop calls once with a :class:`SetupContext`; the loop itself never
+asks which method it runs.
+
 Composing a method from your own loss takes a few lines::
 
   from dtl_jax.methods import LossMethod
@@ -26,11 +31,13 @@ Composing a method from your own loss takes a few lines::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 Outputs = Mapping[str, jax.Array]
@@ -112,7 +119,50 @@ class MethodInputs:
     return jnp.sum(w * ce) / jnp.sum(w)
 
   def source_accuracy(self) -> jax.Array:
+    """Accuracy of the source logits on the source labels."""
     return jnp.mean(jnp.argmax(self.source["logits"], -1) == self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class SetupContext:
+  """What the training loop offers a method before training (:meth:`Method.setup`).
+
+  Attributes:
+    model: the main model module (inference copy, no device axis).
+    model_variables: its initial ``{"params", "batch_stats"}`` (after
+      ``model.pretrained`` and ``init_from`` were applied).
+    init_from: the run directory the model was initialized from (``""`` if none).
+    source_inputs: ``[n_s, ...]`` source training inputs (the examples the sampler
+      draws from, in its index order).
+    target_inputs: ``[n_t, ...]`` target training inputs (unlabelled).
+    seed: the run's seed.
+    load_run: ``workdir -> (model_module, variables)``: the model of another run at its
+      latest checkpoint, rebuilt from that run's ``config.json`` (e.g. a teacher).
+  """
+
+  model: Any
+  model_variables: Mapping[str, Any]
+  init_from: str
+  source_inputs: np.ndarray
+  target_inputs: np.ndarray
+  seed: int
+  load_run: Callable[[str], tuple[Any, Mapping[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a method asks of the training loop (returned by :meth:`Method.setup`).
+
+  Attributes:
+    extra_variables: initial ``{"params", "batch_stats"}`` of extra modules, by name
+      (a teacher's or a frozen source encoder's weights); the others are freshly
+      initialized.
+    source_weights: ``[n_s]`` per-example weights of the source training examples,
+      fed to the step as ``batch["w_s"]`` (instance weighting), or ``None``.
+  """
+
+  extra_variables: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  source_weights: np.ndarray | None = None
 
 
 class Method:
@@ -128,6 +178,16 @@ class Method:
   #: whether the method's loss uses target outputs (the loop can skip target data).
   uses_target: bool = True
 
+  def setup(self, context: SetupContext) -> Setup:
+    """Prepares the method before training; returns what it needs from the loop.
+
+    Called once by :func:`dtl_jax.train.fit` after the model is built and initialized
+    and before the train state is created (so :meth:`extra_modules` may use what this
+    method learned here, e.g. a teacher's architecture). The default needs nothing.
+    """
+    del context
+    return Setup()
+
   def extra_modules(self, example: Mapping[str, jax.Array]) -> dict[str, Extra]:
     """Declares extra modules.
 
@@ -140,6 +200,7 @@ class Method:
     return {}
 
   def loss(self, inputs: MethodInputs) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(scalar loss, metrics)`` for one step's global batch."""
     raise NotImplementedError
 
   def freeze_patterns(self) -> tuple[str, ...]:

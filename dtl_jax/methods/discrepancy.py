@@ -7,10 +7,11 @@ adaptation layer).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from dtl_jax import losses
 from dtl_jax.methods.base import Method, MethodInputs
@@ -134,8 +135,8 @@ class Finetune(SourceOnly):
   """Network-based transfer (fine-tuning): ``L = CE`` on the labeled task data.
 
   The pretrained backbone, frozen groups and learning-rate multipliers are set in the
-  optimizer (``config.optim.freeze``, ``config.optim.backbone_lr_mult``; see
-  :func:`dtl_jax.train.default_rules`), not in the loss. Optional L2-SP (Li et al.,
+  config (``model.pretrained``, ``model.freeze``, ``optim.multipliers.backbone``; see
+  :func:`dtl_jax.params.train_rules`), not in the loss. Optional L2-SP (Li et al.,
   ICML 2018): ``alpha/2 * ||w - w0||^2`` on the params of the frozen-at-start copy
   given as ``reference`` is not applied here.
   """
@@ -143,31 +144,76 @@ class Finetune(SourceOnly):
   name = "finetune"
 
 
+WEIGHTINGS = ("kmm", "domain_classifier", "kliep")
+
+
 class InstanceWeighted(Method):
   """Instance-based transfer: any method with per-example source weights.
 
-  The batch carries ``"w_s": [n_s]`` (e.g. from KMM or a domain-classifier density
-  ratio, :mod:`dtl_jax.instance`); the wrapped method's source cross-entropy becomes
-  ``sum_i w_i CE_i / sum_i w_i``.
+  The source cross-entropy of the wrapped method becomes
+  ``sum_i w_i CE_i / sum_i w_i`` with importance weights ``w_i ~ p_t(x_i) / p_s(x_i)``
+  of the source training examples, estimated once before training (:meth:`setup`) on
+  the flattened inputs by :mod:`dtl_jax.instance`:
+
+  * ``"kmm"`` -- kernel mean matching (Huang et al., NeurIPS 2006);
+  * ``"domain_classifier"`` -- a calibrated source-vs-target classifier's odds;
+  * ``"kliep"`` -- KLIEP (Sugiyama et al., NeurIPS 2007).
+
+  The loop puts them in each batch as ``"w_s"``. With ``weights=None`` the batch must
+  carry ``"w_s"`` itself (a custom loop).
 
   Args:
-    base: the method whose source loss is weighted (default :class:`SourceOnly`).
+    base: the method whose source loss is weighted: a :class:`Method` or a name of
+      :data:`dtl_jax.methods.METHODS` (default ``"source_only"``).
+    base_kwargs: hyperparameters of a base given by name.
+    weights: the estimator, one of :data:`WEIGHTINGS`, or ``None``.
   """
 
   name = "instance_weighted"
 
-  def __init__(self, base: Method | None = None):
-    self.base = base if base is not None else SourceOnly()
+  def __init__(self, base: Method | str | None = None, *, base_kwargs: dict | None = None,
+               weights: str | None = "kmm"):
+    if weights is not None and weights not in WEIGHTINGS:
+      raise ValueError(f"weights must be one of {WEIGHTINGS} or None, got {weights!r}")
+    if isinstance(base, str) or base is None:
+      from dtl_jax.methods import build
+      base = build(base or "source_only", **dict(base_kwargs or {}))
+    elif base_kwargs:
+      raise ValueError("base_kwargs is for a base given by name")
+    self.base = base
+    self.weights = weights
     self.uses_target = self.base.uses_target
+
+  def setup(self, context):
+    """Estimates the source weights (and sets up the base method)."""
+    base_setup = self.base.setup(context)
+    if self.weights is None:
+      return base_setup
+    import jax
+
+    from dtl_jax import instance
+    xs = np.asarray(context.source_inputs, np.float32).reshape(len(context.source_inputs), -1)
+    xt = np.asarray(context.target_inputs, np.float32).reshape(len(context.target_inputs), -1)
+    key = jax.random.key(context.seed)
+    if self.weights == "kmm":
+      w = instance.kmm_weights(xs, xt)
+    elif self.weights == "domain_classifier":
+      w = instance.domain_classifier_weights(xs, xt, key=key)
+    else:
+      w = instance.kliep_weights(xs, xt, key=key)
+    return dataclasses.replace(base_setup, source_weights=np.asarray(w, np.float32))
 
   def extra_modules(self, example):
     return self.base.extra_modules(example)
+
+  def freeze_patterns(self):
+    return self.base.freeze_patterns()
 
   def model_frozen(self):
     return self.base.model_frozen()
 
   def loss(self, inputs: MethodInputs):
     if inputs.source_weights is None:
-      raise ValueError("instance_weighted needs source weights: put 'w_s' [n_s] in the "
-                       "batch (config.data.source_weights in fit)")
+      raise ValueError("instance_weighted needs source weights: batch['w_s'] [n_s] "
+                       "(fit estimates them with method_kwargs.weights)")
     return self.base.loss(inputs)

@@ -1,8 +1,13 @@
 """Flax Linen models: backbones, heads, the composite TransferModel, conversion.
 
+:func:`build` makes a run's model from its config (``config.model``); backbones are
+looked up in :data:`BACKBONES` (:func:`register_backbone` adds one).
+
 Every module is called as ``module(x, train=...)``; images are NHWC.
 """
 
+from dtl_jax.models.build import (BACKBONES, build, build_backbone, load_pretrained,
+                                  register_backbone)
 from dtl_jax.models.convert import (MergeReport, StateDictMismatchError, flax_to_torch,
                                     load_state_dict, load_torchvision_resnet, merge_variables,
                                     resnet_depth_of, torch_to_flax)
@@ -15,6 +20,7 @@ from dtl_jax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet10
 from dtl_jax.models.transfer import TransferModel, init_variables, make_apply_fn
 
 __all__ = [
+    "BACKBONES", "build", "build_backbone", "load_pretrained", "register_backbone",
     "BatchNorm", "Bottleneck", "Classifier", "DANNMNISTNet", "DANNSVHNNet", "DTN",
     "DomainDiscriminator", "LeNet", "MLP", "MergeReport", "PatchConv", "ResNet", "ResNet18", "ResNet34",
     "ResNet50", "ResNet101", "StateDictMismatchError", "TransferModel", "flax_to_torch",

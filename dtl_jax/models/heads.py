@@ -115,25 +115,29 @@ class Classifier(nn.Module):
 
 
 class DomainDiscriminator(nn.Module):
-  """DANN / TLlib domain discriminator: ``(Linear-h -> BN -> ReLU) x 2 -> Linear-1``.
+  """Domain discriminator / critic: ``(Linear -> [BN] -> ReLU -> [Dropout])`` per hidden
+  width, then ``Linear -> 1``.
 
   ``[n, d] -> [n]`` domain **logits** (source = 1); apply ``sigmoid`` for
-  probabilities. Without BatchNorm it is TLlib's variant
-  ``(Linear-h -> ReLU -> Dropout(0.5)) x 2 -> Linear-1``. Used standalone by DANN,
-  CDAN and ADDA (Ganin et al., JMLR 2016; Long et al., NeurIPS 2018; Tzeng et al.,
-  CVPR 2017). Module names: ``fc1``, ``bn1``, ``fc2``, ``bn2``, ``fc3``.
+  probabilities. The one discriminator of the library, used by DANN, CDAN, ADDA, WDGRL
+  (as the critic) and domain confusion (Ganin et al., JMLR 2016; Long et al., NeurIPS
+  2018; Tzeng et al., CVPR 2017; Shen et al., AAAI 2018). The default is TLlib's
+  ``DomainDiscriminator``: two hidden layers of 1024 with BatchNorm; TLlib's variant
+  without BatchNorm is ``batch_norm=False, dropout=0.5``. Module names: ``fc1``,
+  ``bn1``, ``fc2``, ``bn2``, ..., output ``fc<len(hidden) + 1>``.
 
   Attributes:
-    hidden: width of both hidden layers (1024).
-    batch_norm: BN after each hidden Linear (True) or dropout (False).
-    dropout: dropout rate of the no-BN variant.
+    hidden: hidden widths (an int ``h`` means ``(h, h)``); ``()`` is a logistic
+      regression on the input.
+    batch_norm: BatchNorm after each hidden Linear.
+    dropout: dropout after each hidden ReLU (0 = none).
     init_scheme: ``"default"`` or ``"dann"``.
     bn_axis_name: named axis for BN statistics when run under ``pmap``.
   """
 
-  hidden: int = 1024
+  hidden: int | Sequence[int] = (1024, 1024)
   batch_norm: bool = True
-  dropout: float = 0.5
+  dropout: float = 0.0
   init_scheme: str = "default"
   bn_axis_name: str | None = None
   dtype: Any = None
@@ -142,14 +146,15 @@ class DomainDiscriminator(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     _check_init(self.init_scheme)
     _check_features(x, "DomainDiscriminator")
+    widths = (self.hidden, self.hidden) if isinstance(self.hidden, int) else tuple(self.hidden)
     dann = self.init_scheme == "dann"
-    for i in (1, 2):
-      x = _dense(self.hidden, std=0.01 if dann else None, bias=0.0, name=f"fc{i}",
-                 dtype=self.dtype)(x)
+    for i, h in enumerate(widths, 1):
+      x = _dense(h, std=0.01 if dann else None, bias=0.0, name=f"fc{i}", dtype=self.dtype)(x)
       if self.batch_norm:
-        x = nn.relu(BatchNorm(name=f"bn{i}")(x, train=train))
-      else:
-        x = nn.relu(x)
+        x = BatchNorm(name=f"bn{i}", axis_name=self.bn_axis_name)(x, train=train)
+      x = nn.relu(x)
+      if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = _dense(1, std=0.3 if dann else None, bias=0.0, name="fc3", dtype=self.dtype)(x)
+    x = _dense(1, std=0.3 if dann else None, bias=0.0, name=f"fc{len(widths) + 1}",
+               dtype=self.dtype)(x)
     return x[:, 0]

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -74,10 +75,20 @@ class Checkpointer:
     return self._manager
 
   def save(self, step: int, state: Any, *, force: bool = False) -> bool:
-    """Saves ``state`` (any pytree of arrays) as ``step``; returns whether it was written."""
-    saved = self._manager.save(int(step), args=ocp.args.StandardSave(_keys_to_data(state)),
-                               force=force)
+    """Saves ``state`` (any pytree of arrays) as ``step``; returns whether it was written.
+
+    In a multi-process run every process must call this with its host-local copy of
+    a replicated state (``pmap``); the copies are assembled into global arrays first.
+    """
+    state = _keys_to_data(state)
+    if jax.process_count() > 1:
+      state = _to_global(state)
+    saved = self._manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
     return bool(saved)
+
+  def delete(self, step: int) -> None:
+    """Deletes the checkpoint of ``step``."""
+    self._manager.delete(int(step))
 
   def restore(self, target: Any = None, *, step: int | None = None) -> Any:
     """Restores ``step`` (default: the latest).
@@ -130,6 +141,59 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _to_global(state: Any) -> Any:
+  """Host-local replicated arrays (from ``pmap``) -> global arrays orbax can save."""
+  from orbax.checkpoint import utils as ocp_utils
+  local = jax.sharding.NamedSharding(
+      jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",)),
+      jax.sharding.PartitionSpec())
+  return jax.tree_util.tree_map(
+      lambda x: ocp_utils.fully_replicated_host_local_array_to_global_array(
+          jax.device_put(jnp.asarray(x), local)), state)
+
+
+class SelectedCheckpoints:
+  """Keeps the checkpoints that label-free selection criteria pick, and only those.
+
+  ``directory/<step>`` holds the state of every step that some criterion currently
+  picks (:func:`dtl_jax.train.selection.select`); when a later evaluation changes a
+  pick, the checkpoint no criterion picks any more is deleted.
+
+  Args:
+    directory: where the picked checkpoints live (``workdir/selected``).
+    criteria: the selection criteria (``config.train.selection``).
+  """
+
+  def __init__(self, directory: str | os.PathLike, criteria: Sequence[str]):
+    self.criteria = tuple(criteria)
+    self._ckpt = Checkpointer(directory, max_to_keep=1_000_000)
+
+  @property
+  def directory(self) -> str:
+    return self._ckpt.directory
+
+  def update(self, history: Sequence[Mapping[str, Any]], state: Any) -> dict[str, Any]:
+    """Saves ``state`` (of the last record in ``history``) if a criterion picks it,
+    drops checkpoints nobody picks; returns the current picks."""
+    from dtl_jax.train.selection import select
+    picks = select(history, self.criteria)
+    needed = {v["step"] for k, v in picks.items() if k != "last"}
+    step = int(history[-1]["step"])
+    saved = set(self._ckpt.all_steps())
+    if step in needed and step not in saved:
+      self._ckpt.save(step, state, force=True)
+    for s in saved - needed:
+      self._ckpt.delete(s)
+    return picks
+
+  def steps(self) -> list[int]:
+    """The steps kept."""
+    return self._ckpt.all_steps()
+
+  def close(self) -> None:
+    self._ckpt.close()
 
 
 def save_checkpoint(directory: str | os.PathLike, step: int, state: Any, *,

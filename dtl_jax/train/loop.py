@@ -1,656 +1,401 @@
-"""The training loop: ``fit(config, workdir=...)``.
+"""The training loop: ``fit(config, workdir)``.
 
-``config`` is an ``ml_collections.ConfigDict``; :func:`default_config` returns one with
-every key documented below (a Python-file config overrides what it needs, and the
-CLI's ``--config.key=value`` sets single keys).
+``config`` is the run config of :mod:`dtl_jax.config` (start from
+:func:`dtl_jax.config.default_config`; every key is documented there). ``fit`` reads
+it top to bottom in the style of flax's ``examples/imagenet/train.py``:
 
-Config keys
------------
-* ``seed`` (int, 0): model init, data order, dropout and method randomness.
-* ``method`` (str, ``"source_only"``): a name of :data:`dtl_jax.methods.METHODS`.
-* ``method_kwargs`` (dict): keyword hyperparameters of the method
-  (``trade_off``, ``schedule``, ``margin``, ...). ``adda`` takes ``stage`` (1 or 2);
-  stage 2 needs ``init_from``; ``distill`` needs ``teacher_workdir``.
-* ``init_from`` (str, ``""``): a workdir whose latest checkpoint initializes the
-  model (ADDA stage 2, the teacher of ``distill`` when ``teacher_workdir`` is empty,
-  fine-tuning from a previous run).
-* ``teacher_workdir`` (str, ``""``): ``distill`` only: the teacher's workdir (its
-  config.json gives the teacher architecture).
-* ``data.source`` / ``data.target`` (str): bundled domain names
-  (:func:`dtl_jax.data.available_domains`), e.g. ``"digits"`` -> ``"digits_m"``.
-* ``data.domain_kwargs`` (dict): domain options (``size``, ``channels``, ...), passed
-  through :func:`dtl_jax.data.load_pair`: two digits domains draw from disjoint halves
-  of scikit-learn's digits (about 900 images each) and share a channel count (3 when
-  either is colour).
-* ``data.batch_size`` (int, 32): global source batch; ``data.target_batch_size``
-  (int, 0 = same).
-* ``data.source_val_fraction`` (float, 0.1): source train examples held out for the
-  label-free selection criteria (stratified by seed).
-* ``data.eval_batch_size`` (int, 500).
-* ``model.backbone`` (str, ``"lenet"``): ``"lenet"``, ``"dann_mnist"``, ``"dtn"``,
-  ``"mlp"``, ``"resnet18"`` ... ``"resnet101"``; ``model.backbone_kwargs`` (dict).
-* ``model.bottleneck_dim`` (int, 256; 0 = no bottleneck), ``model.bottleneck_dropout``
-  (float, 0.5), ``model.bottleneck_batch_norm`` (bool, True).
-* ``model.head_hidden`` (tuple, ()): hidden widths of the classifier head.
-* ``model.pretrained`` (str, ``""``): a torchvision/timm ResNet state dict
-  (``.safetensors`` / ``.npz`` / ``.pth``) loaded into a ``resnet*`` backbone
-  (:func:`dtl_jax.models.load_torchvision_resnet`); the bottleneck and head keep their
-  initialization. Use with ``optim.backbone_lr_mult = 0.1`` (TLlib) and
-  ``optim.freeze`` for the ``finetune`` method.
-* ``optim.kind`` (``"sgd"`` | ``"adam"``), ``optim.learning_rate`` (0.01),
-  ``optim.momentum`` (0.9), ``optim.nesterov`` (True), ``optim.weight_decay`` (1e-3),
-  ``optim.lr_gamma`` (1e-3), ``optim.lr_decay`` (0.75): TLlib's
-  ``lr * (1 + gamma * step) ** -decay`` (``lr_gamma = 0``: constant);
-  ``optim.b1`` (0.9), ``optim.b2`` (0.999): Adam's moment decays;
-  ``optim.backbone_lr_mult`` (1.0; 0.1 for a
-  pretrained backbone); ``optim.freeze`` (tuple of regexes on model parameter paths,
-  e.g. ``("backbone/conv1/.*",)``); ``optim.grad_clip`` (0 = off).
-* ``train.num_steps`` (int, 1000); ``train.driver`` (``"jit"`` | ``"pmap"`` |
-  ``"shard_map"``); ``train.log_every`` (50); ``train.eval_every`` (250; also the
-  selection points; the last step is always evaluated); ``train.checkpoint_every``
-  (250); ``train.keep_checkpoints`` (3); ``train.resume`` (bool): continue from the
-  latest checkpoint in ``workdir`` (bit-identical to an uninterrupted run);
-  ``train.progress`` (bool, True): tqdm bar; ``train.multihost`` (bool): call
-  ``jax.distributed.initialize()`` first (pmap driver only; each process then reads its
-  slice of every global batch, all processes take part in orbax checkpoints, process 0
-  writes metrics and results); ``train.coordinator_address`` / ``num_processes`` /
-  ``process_id`` are passed to ``initialize`` when the address is set (otherwise it
-  auto-detects, e.g. on TPU VMs and SLURM); ``train.selection`` (tuple of criteria, all of
-  :data:`~dtl_jax.train.selection.CRITERIA`); ``train.stop_at_step`` (int, 0 = off):
-  behave as if Ctrl-C was pressed after this step (checkpoint, return with
-  ``interrupted=True``; simulates preemption).
+1. validate the whole config and the run directory rules; open the data; build the
+   model, the method (and what it declares it needs), the train state and the step --
+   nothing is written before all of this succeeded;
+2. write ``config.json``, restore the latest checkpoint when resuming;
+3. loop over steps: batch -> step -> metrics; evaluate with the label-free selection
+   criteria, checkpoint, stop on request (Ctrl-C, ``train.stop_at_step``);
+4. write ``result.json`` and return it.
 
-Outputs in ``workdir``: ``config.json``, ``metrics.jsonl`` (one JSON object per log /
-eval event), ``checkpoints/`` (orbax), ``result.json`` (what :func:`fit` returns), and
-TensorBoard events when ``tensorboardX`` or ``tensorboard`` is installed.
+The policies live in the modules that own them: devices in :mod:`.drivers`,
+checkpoints and the selected-checkpoint policy in :mod:`.checkpoint`, the run
+directory in :mod:`.workdir`, metric files in :mod:`.writer`, evaluation in
+:mod:`.evaluation`. The loop never asks which method it runs: a method declares what it
+needs in :meth:`dtl_jax.methods.Method.setup`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
-import signal
+import sys
 import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import flax.errors
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dtl_jax import methods as methods_lib
-from dtl_jax.train import optim as optim_lib
+from dtl_jax import config as config_lib
+from dtl_jax import data, methods, models
+from dtl_jax.train import drivers
 from dtl_jax.train import selection as selection_lib
-from dtl_jax.train import state as state_lib
-from dtl_jax.train import step as step_lib
-
-AXIS = "batch"
+from dtl_jax.train import workdir as workdir_lib
+from dtl_jax.train.checkpoint import Checkpointer, SelectedCheckpoints
+from dtl_jax.train.evaluation import Evaluator, flat_record
+from dtl_jax.train.interrupt import StopRequest
+from dtl_jax.train.state import TrainState, create_train_state
+from dtl_jax.train.step import make_train_step
+from dtl_jax.train.writer import MetricWriter
 
 
 class TrainingDiverged(RuntimeError):
-  """Raised when the loss becomes NaN or Inf."""
+  """The loss or the parameters became NaN / Inf (the message names the step)."""
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The default config (digits -> digits_m, LeNet + 256 bottleneck, TLlib SGD)."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.method = "source_only"
-  c.method_kwargs = ml_collections.ConfigDict()
-  c.init_from = ""
-  c.teacher_workdir = ""
-  c.data = ml_collections.ConfigDict(dict(
-      source="digits", target="digits_m", domain_kwargs=ml_collections.ConfigDict(),
-      batch_size=32, target_batch_size=0, source_val_fraction=0.1, eval_batch_size=500))
-  c.model = ml_collections.ConfigDict(dict(
-      backbone="lenet", backbone_kwargs=ml_collections.ConfigDict(), bottleneck_dim=256,
-      bottleneck_dropout=0.5, bottleneck_batch_norm=True, head_hidden=(), pretrained=""))
-  c.optim = ml_collections.ConfigDict(dict(
-      kind="sgd", learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3,
-      lr_gamma=1e-3, lr_decay=0.75, b1=0.9, b2=0.999, backbone_lr_mult=1.0, freeze=(),
-      grad_clip=0.0))
-  c.train = ml_collections.ConfigDict(dict(
-      num_steps=1000, driver="jit", log_every=50, eval_every=250, checkpoint_every=250,
-      keep_checkpoints=3, resume=False, progress=True, multihost=False, stop_at_step=0,
-      coordinator_address="", num_processes=0, process_id=-1, keep_selected=True,
-      selection=selection_lib.CRITERIA))
-  return c
+def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+        overwrite: bool = False) -> dict[str, Any]:
+  """Trains ``config.method`` as ``config`` says and selects checkpoints without target labels.
 
+  Args:
+    config: a run config (:func:`dtl_jax.config.default_config`, changed as needed);
+      used as given, after :func:`dtl_jax.config.validate`.
+    workdir: the run directory (:mod:`dtl_jax.train.workdir` for its rules); with
+      ``config.train.resume`` an earlier run there continues from its latest checkpoint.
+    overwrite: delete an earlier run of another config in ``workdir`` first.
 
-# ----------------------------------------------------------------------------- builders
+  Returns:
+    A dict, also written to ``workdir/result.json``::
 
+      {"method", "steps", "interrupted", "steps_per_second", "warnings",
+       "last": {"step", "target_acc", "source_acc"},
+       "selected": {criterion: {"step", "score", "target_acc", "checkpoint"}},
+       "history": [evaluation records]}
 
-def _to_dict(x):
-  if isinstance(x, ml_collections.ConfigDict):
-    return {k: _to_dict(v) for k, v in x.items()}
-  if isinstance(x, dict):
-    return {k: _to_dict(v) for k, v in x.items()}
-  return x
+    plus ``"state"``, the final :class:`TrainState` (not written). ``target_acc``
+    values are oracle numbers (target test labels), reported next to each label-free
+    choice and never used to make it.
 
-
-def build_model(model_cfg, num_classes: int, *, bn_axis_name: str | None = None,
-                frozen: tuple[str, ...] = ()):
-  """Builds a :class:`dtl_jax.models.TransferModel` from ``config.model``.
-
-  ``frozen``: regexes of frozen parameter paths (``config.optim.freeze``); BatchNorm
-  layers they match also keep their running statistics.
+  Raises:
+    dtl_jax.config.ConfigError: a config key that cannot be used (named).
+    dtl_jax.train.workdir.WorkdirError: ``workdir`` holds another run.
+    TrainingDiverged: the loss or the parameters became NaN / Inf.
   """
-  from dtl_jax import models  # pylint: disable=g-import-not-at-top
-  kw = _to_dict(model_cfg.get("backbone_kwargs", {})) or {}
-  name = model_cfg.backbone.lower()
-  backbones = {"lenet": models.LeNet, "dann_mnist": models.DANNMNISTNet, "dtn": models.DTN,
-               "mlp": models.MLP, "resnet18": models.ResNet18, "resnet34": models.ResNet34,
-               "resnet50": models.ResNet50, "resnet101": models.ResNet101}
-  if name not in backbones:
-    raise ValueError(f"model.backbone must be one of {sorted(backbones)}, got {name!r}")
-  if "hidden" in kw:
-    kw["hidden"] = tuple(kw["hidden"])
-  backbone = backbones[name](**kw)
-  bottleneck = None
-  if model_cfg.bottleneck_dim:
-    bottleneck = models.Bottleneck(features=model_cfg.bottleneck_dim,
-                                   dropout=model_cfg.bottleneck_dropout,
-                                   batch_norm=model_cfg.bottleneck_batch_norm)
-  head = models.Classifier(num_classes, hidden=tuple(model_cfg.get("head_hidden", ())))
-  return models.TransferModel(backbone, bottleneck, head, bn_axis_name=bn_axis_name,
-                              frozen_bn=tuple(frozen))
+  config_lib.validate(config)
+  tc = config.train
+  if tc.multihost:
+    _init_distributed(tc)
+  is_main = jax.process_index() == 0
+  workdir = Path(workdir)
+  workdir_lib.check(workdir, config, resume=tc.resume, overwrite=overwrite)
+
+  # Everything is built before anything is written: a bad config leaves no trace.
+  source, target = load_domains(config)
+  source_train, source_val = split_source_val(source, config.data.source_val_fraction,
+                                              config.seed)
+  axis = drivers.driver_axis_name(tc.driver)
+  _check_batch_sizes(config)
+  model = _keyed("model", models.build, config.model, num_classes=source.num_classes,
+                 bn_axis_name=axis)
+  eval_model = models.build(config.model, num_classes=source.num_classes)
+  method = _keyed("method_kwargs", methods.build, config.method,
+                  **dict(config.method_kwargs))
+  key = jax.random.key(config.seed)
+  variables = initial_variables(config, eval_model, key, source_train.x_train[:1])
+  setup = method.setup(methods.SetupContext(
+      model=eval_model, model_variables=variables, init_from=config.init_from,
+      source_inputs=source_train.x_train, target_inputs=target.x_train, seed=config.seed,
+      load_run=_load_run_model))
+  state, tx = _keyed("optim", create_train_state, eval_model, method, key=key,
+                     example_x=source_train.x_train[:2], model_variables=variables,
+                     extra_variables=setup.extra_variables, freeze=tuple(config.model.freeze),
+                     **dict(config.optim))
+  driver = drivers.make_driver(tc.driver, make_train_step(
+      model, method, tx, axis_name=axis, total_steps=tc.num_steps))
+  sampler = data.PairSampler(source_train, target, batch_size=config.data.batch_size,
+                             target_batch_size=config.data.target_batch_size
+                             or config.data.batch_size, seed=config.seed)
+  evaluator = Evaluator(eval_model, source=source, target=target, source_val=source_val,
+                        batch_size=config.data.eval_batch_size, seed=config.seed)
+
+  # The run directory: config.json (the one writer), then resume from a checkpoint.
+  if is_main:
+    workdir_lib.prepare(workdir, config, resume=tc.resume, overwrite=overwrite)
+  _sync("prepared workdir")
+  ckpt = Checkpointer(workdir / workdir_lib.CHECKPOINTS, max_to_keep=tc.keep_checkpoints)
+  start = 0
+  if tc.resume and ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    start = int(state.step)
+  history = workdir_lib.read_history(workdir, upto=start) if start else []
+  writer = MetricWriter(workdir, start_step=start, enabled=is_main,
+                        tensorboard=tc.tensorboard)
+  selected = (SelectedCheckpoints(workdir / workdir_lib.SELECTED, tc.selection)
+              if tc.keep_selected else None)
+  warnings: list[str] = []
+
+  def evaluate(dev_state: Any, step: int) -> None:
+    host_state = driver.to_host(dev_state)
+    record = evaluator(host_state, step)
+    history.append(record)
+    writer.write(flat_record(record))
+    if is_main:
+      workdir_lib.write_json(workdir / workdir_lib.HISTORY_FILE, history, indent=None)
+    if selected is not None:
+      selected.update(history, host_state)
+    if (tc.chance_check and not warnings and step >= tc.chance_check * tc.num_steps
+        and (message := evaluator.chance_warning(record))):
+      warnings.append(message)
+      if is_main:
+        print(f"dtl-jax: warning: {message}", file=sys.stderr, flush=True)
+
+  def save(dev_state: Any, step: int) -> None:
+    host_state = driver.to_host(dev_state)
+    _check_finite(host_state, step, ckpt.latest_step(), ckpt.directory)
+    ckpt.save(step, host_state, force=True)
+
+  dev_state = driver.put_state(state)
+  step, window, interrupted = start, [], False
+  t0 = time.perf_counter()
+  with StopRequest() as stop, _progress_bar(tc, start, method.name, is_main) as bar:
+    while step < tc.num_steps:
+      batch = _batch(sampler, step, setup.source_weights)
+      dev_state, metrics = driver.step(dev_state, driver.put_batch(batch))
+      step += 1
+      window.append(metrics)
+      if step % tc.log_every == 0 or step == tc.num_steps:
+        record = _train_record(window, step, steps_per_second=(step - start) / (
+            time.perf_counter() - t0), last_checkpoint=ckpt.latest_step(),
+                               checkpoints=ckpt.directory)
+        window = []
+        writer.write(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}",
+                        acc=f"{record.get('source_acc', math.nan):.3f}",
+                        sps=f"{record['steps_per_second']:.1f}")
+      bar.update(1)
+      if step % tc.eval_every == 0 or step == tc.num_steps:
+        evaluate(dev_state, step)
+      if step % tc.checkpoint_every == 0 or step == tc.num_steps:
+        save(dev_state, step)
+      if stop.requested or step == tc.stop_at_step:
+        interrupted = True
+        if ckpt.latest_step() != step:
+          save(dev_state, step)
+        bar.write(f"interrupted: checkpoint saved at step {step} in {workdir}")
+        break
+  elapsed = time.perf_counter() - t0
+  ckpt.close()
+  if not history or history[-1]["step"] != step:
+    evaluate(dev_state, step)
+  if selected is not None:
+    selected.close()
+  result = _result(method.name, history, tc.selection, step=step, interrupted=interrupted,
+                   steps_per_second=(step - start) / elapsed if elapsed > 0 else math.nan,
+                   warnings=warnings, workdir=workdir, kept_selected=selected is not None)
+  if is_main:
+    workdir_lib.write_json(workdir / workdir_lib.RESULT_FILE, result)
+  writer.close()
+  result["state"] = driver.to_host(dev_state)
+  return result
 
 
-def load_domains(config) -> tuple[Any, Any]:
-  """The ``(source, target)`` domains a run of ``config`` trains on.
+# ------------------------------------------------------------------- building blocks
 
-  Built by :func:`dtl_jax.data.load_pair` from ``data.source``, ``data.target``,
-  ``seed`` and ``data.domain_kwargs`` (a run whose source and target are the same
-  dataset, plain fine-tuning, gets that one domain twice), so evaluation code that
-  calls this sees exactly the arrays ``fit`` trained and evaluated on.
+
+def load_domains(config: Mapping[str, Any]) -> tuple[data.Domain, data.Domain]:
+  """The ``(source, target)`` domains a run of ``config`` trains and evaluates on.
+
+  Built from ``data.source``, ``data.target``, ``seed``, ``data.image_size``,
+  ``data.normalize`` and ``data.domain_kwargs`` by :func:`dtl_jax.data.load_pair` (a
+  run whose source and target are the same dataset -- plain fine-tuning -- gets that
+  one domain twice). Everything that re-opens a run (``dtl-jax eval`` / ``measure``)
+  calls this with the run's saved config, so it sees exactly the arrays the run used.
+
+  Raises:
+    ConfigError: a domain that cannot be loaded with these options (names the key).
   """
-  from dtl_jax import data  # pylint: disable=g-import-not-at-top
-  kw = _to_dict(config.data.get("domain_kwargs", {})) or {}
-  if config.data.source == config.data.target:  # plain fine-tuning: one dataset
-    domain = data.load_domain(config.data.source, seed=config.seed, **kw)
-    return domain, domain
-  return data.load_pair(config.data.source, config.data.target, seed=config.seed, **kw)
+  d = config["data"]
+  options = dict(d["domain_kwargs"])
+  if d["normalize"] != "none":
+    options["normalize"] = d["normalize"]
+  try:
+    if d["source"] != d["target"]:
+      return data.load_pair(d["source"], d["target"], seed=int(config["seed"]),
+                            image_size=int(d["image_size"]) or None, **options)
+    if d["image_size"] and "size" in data.domain_options(d["source"]):
+      options["size"] = int(d["image_size"])
+    domain = data.load_domain(d["source"], seed=int(config["seed"]), **options)
+  except (ValueError, OSError) as e:
+    raise config_lib.ConfigError(f"data ({d['source']} -> {d['target']}): "
+                                 f"{str(e).splitlines()[0]}") from e
+  return domain, domain
 
 
-def _split_val(x, y, fraction: float, seed: int):
+def split_source_val(source: data.Domain, fraction: float, seed: int
+                     ) -> tuple[data.Domain, tuple[np.ndarray, np.ndarray]]:
+  """Holds out ``fraction`` of each class of the source training split (by ``seed``).
+
+  Returns:
+    ``(source_train, (x_val, y_val))``: the domain with the remaining training
+    examples, and the held-out validation examples of the label-free criteria.
+  """
+  x, y = np.asarray(source.x_train), np.asarray(source.y_train)
   rng = np.random.default_rng([seed, 7])
-  val = []
+  val: list[int] = []
   for c in np.unique(y):
     idx = np.flatnonzero(y == c)
     k = int(round(len(idx) * fraction))
     val.extend(rng.permutation(idx)[:k].tolist())
-  val = np.sort(np.asarray(val, np.int64))
-  train = np.setdiff1d(np.arange(len(y)), val)
-  return (x[train], y[train]), (x[val], y[val])
+  val_idx = np.sort(np.asarray(val, np.int64))
+  train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
+  if len(train_idx) == 0 or len(val_idx) < 2:
+    raise config_lib.ConfigError(
+        f"data.source_val_fraction={fraction} leaves {len(train_idx)} training and "
+        f"{len(val_idx)} validation images of {len(y)}; the source is too small for it")
+  train = dataclasses.replace(source, x_train=x[train_idx], y_train=y[train_idx],
+                              ids_train=None)
+  return train, (x[val_idx], y[val_idx])
 
 
-def _restore_variables(workdir: str):
-  """Loads ``(config, state_dict)`` of the latest checkpoint in ``workdir``."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    cfg = ml_collections.ConfigDict(json.load(f))
-  ckpt = _Checkpointer(os.path.join(workdir, "checkpoints"), keep=1)
-  step = ckpt.latest_step()
-  if step is None:
-    raise ValueError(f"no checkpoint in {workdir}/checkpoints")
-  raw = ckpt.restore_raw(step)
-  ckpt.close()
-  return cfg, raw
-
-
-# ---------------------------------------------------------------------- checkpointing
-
-
-class _Checkpointer:
-  """:class:`dtl_jax.train.checkpoint.Checkpointer` with synchronous, forced saves."""
-
-  def __init__(self, directory: str, *, keep: int):
-    from dtl_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-    self._ckpt = Checkpointer(directory, max_to_keep=keep)
-
-  def save(self, step: int, state) -> None:
-    if jax.process_count() > 1:
-      state = _to_global(state)
-    self._ckpt.save(step, state, force=True)
-    self._ckpt.wait()
-
-  def latest_step(self):
-    return self._ckpt.latest_step()
-
-  def restore(self, step: int, template):
-    return self._ckpt.restore(template, step=step)
-
-  def restore_raw(self, step: int):
-    return self._ckpt.restore(None, step=step)
-
-  def close(self):
-    self._ckpt.close()
-
-
-def _to_global(state):
-  """Host-local replicated arrays (from pmap) -> global arrays orbax can save."""
-  from orbax.checkpoint import utils as ocp_utils  # pylint: disable=g-import-not-at-top
-  state = state.replace(rng=jax.random.key_data(state.rng))
-
-  def conv(x):
-    if not isinstance(x, jax.Array):
-      x = jnp.asarray(x)
-    local = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.local_devices()),
-                                                         ("local",)),
-                                       jax.sharding.PartitionSpec())
-    x = jax.device_put(x, local)
-    return ocp_utils.fully_replicated_host_local_array_to_global_array(x)
-
-  return jax.tree.map(conv, state)
-
-
-# ------------------------------------------------------------------------------ logging
-
-
-class _Writer:
-
-  def __init__(self, workdir: str, enabled: bool):
-    self.enabled = enabled
-    self._f = open(os.path.join(workdir, "metrics.jsonl"), "a") if enabled else None
-    self._tb = None
-    if enabled:
-      try:
-        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
-      except ImportError:
-        try:
-          from torch.utils.tensorboard import SummaryWriter  # pylint: disable=g-import-not-at-top
-          self._tb = SummaryWriter(os.path.join(workdir, "tb"))
-        except Exception:  # pylint: disable=broad-except
-          self._tb = None
-
-  def write(self, record: dict) -> None:
-    if not self.enabled:
-      return
-    self._f.write(json.dumps(record, default=_json_default) + "\n")
-    self._f.flush()
-    if self._tb is not None:
-      for k, v in record.items():
-        if isinstance(v, (int, float)) and k != "step":
-          self._tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record["step"])
-
-  def close(self):
-    if self._f:
-      self._f.close()
-    if self._tb is not None:
-      self._tb.close()
-
-
-def _json_default(o):
-  if isinstance(o, (np.floating, np.integer)):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  return str(o)
-
-
-# ---------------------------------------------------------------------------------- fit
-
-
-def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains ``config.method`` per ``config`` and selects checkpoints without target labels.
-
-  Args:
-    config: see the module docstring (start from :func:`default_config`).
-    workdir: output folder (created); with ``config.train.resume`` the run continues
-      from its latest checkpoint.
-
-  Returns:
-    A dict (also written to ``workdir/result.json``)::
-
-      {"method": str, "steps": int, "last": {"step", "target_acc", "source_acc"},
-       "selected": {criterion: {"step", "score", "target_acc"}},
-       "history": [eval records], "steps_per_second": float,
-       "interrupted": bool}
-
-    ``target_acc`` values are oracle numbers (target test labels), reported next to
-    each label-free choice and never used to make it.
-
-  Raises:
-    TrainingDiverged: the loss became NaN / Inf (the message names the step and the
-      last good checkpoint).
-  """
-  cfg = default_config()
-  cfg.update_from_flattened_dict(_flatten(config))
-  config = cfg
-  tc = config.train
-  if tc.multihost:
-    if tc.driver != "pmap":
-      raise ValueError("train.multihost needs train.driver='pmap' (the multi-process "
-                       f"shard_map / jit paths are not implemented), got {tc.driver!r}")
-    if not jax.distributed.is_initialized():
-      kw = {}
-      if tc.coordinator_address:
-        kw = dict(coordinator_address=tc.coordinator_address,
-                  num_processes=tc.num_processes, process_id=tc.process_id)
-      jax.distributed.initialize(**kw)
-  is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(_to_dict(config), f, indent=2, default=_json_default)
-  driver = tc.driver
-  if driver not in ("jit", "pmap", "shard_map"):
-    raise ValueError(f"train.driver must be 'jit', 'pmap' or 'shard_map', got {driver!r}")
-  axis = None if driver == "jit" else AXIS
-
-  # --- data
-  source, target = load_domains(config)
-  (xs_tr, ys_tr), (xs_val, ys_val) = _split_val(
-      np.asarray(source.x_train), np.asarray(source.y_train), config.data.source_val_fraction,
-      config.seed)
-  num_classes = source.num_classes
-
-  # --- model, method, state
-  frozen = tuple(config.optim.freeze)
-  model = build_model(config.model, num_classes, bn_axis_name=axis, frozen=frozen)
-  eval_model = build_model(config.model, num_classes, frozen=frozen)
-  method = _build_method(config, eval_model)
-  key = jax.random.key(config.seed)
-  state = state_lib.init_train_state(model if axis is None else eval_model, method, None,
-                                     key=key, example_x=xs_tr[:2])
-  state = _load_pretrained(config, eval_model, state)
-  state = _init_from_checkpoints(config, method, state)
-  example_x = jnp.asarray(xs_tr[:1])
-  extras = state_lib.extra_specs(eval_model, method, example_x, state.params, state.batch_stats)
-  rules, mults = optim_lib.default_rules(
-      backbone_lr_mult=config.optim.backbone_lr_mult,
-      freeze=tuple(config.optim.freeze) + tuple(method.freeze_patterns()),
-      extras=extras, model_frozen=method.model_frozen())
-  labels = optim_lib.label_params(state.params, rules)
-  o = config.optim
-  tx = optim_lib.make_optimizer(
-      labels, mults, kind=o.kind, learning_rate=o.learning_rate, momentum=o.momentum,
-      nesterov=o.nesterov, weight_decay=o.weight_decay, lr_gamma=o.lr_gamma,
-      lr_decay=o.lr_decay, b1=o.b1, b2=o.b2, grad_clip=o.grad_clip or None)
-  state = state_lib.with_optimizer(state, tx)
-
-  ckpt = _Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints)
-  start_step = 0
-  if tc.resume and ckpt.latest_step() is not None:
-    state = ckpt.restore(ckpt.latest_step(), state)
-    start_step = int(state.step)
-  history = _load_history(workdir, start_step) if start_step else []
-
-  # --- step function and sampler
-  step_body = step_lib.make_train_step(model, method, tx, axis_name=axis,
-                                       total_steps=tc.num_steps)
-  from dtl_jax.data import PairSampler  # pylint: disable=g-import-not-at-top
-  tb = config.data.target_batch_size or config.data.batch_size
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  source_train = dataclasses.replace(source, x_train=xs_tr, y_train=ys_tr, ids_train=None)
-  sampler = PairSampler(source_train, target,
-                        batch_size=config.data.batch_size, target_batch_size=tb,
-                        seed=config.seed, start_step=start_step)
-  n_dev = jax.local_device_count()
-  if driver == "jit":
-    train_step = step_lib.jit_step(step_body)
-    put = lambda b: b  # noqa: E731
-    dev_state = state
-  elif driver == "pmap":
-    train_step = step_lib.pmap_step(step_body, axis_name=AXIS)
-    put = lambda b: step_lib.shard_batch_for_pmap(b, n_dev)  # noqa: E731
-    dev_state = step_lib.replicate(state)
-  else:
-    from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
-    mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
-    train_step = step_lib.shard_map_step(step_body, mesh, axis_name=AXIS)
-    put = lambda b: step_lib.place_batch(b, mesh, AXIS)  # noqa: E731
-    dev_state = jax.device_put(state, jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec()))
-  host_state = lambda s: step_lib.unreplicate(s) if driver == "pmap" else s  # noqa: E731
-  eval_step = step_lib.make_eval_step(eval_model)
-  writer = _Writer(workdir, is_main)
-  sel_ckpt = (_Checkpointer(os.path.join(workdir, "selected"), keep=1_000_000)
-              if tc.keep_selected else None)
-
-  def evaluate(st, step):
-    rec = _evaluate(eval_step, st, step, source=source, target=target,
-                    val=(xs_val, ys_val), config=config)
-    history.append(rec)
-    writer.write({"kind": "eval", **_flat_eval(rec)})
-    if is_main:
-      with open(os.path.join(workdir, "history.partial.json"), "w") as f:
-        json.dump(history, f, default=_json_default)
-    if tc.keep_selected:
-      _keep_selected(sel_ckpt, history, tuple(tc.selection), st)
-    return rec
-
-  interrupted = False
-
-  def on_sigint(signum, frame):  # noqa: ARG001
-    nonlocal interrupted
-    interrupted = True
-
-  old_handler = signal.signal(signal.SIGINT, on_sigint)
-  bar = None
-  if tc.progress and is_main:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=tc.num_steps, initial=start_step, desc=method.name, dynamic_ncols=True)
-  t0 = time.perf_counter()
-  steps_done = 0
-  last_good = ckpt.latest_step()
-  window = []
-  step = start_step
+def initial_variables(config: Mapping[str, Any], model: Any, key: jax.Array,
+                      example_x: np.ndarray) -> dict[str, Any]:
+  """The model's variables before training: a fresh initialization, then
+  ``model.pretrained`` (the backbone) and ``init_from`` (every leaf of that run's model
+  whose path and shape match) loaded over it."""
+  init_key = jax.random.split(key, 3)[0]  # as create_train_state splits it
+  x = np.asarray(example_x)[:1]
   try:
-    while step < tc.num_steps:
-      b = sampler.batch(step)
-      batch = put(_process_slice({"x_s": b.x_source, "y_s": b.y_source, "x_t": b.x_target}))
-      dev_state, metrics = train_step(dev_state, batch)
-      step += 1
-      steps_done += 1
-      window.append(metrics)
-      if step % tc.log_every == 0 or step == tc.num_steps:
-        ms = _mean_metrics(window)
-        if not all(math.isfinite(v) for v in ms.values()):
-          first = next((i for i, m in enumerate(window)
-                        if not all(np.all(np.isfinite(np.asarray(v))) for v in m.values())),
-                       len(window) - 1)
-          bad_step = step - len(window) + first + 1
-          raise TrainingDiverged(
-              f"loss is NaN/Inf at step {bad_step} (metrics over steps "
-              f"{step - len(window) + 1}-{step}: {ms}); last good checkpoint: "
-              f"{'step ' + str(last_good) if last_good is not None else 'none'} in "
-              f"{os.path.join(workdir, 'checkpoints')}")
-        window = []
-        sps = steps_done / (time.perf_counter() - t0)
-        writer.write({"kind": "train", "step": step, "steps_per_second": sps, **ms})
-        if bar is not None:
-          bar.set_postfix(loss=f"{ms['loss']:.3f}",
-                          acc=f"{ms.get('source_acc', float('nan')):.3f}", sps=f"{sps:.1f}")
-      if bar is not None:
-        bar.update(1)
-      if step % tc.eval_every == 0 or step == tc.num_steps:
-        evaluate(host_state(dev_state), step)
-      if step % tc.checkpoint_every == 0 or step == tc.num_steps:
-        _check_finite(host_state(dev_state), step, last_good, workdir)
-        ckpt.save(step, host_state(dev_state))
-        last_good = step
-      if tc.stop_at_step and step >= tc.stop_at_step:
-        interrupted = True
-      if interrupted:
-        if last_good != step:
-          ckpt.save(step, host_state(dev_state))
-          last_good = step
-        if bar is not None:
-          bar.write(f"interrupted: checkpoint saved at step {step} in {workdir}")
-        break
-  finally:
-    signal.signal(signal.SIGINT, old_handler)
-    if bar is not None:
-      bar.close()
-  elapsed = time.perf_counter() - t0
-  ckpt.close()
-  if not history or history[-1]["step"] != step:
-    evaluate(host_state(dev_state), step)
-  selected = selection_lib.select(history, tuple(tc.selection))
-  if sel_ckpt is not None:
-    sel_ckpt.close()
-    for c, pick in selected.items():
-      if c != "last":
-        pick["checkpoint"] = os.path.join(workdir, "selected", str(pick["step"]))
-    selected["last"]["checkpoint"] = os.path.join(workdir, "checkpoints", str(step))
-  last = history[-1]
-  result = {
-      "method": method.name, "steps": step, "interrupted": interrupted,
-      "steps_per_second": steps_done / elapsed if elapsed > 0 else float("nan"),
-      "last": {"step": last["step"], "target_acc": last["oracle_target_acc"],
-               "source_acc": last["source_test_acc"]},
-      "selected": selected, "history": history,
-  }
-  if is_main:
-    with open(os.path.join(workdir, "result.json"), "w") as f:
-      json.dump(result, f, indent=1, default=_json_default)
-    with open(os.path.join(workdir, "history.json"), "w") as f:
-      json.dump(history, f, default=_json_default)
-  writer.close()
-  result["state"] = host_state(dev_state)
-  return result
+    variables = models.init_variables(model, init_key, x)
+  except (ValueError, TypeError, ArithmeticError, flax.errors.FlaxError) as e:
+    raise config_lib.ConfigError(
+        f"model: backbone {config['model']['backbone']!r} cannot take inputs of shape "
+        f"{tuple(x.shape[1:])} (data.image_size={config['data']['image_size']}): "
+        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+  if config["model"]["pretrained"]:
+    loaded = _keyed("model.pretrained", models.load_pretrained, config["model"],
+                    model.backbone, config["model"]["pretrained"])
+    variables, _ = models.merge_variables(variables, loaded, at="backbone")
+  if config["init_from"]:
+    _, _, restored, _ = workdir_lib.restore_model(config["init_from"])
+    variables, report = models.merge_variables(variables, restored)
+    if not report.loaded:
+      raise config_lib.ConfigError(f"init_from: no parameter of {config['init_from']!r} fits "
+                                   "this model")
+  return variables
 
 
-def _keep_selected(ckpt, history, criteria, state):
-  """Saves ``state`` if some criterion now picks its step; drops unreferenced ones."""
-  sel = selection_lib.select(history, criteria)
-  needed = {v["step"] for k, v in sel.items() if k != "last"}
-  step = history[-1]["step"]
-  saved = set(ckpt._ckpt.all_steps())  # pylint: disable=protected-access
-  if step in needed and step not in saved:
-    ckpt.save(step, state)
-  for s in saved - needed:
-    ckpt._ckpt.manager.delete(s)  # pylint: disable=protected-access
+def _load_run_model(run: str) -> tuple[Any, dict[str, Any]]:
+  _, model, variables, _ = workdir_lib.restore_model(run)
+  return model, variables
 
 
-def _process_slice(batch: dict) -> dict:
-  """This process's rows of a global batch (rows ``[p B/P, (p+1) B/P)``)."""
-  p, n = jax.process_index(), jax.process_count()
-  if n == 1:
-    return batch
-  out = {}
-  for k, v in batch.items():
-    if v.shape[0] % n:
-      raise ValueError(f"global batch {k} of {v.shape[0]} rows is not divisible by "
-                       f"{n} processes")
-    m = v.shape[0] // n
-    out[k] = v[p * m:(p + 1) * m]
-  return out
+def _keyed(config_key: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+  """``fn(*args, **kwargs)``, its ``ValueError`` re-raised naming the config key."""
+  try:
+    return fn(*args, **kwargs)
+  except config_lib.ConfigError:
+    raise
+  except ValueError as e:
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise config_lib.ConfigError(
+        message if message.startswith(config_key) else f"{config_key}: {message}") from e
 
 
-def _flatten(config) -> dict:
-  out = {}
-
-  def rec(prefix, c):
-    for k, v in c.items():
-      name = f"{prefix}{k}"
-      if isinstance(v, (ml_collections.ConfigDict, dict)) and k not in (
-          "method_kwargs", "domain_kwargs", "backbone_kwargs"):
-        rec(name + ".", v)
-      else:
-        out[name] = v
-  rec("", config)
-  return out
+def _check_batch_sizes(config: Mapping[str, Any]) -> None:
+  driver = config["train"]["driver"]
+  if driver == "jit":
+    return
+  devices = jax.device_count()
+  for key in ("batch_size", "target_batch_size"):
+    b = config["data"][key] or config["data"]["batch_size"]
+    if b % devices:
+      raise config_lib.ConfigError(f"data.{key}={b} must be divisible by the {devices} "
+                                   f"devices of the {driver!r} driver")
 
 
-def _build_method(config, eval_model):
-  kw = _to_dict(config.method_kwargs) or {}
-  name = config.method
-  if name == "adda" and kw.get("stage", 1) == 2:
-    kw.setdefault("source_model", eval_model)
-  if name == "distill":
-    if not (config.teacher_workdir or config.init_from):
-      raise ValueError("method 'distill' needs config.teacher_workdir (a trained run)")
-    tcfg, _ = _restore_variables(config.teacher_workdir or config.init_from)
-    kw.setdefault("teacher", build_model(tcfg.model, eval_model.head.num_classes))
-  return methods_lib.get_method(name, **kw)
+def _init_distributed(tc: Mapping[str, Any]) -> None:
+  if jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  if tc["coordinator_address"]:
+    kwargs = dict(coordinator_address=tc["coordinator_address"],
+                  num_processes=tc["num_processes"], process_id=tc["process_id"])
+  jax.distributed.initialize(**kwargs)
 
 
-def _load_pretrained(config, eval_model, state):
-  path = config.model.get("pretrained", "")
-  if not path:
-    return state
-  from dtl_jax import models  # pylint: disable=g-import-not-at-top
-  if not isinstance(eval_model.backbone, models.ResNet):
-    raise ValueError(f"model.pretrained needs a resnet* backbone, got {config.model.backbone!r}")
-  if not os.path.exists(path):
-    raise ValueError(f"model.pretrained: no file {path!r}")
-  loaded = models.load_torchvision_resnet(path, eval_model.backbone)
-  merged, _ = models.merge_variables(
-      {"params": state.params["model"], "batch_stats": state.batch_stats["model"]},
-      loaded, at="backbone")
-  return state.replace(params={**state.params, "model": merged["params"]},
-                       batch_stats={**state.batch_stats, "model": merged["batch_stats"]})
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
-def _init_from_checkpoints(config, method, state):
-  if config.method == "distill":
-    _, raw = _restore_variables(config.teacher_workdir or config.init_from)
-    state = state_lib.replace_extra(state, "teacher", {
-        "params": raw["params"]["model"], "batch_stats": raw["batch_stats"]["model"]})
-  if config.init_from and config.method != "distill":
-    _, raw = _restore_variables(config.init_from)
-    params = dict(state.params)
-    params["model"] = raw["params"]["model"]
-    stats = dict(state.batch_stats)
-    stats["model"] = raw["batch_stats"]["model"]
-    state = state.replace(params=params, batch_stats=stats)
-    if config.method == "adda" and "source_model" in state.params["extra"]:
-      state = state_lib.replace_extra(state, "source_model", jax.tree.map(
-          lambda x: np.array(x, copy=True),   # own buffers: the state is donated
-          {"params": raw["params"]["model"], "batch_stats": raw["batch_stats"]["model"]}))
-  elif config.method == "adda" and getattr(method, "stage", 1) == 2:
-    raise ValueError("adda stage 2 needs config.init_from = the stage-1 workdir")
-  return jax.tree.map(jnp.asarray, state)
+def _batch(sampler: data.PairSampler, step: int, source_weights: np.ndarray | None
+           ) -> dict[str, np.ndarray]:
+  b = sampler.batch(step)
+  batch = {"x_s": b.x_source, "y_s": b.y_source, "x_t": b.x_target}
+  if source_weights is not None:
+    batch["w_s"] = source_weights[sampler.source_indices(step)]
+  return batch
 
 
-def _check_finite(state, step, last_good, workdir):
-  ok = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.params))
-  if not ok:
+def _train_record(window: list[dict], step: int, *, steps_per_second: float,
+                  last_checkpoint: int | None, checkpoints: str) -> dict[str, Any]:
+  """The mean metrics of the steps since the last record; stops a diverged run."""
+  means = {k: float(np.mean([np.mean(np.asarray(m[k])) for m in window])) for k in window[0]}
+  if not all(math.isfinite(v) for v in means.values()):
+    first = next((i for i, m in enumerate(window)
+                  if not all(np.all(np.isfinite(np.asarray(v))) for v in m.values())),
+                 len(window) - 1)
+    raise TrainingDiverged(
+        f"loss is NaN/Inf at step {step - len(window) + first + 1} (mean metrics of steps "
+        f"{step - len(window) + 1}-{step}: {means}); last good checkpoint: "
+        f"{'step ' + str(last_checkpoint) if last_checkpoint is not None else 'none'} in "
+        f"{checkpoints}")
+  return {"kind": "train", "step": step, "steps_per_second": steps_per_second, **means}
+
+
+def _check_finite(state: TrainState, step: int, last_good: int | None, checkpoints: str
+                  ) -> None:
+  if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(state.params)):
     raise TrainingDiverged(
         f"parameters are NaN/Inf at step {step}; last good checkpoint: "
-        f"{'step ' + str(last_good) if last_good is not None else 'none'} in "
-        f"{os.path.join(workdir, 'checkpoints')}")
+        f"{'step ' + str(last_good) if last_good is not None else 'none'} in {checkpoints}")
 
 
-def _mean_metrics(window):
-  keys = window[0].keys()
-  return {k: float(np.mean([np.mean(np.asarray(m[k])) for m in window])) for k in keys}
+class _NoBar:
+  def update(self, n: int) -> None: ...
+
+  def set_postfix(self, **kwargs: Any) -> None: ...
+
+  def write(self, text: str) -> None:
+    print(text, file=sys.stderr)
+
+  def __enter__(self) -> _NoBar:
+    return self
+
+  def __exit__(self, *exc: Any) -> None: ...
 
 
-def _evaluate(eval_step, state, step, *, source, target, val, config):
-  bs = config.data.eval_batch_size
-  keys = ("logits", "probs", "bottleneck")
-  out_val = step_lib.predict(eval_step, state, val[0], batch_size=bs, keys=keys)
-  out_tt = step_lib.predict(eval_step, state, np.asarray(target.x_train), batch_size=bs,
-                            keys=keys)
-  out_ste = step_lib.predict(eval_step, state, np.asarray(source.x_test), batch_size=bs,
-                             keys=("logits",))
-  out_tte = step_lib.predict(eval_step, state, np.asarray(target.x_test), batch_size=bs,
-                             keys=("logits",))
-  src = step_lib.accuracy_report(out_ste["logits"], np.asarray(source.y_test))
-  tgt = step_lib.accuracy_report(out_tte["logits"], np.asarray(target.y_test))
-  scores = selection_lib.criteria_scores(
-      source_val_logits=out_val["logits"], source_val_labels=val[1],
-      source_val_features=out_val["bottleneck"], target_probs=out_tt["probs"],
-      target_features=out_tt["bottleneck"], seed=config.seed)
-  return {"step": int(step), "scores": scores, "source_test_acc": src["accuracy"],
-          "source_test_per_class": src["per_class"], "oracle_target_acc": tgt["accuracy"],
-          "oracle_target_per_class": tgt["per_class"]}
+def _progress_bar(tc: Mapping[str, Any], start: int, desc: str, is_main: bool) -> Any:
+  if not (tc["progress"] and is_main):
+    return _NoBar()
+  from tqdm.auto import tqdm
+  return tqdm(total=tc["num_steps"], initial=start, desc=desc, dynamic_ncols=True)
 
 
-def _flat_eval(rec):
-  out = {"step": rec["step"], "source_test_acc": rec["source_test_acc"],
-         "oracle_target_acc": rec["oracle_target_acc"]}
-  out.update({f"select_{k}": v for k, v in rec["scores"].items()})
-  return out
-
-
-def _load_history(workdir, upto: int):
-  p = os.path.join(workdir, "history.partial.json")
-  if not os.path.exists(p):
-    return []
-  with open(p) as f:
-    return [r for r in json.load(f) if r["step"] <= upto]
+def _result(method: str, history: list[dict[str, Any]], criteria: Any, *, step: int,
+            interrupted: bool, steps_per_second: float, warnings: list[str], workdir: Path,
+            kept_selected: bool) -> dict[str, Any]:
+  picks = selection_lib.select(history, tuple(criteria))
+  for criterion, pick in picks.items():
+    if criterion == "last":
+      pick["checkpoint"] = str(workdir / workdir_lib.CHECKPOINTS / str(step))
+    elif kept_selected:
+      pick["checkpoint"] = str(workdir / workdir_lib.SELECTED / str(pick["step"]))
+  last = history[-1]
+  return {
+      "method": method, "steps": step, "interrupted": interrupted,
+      "steps_per_second": steps_per_second, "warnings": list(warnings),
+      "last": {"step": last["step"], "target_acc": last["oracle_target_acc"],
+               "source_acc": last["source_test_acc"]},
+      "selected": picks, "history": history,
+  }

@@ -2,7 +2,7 @@
 
 The survey's network-based category and PyTorch's "ants and bees" transfer-learning
 tutorial: a torchvision ResNet pretrained on ImageNet, converted to Flax at start
-(``pretrained``: a ``.safetensors`` / ``.npz`` / ``.pth`` state dict), a new head, and
+(``model.pretrained``: a ``.safetensors`` / ``.npz`` / ``.pth`` state dict), a new head, and
 one of the freezing recipes (the argument after ``:``):
 
 * ``finetune``      -- everything trains, backbone lr x 0.1 (TLlib's multiplier);
@@ -16,7 +16,7 @@ Data layout (``data.source``; the same folder is the "target", evaluated on ``va
   data/hymenoptera_data/val/{ants,bees}/*.jpg
 
   dtl-jax train --config experiments/configs/finetune_folder.py:linear_probe \
-      --config.pretrained=weights/resnet18.safetensors \
+      --config.model.pretrained=weights/resnet18.safetensors \
       --config.data.source=folder:data/hymenoptera_data \
       --config.data.target=folder:data/hymenoptera_data --workdir runs/ants_bees_probe
 
@@ -26,18 +26,18 @@ and the linear probe ("ConvNet as fixed feature extractor") about 95% on ants/be
 
 import ml_collections
 
-from dtl_jax import experiment_utils as eu
+from dtl_jax.config import default_config
 
 RESNET_STAGES = ("conv1|bn1", "layer1", "layer2", "layer3", "layer4")
 
 
 def get_config(arg=None):
   recipe = arg or "finetune"
-  c = eu.base_config()
+  c = default_config()
   c.method = "finetune"
-  c.pretrained = "weights/resnet18.safetensors"
-  c.image_size = 224
-  c.normalize_imagenet = True
+  c.model.pretrained = "weights/resnet18.safetensors"
+  c.data.image_size = 224
+  c.data.normalize = "imagenet"
   c.data.source = "folder:data/hymenoptera_data"
   c.data.target = "folder:data/hymenoptera_data"
   c.data.batch_size = 4             # the tutorial's batch size
@@ -52,14 +52,14 @@ def get_config(arg=None):
   c.optim.weight_decay = 0.0
   c.optim.lr_gamma = 0.0
   if recipe == "finetune":
-    c.optim.backbone_lr_mult = 0.1
+    c.optim.multipliers.backbone = 0.1
   elif recipe == "linear_probe":
-    c.optim.freeze = ("backbone/.*",)
+    c.model.freeze = ("backbone/.*",)
   elif recipe.startswith("freeze") and recipe[len("freeze"):].isdigit():
     k = int(recipe[len("freeze"):])
     if not 1 <= k <= 4:
       raise ValueError(f"freeze<k> needs k in 1..4, got {k}")
-    c.optim.freeze = (f"backbone/({'|'.join(RESNET_STAGES[:k])})/.*",)
+    c.model.freeze = (f"backbone/({'|'.join(RESNET_STAGES[:k])})/.*",)
   else:
     raise ValueError(f"unknown recipe {recipe!r}; use finetune, linear_probe or freeze1..freeze4")
   c.train.num_steps = 1500          # ~25 epochs of the 244 training images at batch 4

@@ -3,7 +3,7 @@
 ``get_config("<benchmark>:<pair>:<method>")``, e.g.::
 
   dtl-jax train --config experiments/configs/published.py:office31:A-W:dann \
-      --config.pretrained=weights/resnet50.safetensors --workdir runs/office31_AW_dann
+      --config.model.pretrained=weights/resnet50.safetensors --workdir runs/office31_AW_dann
 
 Benchmarks (data layout in the README, section "Real datasets"):
 
@@ -17,7 +17,7 @@ Benchmarks (data layout in the README, section "Real datasets"):
   (TLlib: 1000 x 30 iterations).
 ADDA (``...:adda``) is two runs: ``...:source_only`` into ``runs/<benchmark>_<pair>_source_only``
 (its stage 1), then ``...:adda`` (stage 2, ``init_from`` that run; no dropout in the target
-encoder and Adam at lr 2e-4, beta1 0.5: :func:`dtl_jax.experiment_utils.adda_stage2`).
+encoder and Adam at lr 2e-4, beta1 0.5: ``adda_stage2`` in ``experiments/configs/adda.py``).
 
 * ``mnist_usps`` -- MNIST -> USPS (TLlib digits): ``tfds:mnist`` (prepared TFDS data) ->
   ``folder:data/usps`` (``<class>/*.png``, 28x28 grayscale), LeNet, batch 32, lr 0.01,
@@ -32,7 +32,11 @@ These cannot run on the development machine (no data, no weights, no accelerator
 the smoke test runs every config on generated mock data with a tiny model.
 """
 
-from dtl_jax import experiment_utils as eu
+from pathlib import Path
+
+from dtl_jax.config import default_config, load_config_module
+
+_ADDA = load_config_module(Path(__file__).with_name("adda.py"))
 
 OFFICE31 = {"A": "amazon", "D": "dslr", "W": "webcam"}
 OFFICE_HOME = {"Ar": "Art", "Cl": "Clipart", "Pr": "Product", "Rw": "Real_World"}
@@ -149,11 +153,10 @@ def get_config(arg="office31:A-W:dann"):
   bench, pair, method = parts
   if bench not in REFERENCE:
     raise ValueError(f"unknown benchmark {bench!r}; choose {sorted(REFERENCE)}")
-  c = eu.base_config()
+  c = default_config()
   c.method = method
-  c.pretrained = ""
-  c.image_size = 224
-  c.normalize_imagenet = True
+  c.data.image_size = 224
+  c.data.normalize = "imagenet"
   c.data.batch_size = 32
   c.optim.kind = "sgd"
   c.optim.learning_rate = 0.01
@@ -170,17 +173,17 @@ def get_config(arg="office31:A-W:dann"):
     sub = "/images" if bench == "office31" else ""
     c.data.source = f"folder:data/{bench}/{names[src]}{sub}"
     c.data.target = f"folder:data/{bench}/{names[tgt]}{sub}"
-    c.pretrained = "weights/resnet50.safetensors"
+    c.model.pretrained = "weights/resnet50.safetensors"
     c.model.backbone = "resnet50"
     c.model.bottleneck_dim = 256
-    c.optim.backbone_lr_mult = 0.1
+    c.optim.multipliers.backbone = 0.1
     c.train.num_steps = 1000 * (20 if bench == "office31" else 30)
     c.train.eval_every = 1000
     c.train.checkpoint_every = 1000
   elif bench == "mnist_usps":
     c.data.source, c.data.target = "tfds:mnist", "folder:data/usps"
-    c.image_size = 28
-    c.normalize_imagenet = False
+    c.data.image_size = 28
+    c.data.normalize = "none"
     c.model.backbone = "lenet"
     c.model.bottleneck_dim = 0
     c.train.num_steps = 10000
@@ -188,15 +191,15 @@ def get_config(arg="office31:A-W:dann"):
     c.train.checkpoint_every = 1000
   else:  # svhn_mnist
     c.data.source, c.data.target = "tfds:svhn_cropped", "tfds:mnist"
-    c.image_size = 32
-    c.normalize_imagenet = False
+    c.data.image_size = 32
+    c.data.normalize = "none"
     c.model.backbone = "dtn"
     c.model.bottleneck_dim = 0
     c.train.num_steps = 10000
     c.train.eval_every = 1000
     c.train.checkpoint_every = 1000
   if method == "adda":  # stage 2 starts from the stage-1 (source_only) run of the pair
-    eu.adda_stage2(c, f"runs/{bench}_{pair}_source_only")
+    _ADDA.adda_stage2(c, f"runs/{bench}_{pair}_source_only")
   return c
 
 

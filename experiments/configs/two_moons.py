@@ -20,7 +20,7 @@ Two variants (the argument after ``:`` is ``<method>`` or ``<method>-paper``):
 
 import ml_collections
 
-from dtl_jax import experiment_utils as eu
+from dtl_jax.config import default_config
 
 
 def get_config(arg=None):
@@ -28,7 +28,7 @@ def get_config(arg=None):
   if variant not in ("", "paper"):
     raise ValueError(f"variant must be '' or 'paper', got {variant!r} (use <method>-paper)")
   paper = variant == "paper"
-  c = eu.base_config()
+  c = default_config()
   c.method = method
   c.seed = 0
   c.data.source, c.data.target = "moons", "moons_rot"

@@ -167,5 +167,8 @@ def test_errors():
     load_pair("digits", "digits")
   with pytest.raises(ValueError, match="must share the label space"):
     load_pair("digits", "moons")
-  with pytest.raises(ValueError, match="input shapes differ"):
-    load_pair("digits", "digits_m", channels=None)
+  # A grayscale domain paired with a colour one has its channel repeated (not an error).
+  gray, colour = load_pair("digits", "digits_m", channels=None, size=16)
+  assert gray.input_shape == colour.input_shape == (16, 16, 3)
+  own = load_domain("digits", pool="a", size=16)
+  np.testing.assert_array_equal(gray.x_train, np.repeat(own.x_train, 3, axis=-1))

@@ -4,7 +4,6 @@ ADDA's two stages and distill's frozen teacher are checked bit for bit."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from dtl_jax import data, losses, methods, models, train
@@ -40,17 +39,17 @@ def _batches(src, tgt, steps, n=32, weights=None):
   return out
 
 
-def _train(method, batches, *, state=None, model=None, lr=0.05, kind="sgd", freeze=()):
+# TLlib's SGD (the engine's default optimizer).
+TLLIB_SGD = {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3, "lr_gamma": 1e-3}
+
+
+def _train(method, batches, *, model=None, lr=0.05, key=1, model_variables=None,
+           extra_variables=None):
   model = model or _model()
-  x0 = batches[0]["x_s"]
-  if state is None:
-    state = train.init_train_state(model, method, None, key=jax.random.key(1), example_x=x0)
-  extras = train.state.extra_specs(model, method, x0, state.params, state.batch_stats)
-  rules, mults = train.default_rules(extras=extras,
-                                     freeze=tuple(freeze) + method.freeze_patterns())
-  tx = train.make_optimizer(train.label_params(state.params, rules), mults, kind=kind,
-                            learning_rate=lr)
-  state = train.with_optimizer(state, tx)
+  state, tx = train.create_train_state(
+      model, method, key=jax.random.key(key), example_x=batches[0]["x_s"],
+      model_variables=model_variables, extra_variables=extra_variables, learning_rate=lr,
+      **TLLIB_SGD)
   step = train.jit_step(train.make_train_step(model, method, tx, total_steps=len(batches)),
                         donate=False)
   history = []
@@ -77,7 +76,7 @@ SIMPLE = {
 @pytest.mark.parametrize("name", sorted(SIMPLE))
 def test_method_trains_with_decreasing_loss(moons, name):
   batches = _batches(*moons, STEPS)
-  _, hist = _train(methods.get_method(name, **SIMPLE[name]), batches)
+  _, hist = _train(methods.build(name, **SIMPLE[name]), batches)
   _decreasing(hist, "loss" if name in ("source_only", "finetune", "ddc", "dan", "jan",
                                        "deep_coral") else "ce")
   assert all(np.isfinite(h["loss"]) for h in hist)
@@ -85,7 +84,7 @@ def test_method_trains_with_decreasing_loss(moons, name):
 
 def test_wdgrl_trains(moons):
   batches = _batches(*moons, STEPS)
-  _, hist = _train(methods.get_method("wdgrl"), batches, lr=0.005)
+  _, hist = _train(methods.build("wdgrl"), batches, lr=0.005)
   _decreasing(hist, "ce")
   assert all(np.isfinite(h["loss"]) for h in hist)
   assert all(h["gradient_penalty"] >= 0 for h in hist)
@@ -96,12 +95,10 @@ def test_instance_weighted_uses_weights(moons):
   # weight 0 on class 1: the weighted source loss ignores those examples entirely.
   w = (np.asarray(src.y_train) == 0).astype(np.float32)
   batches = _batches(src, tgt, 1, weights=w)
-  method = methods.get_method("instance_weighted", base="source_only")
+  method = methods.build("instance_weighted", base="source_only", weights=None)
   model = _model()
-  state = train.init_train_state(model, method, None, key=jax.random.key(0),
-                                 example_x=batches[0]["x_s"])
-  tx = optax.sgd(0.0)
-  state = train.with_optimizer(state, tx)
+  state, tx = train.create_train_state(model, method, key=jax.random.key(0),
+                                       example_x=batches[0]["x_s"], learning_rate=0.1)
   step = jax.jit(train.make_train_step(model, method, tx))
   _, m = step(state, batches[0])
   # reference: cross-entropy of the class-0 examples only (float64 NumPy)
@@ -126,15 +123,14 @@ def test_adda_two_stages(moons):
   src, tgt = moons
   batches = _batches(src, tgt, STEPS)
   model = _model()
-  stage1, hist1 = _train(methods.get_method("adda", stage=1), batches, model=model)
+  stage1, hist1 = _train(methods.build("adda", stage=1), batches, model=model)
   _decreasing(hist1, "loss")
   stage1_model = {"params": stage1.params["model"], "batch_stats": stage1.batch_stats["model"]}
 
-  method2 = methods.get_method("adda", stage=2, source_model=model)
-  st = train.init_train_state(model, method2, None, key=jax.random.key(2),
-                              example_x=batches[0]["x_s"], model_variables=stage1_model)
-  st = train.replace_extra(st, "source_model", stage1_model)
-  stage2, hist2 = _train(method2, batches, state=st, model=model, lr=0.01)
+  method2 = methods.build("adda", stage=2, source_model=model)
+  stage2, hist2 = _train(method2, batches, model=model, lr=0.01, key=2,
+                         model_variables=stage1_model,
+                         extra_variables={"source_model": jax.tree.map(jnp.array, stage1_model)})
   assert all(np.isfinite(h["loss"]) for h in hist2)
   _decreasing(hist2, "discriminator_loss")
   # the frozen source encoder and the classifier head are bit-identical
@@ -157,15 +153,13 @@ def test_distill_teacher_frozen(moons):
   batches = _batches(src, tgt, STEPS)
   teacher_model = models.TransferModel(models.MLP(hidden=(64,), batch_norm=True),
                                        None, models.Classifier(2))
-  teacher, _ = _train(methods.get_method("source_only"), batches, model=teacher_model)
+  teacher, _ = _train(methods.build("source_only"), batches, model=teacher_model)
   t_vars = {"params": teacher.params["model"], "batch_stats": teacher.batch_stats["model"]}
-  method = methods.get_method("distill", teacher=teacher_model, temperature=2.0)
+  method = methods.build("distill", teacher=teacher_model, temperature=2.0)
   model = _model()
-  st = train.init_train_state(model, method, None, key=jax.random.key(3),
-                              example_x=batches[0]["x_s"])
-  st = train.replace_extra(st, "teacher", t_vars)
   t_copy = jax.tree.map(np.array, t_vars)
-  student, hist = _train(method, batches, state=st, model=model)
+  student, hist = _train(method, batches, model=model, key=3,
+                         extra_variables={"teacher": t_vars})
   _decreasing(hist, "distill")
   for a, b in zip(jax.tree.leaves(student.params["extra"]["teacher"]),
                   jax.tree.leaves(t_copy["params"])):
@@ -191,13 +185,13 @@ def test_loss_method_composes_user_loss(moons):
   assert "coral" in hist[0]
 
 
-def test_get_method_errors():
+def test_build_errors():
   with pytest.raises(ValueError, match="unknown method"):
-    methods.get_method("nope")
+    methods.build("nope")
   with pytest.raises(ValueError, match="bad hyperparameters"):
-    methods.get_method("dan", not_a_param=1)
+    methods.build("dan", not_a_param=1)
   with pytest.raises(ValueError, match="stage"):
-    methods.get_method("adda", stage=3)
+    methods.build("adda", stage=3)
 
 
 def test_mdd_adversarial_head_uses_mdd_init():
@@ -205,8 +199,9 @@ def test_mdd_adversarial_head_uses_mdd_init():
   TLlib's MDD classifier), not the default Dense init."""
   model = models.TransferModel(models.MLP(hidden=(32,)), models.Bottleneck(features=256),
                                models.Classifier(10))
-  state = train.init_train_state(model, methods.get_method("mdd"), None, key=jax.random.key(3),
-                                 example_x=jnp.zeros((2, 8), jnp.float32))
+  state, _ = train.create_train_state(model, methods.build("mdd"), key=jax.random.key(3),
+                                     example_x=jnp.zeros((2, 8), jnp.float32),
+                                     learning_rate=0.1)
   head = state.params["extra"]["adversarial_head"]["fc"]
   kernel = np.asarray(head["kernel"], np.float64)
   assert kernel.shape == (256, 10)
@@ -221,7 +216,7 @@ def test_grl_methods_default_to_tllibs_warm_start(moons, name):
   """DANN, CDAN, CDAN+E and WDGRL reverse with TLlib's WarmStartGradientReverseLayer by
   default: lambda(i) = 2 / (1 + exp(-i / 1000)) - 1 at step i (float64 closed form)."""
   src, tgt = moons
-  method = methods.get_method(name, hidden=(16, 16))
+  method = methods.build(name, hidden=(16, 16))
   _, hist = _train(method, _batches(src, tgt, 4))
   want = 2.0 / (1.0 + np.exp(-np.arange(4) / 1000.0)) - 1.0
   np.testing.assert_allclose([h["grl_coeff"] for h in hist], want, rtol=1e-5, atol=1e-9)

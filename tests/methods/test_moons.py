@@ -21,11 +21,10 @@ SEEDS = (0, 1, 2)
 def _run_method(method, src, tgt):
   model = models.TransferModel(models.MLP(hidden=(32,)), None, models.Classifier(2))
   x0 = jnp.asarray(src.x_train[:2], jnp.float32)
-  state0 = train.init_train_state(model, method, None, key=jax.random.key(0), example_x=x0)
-  extras = train.state.extra_specs(model, method, x0, state0.params, state0.batch_stats)
-  rules, mults = train.default_rules(extras=extras)
-  tx = train.make_optimizer(train.label_params(state0.params, rules), mults,
-                            learning_rate=0.01)
+  tllib_sgd = {"learning_rate": 0.01, "momentum": 0.9, "nesterov": True,
+               "weight_decay": 1e-3, "lr_gamma": 1e-3}
+  _, tx = train.create_train_state(model, method, key=jax.random.key(0), example_x=x0,
+                                   **tllib_sgd)
   step = train.make_train_step(model, method, tx, total_steps=STEPS)
   xs, ys = jnp.asarray(src.x_train, jnp.float32), jnp.asarray(src.y_train)
   xt = jnp.asarray(tgt.x_train, jnp.float32)
@@ -41,7 +40,8 @@ def _run_method(method, src, tgt):
   eval_step = train.make_eval_step(model)
   accs = []
   for seed in SEEDS:
-    state = train.init_train_state(model, method, tx, key=jax.random.key(seed), example_x=x0)
+    state, _ = train.create_train_state(model, method, key=jax.random.key(seed), example_x=x0,
+                                        **tllib_sgd)
     sampler = data.PairSampler(src, tgt, batch_size=32, seed=seed)
     idx_s = np.stack([sampler.source_indices(k) for k in range(STEPS)])
     idx_t = np.stack([sampler.target_indices(k) for k in range(STEPS)])

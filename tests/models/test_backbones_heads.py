@@ -114,6 +114,18 @@ def test_heads_inits_and_forward(rng):
   dd = DomainDiscriminator(hidden=32, init_scheme="dann")
   assert abs(float(init_variables(dd, jax.random.key(4), x)["params"]["fc3"]["kernel"].std())
              - 0.3) < 0.1
+  # Any widths, no BatchNorm (ADDA's 500-500, WDGRL's critic), and () = logistic regression.
+  for widths in ((16, 8, 4), ()):
+    m = DomainDiscriminator(hidden=widths, batch_norm=False)
+    v = init_variables(m, jax.random.key(5), x)
+    assert sorted(v["params"]) == [f"fc{i}" for i in range(1, len(widths) + 2)]
+    assert "batch_stats" not in v or not v["batch_stats"]
+    h = np.asarray(x, np.float64)
+    for i in range(1, len(widths) + 1):
+      h = np.maximum(h @ v["params"][f"fc{i}"]["kernel"] + v["params"][f"fc{i}"]["bias"], 0)
+    last = v["params"][f"fc{len(widths) + 1}"]
+    np.testing.assert_allclose(np.asarray(m.apply(v, x, train=True)),
+                               (h @ last["kernel"] + last["bias"])[:, 0], atol=1e-5)
 
 
 def test_head_and_backbone_errors():

@@ -34,7 +34,7 @@ RULES = [("backbone/(fc1|bn1)/.*", "frozen"), ("backbone/.*", "backbone"), (".*"
 
 def make_tx():
   return P.make_optimizer(RULES, learning_rate=0.1, multipliers={"backbone": 0.1},
-                          base_tx_fn=lambda lr: optax.sgd(lr, momentum=0.9))
+                          momentum=0.9)
 
 
 def init_state(seed: int) -> State:

@@ -28,7 +28,8 @@ CHILD = textwrap.dedent("""
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
       jax.config.update("jax_num_cpu_devices", 1)
     import numpy as np
-    from dtl_jax.train import default_config, fit
+    from dtl_jax.config import default_config
+    from dtl_jax.train import fit
     c = default_config()
     c.method = "dan"
     c.data.source, c.data.target = "moons", "moons_rot"
@@ -42,6 +43,7 @@ CHILD = textwrap.dedent("""
     c.train.log_every = 3
     c.train.eval_every = 6
     c.train.checkpoint_every = 3
+    c.train.keep_checkpoints = 2
     c.train.progress = False
     if mode == "multi":
       c.train.driver = "pmap"
