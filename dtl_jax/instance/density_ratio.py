@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dtl_jax.losses import kernels
-from dtl_jax.instance import _validation as V
+from dtl_jax import _validation as V
 from dtl_jax.instance import learners
+from dtl_jax.losses import kernels
 
 
 def _split(key, n: int, fraction: float):
@@ -100,7 +100,7 @@ def domain_classifier_weights(source: ArrayLike, target: ArrayLike, *, key: jax.
   """
   xs = V.check_matrix(source, "source", min_rows=2)
   xt = V.check_matrix(target, "target", min_rows=2).astype(xs.dtype)
-  V.check_same_dim(xs, xt, "source", "target")
+  V.check_same_dim(xs, "source", xt, "target")
   if classifier not in ("logistic", "mlp"):
     raise ValueError(f"`classifier` must be 'logistic' or 'mlp'; got {classifier!r}.")
   if not 0.0 < calibration_fraction < 1.0:
@@ -190,7 +190,7 @@ def kliep_weights(source: ArrayLike, target: ArrayLike, *, key: jax.Array | None
   """
   xs = V.check_matrix(source, "source")
   xt = V.check_matrix(target, "target").astype(xs.dtype)
-  V.check_same_dim(xs, xt, "source", "target")
+  V.check_same_dim(xs, "source", xt, "target")
   if num_centers < 1:
     raise ValueError(f"`num_centers` must be >= 1; got {num_centers}.")
   n_t = xt.shape[0]

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from dtl_jax import _validation as V
 from dtl_jax.losses import kernels
-from dtl_jax.instance import _validation as V
 
 
 def project_box_sum(v: jax.Array, *, upper: float, sum_low, sum_high,
@@ -97,7 +97,7 @@ def kmm_weights(source: ArrayLike, target: ArrayLike, *, sigma2: float | None = 
   """
   xs = V.check_matrix(source, "source")
   xt = V.check_matrix(target, "target").astype(xs.dtype)
-  V.check_same_dim(xs, xt, "source", "target")
+  V.check_same_dim(xs, "source", xt, "target")
   n_s, n_t = xs.shape[0], xt.shape[0]
   if epsilon is None:
     epsilon = (math.sqrt(n_s) - 1.0) / math.sqrt(n_s)

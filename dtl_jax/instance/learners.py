@@ -23,10 +23,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from dtl_jax.instance import _validation as V
+from dtl_jax import _validation as V
 
 Params = dict
 
@@ -36,19 +35,6 @@ def _normalized_weights(sample_weight: jax.Array | None, n: int, dtype) -> jax.A
     return jnp.full((n,), 1.0 / n, dtype)
   w = jnp.asarray(sample_weight, dtype)
   return w / jnp.sum(w)
-
-
-def _check_weights(sample_weight, n: int):
-  if sample_weight is None:
-    return None
-  w = jnp.asarray(sample_weight)
-  if w.shape != (n,):
-    raise ValueError(f"`sample_weight` must have shape [{n}]; got shape {tuple(w.shape)}.")
-  if V.is_concrete(w):
-    wn = np.asarray(w)
-    if not np.all(np.isfinite(wn)) or np.any(wn < 0) or wn.sum() <= 0:
-      raise ValueError("`sample_weight` must be finite, non-negative and not all zero.")
-  return w
 
 
 # --------------------------------------------------------------------------------------
@@ -211,7 +197,7 @@ class LogisticRegression:
     x = V.check_matrix(x, "x")
     y, c = V.check_labels(y, "y", x.shape[0], self.num_classes)
     self.num_classes_ = max(c, 2)
-    w = _check_weights(sample_weight, x.shape[0])
+    w = V.check_weights(sample_weight, "sample_weight", x.shape[0], positive_sum=True)
     self.params_ = fit_logistic_regression(x, y, w, num_classes=self.num_classes_, l2=self.l2,
                                            num_steps=self.num_steps,
                                            learning_rate=self.learning_rate)
@@ -238,7 +224,7 @@ class RidgeRegression:
     y = V.as_float_array(y, "y").astype(x.dtype)
     if y.shape != (x.shape[0],):
       raise ValueError(f"`y` must have shape [{x.shape[0]}]; got shape {tuple(y.shape)}.")
-    w = _check_weights(sample_weight, x.shape[0])
+    w = V.check_weights(sample_weight, "sample_weight", x.shape[0], positive_sum=True)
     self.params_ = fit_ridge_regression(x, y, w, l2=self.l2)
     return self
 
@@ -260,7 +246,7 @@ class _MLPBase:
     self.seed = seed
 
   def _fit(self, x, y, sample_weight, num_outputs):
-    w = _check_weights(sample_weight, x.shape[0])
+    w = V.check_weights(sample_weight, "sample_weight", x.shape[0], positive_sum=True)
     self.params_ = fit_mlp(jax.random.key(self.seed), x, y, w, hidden_sizes=self.hidden_sizes,
                            num_outputs=num_outputs, task=self._task, l2=self.l2,
                            num_steps=self.num_steps, learning_rate=self.learning_rate)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dtl_jax.instance import _validation as V
+from dtl_jax import _validation as V
 
 
 class BoostingUpdate(NamedTuple):
@@ -128,7 +128,7 @@ class _TrAdaBoostBase:
   def _inputs(self, source_x, source_y, target_x, target_y):
     xs = V.check_matrix(source_x, "source_x")
     xt = V.check_matrix(target_x, "target_x")
-    V.check_same_dim(xs, xt, "source_x", "target_x")
+    V.check_same_dim(xs, "source_x", xt, "target_x")
     return np.asarray(xs), np.asarray(xt)
 
   def _errors(self, y, pred) -> np.ndarray:
@@ -306,7 +306,7 @@ def tradaboost_scan(fit_fn, predict_fn, source_x: jax.Array, source_y: jax.Array
   """
   xs = V.check_matrix(source_x, "source_x")
   xt = V.check_matrix(target_x, "target_x").astype(xs.dtype)
-  V.check_same_dim(xs, xt, "source_x", "target_x")
+  V.check_same_dim(xs, "source_x", xt, "target_x")
   unchecked = 1 << 30  # traced labels: values cannot be checked, only shapes
   ys, _ = V.check_labels(source_y, "source_y", xs.shape[0],
                          num_classes or (None if V.is_concrete(source_y) else unchecked))

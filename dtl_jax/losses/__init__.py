@@ -5,18 +5,6 @@ hyperparameters, and works under ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
 """
 
 # --- discrepancy losses: kernels, MMD / MK-MMD / JMMD, CORAL (issue 2) ---
-from dtl_jax.losses.kernels import (
-    GaussianKernel,
-    LinearKernel,
-    gaussian_kernel_sum,
-    gaussian_kernels,
-    mean_heuristic,
-    median_heuristic,
-    pairwise_sq_distances,
-)
-from dtl_jax.losses.mmd import DAN_MULTIPLIERS, JAN_KERNELS, jmmd, mk_mmd, mmd
-from dtl_jax.losses.coral import coral, coral_tllib
-
 # --- adversarial, distillation and entropy losses (issue 3) ---
 from dtl_jax.losses.adversarial import (
     adda_discriminator_loss,
@@ -34,8 +22,19 @@ from dtl_jax.losses.cdan import (
     randomized_map_matrices,
     randomized_multilinear_map,
 )
+from dtl_jax.losses.coral import coral, coral_tllib
 from dtl_jax.losses.distill import distillation_loss, hint_loss
 from dtl_jax.losses.entropy import entropy, entropy_minimization_loss, entropy_weights, mcc_loss
 from dtl_jax.losses.grl import dann_schedule, gradient_reverse, warm_start_schedule
+from dtl_jax.losses.kernels import (
+    GaussianKernel,
+    LinearKernel,
+    gaussian_kernel_sum,
+    gaussian_kernels,
+    mean_heuristic,
+    median_heuristic,
+    pairwise_sq_distances,
+)
 from dtl_jax.losses.mdd import mdd_loss
+from dtl_jax.losses.mmd import DAN_MULTIPLIERS, JAN_KERNELS, jmmd, mk_mmd, mmd
 from dtl_jax.losses.wdgrl import gradient_penalty, sliced_wasserstein, wasserstein_critic_loss

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dtl_jax import _validation as V
 from dtl_jax.losses import kernels as _k
 from dtl_jax.losses.kernels import GaussianKernel, LinearKernel
 
@@ -224,11 +225,9 @@ def _joint_mmd(source_layers, target_layers, kernels, *, estimator, source_weigh
   kernels = [_k.as_kernel(k) for k in kernels]
   for l, (s, t) in enumerate(zip(source_layers, target_layers)):
     sn, tn = _layer_name(source_name, l), _layer_name(target_name, l)
-    _k._check_matrix(sn, s, "[n_s, d]")
-    _k._check_matrix(tn, t, "[n_t, d]")
-    if s.shape[1] != t.shape[1]:
-      raise ValueError(f"{sn} and {tn} must have the same feature dimension d, got "
-                       f"{tuple(s.shape)} and {tuple(t.shape)}.")
+    V.check_matrix(s, sn, shape_doc="[n_s, d]")
+    V.check_matrix(t, tn, shape_doc="[n_t, d]")
+    V.check_same_dim(s, sn, t, tn)
     if s.shape[0] != source_layers[0].shape[0] or t.shape[0] != target_layers[0].shape[0]:
       raise ValueError("all layers must have the same number of rows: got source shapes "
                        f"{[tuple(x.shape) for x in source_layers]} and target shapes "
@@ -251,8 +250,8 @@ def _joint_mmd(source_layers, target_layers, kernels, *, estimator, source_weigh
     dtype = jnp.result_type(float)
   source_layers = [x.astype(dtype) for x in source_layers]
   target_layers = [x.astype(dtype) for x in target_layers]
-  ws = _k._validate_weights("source_weights", source_weights, n_s, dtype)
-  wt = _k._validate_weights("target_weights", target_weights, n_t, dtype)
+  ws = V.check_weights(source_weights, "source_weights", n_s, dtype, normalize=True)
+  wt = V.check_weights(target_weights, "target_weights", n_t, dtype, normalize=True)
 
   joints = [jnp.concatenate([s, t], axis=0) for s, t in zip(source_layers, target_layers)]
   sigma2s = []

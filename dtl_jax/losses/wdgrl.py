@@ -17,15 +17,15 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 
 
-def _critic_values(name: str, x) -> jax.Array:
-  x = _checks.as_float_array(name, x)
+def _critic_values(x, name: str) -> jax.Array:
+  x = V.as_float_array(x, name)
   if not (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
     raise ValueError(f"`{name}` must be critic outputs of shape [n] or [n, 1], got shape "
                      f"{tuple(x.shape)}.")
-  _checks.check_nonempty(name, x)
+  V.check_nonempty(x, name)
   return x.reshape(x.shape[0])
 
 
@@ -52,19 +52,19 @@ def wasserstein_critic_loss(critic_source: jax.typing.ArrayLike,
   Returns:
     Scalar estimate (may be negative for a poor critic).
   """
-  cs = _critic_values("critic_source", critic_source)
-  ct = _critic_values("critic_target", critic_target)
-  ws = _checks.example_weights("source_weights", source_weights, cs.shape[0], cs.dtype)
-  wt = _checks.example_weights("target_weights", target_weights, ct.shape[0], ct.dtype)
-  return _checks.weighted_mean(cs, ws) - _checks.weighted_mean(ct, wt)
+  cs = _critic_values(critic_source, "critic_source")
+  ct = _critic_values(critic_target, "critic_target")
+  ws = V.check_weights(source_weights, "source_weights", cs.shape[0], cs.dtype)
+  wt = V.check_weights(target_weights, "target_weights", ct.shape[0], ct.dtype)
+  return V.weighted_mean(cs, ws) - V.weighted_mean(ct, wt)
 
 
 def _paired(source, target) -> tuple[jax.Array, jax.Array]:
-  s = _checks.as_float_array("source", source)
-  t = _checks.as_float_array("target", target)
-  _checks.check_rank("source", s, (2,), "[n, d]")
-  _checks.check_rank("target", t, (2,), "[n, d]")
-  _checks.check_nonempty("source", s)
+  s = V.as_float_array(source, "source")
+  t = V.as_float_array(target, "target")
+  V.check_rank(s, "source", (2,), "[n, d]")
+  V.check_rank(t, "target", (2,), "[n, d]")
+  V.check_nonempty(s, "source")
   if s.shape[0] != t.shape[0]:
     raise ValueError("`source` and `target` must have the same batch size (examples are "
                      f"paired), got {s.shape[0]} and {t.shape[0]}.")
@@ -158,7 +158,7 @@ def sliced_wasserstein(source: jax.typing.ArrayLike, target: jax.typing.ArrayLik
     theta = jax.random.normal(key, (s.shape[1], num_projections), s.dtype)
     theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
   else:
-    theta = _checks.as_float_array("projections", projections)
+    theta = V.as_float_array(projections, "projections")
     if theta.ndim != 2 or theta.shape[0] != s.shape[1]:
       raise ValueError(f"`projections` must have shape [d={s.shape[1]}, L], got "
                        f"{tuple(theta.shape)}.")
