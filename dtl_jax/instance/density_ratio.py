@@ -15,7 +15,7 @@ The returned weights have mean one over the source sample (the convention of the
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +124,9 @@ KLIEP_BANDWIDTH_MULTIPLIERS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 @functools.partial(jax.jit, static_argnames=("max_iterations",))
 def kliep_fit(a: jax.Array, b: jax.Array, *, step_sizes: jax.Array, max_iterations: int = 100,
               row_mask: jax.Array | None = None) -> jax.Array:
-  """KLIEP's projected gradient ascent for the coefficients ``α [b]`` (Sugiyama et al. 2008, Fig. 2).
+  """KLIEP's projected gradient ascent for the coefficients ``α [b]``.
+
+  The algorithm of Sugiyama et al. (2008), Fig. 2.
 
   With ``A_jl = k(x'_j, c_l)`` ``[n_t, b]`` (target points × centres) and
   ``b_l = mean_i k(x_i, c_l)`` ``[b]`` (source), each step is
@@ -196,7 +198,7 @@ def kliep_weights(source: ArrayLike, target: ArrayLike, *, key: jax.Array | None
   n_t = xt.shape[0]
   fixed = sigma2 is not None and np.ndim(sigma2) == 0
   if fixed:
-    if not float(sigma2) > 0:
+    if not float(np.asarray(sigma2)) > 0:
       raise ValueError(f"`sigma2` must be a positive bandwidth; got {sigma2}.")
     candidates = None
   else:

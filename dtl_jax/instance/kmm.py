@@ -98,13 +98,14 @@ def kmm_weights(source: ArrayLike, target: ArrayLike, *, sigma2: float | None = 
   xs = V.check_matrix(source, "source")
   xt = V.check_matrix(target, "target").astype(xs.dtype)
   V.check_same_dim(xs, "source", xt, "target")
-  n_s, n_t = xs.shape[0], xt.shape[0]
+  n_s = xs.shape[0]
   if epsilon is None:
     epsilon = (math.sqrt(n_s) - 1.0) / math.sqrt(n_s)
   if not epsilon >= 0:
     raise ValueError(f"`epsilon` must be >= 0; got {epsilon}.")
   if not upper >= 1.0:
-    raise ValueError(f"`upper` (the bound B) must be >= 1 so that mean(w) = 1 is feasible; got {upper}.")
+    raise ValueError(
+        f"`upper` (the bound B) must be >= 1 so that mean(w) = 1 is feasible; got {upper}.")
   if sigma2 is not None and not (math.isfinite(sigma2) and sigma2 > 0):
     raise ValueError(f"`sigma2` must be a finite positive bandwidth; got {sigma2}.")
   return _kmm(xs, xt, sigma2, upper=upper, epsilon=epsilon, num_iterations=num_iterations)

@@ -18,7 +18,8 @@ size of the weights matters.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,7 +28,7 @@ import optax
 
 from dtl_jax import _validation as V
 
-Params = dict
+Params = Mapping[str, Any]  # a pytree of arrays keyed by name
 
 
 def _normalized_weights(sample_weight: jax.Array | None, n: int, dtype) -> jax.Array:
@@ -144,8 +145,9 @@ class MLP(nn.Module):
 
 @functools.partial(jax.jit, static_argnames=("hidden_sizes", "num_outputs", "task", "num_steps"))
 def fit_mlp(key: jax.Array, x: jax.Array, y: jax.Array, sample_weight: jax.Array | None = None,
-            *, hidden_sizes: tuple[int, ...] = (32,), num_outputs: int, task: str = "classification",
-            l2: float = 1e-4, num_steps: int = 300, learning_rate: float = 0.01) -> Params:
+            *, hidden_sizes: tuple[int, ...] = (32,), num_outputs: int,
+            task: str = "classification", l2: float = 1e-4, num_steps: int = 300,
+            learning_rate: float = 0.01) -> Params:
   """Trains a small MLP with a weighted loss by full-batch Adam in one ``lax.scan``.
 
   Loss: ``Σ_i p_i ℓ_i + (l2/2)‖θ‖²`` with ``ℓ`` the cross-entropy (``task="classification"``,
@@ -193,7 +195,7 @@ class LogisticRegression:
     self.num_steps = num_steps
     self.learning_rate = learning_rate
 
-  def fit(self, x, y, sample_weight=None) -> "LogisticRegression":
+  def fit(self, x, y, sample_weight=None) -> LogisticRegression:
     x = V.check_matrix(x, "x")
     y, c = V.check_labels(y, "y", x.shape[0], self.num_classes)
     self.num_classes_ = max(c, 2)
@@ -219,7 +221,7 @@ class RidgeRegression:
   def __init__(self, *, l2: float = 1e-3):
     self.l2 = l2
 
-  def fit(self, x, y, sample_weight=None) -> "RidgeRegression":
+  def fit(self, x, y, sample_weight=None) -> RidgeRegression:
     x = V.check_matrix(x, "x")
     y = V.as_float_array(y, "y").astype(x.dtype)
     if y.shape != (x.shape[0],):
@@ -265,7 +267,7 @@ class MLPClassifier(_MLPBase):
     super().__init__(**kwargs)
     self.num_classes = num_classes
 
-  def fit(self, x, y, sample_weight=None) -> "MLPClassifier":
+  def fit(self, x, y, sample_weight=None) -> MLPClassifier:
     x = V.check_matrix(x, "x")
     y, c = V.check_labels(y, "y", x.shape[0], self.num_classes)
     self.num_classes_ = max(c, 2)
@@ -283,7 +285,7 @@ class MLPRegressor(_MLPBase):
 
   _task = "regression"
 
-  def fit(self, x, y, sample_weight=None) -> "MLPRegressor":
+  def fit(self, x, y, sample_weight=None) -> MLPRegressor:
     x = V.check_matrix(x, "x")
     y = V.as_float_array(y, "y").astype(x.dtype)
     if y.shape != (x.shape[0],):

@@ -139,7 +139,7 @@ def adda_encoder_loss(domain_logits_target: jax.typing.ArrayLike, *,
 
 def _confusion_logits(x, name: str) -> jax.Array:
   x = V.as_float_array(x, name)
-  if not (x.ndim in (1, 2)):
+  if x.ndim not in (1, 2):
     raise ValueError(f"`{name}` must have shape [n] / [n, 1] (binary logits) or [n, D] "
                      f"with D >= 2 domains, got shape {tuple(x.shape)}.")
   V.check_nonempty(x, name)
@@ -165,7 +165,8 @@ def domain_confusion_loss(domain_logits_source: jax.typing.ArrayLike,
 
   .. math::
       \mathcal{L}_{conf}(x) = -\sum_{d=1}^{D} \tfrac1D \log q_d(x), \qquad
-      \mathcal{L} = \tfrac12\big(\mathbb{E}_s \mathcal{L}_{conf} + \mathbb{E}_t \mathcal{L}_{conf}\big).
+      \mathcal{L} = \tfrac12\big(\mathbb{E}_s \mathcal{L}_{conf}
+                                 + \mathbb{E}_t \mathcal{L}_{conf}\big).
 
   The feature extractor minimises it (with the domain classifier fixed), alternating
   with the classifier's own loss (:func:`dann_loss` for binary logits). Its minimum,

@@ -106,10 +106,10 @@ def randomized_multilinear_map(features: jax.typing.ArrayLike, probs: jax.typing
     ``[n, d]``, dtype of ``features``.
   """
   f, g = _features_and_probs(features, probs)
-  if (key is None) == (matrices is None):
-    raise ValueError("Pass exactly one of `key` and `matrices` to randomized_multilinear_map.")
-  if matrices is None:
+  if key is not None and matrices is None:
     matrices = randomized_map_matrices(key, f.shape[1], g.shape[1], dim, dtype=f.dtype)
+  elif matrices is None or key is not None:
+    raise ValueError("Pass exactly one of `key` and `matrices` to randomized_multilinear_map.")
   r_f, r_g = (jnp.asarray(m) for m in matrices)
   if r_f.ndim != 2 or r_f.shape[0] != f.shape[1]:
     raise ValueError(f"`matrices[0]` (R_f) must have shape [F={f.shape[1]}, d], got "

@@ -17,7 +17,9 @@ ArrayLike = jax.typing.ArrayLike
 _HI = jax.lax.Precision.HIGHEST
 
 
-def _prepare(source, target, source_weights, target_weights):
+def _prepare(source: ArrayLike, target: ArrayLike, source_weights: ArrayLike | None,
+             target_weights: ArrayLike | None
+             ) -> tuple[Array, Array, Array | None, Array | None]:
   source = V.check_matrix(source, "source", shape_doc="[n_s, d]")
   target = V.check_matrix(target, "target", shape_doc="[n_t, d]")
   V.check_same_dim(source, "source", target, "target")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.special  # noqa: F401  (xlogy)
+import jax.scipy.special
 
 from dtl_jax import _validation as V
 

@@ -11,7 +11,8 @@ Schedules are optax-style callables ``step -> coeff`` that can be evaluated insi
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -150,20 +150,22 @@ def gaussian_kernel_sum(
   sigma2 = jnp.asarray(sigma2, dtype=sq_dists.dtype)
   exps = power_of_two_exponents(multipliers)
   if exps is None:
-    total = 0.0
-    for m in multipliers:
-      total = total + jnp.exp(sq_dists * (-0.5 / m) / sigma2)
+    terms = [jnp.exp(sq_dists * (-0.5 / m) / sigma2) for m in multipliers]
+    total = terms[0]
+    for term in terms[1:]:
+      total = total + term
     return total
   power = jnp.exp(sq_dists * (-0.5 / max(multipliers)) / sigma2)
   counts = [exps.count(j) for j in range(max(exps) + 1)]
-  total = None
+  result: Array | None = None
   for j, count in enumerate(counts):
     if j > 0:
       power = power * power
     if count:
       term = power if count == 1 else count * power
-      total = term if total is None else total + term
-  return total
+      result = term if result is None else result + term
+  assert result is not None  # the largest exponent max(exps) occurs at least once
+  return result
 
 
 def _check_multipliers(multipliers) -> tuple[float, ...]:

@@ -12,7 +12,7 @@ projections of the closed-form 1-D optimal transport cost.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +88,8 @@ def gradient_penalty(critic_fn: Callable[[jax.Array], jax.Array],
 
   .. math::
       \hat h_i = \alpha_i h^s_i + (1 - \alpha_i) h^t_i,\ \ \alpha_i \sim U[0, 1], \qquad
-      \mathcal{L}_{grad} = \frac1n \sum_i \big(\lVert \nabla_{\hat h} f_w(\hat h_i) \rVert_2 - 1\big)^2
+      \mathcal{L}_{grad} = \frac1n \sum_i
+          \big(\lVert \nabla_{\hat h} f_w(\hat h_i) \rVert_2 - 1\big)^2
 
   The input gradient is taken with ``jax.grad`` of ``sum(critic_fn(h))``, so
   ``critic_fn`` must act on each row independently (no batch statistics); the penalty
@@ -150,19 +151,19 @@ def sliced_wasserstein(source: jax.typing.ArrayLike, target: jax.typing.ArrayLik
   s, t = _paired(source, target)
   if p < 1:
     raise ValueError(f"`p` must be >= 1, got {p!r}.")
-  if (key is None) == (projections is None):
-    raise ValueError("Pass exactly one of `key` and `projections` to sliced_wasserstein.")
-  if projections is None:
+  if key is not None and projections is None:
     if not isinstance(num_projections, int) or num_projections <= 0:
       raise ValueError(f"`num_projections` must be a positive int, got {num_projections!r}.")
     theta = jax.random.normal(key, (s.shape[1], num_projections), s.dtype)
     theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
-  else:
+  elif projections is not None and key is None:
     theta = V.as_float_array(projections, "projections")
     if theta.ndim != 2 or theta.shape[0] != s.shape[1]:
       raise ValueError(f"`projections` must have shape [d={s.shape[1]}, L], got "
                        f"{tuple(theta.shape)}.")
     theta = theta.astype(s.dtype)
+  else:
+    raise ValueError("Pass exactly one of `key` and `projections` to sliced_wasserstein.")
   proj_s = jnp.sort(s @ theta, axis=0)
   proj_t = jnp.sort(t @ theta, axis=0)
   return jnp.mean(jnp.abs(proj_s - proj_t) ** p)

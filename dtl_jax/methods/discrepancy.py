@@ -7,10 +7,9 @@ adaptation layer).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 
 from dtl_jax import losses
 from dtl_jax.methods.base import Method, MethodInputs

@@ -3,9 +3,16 @@
 Every module is called as ``module(x, train=...)``; images are NHWC.
 """
 
-from dtl_jax.models.convert import (MergeReport, StateDictMismatchError, flax_to_torch,
-                                    load_state_dict, load_torchvision_resnet, merge_variables,
-                                    resnet_depth_of, torch_to_flax)
+from dtl_jax.models.convert import (
+    MergeReport,
+    StateDictMismatchError,
+    flax_to_torch,
+    load_state_dict,
+    load_torchvision_resnet,
+    merge_variables,
+    resnet_depth_of,
+    torch_to_flax,
+)
 from dtl_jax.models.dtn import DTN, DANNSVHNNet
 from dtl_jax.models.heads import Bottleneck, Classifier, DomainDiscriminator
 from dtl_jax.models.layers import BatchNorm, PatchConv, max_pool_2x2
@@ -16,8 +23,8 @@ from dtl_jax.models.transfer import TransferModel, init_variables, make_apply_fn
 
 __all__ = [
     "BatchNorm", "Bottleneck", "Classifier", "DANNMNISTNet", "DANNSVHNNet", "DTN",
-    "DomainDiscriminator", "LeNet", "MLP", "MergeReport", "PatchConv", "ResNet", "ResNet18", "ResNet34",
-    "ResNet50", "ResNet101", "StateDictMismatchError", "TransferModel", "flax_to_torch",
+    "DomainDiscriminator", "LeNet", "MLP", "MergeReport", "PatchConv", "ResNet", "ResNet18",
+    "ResNet34", "ResNet50", "ResNet101", "StateDictMismatchError", "TransferModel", "flax_to_torch",
     "init_variables", "load_state_dict", "load_torchvision_resnet", "make_apply_fn",
     "max_pool_2x2", "merge_variables", "resnet_depth_of", "torch_to_flax",
 ]

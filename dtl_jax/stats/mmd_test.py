@@ -1,4 +1,7 @@
-"""The kernel two-sample test by permutation (Gretton, Borgwardt, Rasch, Schölkopf & Smola, JMLR 2012)."""
+"""The kernel two-sample test by permutation.
+
+Gretton, Borgwardt, Rasch, Schölkopf & Smola, "A Kernel Two-Sample Test", JMLR 2012.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Transferability of a pretrained model to a labelled target task, without training it.
 
-* :func:`leep` -- Log Expected Empirical Prediction (Nguyen, Hassner, Seeger & Archambeau, ICML 2020).
+* :func:`leep` -- Log Expected Empirical Prediction (Nguyen, Hassner, Seeger & Archambeau,
+  ICML 2020).
 * :func:`logme` -- log of maximum label evidence (You, Liu, Wang & Long, ICML 2021).
 * :func:`h_score` -- H-score (Bao, Li, Huang, Wang, Wang & Tan, ICIP 2019).
 
