@@ -16,12 +16,7 @@ from experiments import published
 CONFIGS = published.HERE / "configs"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compile():
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _write_folder(root, classes=("ants", "bees", "wasps"), n=4, size=20, seed=0):

@@ -23,7 +23,7 @@ CONFIGS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _fast_compile_two_torch_threads(fast_compile):  # pylint: disable=unused-argument
+def _fast_compile_two_torch_threads(fast_compile):
   torch.set_num_threads(2)
   yield
 
