@@ -81,7 +81,7 @@ def test_blobs_covariate_shift():
 @pytest.mark.parametrize("name", ["moons", "moons_rot", "blobs", "blobs_shift"])
 def test_toy_determinism(name):
   from dtl_jax.data import domain as domain_lib
-  build = domain_lib._BUILDERS[name]  # pylint: disable=protected-access
+  build = domain_lib._BUILDERS[name]
   a, b, c = build(seed=4), build(seed=4), build(seed=5)
   np.testing.assert_array_equal(a.x_train, b.x_train)
   np.testing.assert_array_equal(a.y_test, b.y_test)
