@@ -124,7 +124,7 @@ def test_prefetch_matches_direct_iteration_and_tracks_consumed_state():
     got = [next(it) for _ in range(4)]
     state = it.state_dict()
   assert state == {"seed": 5, "step": 4}  # not the read-ahead position
-  for g, r in zip(got, ref, strict=True):
+  for g, r in zip(got, ref[:4], strict=True):
     assert isinstance(g, Batch)
     np.testing.assert_array_equal(g.x_source, r.x_source)
   resumed = PairSampler(src, tgt, batch_size=8, seed=5)
