@@ -96,7 +96,8 @@ def label_params(params: Any, rules: Rules, *, allow_unused: bool = False) -> An
   if not flat:
     raise ValueError("params has no leaves to label")
   paths = [path_str(p) for p, _ in flat]
-  labels, unlabeled = [], []
+  labels: list[str | None] = []
+  unlabeled: list[str] = []
   for path in paths:
     for rx, label in compiled:
       if rx.fullmatch(path):
@@ -207,8 +208,8 @@ def make_optimizer(labels_or_rules: Any, *, kind: str = "sgd",
       raise ValueError(f"{name} must be in [0, 1), got {beta}")
   if base_tx is None and learning_rate is None:
     raise ValueError("give learning_rate (or a ready base_tx)")
-  frozen = set(frozen)
-  trainable = sorted(label_set - frozen)
+  frozen_labels = set(frozen)
+  trainable = sorted(label_set - frozen_labels)
   if isinstance(weight_decay, Mapping):
     decay = dict(weight_decay)
   else:
@@ -220,7 +221,7 @@ def make_optimizer(labels_or_rules: Any, *, kind: str = "sgd",
     for label, value in table.items():
       if label not in label_set:
         raise ValueError(f"{name}: unknown label {label!r}; labels are {sorted(label_set)}")
-      if label in frozen:
+      if label in frozen_labels:
         raise ValueError(f"{name}: label {label!r} is frozen, it gets no update")
       if value < 0:
         raise ValueError(f"{name}[{label!r}] must be >= 0, got {value}")
@@ -238,7 +239,7 @@ def make_optimizer(labels_or_rules: Any, *, kind: str = "sgd",
 
   transforms = {}
   for label in sorted(label_set):
-    if label in frozen:
+    if label in frozen_labels:
       transforms[label] = optax.set_to_zero()
       continue
     parts = base(decay.get(label, 0.0))
@@ -336,7 +337,7 @@ def freeze_first_k(k: int, *, stages: Sequence[str] = RESNET_STAGES, prefix: str
   m = _prefix(prefix)
   p = _prefix(params_prefix) + m
   rules = []
-  frozen_bn = ()
+  frozen_bn: tuple[str, ...] = ()
   if k:
     alts = "|".join(stages[:k])
     rules.append((f"{p}({alts})/.*", FROZEN))
@@ -384,10 +385,10 @@ def frozen_bn_from_labels(labels: Any, *, frozen: Sequence[str] = (FROZEN,),
     Escaped module paths for ``TransferModel(frozen_bn=...)``.
   """
   out = []
-  frozen = set(frozen)
+  frozen_labels = set(frozen)
   for path, label in jax.tree_util.tree_flatten_with_path(labels)[0]:
     s = path_str(path)
-    if s.endswith("/scale") and label in frozen:
+    if s.endswith("/scale") and label in frozen_labels:
       module = s[: -len("/scale")]
       if strip_prefix and module.startswith(strip_prefix):
         module = module[len(strip_prefix):]
@@ -416,17 +417,17 @@ def summary(params: Any, labels: Any, *, frozen: Sequence[str] = (FROZEN,)) -> s
     raise ValueError(f"labels must have the structure of params ({len(p_leaves)} leaves), "
                      f"got {len(l_leaves)} leaves")
   rows: dict[str, list[int]] = {}
-  for p, label in zip(p_leaves, l_leaves):
+  for p, label in zip(p_leaves, l_leaves, strict=True):
     r = rows.setdefault(label, [0, 0])
     r[0] += 1
     r[1] += int(jnp.size(p))
-  frozen = set(frozen)
+  frozen_labels = set(frozen)
   width = max([len("label")] + [len(k) for k in rows])
   lines = [f"{'label':<{width}}  {'status':<9}  {'tensors':>7}  {'parameters':>14}"]
   tot = {True: 0, False: 0}
   for label in sorted(rows):
     n_t, n_p = rows[label]
-    is_frozen = label in frozen
+    is_frozen = label in frozen_labels
     tot[is_frozen] += n_p
     lines.append(f"{label:<{width}}  {'frozen' if is_frozen else 'trainable':<9}  {n_t:>7}  "
                  f"{n_p:>14,}")
@@ -466,7 +467,9 @@ def l2_sp(params: Any, start_params: Any, *, labels: Any, alpha: float, beta: fl
   p_flat, treedef = jax.tree_util.tree_flatten(params)
   s_flat, s_def = jax.tree_util.tree_flatten(start_params)
   l_flat = jax.tree_util.tree_leaves(labels)
-  if s_def != treedef:
+  # jax declares PyTreeDef as a variable alias (`PyTreeDef = pytree.PyTreeDef`), which
+  # mypy cannot use as a type, so it cannot type the comparison.
+  if s_def != treedef:  # type: ignore[operator]
     raise ValueError("start_params must have the structure of params")
   if len(l_flat) != len(p_flat):
     raise ValueError(f"labels must have the structure of params ({len(p_flat)} leaves), "
@@ -478,7 +481,7 @@ def l2_sp(params: Any, start_params: Any, *, labels: Any, alpha: float, beta: fl
   dtype = jnp.result_type(*p_flat) if p_flat else jnp.float32
   sp = jnp.zeros((), dtype)
   l2 = jnp.zeros((), dtype)
-  for p, s, label in zip(p_flat, s_flat, l_flat):
+  for p, s, label in zip(p_flat, s_flat, l_flat, strict=True):
     if label in groups:
       if jnp.shape(p) != jnp.shape(s):
         raise ValueError(f"start_params leaf shape {jnp.shape(s)} != params {jnp.shape(p)}")

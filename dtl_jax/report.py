@@ -62,7 +62,7 @@ def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> 
   out = []
   for j, c in enumerate(cells):
     out.append("  ".join(s.ljust(w) if i == 0 else s.rjust(w)
-                         for i, (s, w) in enumerate(zip(c, widths))))
+                         for i, (s, w) in enumerate(zip(c, widths, strict=True))))
     if j == 0:
       out.append("  ".join("-" * w for w in widths))
   return "\n".join(out)
@@ -254,7 +254,7 @@ def aggregate_runs(runs: Sequence[Mapping[str, Any]], *, group_keys: Sequence[st
     groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
   rows = []
   for key, items in groups.items():
-    row: dict[str, Any] = dict(zip(group_keys, key))
+    row: dict[str, Any] = dict(zip(group_keys, key, strict=True))
     row["n_seeds"] = len(items)
     row["seeds"] = [it.get("seed") for it in items]
     for v in value_keys:
@@ -307,7 +307,7 @@ def decision_boundary_plot(path: str | Path, panels: Sequence[Mapping[str, Any]]
   grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
   fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), dpi=110,
                            squeeze=False)
-  for ax, p in zip(axes[0], panels):
+  for ax, p in zip(axes[0], panels, strict=True):
     prob = np.asarray(p["predict"](grid)).reshape(gx.shape)
     ax.contourf(gx, gy, prob, levels=[0, 0.5, 1], colors=["#f4c7c3", "#c6dbef"], alpha=0.8)
     ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.5)

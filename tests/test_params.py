@@ -10,8 +10,15 @@ import pytest
 import torch
 
 from dtl_jax import params as P
-from dtl_jax.models import (MLP, Bottleneck, Classifier, ResNet18, TransferModel, init_variables,
-                            make_apply_fn)
+from dtl_jax.models import (
+  MLP,
+  Bottleneck,
+  Classifier,
+  ResNet18,
+  TransferModel,
+  init_variables,
+  make_apply_fn,
+)
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import os
 
 import numpy as np
@@ -72,7 +73,7 @@ def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
     data = np.loadtxt(path, delimiter=",")
     images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1]
   else:  # pragma: no cover - layout change in a future scikit-learn.
-    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+    from sklearn.datasets import load_digits
     d = load_digits()
     images, target = d.images, d.target
   images = (images / 16.0).astype(np.float32)
@@ -88,11 +89,11 @@ def _sample_photos() -> tuple[np.ndarray, ...]:
   base = _sklearn_datasets_dir()
   folder = base and os.path.join(base, "images")
   if folder and os.path.isdir(folder):
-    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from PIL import Image
     names = sorted(f for f in os.listdir(folder) if f.endswith(".jpg"))
     raw = [np.asarray(Image.open(os.path.join(folder, f)).convert("RGB")) for f in names]
   else:  # pragma: no cover
-    from sklearn.datasets import load_sample_images  # pylint: disable=g-import-not-at-top
+    from sklearn.datasets import load_sample_images
     raw = load_sample_images().images
   photos = tuple(np.asarray(im, np.float32) / 255.0 for im in raw)
   for p in photos:
@@ -196,7 +197,7 @@ def _mnist_m_blend(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """MNIST-M: ``|digit - random photo crop|`` per channel; ``[n, S, S] -> [n, S, S, 3]``."""
   photos = _sample_photos()
   n, s, _ = images.shape
-  which = rng.integers(0, len(photos), size=n)
+  which = np.asarray(rng.integers(0, len(photos), size=n))
   out = np.empty((n, s, s, 3), np.float32)
   for i in range(n):
     photo = photos[which[i]]
@@ -219,13 +220,13 @@ def _set_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
 
 
 def _stratified_split(y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  train, test = [], []
+  train_parts, test_parts = [], []
   for c in np.unique(y):
     idx = rng.permutation(np.flatnonzero(y == c))
     n_test = int(round(_TEST_FRACTION * len(idx)))
-    test.append(idx[:n_test])
-    train.append(idx[n_test:])
-  train, test = np.concatenate(train), np.concatenate(test)
+    test_parts.append(idx[:n_test])
+    train_parts.append(idx[n_test:])
+  train, test = np.concatenate(train_parts), np.concatenate(test_parts)
   return rng.permutation(train), rng.permutation(test)
 
 
@@ -301,7 +302,6 @@ def _make_builder(name):
                                **extra)
 
   # Expose only the options that this domain accepts (load_domain validates them).
-  import inspect  # pylint: disable=g-import-not-at-top
   params = [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default=d)
             for p, d in (("seed", 0), ("size", 28), ("channels", None), ("pool", "own"))]
   if name == "digits_rot":

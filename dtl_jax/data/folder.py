@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from dtl_jax.data.sources import Transform, _apply
+from dtl_jax.data.sources import Transform, _apply, check_same_classes
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff",
                   ".webp")
@@ -40,7 +41,7 @@ class CorruptImageError(ValueError):
 
 def decode_image(path: str, *, mode: str = "RGB") -> np.ndarray:
   """Decodes ``path`` with PIL to ``[H, W, C]`` uint8 (``mode`` ``"RGB"`` or ``"L"``)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   try:
     with Image.open(path) as img:
       img.load()
@@ -59,7 +60,7 @@ class _FileSource:
   labels: np.ndarray
   classes: tuple[str, ...]
 
-  def _init_common(self, transform, on_corrupt, channels):
+  def _init_common(self, transform: Transform | None, on_corrupt: str, channels: int) -> None:
     if on_corrupt not in ("raise", "skip"):
       raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}.")
     if channels not in (1, 3):
@@ -105,11 +106,11 @@ class _FileSource:
 
   def get(self, indices: np.ndarray, *, seeds: np.ndarray | None = None,
           executor: Any = None) -> np.ndarray:
-    indices = [int(i) for i in np.asarray(indices)]
+    rows = [int(i) for i in np.asarray(indices)]
     if executor is not None:
-      raw = list(executor.map(self.decode, indices))
+      raw = list(executor.map(self.decode, rows))
     else:
-      raw = [self.decode(i) for i in indices]
+      raw = [self.decode(i) for i in rows]
     if self.transform is not None:
       return _apply(self.transform, raw, seeds, executor)
     shapes = {r.shape for r in raw}
@@ -154,7 +155,6 @@ class ImageFolder(_FileSource):
         raise ValueError(f"image folder root {root!r} has no class sub-folders; expected "
                          "root/<class_name>/<image files>.")
     else:
-      from dtl_jax.data.sources import check_same_classes  # pylint: disable=g-import-not-at-top
       check_same_classes(classes, found, what=("expected classes", f"folders in {root!r}"),
                          ordered=False)
     self.root = root
@@ -162,7 +162,7 @@ class ImageFolder(_FileSource):
     exts = tuple(e.lower() for e in extensions)
     paths, labels, empty = [], [], []
     for label, name in enumerate(self.classes):
-      files = []
+      files: list[str] = []
       for dirpath, dirnames, filenames in os.walk(os.path.join(root, name)):
         dirnames.sort()
         files.extend(os.path.join(dirpath, f) for f in sorted(filenames)
@@ -201,7 +201,8 @@ class ImageList(_FileSource):
     root = os.path.dirname(os.path.abspath(list_file)) if root is None else os.fspath(root)
     if not os.path.isdir(root):
       raise FileNotFoundError(f"image list root {root!r} does not exist.")
-    paths, labels = [], []
+    paths: list[str] = []
+    label_list: list[int] = []
     with open(list_file) as f:
       for lineno, line in enumerate(f, 1):
         line = line.strip()
@@ -212,10 +213,10 @@ class ImageList(_FileSource):
           raise ValueError(f"{list_file}:{lineno}: expected '<path> <label>', got {line!r}.")
         path, label = parts[0], int(parts[1])
         paths.append(path if os.path.isabs(path) else os.path.join(root, path))
-        labels.append(label)
+        label_list.append(label)
     if not paths:
       raise ValueError(f"image list file {list_file!r} has no entries.")
-    labels = np.asarray(labels, np.int32)
+    labels = np.asarray(label_list, np.int32)
     if classes is None:
       classes = tuple(str(i) for i in range(int(labels.max()) + 1))
     self.classes = tuple(classes)

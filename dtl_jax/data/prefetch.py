@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 _END = object()
 
@@ -36,7 +37,7 @@ def _produce(iterator, q: queue.Queue, stop: threading.Event):
     for item in iterator:
       if not _put(q, stop, item):
         return
-  except BaseException as e:  # pylint: disable=broad-except
+  except BaseException as e:
     _put(q, stop, _Raised(e))
     return
   _put(q, stop, _END)
@@ -116,7 +117,7 @@ class Prefetcher(Iterator):
   def __del__(self):
     try:
       self._stop.set()
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       pass
 
 

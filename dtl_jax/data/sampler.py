@@ -35,7 +35,8 @@ Target labels are never part of a :class:`Batch`; evaluation code reads them wit
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class _Stream:
       return self._perm(epoch)[j * self.b:(j + 1) * self.b]
     pos = np.arange(step * self.b, (step + 1) * self.b)
     epochs, within = np.divmod(pos, self.n)
-    return np.array([self._perm(int(e))[w] for e, w in zip(epochs, within)], np.int64)
+    return np.array([self._perm(int(e))[w] for e, w in zip(epochs, within, strict=True)], np.int64)
 
   def seeds(self, step: int) -> np.ndarray:
     rng = np.random.default_rng([self.seed, 2 + self.stream, step])
@@ -105,7 +106,7 @@ def _get_items(source, idx, seeds, executor):
   return source.get(idx, seeds=seeds, executor=executor), source.labels[idx]
 
 
-def _check_divisible(name: str, b: int, d: int):
+def _check_divisible(b: int, name: str, d: int) -> None:
   if b % d:
     raise ValueError(f"{name} ({b}) must be divisible by num_devices ({d}) so that every "
                      "device gets the same number of examples.")
@@ -149,9 +150,9 @@ class PairSampler:
     if num_devices is not None:
       if num_devices < 1:
         raise ValueError(f"num_devices must be >= 1, got {num_devices}.")
-      _check_divisible("batch_size", batch_size, num_devices)
+      _check_divisible(batch_size, "batch_size", num_devices)
       if self.target is not None:
-        _check_divisible("target_batch_size", target_batch_size, num_devices)
+        _check_divisible(target_batch_size, "target_batch_size", num_devices)
     if num_workers < 0:
       raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
     if start_step < 0:
@@ -184,7 +185,7 @@ class PairSampler:
       raise ValueError(f"state step must be >= 0, got {state['step']}.")
     self.step = int(state["step"])
 
-  def at_step(self, step: int) -> "PairSampler":
+  def at_step(self, step: int) -> PairSampler:
     """Moves to ``step`` (the next batch yielded is ``batch(step)``); returns self."""
     self.load_state_dict({"seed": self.seed, "step": step})
     return self
@@ -194,7 +195,7 @@ class PairSampler:
     if self.num_devices is not None:
       return arr.reshape((self.num_devices, arr.shape[0] // self.num_devices) + arr.shape[1:])
     if self.sharding is not None:
-      import jax  # pylint: disable=g-import-not-at-top
+      import jax
       return jax.device_put(arr, self.sharding)
     return arr
 
@@ -203,7 +204,7 @@ class PairSampler:
     idx = self._src.indices(step)
     x_s, y_s = _get_items(self.source, idx, self._src.seeds(step), self._executor)
     x_t = None
-    if self._tgt is not None:
+    if self._tgt is not None and self.target is not None:
       x_t = self._layout(self.target.get(self._tgt.indices(step),
                                          seeds=self._tgt.seeds(step),
                                          executor=self._executor))
@@ -212,7 +213,7 @@ class PairSampler:
 
   def target_labels(self, step: int) -> np.ndarray:
     """Evaluation / diagnostics only: labels of the target batch at ``step``."""
-    if self._tgt is None:
+    if self._tgt is None or self.target is None:
       raise ValueError("this sampler has no target domain.")
     y = self.target.labels[self._tgt.indices(step)]
     if self.num_devices is not None:
@@ -259,8 +260,8 @@ class PairSampler:
 
 def data_sharding(mesh: Any = None, axis_name: str = "data"):
   """``NamedSharding(mesh, P(axis_name))``; ``mesh`` defaults to all devices on one axis."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  import jax
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
   if mesh is None:
     mesh = Mesh(np.asarray(jax.devices()), (axis_name,))
   if axis_name not in mesh.axis_names:
@@ -289,11 +290,11 @@ def eval_batches(data: Any, *, batch_size: int, split: str = "test",
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   if num_devices is not None:
-    _check_divisible("batch_size", batch_size, num_devices)
+    _check_divisible(batch_size, "batch_size", num_devices)
   n = len(src)
   for start in range(0, n, batch_size):
     idx = np.arange(start, min(start + batch_size, n))
-    mask = np.ones(batch_size, np.float32)
+    mask: np.ndarray = np.ones(batch_size, np.float32)
     if len(idx) < batch_size:
       mask[len(idx):] = 0
       idx = np.concatenate([idx, np.zeros(batch_size - len(idx), idx.dtype)])

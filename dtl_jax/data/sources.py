@@ -18,7 +18,8 @@ and :class:`~dtl_jax.data.tfds_source.TFDSSource` decode lazily.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -98,7 +99,7 @@ class ArraySource:
 def as_source(data: Any, split: str = "train", *, transform: Transform | None = None
               ) -> Source:
   """Turns a Domain (its ``split``), an ``(x, y)`` tuple or a source into a source."""
-  from dtl_jax.data.domain import Domain  # pylint: disable=g-import-not-at-top
+  from dtl_jax.data.domain import Domain
   if isinstance(data, Domain):
     x, y = data.split(split)
     return ArraySource(x, y, num_classes=data.num_classes, class_names=data.class_names,
@@ -140,6 +141,6 @@ def check_same_classes(source: Any, target: Any, *,
   if len(a) != len(b):
     raise ValueError(f"class lists differ in length ({len(a)} vs {len(b)}): duplicates?")
   if ordered and a != b:
-    i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
     raise ValueError(f"class lists have the same names in a different order: label {i} is "
                      f"{a[i]!r} in {what[0]} but {b[i]!r} in {what[1]}.")

@@ -29,12 +29,14 @@ domainnet/<d>          image       label        train, test
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from dtl_jax.data.domain import Domain
 from dtl_jax.data.sources import Transform, _apply
+from dtl_jax.data.transforms import resize
 
 TFDS_DATASETS = {
     "mnist": ("image", "label", "train", "test"),
@@ -64,7 +66,7 @@ def open_data_source(name: str, *, split: str, data_dir: str | None = None):
   Raises:
     FileNotFoundError: when the prepared data cannot be opened, with instructions.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # tfds raises several types here.
@@ -89,8 +91,7 @@ def _to_float_image(img: np.ndarray, size, channels) -> np.ndarray:
   if size is not None:
     h, w = (size, size) if isinstance(size, (int, np.integer)) else size
     if img.shape[:2] != (h, w):
-      from dtl_jax.data.transforms import resize  # pylint: disable=g-import-not-at-top
-      img = np.asarray(resize(img, (h, w)))
+      img = np.asarray(resize(img, (int(h), int(w))))
       if img.ndim == 2:
         img = img[..., None]
   x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
@@ -144,14 +145,14 @@ class TFDSSource:
   def __len__(self) -> int:
     return len(self.ds)
 
-  def _records(self, indices: Sequence[int]) -> list[dict]:
-    indices = [int(i) for i in indices]
+  def _records(self, indices: Iterable[int]) -> list[dict]:
+    rows = [int(i) for i in indices]
     if self._batched_read:
       try:
-        return list(self.ds.__getitems__(indices))
+        return list(self.ds.__getitems__(rows))
       except TypeError:  # e.g. tfds.testing.mock_data's data source.
         self._batched_read = False
-    return [self.ds[i] for i in indices]
+    return [self.ds[i] for i in rows]
 
   @property
   def labels(self) -> np.ndarray:
@@ -209,7 +210,6 @@ def load_tfds(name: str, *, data_dir: str | None = None, train_split: str | None
   if max_examples is not None and max_examples < 1:
     raise ValueError(f"max_examples must be >= 1, got {max_examples}.")
   arrays = []
-  source = None
   for split in (train_split or tr, test_split or te):
     source = TFDSSource(name, split=split, data_dir=data_dir, image_key=image_key,
                         label_key=label_key, size=size, channels=channels)

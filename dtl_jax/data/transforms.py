@@ -19,7 +19,7 @@ channels-last (NHWC once batched), unlike PyTorch's CHW.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _to_pil(image):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   if isinstance(image, Image.Image):
     return image
   arr = np.asarray(image)
@@ -60,8 +60,8 @@ def _size2(size) -> tuple[int, int]:
 def resize(image, size: int | Sequence[int]):
   """Bilinear resize to exactly ``size`` (int: ``size x size``; or ``(h, w)``); PIL out."""
   h, w = _size2(size)
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  return _to_pil(image).resize((w, h), Image.BILINEAR)
+  from PIL import Image
+  return _to_pil(image).resize((w, h), Image.Resampling.BILINEAR)
 
 
 def resize_shorter(image, size: int):
@@ -72,8 +72,8 @@ def resize_shorter(image, size: int):
     new = (int(size * w / h), int(size))
   else:
     new = (int(size), int(size * h / w))
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  return pil.resize(new, Image.BILINEAR)
+  from PIL import Image
+  return pil.resize(new, Image.Resampling.BILINEAR)
 
 
 def center_crop(image, size: int | Sequence[int]):
@@ -125,8 +125,8 @@ def random_resized_crop(image, rng: np.random.Generator, size: int | Sequence[in
   pil = _to_pil(image)
   w, h = pil.size
   top, left, ch, cw = random_resized_crop_box(h, w, rng, scale=scale, ratio=ratio)
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  return pil.resize((ow, oh), Image.BILINEAR, box=(left, top, left + cw, top + ch))
+  from PIL import Image
+  return pil.resize((ow, oh), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
 
 
 def hflip(image) -> np.ndarray:
@@ -138,12 +138,12 @@ def normalize(x: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
   """``(x - mean) / std`` per channel on ``[..., C]`` float32 (ImageNet stats default)."""
   x = np.asarray(x, np.float32)
-  mean = np.asarray(mean, np.float32)
-  std = np.asarray(std, np.float32)
-  if mean.shape[-1] != x.shape[-1] or std.shape[-1] != x.shape[-1]:
-    raise ValueError(f"mean/std have {mean.shape[-1]}/{std.shape[-1]} channels but x "
+  m = np.asarray(mean, np.float32)
+  s = np.asarray(std, np.float32)
+  if m.shape[-1] != x.shape[-1] or s.shape[-1] != x.shape[-1]:
+    raise ValueError(f"mean/std have {m.shape[-1]}/{s.shape[-1]} channels but x "
                      f"has {x.shape[-1]} (shape {x.shape}).")
-  return (x - mean) / std
+  return (x - m) / s
 
 
 def train_transform(*, resize_size: int | None = 256, crop_size: int = 224,
@@ -188,7 +188,9 @@ def test_transform(*, resize_size: int | None = 256, crop_size: int = 224,
   return transform
 
 
-test_transform.__test__ = False  # not a pytest test when imported into a test module
+# Not a pytest test when imported into a test module. (mypy does not type function
+# attributes.)
+test_transform.__test__ = False  # type: ignore[attr-defined]
 
 
 def resize_transform(size: int | Sequence[int], *, normalize_imagenet: bool = False

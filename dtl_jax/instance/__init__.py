@@ -15,13 +15,28 @@ The importance weights have mean one over the source and plug into the losses'
 
 from dtl_jax.instance.density_ratio import domain_classifier_weights, kliep_fit, kliep_weights
 from dtl_jax.instance.kmm import kmm_solve, kmm_weights, project_box_sum
-from dtl_jax.instance.learners import (MLP, LogisticRegression, MLPClassifier, MLPRegressor,
-                                       RidgeRegression, fit_logistic_regression, fit_mlp,
-                                       fit_ridge_regression, logistic_regression_logits)
-from dtl_jax.instance.tradaboost import (BoostingUpdate, TrAdaBoost, TrAdaBoostR2,
-                                         TrAdaBoostResult, check_supports_sample_weight,
-                                         tradaboost_beta, tradaboost_predict, tradaboost_scan,
-                                         tradaboost_update)
+from dtl_jax.instance.learners import (
+    MLP,
+    LogisticRegression,
+    MLPClassifier,
+    MLPRegressor,
+    RidgeRegression,
+    fit_logistic_regression,
+    fit_mlp,
+    fit_ridge_regression,
+    logistic_regression_logits,
+)
+from dtl_jax.instance.tradaboost import (
+    BoostingUpdate,
+    TrAdaBoost,
+    TrAdaBoostR2,
+    TrAdaBoostResult,
+    check_supports_sample_weight,
+    tradaboost_beta,
+    tradaboost_predict,
+    tradaboost_scan,
+    tradaboost_update,
+)
 
 __all__ = [
     "BoostingUpdate", "LogisticRegression", "MLP", "MLPClassifier", "MLPRegressor",

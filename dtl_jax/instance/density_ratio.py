@@ -15,16 +15,16 @@ The returned weights have mean one over the source sample (the convention of the
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dtl_jax.losses import kernels
-from dtl_jax.instance import _validation as V
+from dtl_jax import _validation as V
 from dtl_jax.instance import learners
+from dtl_jax.losses import kernels
 
 
 def _split(key, n: int, fraction: float):
@@ -100,7 +100,7 @@ def domain_classifier_weights(source: ArrayLike, target: ArrayLike, *, key: jax.
   """
   xs = V.check_matrix(source, "source", min_rows=2)
   xt = V.check_matrix(target, "target", min_rows=2).astype(xs.dtype)
-  V.check_same_dim(xs, xt, "source", "target")
+  V.check_same_dim(xs, "source", xt, "target")
   if classifier not in ("logistic", "mlp"):
     raise ValueError(f"`classifier` must be 'logistic' or 'mlp'; got {classifier!r}.")
   if not 0.0 < calibration_fraction < 1.0:
@@ -124,7 +124,9 @@ KLIEP_BANDWIDTH_MULTIPLIERS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 @functools.partial(jax.jit, static_argnames=("max_iterations",))
 def kliep_fit(a: jax.Array, b: jax.Array, *, step_sizes: jax.Array, max_iterations: int = 100,
               row_mask: jax.Array | None = None) -> jax.Array:
-  """KLIEP's projected gradient ascent for the coefficients ``α [b]`` (Sugiyama et al. 2008, Fig. 2).
+  """KLIEP's projected gradient ascent for the coefficients ``α [b]``.
+
+  The algorithm of Sugiyama et al. (2008), Fig. 2.
 
   With ``A_jl = k(x'_j, c_l)`` ``[n_t, b]`` (target points × centres) and
   ``b_l = mean_i k(x_i, c_l)`` ``[b]`` (source), each step is
@@ -190,13 +192,13 @@ def kliep_weights(source: ArrayLike, target: ArrayLike, *, key: jax.Array | None
   """
   xs = V.check_matrix(source, "source")
   xt = V.check_matrix(target, "target").astype(xs.dtype)
-  V.check_same_dim(xs, xt, "source", "target")
+  V.check_same_dim(xs, "source", xt, "target")
   if num_centers < 1:
     raise ValueError(f"`num_centers` must be >= 1; got {num_centers}.")
   n_t = xt.shape[0]
   fixed = sigma2 is not None and np.ndim(sigma2) == 0
   if fixed:
-    if not float(sigma2) > 0:
+    if not float(np.asarray(sigma2)) > 0:
       raise ValueError(f"`sigma2` must be a positive bandwidth; got {sigma2}.")
     candidates = None
   else:

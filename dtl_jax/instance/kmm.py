@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from dtl_jax import _validation as V
 from dtl_jax.losses import kernels
-from dtl_jax.instance import _validation as V
 
 
 def project_box_sum(v: jax.Array, *, upper: float, sum_low, sum_high,
@@ -97,14 +97,15 @@ def kmm_weights(source: ArrayLike, target: ArrayLike, *, sigma2: float | None = 
   """
   xs = V.check_matrix(source, "source")
   xt = V.check_matrix(target, "target").astype(xs.dtype)
-  V.check_same_dim(xs, xt, "source", "target")
-  n_s, n_t = xs.shape[0], xt.shape[0]
+  V.check_same_dim(xs, "source", xt, "target")
+  n_s = xs.shape[0]
   if epsilon is None:
     epsilon = (math.sqrt(n_s) - 1.0) / math.sqrt(n_s)
   if not epsilon >= 0:
     raise ValueError(f"`epsilon` must be >= 0; got {epsilon}.")
   if not upper >= 1.0:
-    raise ValueError(f"`upper` (the bound B) must be >= 1 so that mean(w) = 1 is feasible; got {upper}.")
+    raise ValueError(
+        f"`upper` (the bound B) must be >= 1 so that mean(w) = 1 is feasible; got {upper}.")
   if sigma2 is not None and not (math.isfinite(sigma2) and sigma2 > 0):
     raise ValueError(f"`sigma2` must be a finite positive bandwidth; got {sigma2}.")
   return _kmm(xs, xt, sigma2, upper=upper, epsilon=epsilon, num_iterations=num_iterations)

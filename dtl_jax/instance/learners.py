@@ -18,17 +18,17 @@ size of the weights matters.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from dtl_jax.instance import _validation as V
+from dtl_jax import _validation as V
 
-Params = dict
+Params = Mapping[str, Any]  # a pytree of arrays keyed by name
 
 
 def _normalized_weights(sample_weight: jax.Array | None, n: int, dtype) -> jax.Array:
@@ -36,19 +36,6 @@ def _normalized_weights(sample_weight: jax.Array | None, n: int, dtype) -> jax.A
     return jnp.full((n,), 1.0 / n, dtype)
   w = jnp.asarray(sample_weight, dtype)
   return w / jnp.sum(w)
-
-
-def _check_weights(sample_weight, n: int):
-  if sample_weight is None:
-    return None
-  w = jnp.asarray(sample_weight)
-  if w.shape != (n,):
-    raise ValueError(f"`sample_weight` must have shape [{n}]; got shape {tuple(w.shape)}.")
-  if V.is_concrete(w):
-    wn = np.asarray(w)
-    if not np.all(np.isfinite(wn)) or np.any(wn < 0) or wn.sum() <= 0:
-      raise ValueError("`sample_weight` must be finite, non-negative and not all zero.")
-  return w
 
 
 # --------------------------------------------------------------------------------------
@@ -158,8 +145,9 @@ class MLP(nn.Module):
 
 @functools.partial(jax.jit, static_argnames=("hidden_sizes", "num_outputs", "task", "num_steps"))
 def fit_mlp(key: jax.Array, x: jax.Array, y: jax.Array, sample_weight: jax.Array | None = None,
-            *, hidden_sizes: tuple[int, ...] = (32,), num_outputs: int, task: str = "classification",
-            l2: float = 1e-4, num_steps: int = 300, learning_rate: float = 0.01) -> Params:
+            *, hidden_sizes: tuple[int, ...] = (32,), num_outputs: int,
+            task: str = "classification", l2: float = 1e-4, num_steps: int = 300,
+            learning_rate: float = 0.01) -> Params:
   """Trains a small MLP with a weighted loss by full-batch Adam in one ``lax.scan``.
 
   Loss: ``Σ_i p_i ℓ_i + (l2/2)‖θ‖²`` with ``ℓ`` the cross-entropy (``task="classification"``,
@@ -207,11 +195,11 @@ class LogisticRegression:
     self.num_steps = num_steps
     self.learning_rate = learning_rate
 
-  def fit(self, x, y, sample_weight=None) -> "LogisticRegression":
+  def fit(self, x, y, sample_weight=None) -> LogisticRegression:
     x = V.check_matrix(x, "x")
     y, c = V.check_labels(y, "y", x.shape[0], self.num_classes)
     self.num_classes_ = max(c, 2)
-    w = _check_weights(sample_weight, x.shape[0])
+    w = V.check_weights(sample_weight, "sample_weight", x.shape[0], positive_sum=True)
     self.params_ = fit_logistic_regression(x, y, w, num_classes=self.num_classes_, l2=self.l2,
                                            num_steps=self.num_steps,
                                            learning_rate=self.learning_rate)
@@ -233,12 +221,12 @@ class RidgeRegression:
   def __init__(self, *, l2: float = 1e-3):
     self.l2 = l2
 
-  def fit(self, x, y, sample_weight=None) -> "RidgeRegression":
+  def fit(self, x, y, sample_weight=None) -> RidgeRegression:
     x = V.check_matrix(x, "x")
     y = V.as_float_array(y, "y").astype(x.dtype)
     if y.shape != (x.shape[0],):
       raise ValueError(f"`y` must have shape [{x.shape[0]}]; got shape {tuple(y.shape)}.")
-    w = _check_weights(sample_weight, x.shape[0])
+    w = V.check_weights(sample_weight, "sample_weight", x.shape[0], positive_sum=True)
     self.params_ = fit_ridge_regression(x, y, w, l2=self.l2)
     return self
 
@@ -260,7 +248,7 @@ class _MLPBase:
     self.seed = seed
 
   def _fit(self, x, y, sample_weight, num_outputs):
-    w = _check_weights(sample_weight, x.shape[0])
+    w = V.check_weights(sample_weight, "sample_weight", x.shape[0], positive_sum=True)
     self.params_ = fit_mlp(jax.random.key(self.seed), x, y, w, hidden_sizes=self.hidden_sizes,
                            num_outputs=num_outputs, task=self._task, l2=self.l2,
                            num_steps=self.num_steps, learning_rate=self.learning_rate)
@@ -279,7 +267,7 @@ class MLPClassifier(_MLPBase):
     super().__init__(**kwargs)
     self.num_classes = num_classes
 
-  def fit(self, x, y, sample_weight=None) -> "MLPClassifier":
+  def fit(self, x, y, sample_weight=None) -> MLPClassifier:
     x = V.check_matrix(x, "x")
     y, c = V.check_labels(y, "y", x.shape[0], self.num_classes)
     self.num_classes_ = max(c, 2)
@@ -297,7 +285,7 @@ class MLPRegressor(_MLPBase):
 
   _task = "regression"
 
-  def fit(self, x, y, sample_weight=None) -> "MLPRegressor":
+  def fit(self, x, y, sample_weight=None) -> MLPRegressor:
     x = V.check_matrix(x, "x")
     y = V.as_float_array(y, "y").astype(x.dtype)
     if y.shape != (x.shape[0],):

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dtl_jax.instance import _validation as V
+from dtl_jax import _validation as V
 
 
 class BoostingUpdate(NamedTuple):
@@ -84,7 +84,7 @@ def tradaboost_update(source_weights: jax.Array, target_weights: jax.Array,
 
 
 def check_supports_sample_weight(learner: Any, name: str = "learner") -> None:
-  """Raises ``ValueError`` unless ``learner`` has ``fit(x, y, sample_weight=...)`` and ``predict``."""
+  """Raises ``ValueError`` unless ``learner`` has ``fit(x, y, sample_weight=...)``, ``predict``."""
   fit = getattr(learner, "fit", None)
   if not callable(fit) or not callable(getattr(learner, "predict", None)):
     raise ValueError(
@@ -110,7 +110,7 @@ def _clone(learner):
     try:
       from sklearn.base import clone
       return clone(learner)
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       pass
   return copy.deepcopy(learner)
 
@@ -128,7 +128,7 @@ class _TrAdaBoostBase:
   def _inputs(self, source_x, source_y, target_x, target_y):
     xs = V.check_matrix(source_x, "source_x")
     xt = V.check_matrix(target_x, "target_x")
-    V.check_same_dim(xs, xt, "source_x", "target_x")
+    V.check_same_dim(xs, "source_x", xt, "target_x")
     return np.asarray(xs), np.asarray(xt)
 
   def _errors(self, y, pred) -> np.ndarray:
@@ -167,7 +167,9 @@ class _TrAdaBoostBase:
 
 
 class TrAdaBoost(_TrAdaBoostBase):
-  """TrAdaBoost for classification (Dai, Yang, Xue & Yu, "Boosting for Transfer Learning", ICML 2007).
+  """TrAdaBoost for classification.
+
+  Dai, Yang, Xue & Yu, "Boosting for Transfer Learning", ICML 2007.
 
   Labels are integers in ``[0, num_classes)``. Per-example error ``e_i = [h_t(x_i) ≠ y_i]``
   (``= |h_t(x_i) − c(x_i)|`` for the paper's binary labels). Prediction for two classes is the
@@ -190,7 +192,7 @@ class TrAdaBoost(_TrAdaBoostBase):
     super().__init__(learner, num_rounds=num_rounds, min_error=min_error)
     self.num_classes = num_classes
 
-  def fit(self, source_x, source_y, target_x, target_y) -> "TrAdaBoost":
+  def fit(self, source_x, source_y, target_x, target_y) -> TrAdaBoost:
     """Boosts on ``source_x [n, d]``, ``source_y [n]``, ``target_x [m, d]``, ``target_y [m]``."""
     xs, xt = self._inputs(source_x, source_y, target_x, target_y)
     _, c_s = V.check_labels(source_y, "source_y", xs.shape[0], self.num_classes)
@@ -207,7 +209,7 @@ class TrAdaBoost(_TrAdaBoostBase):
     """Vote totals ``[n, num_classes]``: ``Σ_t ln(1/β_t) [h_t(x) = k]`` over the second half."""
     x = np.asarray(V.check_matrix(x, "x"))
     votes = np.zeros((x.shape[0], self.num_classes_))
-    for a, h in zip(self.vote_weights_, self.voters_):
+    for a, h in zip(self.vote_weights_, self.voters_, strict=True):
       votes[np.arange(x.shape[0]), np.asarray(h.predict(x)).astype(np.int64)] += a
     return votes
 
@@ -238,7 +240,7 @@ class TrAdaBoostR2(_TrAdaBoostBase):
     super().__init__(learner, num_rounds=num_rounds, min_error=min_error)
     self.loss = loss
 
-  def fit(self, source_x, source_y, target_x, target_y) -> "TrAdaBoostR2":
+  def fit(self, source_x, source_y, target_x, target_y) -> TrAdaBoostR2:
     """Boosts on ``source_x [n, d]``, ``source_y [n]``, ``target_x [m, d]``, ``target_y [m]``."""
     xs, xt = self._inputs(source_x, source_y, target_x, target_y)
     ys = np.asarray(source_y, np.float64)
@@ -306,7 +308,7 @@ def tradaboost_scan(fit_fn, predict_fn, source_x: jax.Array, source_y: jax.Array
   """
   xs = V.check_matrix(source_x, "source_x")
   xt = V.check_matrix(target_x, "target_x").astype(xs.dtype)
-  V.check_same_dim(xs, xt, "source_x", "target_x")
+  V.check_same_dim(xs, "source_x", xt, "target_x")
   unchecked = 1 << 30  # traced labels: values cannot be checked, only shapes
   ys, _ = V.check_labels(source_y, "source_y", xs.shape[0],
                          num_classes or (None if V.is_concrete(source_y) else unchecked))

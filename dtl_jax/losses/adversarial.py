@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 
 
 def _bce_with_logits(logits: jax.Array, label: float) -> jax.Array:
@@ -54,12 +54,12 @@ def dann_loss(domain_logits_source: jax.typing.ArrayLike,
   Returns:
     Scalar loss, dtype of the logits.
   """
-  ds = _checks.domain_logits("domain_logits_source", domain_logits_source)
-  dt = _checks.domain_logits("domain_logits_target", domain_logits_target)
-  ws = _checks.example_weights("source_weights", source_weights, ds.shape[0], ds.dtype)
-  wt = _checks.example_weights("target_weights", target_weights, dt.shape[0], dt.dtype)
-  return 0.5 * (_checks.weighted_mean(_bce_with_logits(ds, 1.0), ws)
-                + _checks.weighted_mean(_bce_with_logits(dt, 0.0), wt))
+  ds = V.check_domain_logits(domain_logits_source, "domain_logits_source")
+  dt = V.check_domain_logits(domain_logits_target, "domain_logits_target")
+  ws = V.check_weights(source_weights, "source_weights", ds.shape[0], ds.dtype)
+  wt = V.check_weights(target_weights, "target_weights", dt.shape[0], dt.dtype)
+  return 0.5 * (V.weighted_mean(_bce_with_logits(ds, 1.0), ws)
+                + V.weighted_mean(_bce_with_logits(dt, 0.0), wt))
 
 
 def domain_accuracy(domain_logits_source: jax.typing.ArrayLike,
@@ -77,8 +77,9 @@ def domain_accuracy(domain_logits_source: jax.typing.ArrayLike,
   Returns:
     Scalar accuracy (float, no gradient).
   """
-  ds = jax.lax.stop_gradient(_checks.domain_logits("domain_logits_source", domain_logits_source))
-  dt = jax.lax.stop_gradient(_checks.domain_logits("domain_logits_target", domain_logits_target))
+  ds = V.check_domain_logits(domain_logits_source, "domain_logits_source")
+  dt = V.check_domain_logits(domain_logits_target, "domain_logits_target")
+  ds, dt = jax.lax.stop_gradient(ds), jax.lax.stop_gradient(dt)
   acc_s = jnp.mean((ds >= 0).astype(ds.dtype))
   acc_t = jnp.mean((dt < 0).astype(dt.dtype))
   return 0.5 * (acc_s + acc_t)
@@ -131,17 +132,17 @@ def adda_encoder_loss(domain_logits_target: jax.typing.ArrayLike, *,
   Returns:
     Scalar loss that the target encoder minimises.
   """
-  dt = _checks.domain_logits("domain_logits_target", domain_logits_target)
-  wt = _checks.example_weights("target_weights", target_weights, dt.shape[0], dt.dtype)
-  return _checks.weighted_mean(_bce_with_logits(dt, 1.0), wt)
+  dt = V.check_domain_logits(domain_logits_target, "domain_logits_target")
+  wt = V.check_weights(target_weights, "target_weights", dt.shape[0], dt.dtype)
+  return V.weighted_mean(_bce_with_logits(dt, 1.0), wt)
 
 
-def _confusion_logits(name: str, x) -> jax.Array:
-  x = _checks.as_float_array(name, x)
-  if not (x.ndim in (1, 2)):
+def _confusion_logits(x, name: str) -> jax.Array:
+  x = V.as_float_array(x, name)
+  if x.ndim not in (1, 2):
     raise ValueError(f"`{name}` must have shape [n] / [n, 1] (binary logits) or [n, D] "
                      f"with D >= 2 domains, got shape {tuple(x.shape)}.")
-  _checks.check_nonempty(name, x)
+  V.check_nonempty(x, name)
   return x
 
 
@@ -164,7 +165,8 @@ def domain_confusion_loss(domain_logits_source: jax.typing.ArrayLike,
 
   .. math::
       \mathcal{L}_{conf}(x) = -\sum_{d=1}^{D} \tfrac1D \log q_d(x), \qquad
-      \mathcal{L} = \tfrac12\big(\mathbb{E}_s \mathcal{L}_{conf} + \mathbb{E}_t \mathcal{L}_{conf}\big).
+      \mathcal{L} = \tfrac12\big(\mathbb{E}_s \mathcal{L}_{conf}
+                                 + \mathbb{E}_t \mathcal{L}_{conf}\big).
 
   The feature extractor minimises it (with the domain classifier fixed), alternating
   with the classifier's own loss (:func:`dann_loss` for binary logits). Its minimum,
@@ -180,15 +182,15 @@ def domain_confusion_loss(domain_logits_source: jax.typing.ArrayLike,
   Returns:
     Scalar loss.
   """
-  ds = _confusion_logits("domain_logits_source", domain_logits_source)
-  dt = _confusion_logits("domain_logits_target", domain_logits_target)
+  ds = _confusion_logits(domain_logits_source, "domain_logits_source")
+  dt = _confusion_logits(domain_logits_target, "domain_logits_target")
   if ds.shape[1:] != dt.shape[1:] and not (ds.size // ds.shape[0] == dt.size // dt.shape[0] == 1):
     raise ValueError("`domain_logits_source` and `domain_logits_target` must have the same "
                      f"number of domains, got shapes {tuple(ds.shape)} and {tuple(dt.shape)}.")
-  ws = _checks.example_weights("source_weights", source_weights, ds.shape[0], ds.dtype)
-  wt = _checks.example_weights("target_weights", target_weights, dt.shape[0], dt.dtype)
-  return 0.5 * (_checks.weighted_mean(_confusion_per_example(ds), ws)
-                + _checks.weighted_mean(_confusion_per_example(dt), wt))
+  ws = V.check_weights(source_weights, "source_weights", ds.shape[0], ds.dtype)
+  wt = V.check_weights(target_weights, "target_weights", dt.shape[0], dt.dtype)
+  return 0.5 * (V.weighted_mean(_confusion_per_example(ds), ws)
+                + V.weighted_mean(_confusion_per_example(dt), wt))
 
 
 def soft_label_loss(logits: jax.typing.ArrayLike, soft_targets: jax.typing.ArrayLike, *,
@@ -214,15 +216,15 @@ def soft_label_loss(logits: jax.typing.ArrayLike, soft_targets: jax.typing.Array
   Returns:
     Scalar loss.
   """
-  _checks.positive("temperature", temperature)
-  z = _checks.class_logits("logits", logits)
-  targets = _checks.class_logits("soft_targets", soft_targets)
-  _checks.same_shape("logits", z, "soft_targets", targets)
-  _checks.probabilities("soft_targets", targets)
-  w = _checks.example_weights("weights", weights, z.shape[0], z.dtype)
+  V.check_positive(temperature, "temperature")
+  z = V.check_class_logits(logits, "logits")
+  targets = V.check_class_logits(soft_targets, "soft_targets")
+  V.check_same_shape(z, "logits", targets, "soft_targets")
+  V.check_probabilities(targets, "soft_targets")
+  w = V.check_weights(weights, "weights", z.shape[0], z.dtype)
   log_p = jax.nn.log_softmax(z / temperature, axis=-1)
   per_example = -jnp.sum(jax.lax.stop_gradient(targets).astype(z.dtype) * log_p, axis=-1)
-  return _checks.weighted_mean(per_example, w)
+  return V.weighted_mean(per_example, w)
 
 
 def class_soft_labels(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
@@ -245,8 +247,8 @@ def class_soft_labels(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike
   Returns:
     ``[C, C]`` matrix; row ``k`` is the soft label of class ``k`` (no gradient).
   """
-  _checks.positive("temperature", temperature)
-  z = _checks.class_logits("logits", logits)
+  V.check_positive(temperature, "temperature")
+  z = V.check_class_logits(logits, "logits")
   if z.shape[1] != num_classes:
     raise ValueError(f"`logits` must have shape [n, num_classes={num_classes}], got "
                      f"{tuple(z.shape)}.")

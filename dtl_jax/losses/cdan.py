@@ -23,16 +23,16 @@ import math
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 from dtl_jax.losses import entropy as _entropy
 
 
 def _features_and_probs(features, probs) -> tuple[jax.Array, jax.Array]:
-  f = _checks.as_float_array("features", features)
-  _checks.check_rank("features", f, (2,), "[n, F]")
-  _checks.check_nonempty("features", f)
-  g = _checks.class_logits("probs", probs)
-  _checks.same_batch("features", f, "probs", g)
+  f = V.as_float_array(features, "features")
+  V.check_rank(f, "features", (2,), "[n, F]")
+  V.check_nonempty(f, "features")
+  g = V.check_class_logits(probs, "probs")
+  V.check_same_batch(f, "features", g, "probs")
   return f, g
 
 
@@ -106,10 +106,10 @@ def randomized_multilinear_map(features: jax.typing.ArrayLike, probs: jax.typing
     ``[n, d]``, dtype of ``features``.
   """
   f, g = _features_and_probs(features, probs)
-  if (key is None) == (matrices is None):
-    raise ValueError("Pass exactly one of `key` and `matrices` to randomized_multilinear_map.")
-  if matrices is None:
+  if key is not None and matrices is None:
     matrices = randomized_map_matrices(key, f.shape[1], g.shape[1], dim, dtype=f.dtype)
+  elif matrices is None or key is not None:
+    raise ValueError("Pass exactly one of `key` and `matrices` to randomized_multilinear_map.")
   r_f, r_g = (jnp.asarray(m) for m in matrices)
   if r_f.ndim != 2 or r_f.shape[0] != f.shape[1]:
     raise ValueError(f"`matrices[0]` (R_f) must have shape [F={f.shape[1]}, d], got "
@@ -139,7 +139,7 @@ def cdan_features(features: jax.typing.ArrayLike, logits: jax.typing.ArrayLike, 
   Returns:
     ``[n, C * F]`` or ``[n, d]``.
   """
-  z = _checks.class_logits("logits", logits)
+  z = V.check_class_logits(logits, "logits")
   g = jax.lax.stop_gradient(jax.nn.softmax(z, axis=-1))
   if matrices is None:
     return multilinear_map(features, g)
@@ -182,10 +182,10 @@ def cdan_loss(domain_logits_source: jax.typing.ArrayLike,
   Returns:
     Scalar loss that the discriminator minimises.
   """
-  ds = _checks.domain_logits("domain_logits_source", domain_logits_source)
-  dt = _checks.domain_logits("domain_logits_target", domain_logits_target)
-  ws = _checks.example_weights("source_weights", source_weights, ds.shape[0], ds.dtype)
-  wt = _checks.example_weights("target_weights", target_weights, dt.shape[0], dt.dtype)
+  ds = V.check_domain_logits(domain_logits_source, "domain_logits_source")
+  dt = V.check_domain_logits(domain_logits_target, "domain_logits_target")
+  ws = V.check_weights(source_weights, "source_weights", ds.shape[0], ds.dtype)
+  wt = V.check_weights(target_weights, "target_weights", dt.shape[0], dt.dtype)
   d = jnp.concatenate([ds, dt.astype(ds.dtype)])
   per_example = jnp.concatenate([jax.nn.softplus(-ds), jax.nn.softplus(dt.astype(ds.dtype))])
   weights = None
@@ -193,10 +193,10 @@ def cdan_loss(domain_logits_source: jax.typing.ArrayLike,
     if logits_source is None or logits_target is None:
       raise ValueError("`logits_source` and `logits_target` are required when "
                        "`entropy_conditioning=True`.")
-    zs = _checks.class_logits("logits_source", logits_source)
-    zt = _checks.class_logits("logits_target", logits_target)
-    _checks.same_batch("logits_source", zs, "domain_logits_source", ds)
-    _checks.same_batch("logits_target", zt, "domain_logits_target", dt)
+    zs = V.check_class_logits(logits_source, "logits_source")
+    zt = V.check_class_logits(logits_target, "logits_target")
+    V.check_same_batch(zs, "logits_source", ds, "domain_logits_source")
+    V.check_same_batch(zt, "logits_target", dt, "domain_logits_target")
     if zs.shape[1] != zt.shape[1]:
       raise ValueError("`logits_source` and `logits_target` must have the same number of "
                        f"classes, got shapes {tuple(zs.shape)} and {tuple(zt.shape)}.")
@@ -206,7 +206,7 @@ def cdan_loss(domain_logits_source: jax.typing.ArrayLike,
     extra = jnp.concatenate([
         jnp.ones_like(ds) if ws is None else ws, jnp.ones_like(dt, ds.dtype) if wt is None else wt])
     weights = extra if weights is None else weights * extra
-  return _checks.weighted_mean(per_example, weights)
+  return V.weighted_mean(per_example, weights)
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.losses import kernels as _k
+from dtl_jax import _validation as V
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -17,13 +17,12 @@ ArrayLike = jax.typing.ArrayLike
 _HI = jax.lax.Precision.HIGHEST
 
 
-def _prepare(source, target, source_weights, target_weights):
-  source, target = jnp.asarray(source), jnp.asarray(target)
-  _k._check_matrix("source", source, "[n_s, d]")
-  _k._check_matrix("target", target, "[n_t, d]")
-  if source.shape[1] != target.shape[1]:
-    raise ValueError("source and target must have the same feature dimension d, got "
-                     f"{tuple(source.shape)} and {tuple(target.shape)}.")
+def _prepare(source: ArrayLike, target: ArrayLike, source_weights: ArrayLike | None,
+             target_weights: ArrayLike | None
+             ) -> tuple[Array, Array, Array | None, Array | None]:
+  source = V.check_matrix(source, "source", shape_doc="[n_s, d]")
+  target = V.check_matrix(target, "target", shape_doc="[n_t, d]")
+  V.check_same_dim(source, "source", target, "target")
   for name, x in (("source", source), ("target", target)):
     if x.shape[0] < 2:
       raise ValueError(f"{name} needs at least 2 rows for a covariance, got {tuple(x.shape)}.")
@@ -31,8 +30,8 @@ def _prepare(source, target, source_weights, target_weights):
   if not jnp.issubdtype(dtype, jnp.floating):
     dtype = jnp.result_type(float)
   source, target = source.astype(dtype), target.astype(dtype)
-  ws = _k._validate_weights("source_weights", source_weights, source.shape[0], dtype)
-  wt = _k._validate_weights("target_weights", target_weights, target.shape[0], dtype)
+  ws = V.check_weights(source_weights, "source_weights", source.shape[0], dtype, normalize=True)
+  wt = V.check_weights(target_weights, "target_weights", target.shape[0], dtype, normalize=True)
   return source, target, ws, wt
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 
 
 def distillation_loss(student_logits: jax.typing.ArrayLike,
@@ -43,15 +43,15 @@ def distillation_loss(student_logits: jax.typing.ArrayLike,
   Returns:
     Scalar loss (>= 0), dtype of ``student_logits``.
   """
-  _checks.positive("temperature", temperature)
-  zs = _checks.class_logits("student_logits", student_logits)
-  zt = _checks.class_logits("teacher_logits", teacher_logits)
-  _checks.same_shape("student_logits", zs, "teacher_logits", zt)
-  w = _checks.example_weights("weights", weights, zs.shape[0], zs.dtype)
+  V.check_positive(temperature, "temperature")
+  zs = V.check_class_logits(student_logits, "student_logits")
+  zt = V.check_class_logits(teacher_logits, "teacher_logits")
+  V.check_same_shape(zs, "student_logits", zt, "teacher_logits")
+  w = V.check_weights(weights, "weights", zs.shape[0], zs.dtype)
   log_ps = jax.nn.log_softmax(zs / temperature, axis=-1)
   log_pt = jax.nn.log_softmax(jax.lax.stop_gradient(zt).astype(zs.dtype) / temperature, axis=-1)
   kl = jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1)
-  loss = _checks.weighted_mean(kl, w)
+  loss = V.weighted_mean(kl, w)
   if scale_by_t2:
     loss = loss * jnp.asarray(temperature, zs.dtype) ** 2
   return loss
@@ -79,17 +79,17 @@ def hint_loss(student_features: jax.typing.ArrayLike,
   Returns:
     Scalar loss.
   """
-  s = _checks.as_float_array("student_features", student_features)
-  t = _checks.as_float_array("teacher_features", teacher_features)
+  s = V.as_float_array(student_features, "student_features")
+  t = V.as_float_array(teacher_features, "teacher_features")
   if s.ndim < 1:
     raise ValueError(f"`student_features` must have a batch axis [n, ...], got shape "
                      f"{tuple(s.shape)}.")
-  _checks.check_nonempty("student_features", s)
-  _checks.same_shape("student_features", s, "teacher_features", t)
-  w = _checks.example_weights("weights", weights, s.shape[0], s.dtype)
+  V.check_nonempty(s, "student_features")
+  V.check_same_shape(s, "student_features", t, "teacher_features")
+  w = V.check_weights(weights, "weights", s.shape[0], s.dtype)
   diff = s - jax.lax.stop_gradient(t).astype(s.dtype)
   per_example = jnp.mean((diff * diff).reshape(s.shape[0], -1), axis=-1)
-  return _checks.weighted_mean(per_example, w)
+  return V.weighted_mean(per_example, w)
 
 
 __all__ = ["distillation_loss", "hint_loss"]

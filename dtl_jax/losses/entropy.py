@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.special  # noqa: F401  (xlogy)
+import jax.scipy.special
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 
 TLLIB_EPSILON = 1e-5
 
@@ -48,7 +48,7 @@ def entropy(x: jax.typing.ArrayLike, *, from_logits: bool = False,
   Returns:
     ``[...]``: one entropy per distribution, dtype of ``x``.
   """
-  x = _checks.as_float_array("x", x)
+  x = V.as_float_array(x, "x")
   if x.ndim < 1 or x.shape[-1] == 0:
     raise ValueError(f"`x` must have a non-empty class axis [..., C], got shape "
                      f"{tuple(x.shape)}.")
@@ -56,7 +56,7 @@ def entropy(x: jax.typing.ArrayLike, *, from_logits: bool = False,
     return _entropy_of_logits(x)
   if epsilon < 0:
     raise ValueError(f"`epsilon` must be >= 0, got {epsilon!r}.")
-  _checks.probabilities("x", x)
+  V.check_probabilities(x, "x", hint="Pass logits with `from_logits=True` instead?")
   return _entropy_of_probs(x, epsilon)
 
 
@@ -84,8 +84,8 @@ def entropy_weights(probs: jax.typing.ArrayLike, *, normalize: bool = False,
     ``[n]`` weights in ``(1, 2]`` (before normalisation). Not detached: wrap ``probs``
     in ``jax.lax.stop_gradient`` if the weights should carry no gradient.
   """
-  p = _checks.class_logits("probs", probs)
-  _checks.probabilities("probs", p)
+  p = V.check_class_logits(probs, "probs")
+  V.check_probabilities(p, "probs")
   return _certainty_weights(p, normalize, epsilon)
 
 
@@ -104,9 +104,9 @@ def entropy_minimization_loss(logits: jax.typing.ArrayLike, *,
   Returns:
     Scalar loss.
   """
-  z = _checks.class_logits("logits", logits)
-  w = _checks.example_weights("weights", weights, z.shape[0], z.dtype)
-  return _checks.weighted_mean(_entropy_of_logits(z), w)
+  z = V.check_class_logits(logits, "logits")
+  w = V.check_weights(weights, "weights", z.shape[0], z.dtype)
+  return V.weighted_mean(_entropy_of_logits(z), w)
 
 
 def mcc_loss(logits: jax.typing.ArrayLike, *, temperature: float = 2.5) -> jax.Array:
@@ -134,8 +134,8 @@ def mcc_loss(logits: jax.typing.ArrayLike, *, temperature: float = 2.5) -> jax.A
   Returns:
     Scalar loss in [0, (K - 1) / K].
   """
-  _checks.positive("temperature", temperature)
-  z = _checks.class_logits("logits", logits)
+  V.check_positive(temperature, "temperature")
+  z = V.check_class_logits(logits, "logits")
   num_classes = z.shape[1]
   p = jax.nn.softmax(z / temperature, axis=-1)
   w = jax.lax.stop_gradient(_certainty_weights(p, True, TLLIB_EPSILON))

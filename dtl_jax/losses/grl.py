@@ -11,12 +11,13 @@ Schedules are optax-style callables ``step -> coeff`` that can be evaluated insi
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 
 Schedule = Callable[[jax.typing.ArrayLike], jax.Array]
 
@@ -90,7 +91,7 @@ def warm_start_schedule(*, hi: float = 1.0, lo: float = 0.0, alpha: float = 1.0,
   Returns:
     A function ``step -> coeff`` (float scalar; works on traced steps).
   """
-  _checks.positive("max_iters", max_iters)
+  V.check_positive(max_iters, "max_iters")
   span = hi - lo
 
   def schedule(step: jax.typing.ArrayLike) -> jax.Array:
@@ -117,7 +118,7 @@ def dann_schedule(*, total_steps: float, gamma: float = 10.0) -> Schedule:
   Returns:
     A function ``step -> coeff`` in [0, 1) (works on traced steps).
   """
-  _checks.positive("total_steps", total_steps)
+  V.check_positive(total_steps, "total_steps")
 
   def schedule(step: jax.typing.ArrayLike) -> jax.Array:
     p = jnp.clip(jnp.asarray(step, dtype=jnp.result_type(float)) / total_steps, 0.0, 1.0)

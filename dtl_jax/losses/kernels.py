@@ -24,45 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dtl_jax import _validation as V
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 BANDWIDTH_RULES = ("mean", "median")
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def _check_matrix(name: str, x: Array, shape_doc: str) -> None:
-  if x.ndim != 2:
-    raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(x.shape)}.")
-  if x.shape[0] == 0:
-    raise ValueError(f"{name} must be non-empty ({shape_doc} with n >= 1), got shape "
-                     f"{tuple(x.shape)}.")
-
-
-def _validate_weights(name: str, w, n: int, dtype) -> Array | None:
-  if w is None:
-    return None
-  w = jnp.asarray(w)
-  if w.shape != (n,):
-    raise ValueError(f"{name} must have shape [{n}] (one weight per row), got "
-                     f"{tuple(w.shape)}.")
-  if _is_concrete(w):
-    v = np.asarray(w)
-    if not np.all(np.isfinite(v)) or np.any(v < 0):
-      raise ValueError(f"{name} must be finite and non-negative.")
-    if not np.sum(v) > 0:
-      raise ValueError(f"{name} must have a positive sum.")
-  w = w.astype(dtype)
-  return w / jnp.sum(w)
 
 
 def pairwise_sq_distances(
@@ -87,13 +60,9 @@ def pairwise_sq_distances(
   Returns:
     ``[n, m]`` with the dtype of the inputs.
   """
-  x = jnp.asarray(x)
-  y = x if y is None else jnp.asarray(y)
-  _check_matrix("x", x, "[n, d]")
-  _check_matrix("y", y, "[m, d]")
-  if x.shape[1] != y.shape[1]:
-    raise ValueError(f"x and y must have the same feature dimension d, got x: {tuple(x.shape)}"
-                     f" and y: {tuple(y.shape)}.")
+  x = V.check_matrix(x, "x", shape_doc="[n, d]")
+  y = x if y is None else V.check_matrix(y, "y", shape_doc="[m, d]")
+  V.check_same_dim(x, "x", y, "y")
   dtype = jnp.result_type(x, y)
   x, y = x.astype(dtype), y.astype(dtype)
   return _sq_dists(x, y, jnp.sum(x * x, axis=1), jnp.sum(y * y, axis=1), precision)
@@ -120,17 +89,10 @@ def gaussian_kernels(sq_dists: ArrayLike, sigma2s: ArrayLike) -> Array:
   sigma2s = jnp.asarray(sigma2s, dtype=sq_dists.dtype)
   if sigma2s.ndim > 1:
     raise ValueError(f"sigma2s must be a scalar or have shape [k], got {tuple(sigma2s.shape)}.")
-  _check_positive("sigma2s", sigma2s)
+  V.check_positive(sigma2s, "sigma2s", scalar=False)
   if sigma2s.ndim == 0:
     return jnp.exp(-sq_dists / (2.0 * sigma2s))
   return jnp.exp(-sq_dists[None] / (2.0 * sigma2s[:, None, None]))
-
-
-def _check_positive(name, value) -> None:
-  if _is_concrete(value):
-    v = np.asarray(value)
-    if not np.all(np.isfinite(v)) or np.any(v <= 0):
-      raise ValueError(f"{name} must be finite and > 0, got {v}.")
 
 
 def power_of_two_exponents(multipliers: Sequence[float]) -> tuple[int, ...] | None:
@@ -188,20 +150,22 @@ def gaussian_kernel_sum(
   sigma2 = jnp.asarray(sigma2, dtype=sq_dists.dtype)
   exps = power_of_two_exponents(multipliers)
   if exps is None:
-    total = 0.0
-    for m in multipliers:
-      total = total + jnp.exp(sq_dists * (-0.5 / m) / sigma2)
+    terms = [jnp.exp(sq_dists * (-0.5 / m) / sigma2) for m in multipliers]
+    total = terms[0]
+    for term in terms[1:]:
+      total = total + term
     return total
   power = jnp.exp(sq_dists * (-0.5 / max(multipliers)) / sigma2)
   counts = [exps.count(j) for j in range(max(exps) + 1)]
-  total = None
+  result: Array | None = None
   for j, count in enumerate(counts):
     if j > 0:
       power = power * power
     if count:
       term = power if count == 1 else count * power
-      total = term if total is None else total + term
-  return total
+      result = term if result is None else result + term
+  assert result is not None  # the largest exponent max(exps) occurs at least once
+  return result
 
 
 def _check_multipliers(multipliers) -> tuple[float, ...]:
@@ -231,8 +195,7 @@ def mean_heuristic(features: ArrayLike) -> Array:
   Returns:
     Scalar ``sigma^2`` (multiply by the kernel multipliers).
   """
-  z = jnp.asarray(features)
-  _check_matrix("features", z, "[N, d]")
+  z = V.check_matrix(features, "features", shape_doc="[N, d]")
   z = jax.lax.stop_gradient(z)
   centred = z - jnp.mean(z, axis=0, keepdims=True)
   mean = 2.0 * jnp.mean(jnp.sum(centred * centred, axis=1))
@@ -252,8 +215,7 @@ def median_heuristic(features: ArrayLike) -> Array:
   Returns:
     Scalar ``sigma^2``.
   """
-  z = jnp.asarray(features)
-  _check_matrix("features", z, "[N, d]")
+  z = V.check_matrix(features, "features", shape_doc="[N, d]")
   if z.shape[0] < 2:
     raise ValueError(f"median_heuristic needs features with N >= 2 rows, got {tuple(z.shape)}.")
   z = jax.lax.stop_gradient(z)
@@ -294,7 +256,7 @@ class GaussianKernel:
     if isinstance(self.sigma2, (int, float, np.ndarray, np.generic, jax.Array)):
       if jnp.ndim(self.sigma2) != 0:
         raise ValueError(f"sigma2 must be a scalar, got shape {jnp.shape(self.sigma2)}.")
-      _check_positive("sigma2", self.sigma2)
+      V.check_positive(self.sigma2, "sigma2")
 
   def base_sigma2(self, features: Array) -> Array:
     """``sigma^2`` for a joint batch ``[N, d]`` (the fixed value if one is set)."""

@@ -15,15 +15,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 
 SHIFT_LOG_OFFSET = 1e-6
 
 
-def _pair(name: str, name_adv: str, logits, adv_logits) -> tuple[jax.Array, jax.Array]:
-  y = _checks.class_logits(name, logits)
-  y_adv = _checks.class_logits(name_adv, adv_logits)
-  _checks.same_shape(name, y, name_adv, y_adv)
+def _pair(logits, name: str, adv_logits, name_adv: str) -> tuple[jax.Array, jax.Array]:
+  y = V.check_class_logits(logits, name)
+  y_adv = V.check_class_logits(adv_logits, name_adv)
+  V.check_same_shape(y, name, y_adv, name_adv)
   return y, y_adv
 
 
@@ -60,23 +60,23 @@ def mdd_loss(logits_source: jax.typing.ArrayLike,
   Returns:
     Scalar.
   """
-  _checks.positive("margin", margin)
-  y_s, y_s_adv = _pair("logits_source", "adversarial_logits_source", logits_source,
-                       adversarial_logits_source)
-  y_t, y_t_adv = _pair("logits_target", "adversarial_logits_target", logits_target,
-                       adversarial_logits_target)
+  V.check_positive(margin, "margin")
+  y_s, y_s_adv = _pair(logits_source, "logits_source", adversarial_logits_source,
+                       "adversarial_logits_source")
+  y_t, y_t_adv = _pair(logits_target, "logits_target", adversarial_logits_target,
+                       "adversarial_logits_target")
   if y_s.shape[1] != y_t.shape[1]:
     raise ValueError("`logits_source` and `logits_target` must have the same number of "
                      f"classes, got shapes {tuple(y_s.shape)} and {tuple(y_t.shape)}.")
-  ws = _checks.example_weights("source_weights", source_weights, y_s.shape[0], y_s_adv.dtype)
-  wt = _checks.example_weights("target_weights", target_weights, y_t.shape[0], y_t_adv.dtype)
+  ws = V.check_weights(source_weights, "source_weights", y_s.shape[0], y_s_adv.dtype)
+  wt = V.check_weights(target_weights, "target_weights", y_t.shape[0], y_t_adv.dtype)
   pred_s = jnp.argmax(jax.lax.stop_gradient(y_s), axis=-1)
   pred_t = jnp.argmax(jax.lax.stop_gradient(y_t), axis=-1)
   log_p_s = jax.nn.log_softmax(y_s_adv, axis=-1)
   ce_s = -jnp.take_along_axis(log_p_s, pred_s[:, None], axis=-1)[:, 0]
   p_t = jnp.take_along_axis(jax.nn.softmax(y_t_adv, axis=-1), pred_t[:, None], axis=-1)[:, 0]
   nll_t = -jnp.log(jnp.minimum(1.0 - p_t + SHIFT_LOG_OFFSET, 1.0))
-  return margin * _checks.weighted_mean(ce_s, ws) + _checks.weighted_mean(nll_t, wt)
+  return margin * V.weighted_mean(ce_s, ws) + V.weighted_mean(nll_t, wt)
 
 
 __all__ = ["mdd_loss"]

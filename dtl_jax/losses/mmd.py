@@ -40,12 +40,13 @@ Mapping to the papers: DDC (Tzeng et al. 2014) is :func:`mmd` with one kernel; D
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dtl_jax import _validation as V
 from dtl_jax.losses import kernels as _k
 from dtl_jax.losses.kernels import GaussianKernel, LinearKernel
 
@@ -62,7 +63,7 @@ DAN_MULTIPLIERS = (0.125, 0.25, 0.5, 1.0, 2.0)
 JAN_KERNELS = (GaussianKernel(multipliers=DAN_MULTIPLIERS), GaussianKernel(sigma2=0.92 * 0.92))
 
 
-def TLLIB_CONSTANT(n: int) -> float:  # noqa: N802 (documented constant of TLlib)
+def TLLIB_CONSTANT(n: int) -> float:
   """The constant ``2 / (n - 1)`` that TLlib adds to its MMD estimates.
 
   TLlib's comment says it "makes up for the value on the diagonal", but the index
@@ -222,13 +223,11 @@ def _joint_mmd(source_layers, target_layers, kernels, *, estimator, source_weigh
   source_layers = [jnp.asarray(x) for x in source_layers]
   target_layers = [jnp.asarray(x) for x in target_layers]
   kernels = [_k.as_kernel(k) for k in kernels]
-  for l, (s, t) in enumerate(zip(source_layers, target_layers)):
+  for l, (s, t) in enumerate(zip(source_layers, target_layers, strict=True)):
     sn, tn = _layer_name(source_name, l), _layer_name(target_name, l)
-    _k._check_matrix(sn, s, "[n_s, d]")
-    _k._check_matrix(tn, t, "[n_t, d]")
-    if s.shape[1] != t.shape[1]:
-      raise ValueError(f"{sn} and {tn} must have the same feature dimension d, got "
-                       f"{tuple(s.shape)} and {tuple(t.shape)}.")
+    V.check_matrix(s, sn, shape_doc="[n_s, d]")
+    V.check_matrix(t, tn, shape_doc="[n_t, d]")
+    V.check_same_dim(s, sn, t, tn)
     if s.shape[0] != source_layers[0].shape[0] or t.shape[0] != target_layers[0].shape[0]:
       raise ValueError("all layers must have the same number of rows: got source shapes "
                        f"{[tuple(x.shape) for x in source_layers]} and target shapes "
@@ -251,12 +250,13 @@ def _joint_mmd(source_layers, target_layers, kernels, *, estimator, source_weigh
     dtype = jnp.result_type(float)
   source_layers = [x.astype(dtype) for x in source_layers]
   target_layers = [x.astype(dtype) for x in target_layers]
-  ws = _k._validate_weights("source_weights", source_weights, n_s, dtype)
-  wt = _k._validate_weights("target_weights", target_weights, n_t, dtype)
+  ws = V.check_weights(source_weights, "source_weights", n_s, dtype, normalize=True)
+  wt = V.check_weights(target_weights, "target_weights", n_t, dtype, normalize=True)
 
-  joints = [jnp.concatenate([s, t], axis=0) for s, t in zip(source_layers, target_layers)]
+  joints = [jnp.concatenate([s, t], axis=0)
+            for s, t in zip(source_layers, target_layers, strict=True)]
   sigma2s = []
-  for kern, z in zip(kernels, joints):
+  for kern, z in zip(kernels, joints, strict=True):
     if isinstance(kern, GaussianKernel):
       if tile_size is not None and kern.sigma2 is None and kern.rule == "median":
         raise ValueError("the median bandwidth rule needs the full [N, N] distance matrix and "
@@ -310,7 +310,8 @@ def _num_rows(joints) -> int:
 def _kernel_block(rows, rows_sq, cols, cols_sq, kernels, sigma2s):
   """``prod_l k^l(rows^l, cols^l)``: ``[r, c]`` from per-layer ``[r, d_l]``, ``[c, d_l]``."""
   out = None
-  for x, x_sq, y, y_sq, kern, s2 in zip(rows, rows_sq, cols, cols_sq, kernels, sigma2s):
+  for x, x_sq, y, y_sq, kern, s2 in zip(rows, rows_sq, cols, cols_sq, kernels, sigma2s,
+                                        strict=True):
     if isinstance(kern, LinearKernel):
       block = jnp.matmul(x, y.T, precision=_HI)
     else:
@@ -355,7 +356,7 @@ def _kernel_times_weights_tiled(joints, kernels, sigma2s, weights, tile):
 def _kernel_diagonal(joints, kernels):
   """``k(z_i, z_i)`` for every row of the joint batch: ``[N]``."""
   out = None
-  for z, kern in zip(joints, kernels):
+  for z, kern in zip(joints, kernels, strict=True):
     if isinstance(kern, LinearKernel):
       diag = jnp.sum(z * z, axis=1)
     else:
@@ -367,7 +368,7 @@ def _kernel_diagonal(joints, kernels):
 def _pair_kernel(a_layers, b_layers, kernels, sigma2s):
   """``prod_l k^l(a_i^l, b_i^l)`` for matched rows: ``[m]``."""
   out = None
-  for a, b, kern, s2 in zip(a_layers, b_layers, kernels, sigma2s):
+  for a, b, kern, s2 in zip(a_layers, b_layers, kernels, sigma2s, strict=True):
     if isinstance(kern, LinearKernel):
       val = jnp.sum(a * b, axis=1)
     else:

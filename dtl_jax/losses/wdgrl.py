@@ -12,20 +12,20 @@ projections of the closed-form 1-D optimal transport cost.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 
 
-def _critic_values(name: str, x) -> jax.Array:
-  x = _checks.as_float_array(name, x)
+def _critic_values(x, name: str) -> jax.Array:
+  x = V.as_float_array(x, name)
   if not (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
     raise ValueError(f"`{name}` must be critic outputs of shape [n] or [n, 1], got shape "
                      f"{tuple(x.shape)}.")
-  _checks.check_nonempty(name, x)
+  V.check_nonempty(x, name)
   return x.reshape(x.shape[0])
 
 
@@ -52,19 +52,19 @@ def wasserstein_critic_loss(critic_source: jax.typing.ArrayLike,
   Returns:
     Scalar estimate (may be negative for a poor critic).
   """
-  cs = _critic_values("critic_source", critic_source)
-  ct = _critic_values("critic_target", critic_target)
-  ws = _checks.example_weights("source_weights", source_weights, cs.shape[0], cs.dtype)
-  wt = _checks.example_weights("target_weights", target_weights, ct.shape[0], ct.dtype)
-  return _checks.weighted_mean(cs, ws) - _checks.weighted_mean(ct, wt)
+  cs = _critic_values(critic_source, "critic_source")
+  ct = _critic_values(critic_target, "critic_target")
+  ws = V.check_weights(source_weights, "source_weights", cs.shape[0], cs.dtype)
+  wt = V.check_weights(target_weights, "target_weights", ct.shape[0], ct.dtype)
+  return V.weighted_mean(cs, ws) - V.weighted_mean(ct, wt)
 
 
 def _paired(source, target) -> tuple[jax.Array, jax.Array]:
-  s = _checks.as_float_array("source", source)
-  t = _checks.as_float_array("target", target)
-  _checks.check_rank("source", s, (2,), "[n, d]")
-  _checks.check_rank("target", t, (2,), "[n, d]")
-  _checks.check_nonempty("source", s)
+  s = V.as_float_array(source, "source")
+  t = V.as_float_array(target, "target")
+  V.check_rank(s, "source", (2,), "[n, d]")
+  V.check_rank(t, "target", (2,), "[n, d]")
+  V.check_nonempty(s, "source")
   if s.shape[0] != t.shape[0]:
     raise ValueError("`source` and `target` must have the same batch size (examples are "
                      f"paired), got {s.shape[0]} and {t.shape[0]}.")
@@ -88,7 +88,8 @@ def gradient_penalty(critic_fn: Callable[[jax.Array], jax.Array],
 
   .. math::
       \hat h_i = \alpha_i h^s_i + (1 - \alpha_i) h^t_i,\ \ \alpha_i \sim U[0, 1], \qquad
-      \mathcal{L}_{grad} = \frac1n \sum_i \big(\lVert \nabla_{\hat h} f_w(\hat h_i) \rVert_2 - 1\big)^2
+      \mathcal{L}_{grad} = \frac1n \sum_i
+          \big(\lVert \nabla_{\hat h} f_w(\hat h_i) \rVert_2 - 1\big)^2
 
   The input gradient is taken with ``jax.grad`` of ``sum(critic_fn(h))``, so
   ``critic_fn`` must act on each row independently (no batch statistics); the penalty
@@ -150,19 +151,19 @@ def sliced_wasserstein(source: jax.typing.ArrayLike, target: jax.typing.ArrayLik
   s, t = _paired(source, target)
   if p < 1:
     raise ValueError(f"`p` must be >= 1, got {p!r}.")
-  if (key is None) == (projections is None):
-    raise ValueError("Pass exactly one of `key` and `projections` to sliced_wasserstein.")
-  if projections is None:
+  if key is not None and projections is None:
     if not isinstance(num_projections, int) or num_projections <= 0:
       raise ValueError(f"`num_projections` must be a positive int, got {num_projections!r}.")
     theta = jax.random.normal(key, (s.shape[1], num_projections), s.dtype)
     theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
-  else:
-    theta = _checks.as_float_array("projections", projections)
+  elif projections is not None and key is None:
+    theta = V.as_float_array(projections, "projections")
     if theta.ndim != 2 or theta.shape[0] != s.shape[1]:
       raise ValueError(f"`projections` must have shape [d={s.shape[1]}, L], got "
                        f"{tuple(theta.shape)}.")
     theta = theta.astype(s.dtype)
+  else:
+    raise ValueError("Pass exactly one of `key` and `projections` to sliced_wasserstein.")
   proj_s = jnp.sort(s @ theta, axis=0)
   proj_t = jnp.sort(t @ theta, axis=0)
   return jnp.mean(jnp.abs(proj_s - proj_t) ** p)

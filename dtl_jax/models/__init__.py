@@ -22,8 +22,8 @@ from dtl_jax.models.transfer import TransferModel, init_variables, make_apply_fn
 __all__ = [
     "BACKBONES", "build", "build_backbone", "load_pretrained", "register_backbone",
     "BatchNorm", "Bottleneck", "Classifier", "DANNMNISTNet", "DANNSVHNNet", "DTN",
-    "DomainDiscriminator", "LeNet", "MLP", "MergeReport", "PatchConv", "ResNet", "ResNet18", "ResNet34",
-    "ResNet50", "ResNet101", "StateDictMismatchError", "TransferModel", "flax_to_torch",
+    "DomainDiscriminator", "LeNet", "MLP", "MergeReport", "PatchConv", "ResNet", "ResNet18",
+    "ResNet34", "ResNet50", "ResNet101", "StateDictMismatchError", "TransferModel", "flax_to_torch",
     "init_variables", "load_state_dict", "load_torchvision_resnet", "make_apply_fn",
     "max_pool_2x2", "merge_variables", "resnet_depth_of", "torch_to_flax",
 ]

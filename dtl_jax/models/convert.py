@@ -167,7 +167,7 @@ def torch_to_flax(state_dict: StateDict, target: Any, *, ignore: Sequence[str] =
     leaves_out[collection] = (flat, treedef)
   missing, misshaped = [], []
   converted = {}
-  for key, (collection, path, leaf, kind) in wanted.items():
+  for key, (_, _, leaf, kind) in wanted.items():
     if key not in sd:
       missing.append(f"{key} (expected shape {_torch_shape(leaf.shape, kind)})")
       continue
@@ -180,14 +180,14 @@ def torch_to_flax(state_dict: StateDict, target: Any, *, ignore: Sequence[str] =
   unexpected = [k for k in sd if k not in wanted and not k.endswith("num_batches_tracked")
                 and not any(r.fullmatch(k) for r in ignore_re)]
   if missing or unexpected or misshaped:
-    parts = ["state dict does not match the model:"]
+    lines = ["state dict does not match the model:"]
     if missing:
-      parts.append(_listing("missing keys", missing))
+      lines.append(_listing("missing keys", missing))
     if unexpected:
-      parts.append(_listing("unexpected keys", unexpected))
+      lines.append(_listing("unexpected keys", unexpected))
     if misshaped:
-      parts.append(_listing("mis-shaped keys", misshaped))
-    raise StateDictMismatchError("\n".join(parts))
+      lines.append(_listing("mis-shaped keys", misshaped))
+    raise StateDictMismatchError("\n".join(lines))
   out = {}
   for collection, (flat, treedef) in leaves_out.items():
     vals = [converted[_torch_key(collection, tuple(_path_str(p).split("/")), len(l.shape))[0]]

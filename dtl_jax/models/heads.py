@@ -96,7 +96,7 @@ class Classifier(nn.Module):
   dtype: Any = None
 
   @nn.nowrap
-  def adversarial_copy(self) -> "Classifier":
+  def adversarial_copy(self) -> Classifier:
     """MDD's adversarial head: same shape and init, independent parameters."""
     return self.clone(parent=None, name=None)
 

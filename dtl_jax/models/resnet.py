@@ -153,7 +153,7 @@ class ResNet(nn.Module):
     x = _conv(64, 7, 2, 3, "conv1", self.dtype)(x)
     x = nn.relu(BatchNorm(name="bn1")(x, train=train))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
       x = ResLayer(block, planes, n, 1 if i == 0 else 2, self.dtype, name=f"layer{i + 1}")(
           x, train=train)
     x = jnp.mean(x, axis=(1, 2))
@@ -162,21 +162,21 @@ class ResNet(nn.Module):
     return x
 
 
-def ResNet18(**kwargs) -> ResNet:  # noqa: N802 - torchvision names
+def ResNet18(**kwargs) -> ResNet:
   """torchvision ``resnet18`` (BasicBlock, [2, 2, 2, 2]), features 512."""
   return ResNet(depth=18, **kwargs)
 
 
-def ResNet34(**kwargs) -> ResNet:  # noqa: N802
+def ResNet34(**kwargs) -> ResNet:
   """torchvision ``resnet34`` (BasicBlock, [3, 4, 6, 3]), features 512."""
   return ResNet(depth=34, **kwargs)
 
 
-def ResNet50(**kwargs) -> ResNet:  # noqa: N802
+def ResNet50(**kwargs) -> ResNet:
   """torchvision ``resnet50`` (Bottleneck, [3, 4, 6, 3]), features 2048."""
   return ResNet(depth=50, **kwargs)
 
 
-def ResNet101(**kwargs) -> ResNet:  # noqa: N802
+def ResNet101(**kwargs) -> ResNet:
   """torchvision ``resnet101`` (Bottleneck, [3, 4, 23, 3]), features 2048."""
   return ResNet(depth=101, **kwargs)

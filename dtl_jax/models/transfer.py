@@ -127,7 +127,8 @@ def make_apply_fn(model: nn.Module, *, layers: Sequence[str] = ()) -> ApplyFn:
     mutable = ["batch_stats"] if (train and "batch_stats" in variables) else []
     if wanted:
       mutable.append("intermediates")
-    result = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable or False,
+    result = model.apply(variables, x, train=train, rngs=None if rngs is None else dict(rngs),
+                         mutable=mutable or False,
                          capture_intermediates=capture if wanted else False)
     out, state = result if mutable else (result, {})
     state = dict(state)

@@ -1,4 +1,7 @@
-"""The kernel two-sample test by permutation (Gretton, Borgwardt, Rasch, Schölkopf & Smola, JMLR 2012)."""
+"""The kernel two-sample test by permutation.
+
+Gretton, Borgwardt, Rasch, Schölkopf & Smola, "A Kernel Two-Sample Test", JMLR 2012.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from dtl_jax import _validation as V
 from dtl_jax.losses import kernels
-from dtl_jax.stats import _checks as C
 
 _ESTIMATORS = ("biased", "unbiased")
 
@@ -54,9 +57,9 @@ def mmd_test(source: ArrayLike, target: ArrayLike, *, key: jax.Array,
   Returns:
     :class:`MMDTestResult` (scalars). Works under ``jit`` and ``vmap`` (e.g. over trials).
   """
-  xs = C.check_matrix(source, "source", min_rows=2)
-  xt = C.check_matrix(target, "target", min_rows=2).astype(xs.dtype)
-  C.check_same_dim(xs, xt, "source", "target")
+  xs = V.check_matrix(source, "source", min_rows=2)
+  xt = V.check_matrix(target, "target", min_rows=2).astype(xs.dtype)
+  V.check_same_dim(xs, "source", xt, "target")
   if num_permutations < 1:
     raise ValueError(f"`num_permutations` must be >= 1; got {num_permutations}.")
   if estimator not in _ESTIMATORS:

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from dtl_jax import _validation as V
 from dtl_jax.instance import learners
-from dtl_jax.stats import _checks as C
 
 
 def proxy_a_distance(source_features: ArrayLike, target_features: ArrayLike, *, key: jax.Array,
@@ -35,9 +35,9 @@ def proxy_a_distance(source_features: ArrayLike, target_features: ArrayLike, *, 
   Returns:
     Scalar PAD.
   """
-  xs = C.check_matrix(source_features, "source_features", min_rows=2)
-  xt = C.check_matrix(target_features, "target_features", min_rows=2).astype(xs.dtype)
-  C.check_same_dim(xs, xt, "source_features", "target_features")
+  xs = V.check_matrix(source_features, "source_features", min_rows=2)
+  xt = V.check_matrix(target_features, "target_features", min_rows=2).astype(xs.dtype)
+  V.check_same_dim(xs, "source_features", xt, "target_features")
   if classifier not in ("logistic", "mlp"):
     raise ValueError(f"`classifier` must be 'logistic' or 'mlp'; got {classifier!r}.")
   if not 0.0 < test_fraction < 1.0:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -106,12 +106,13 @@ def measure_report(source_features: ArrayLike, target_features: ArrayLike, *, ke
                   num_permutations=num_permutations, kernel=mmd_kernel)
   pad = proxy_a_distance(source_features, target_features, key=k_pad)
   scores: dict[str, dict[str, float]] = {}
-  for name, feats in candidates.items():
-    scores.setdefault(name, {})
-    scores[name]["logme"] = float(logme(feats, target_labels, num_classes=num_classes))
-    scores[name]["h_score"] = float(h_score(feats, target_labels, num_classes=num_classes))
-  for name, p in probs.items():
-    scores.setdefault(name, {})["leep"] = float(leep(p, target_labels, num_classes=num_classes))
+  if target_labels is not None:  # else there are no candidates (checked above)
+    for name, feats in candidates.items():
+      scores.setdefault(name, {})
+      scores[name]["logme"] = float(logme(feats, target_labels, num_classes=num_classes))
+      scores[name]["h_score"] = float(h_score(feats, target_labels, num_classes=num_classes))
+    for name, p in probs.items():
+      scores.setdefault(name, {})["leep"] = float(leep(p, target_labels, num_classes=num_classes))
   ranked = [n for n in scores if rank_by in scores[n]]
   ranked.sort(key=lambda n: -scores[n][rank_by])
   ranked += [n for n in scores if n not in ranked]

@@ -1,6 +1,7 @@
 """Transferability of a pretrained model to a labelled target task, without training it.
 
-* :func:`leep` -- Log Expected Empirical Prediction (Nguyen, Hassner, Seeger & Archambeau, ICML 2020).
+* :func:`leep` -- Log Expected Empirical Prediction (Nguyen, Hassner, Seeger & Archambeau,
+  ICML 2020).
 * :func:`logme` -- log of maximum label evidence (You, Liu, Wang & Long, ICML 2021).
 * :func:`h_score` -- H-score (Bao, Li, Huang, Wang, Wang & Tan, ICIP 2019).
 
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dtl_jax.stats import _checks as C
+from dtl_jax import _validation as V
 
 _EPSILON = 1e-5  # LogME: as in the authors' released code
 
@@ -41,8 +42,10 @@ def leep(source_probs: ArrayLike, target_labels: ArrayLike, *,
   Returns:
     Scalar, ``≤ 0``.
   """
-  theta = C.check_probabilities(source_probs, "source_probs")
-  y, num_classes = C.check_labels(target_labels, "target_labels", theta.shape[0], num_classes)
+  theta = V.check_matrix(source_probs, "source_probs", shape_doc="[n, Z]")
+  V.check_probabilities(theta, "source_probs", atol=1e-4,
+                        hint="Pass softmax(logits) over the source classes, not logits.")
+  y, num_classes = V.check_labels(target_labels, "target_labels", theta.shape[0], num_classes)
   return _leep(theta, y, num_classes=num_classes)
 
 
@@ -89,17 +92,17 @@ def logme(features: ArrayLike, labels: ArrayLike, *, num_classes: int | None = N
   Returns:
     Scalar (average log evidence per example).
   """
-  f = C.check_matrix(features, "features")
+  f = V.check_matrix(features, "features")
   n = f.shape[0]
   if regression:
-    y = C.as_float_array(labels, "labels").astype(f.dtype)
+    y = V.as_float_array(labels, "labels").astype(f.dtype)
     if y.ndim == 1:
       y = y[:, None]
     if y.ndim != 2 or y.shape[0] != n:
       raise ValueError(f"`labels` must have shape [{n}] or [{n}, K] for regression; "
                        f"got {tuple(jnp.shape(labels))}.")
   else:
-    yi, num_classes = C.check_labels(labels, "labels", n, num_classes)
+    yi, num_classes = V.check_labels(labels, "labels", n, num_classes)
     y = jax.nn.one_hot(yi, num_classes, dtype=f.dtype)
   return _logme(f, y, max_iterations=max_iterations, tol=tol)
 
@@ -160,8 +163,8 @@ def h_score(features: ArrayLike, labels: ArrayLike, *, num_classes: int | None =
   Returns:
     Scalar in ``[0, d]``.
   """
-  f = C.check_matrix(features, "features", min_rows=2)
-  y, num_classes = C.check_labels(labels, "labels", f.shape[0], num_classes)
+  f = V.check_matrix(features, "features", min_rows=2)
+  y, num_classes = V.check_labels(labels, "labels", f.shape[0], num_classes)
   return _h_score(f, y, num_classes=num_classes, rtol=rtol)
 
 

@@ -110,7 +110,7 @@ def test_rotate_matches_scipy():
   rng = np.random.default_rng(0)
   imgs = reference_upsample(np.arange(4)).astype(np.float32)
   angles = rng.uniform(30, 60, size=4)
-  out = digits_lib._rotate(imgs, angles)  # pylint: disable=protected-access
+  out = digits_lib._rotate(imgs, angles)
   for i in range(4):
     # scipy's rotate turns an image counter-clockwise as displayed (row 0 at top).
     ref = scipy.ndimage.rotate(imgs[i].astype(np.float64), angles[i], reshape=False,

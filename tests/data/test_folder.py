@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dtl_jax.data import (CorruptImageError, ImageFolder, ImageList, PairSampler,
-                          check_same_classes, transforms)
+from dtl_jax.data import (
+  CorruptImageError,
+  ImageFolder,
+  ImageList,
+  PairSampler,
+  check_same_classes,
+  transforms,
+)
 
 
 def _write(path, arr):
@@ -146,7 +152,8 @@ def test_folder_sampler_with_transforms_workers_and_prefetch(tree):
   step = 1
   idx = b.source_indices(step)
   seeds = np.random.default_rng([1, 2, step]).integers(2**63 - 1, size=4, dtype=np.int64)
-  ref = np.stack([tf(src.decode(i), np.random.default_rng(int(s))) for i, s in zip(idx, seeds)])
+  ref = np.stack([tf(src.decode(i), np.random.default_rng(int(s)))
+                  for i, s in zip(idx, seeds, strict=True)])
   np.testing.assert_array_equal(got[step].x_source, ref)
   with pytest.raises(ValueError, match="different shapes"):
     nested = ImageFolder(root)

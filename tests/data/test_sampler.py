@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dtl_jax.data import (Batch, PairSampler, Prefetcher, data_sharding, eval_batches,
-                          load_pair)
+from dtl_jax.data import Batch, PairSampler, Prefetcher, data_sharding, eval_batches, load_pair
 
 
 def _toy(n, shape=(3,), num_classes=4, offset=0.0):
@@ -125,7 +124,7 @@ def test_prefetch_matches_direct_iteration_and_tracks_consumed_state():
     got = [next(it) for _ in range(4)]
     state = it.state_dict()
   assert state == {"seed": 5, "step": 4}  # not the read-ahead position
-  for g, r in zip(got, ref):
+  for g, r in zip(got, ref[:4], strict=True):
     assert isinstance(g, Batch)
     np.testing.assert_array_equal(g.x_source, r.x_source)
   resumed = PairSampler(src, tgt, batch_size=8, seed=5)
@@ -176,13 +175,13 @@ def test_prefetcher_threads_stop_on_close_and_when_abandoned():
   import itertools
   it = Prefetcher(itertools.count(), buffer_size=2)
   assert next(it) == 0
-  thread = it._thread  # pylint: disable=protected-access
+  thread = it._thread
   it.close()
   thread.join(timeout=2)
   assert not thread.is_alive()
   it = Prefetcher(itertools.count(), buffer_size=2)
   next(it)
-  thread = it._thread  # pylint: disable=protected-access
+  thread = it._thread
   del it
   gc.collect()
   thread.join(timeout=2)

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
-from dtl_jax.instance import (LogisticRegression, MLPClassifier, MLPRegressor, RidgeRegression,
-                              fit_logistic_regression, fit_mlp)
+from dtl_jax.instance import (
+  LogisticRegression,
+  MLPClassifier,
+  MLPRegressor,
+  RidgeRegression,
+  fit_logistic_regression,
+  fit_mlp,
+)
 
 
 @pytest.fixture

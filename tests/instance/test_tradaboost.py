@@ -5,8 +5,13 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from dtl_jax.instance import (LogisticRegression, RidgeRegression, TrAdaBoost, TrAdaBoostR2,
-                              tradaboost_beta)
+from dtl_jax.instance import (
+  LogisticRegression,
+  RidgeRegression,
+  TrAdaBoost,
+  TrAdaBoostR2,
+  tradaboost_beta,
+)
 
 
 def _reference_tradaboost(xs, ys, xt, yt, num_rounds, make_learner):
@@ -194,10 +199,16 @@ def test_empty_inputs_and_bad_labels(rng):
 
 def test_scan_version_matches_class_and_vmaps_over_seeds():
   import functools
+
   import jax
   import jax.numpy as jnp
-  from dtl_jax.instance import (fit_logistic_regression, logistic_regression_logits,
-                                tradaboost_predict, tradaboost_scan)
+
+  from dtl_jax.instance import (
+    fit_logistic_regression,
+    logistic_regression_logits,
+    tradaboost_predict,
+    tradaboost_scan,
+  )
   fit = functools.partial(fit_logistic_regression, num_classes=2)
   predict = lambda params, x: jnp.argmax(logistic_regression_logits(params, x), axis=-1)
   data = [_controlled_shift(seed) for seed in (0, 1)]

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from dtl_jax.losses import (adda_discriminator_loss, adda_encoder_loss, class_soft_labels,
-                            dann_loss, domain_accuracy, domain_confusion_loss,
-                            soft_label_loss)
+from dtl_jax.losses import (
+  adda_discriminator_loss,
+  adda_encoder_loss,
+  class_soft_labels,
+  dann_loss,
+  domain_accuracy,
+  domain_confusion_loss,
+  soft_label_loss,
+)
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -56,7 +62,7 @@ def assert_jit_vmap_agree(fn, *args, rtol=1e-12, args2=None):
   eager = np.asarray(fn(*args))
   np.testing.assert_allclose(np.asarray(jax.jit(fn)(*args)), eager, rtol=rtol, atol=1e-14)
   args2 = [a * 0.9 for a in args] if args2 is None else args2
-  stacked = [jnp.stack([jnp.asarray(a), jnp.asarray(b)]) for a, b in zip(args, args2)]
+  stacked = [jnp.stack([jnp.asarray(a), jnp.asarray(b)]) for a, b in zip(args, args2, strict=True)]
   batched = np.asarray(jax.vmap(fn)(*stacked))
   np.testing.assert_allclose(batched, np.stack([eager, np.asarray(fn(*args2))]), rtol=rtol,
                              atol=1e-14)

@@ -21,8 +21,15 @@ from dalib.adaptation.dann import DomainAdversarialLoss  # noqa: E402
 from dalib.adaptation.mdd import MarginDisparityDiscrepancy  # noqa: E402
 from dalib.modules.grl import GradientReverseFunction, WarmStartGradientReverseLayer  # noqa: E402
 
-from dtl_jax.losses import (cdan_features, cdan_loss, dann_loss, domain_accuracy,  # noqa: E402
-                            gradient_reverse, mdd_loss, warm_start_schedule)
+from dtl_jax.losses import (  # noqa: E402
+  cdan_features,
+  cdan_loss,
+  dann_loss,
+  domain_accuracy,
+  gradient_reverse,
+  mdd_loss,
+  warm_start_schedule,
+)
 
 ATOL = 1e-6
 
@@ -177,7 +184,7 @@ def test_conditional_domain_adversarial_loss(rng, randomized, entropy_conditioni
   (value, logits), grads = jax.jit(
       jax.value_and_grad(ours, argnums=(0, 1, 2, 3, 4), has_aux=True))(*args, params)
   close(value, out)
-  for ours_g, t in zip(grads[:4], tensors):
+  for ours_g, t in zip(grads[:4], tensors, strict=True):
     close(ours_g, t.grad if t.grad is not None else torch.zeros_like(t))
   for k, g in torch_param_grads(net).items():
     close(grads[4][k], g)
@@ -205,5 +212,5 @@ def test_margin_disparity_discrepancy(rng, margin):
   value, grads = jax.jit(jax.value_and_grad(
       lambda *a: mdd_loss(*a, margin=margin), argnums=(0, 1, 2, 3)))(*args)
   close(value, out)
-  for ours_g, t in zip(grads, tensors):
+  for ours_g, t in zip(grads, tensors, strict=True):
     close(ours_g, t.grad if t.grad is not None else torch.zeros_like(t))

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from dtl_jax.losses import (cdan_features, cdan_loss, dann_loss, multilinear_map,
-                            randomized_map_matrices, randomized_multilinear_map)
-
+from dtl_jax.losses import (
+  cdan_features,
+  cdan_loss,
+  dann_loss,
+  multilinear_map,
+  randomized_map_matrices,
+  randomized_multilinear_map,
+)
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -122,7 +127,7 @@ def test_cdan_loss_grads_jit_vmap(rng):
   eager = float(fn(ds, dt, zs, zt))
   np.testing.assert_allclose(float(jax.jit(fn)(ds, dt, zs, zt)), eager, rtol=1e-12)
   args2 = (ds * 0.5, dt + 1, zs * 2, zt)
-  batched = jax.vmap(fn)(*(jnp.stack([a, b]) for a, b in zip((ds, dt, zs, zt), args2)))
+  batched = jax.vmap(fn)(*(jnp.stack([a, b]) for a, b in zip((ds, dt, zs, zt), args2, strict=True)))
   np.testing.assert_allclose(np.asarray(batched), [eager, float(fn(*args2))], rtol=1e-12)
   f32 = fn(*(a.astype(jnp.float32) for a in (ds, dt, zs, zt)))
   assert f32.dtype == jnp.float32

@@ -9,7 +9,6 @@ from jax.test_util import check_grads
 
 from dtl_jax.losses import distillation_loss, hint_loss
 
-
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 

@@ -8,7 +8,6 @@ from jax.test_util import check_grads
 
 from dtl_jax.losses import mdd_loss
 
-
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
@@ -76,7 +75,7 @@ def test_mdd_grads_only_through_adversarial_head_jit_vmap(rng):
   eager = float(full(*args))
   np.testing.assert_allclose(float(jax.jit(full)(*args)), eager, rtol=1e-12)
   args2 = tuple(jnp.asarray(a) for a in _inputs(np.random.default_rng(5)))
-  batched = jax.vmap(full)(*(jnp.stack([a, b]) for a, b in zip(args, args2)))
+  batched = jax.vmap(full)(*(jnp.stack([a, b]) for a, b in zip(args, args2, strict=True)))
   np.testing.assert_allclose(np.asarray(batched), [eager, float(full(*args2))], rtol=1e-12)
   f32 = mdd_loss(*(a.astype(jnp.float32) for a in args))
   assert f32.dtype == jnp.float32

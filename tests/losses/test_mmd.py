@@ -36,11 +36,11 @@ def np_layer_kernel(spec, x, y, joint):
 def np_mmd(s_layers, t_layers, specs, estimator, ws=None, wt=None):
   s_layers = [np.asarray(x, np.float64) for x in s_layers]
   t_layers = [np.asarray(x, np.float64) for x in t_layers]
-  joints = [np.concatenate([s, t]) for s, t in zip(s_layers, t_layers)]
+  joints = [np.concatenate([s, t]) for s, t in zip(s_layers, t_layers, strict=True)]
 
   def k(a, b):  # a, b: "s" or "t" -> full kernel block
     out = 1.0
-    for spec, s, t, j in zip(specs, s_layers, t_layers, joints):
+    for spec, s, t, j in zip(specs, s_layers, t_layers, joints, strict=True):
       out = out * np_layer_kernel(spec, s if a == "s" else t, s if b == "s" else t, j)
     return out
 
@@ -235,7 +235,7 @@ def test_mean_heuristic_bandwidth_is_a_constant_for_grad(rng, estimator):
   fixed = GaussianKernel(multipliers=DAN_MULTIPLIERS, sigma2=float(sigma2))
   g = jax.grad(lambda a, b: mk_mmd(a, b, estimator=estimator), (0, 1))(s, t)
   g_fixed = jax.grad(lambda a, b: mmd(a, b, kernel=fixed, estimator=estimator), (0, 1))(s, t)
-  for a, b in zip(g, g_fixed):
+  for a, b in zip(g, g_fixed, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
 
 
@@ -284,7 +284,7 @@ def test_tiled_equals_dense(rng, estimator, tile):
   dense, grads_dense = value_and_grads(None)
   tiled, grads_tiled = value_and_grads(tile)
   np.testing.assert_allclose(tiled, dense, rtol=1e-5)
-  for a, b in zip(grads_tiled, grads_dense):
+  for a, b in zip(grads_tiled, grads_dense, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 

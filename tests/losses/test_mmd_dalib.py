@@ -46,7 +46,7 @@ def torch_value_and_grads(module, source_layers, target_layers, single=False):
 
 def assert_close(jax_value, jax_grads, torch_value, torch_grads):
   np.testing.assert_allclose(float(jax_value), torch_value, rtol=0, atol=ATOL)
-  for g_jax, g_torch in zip(jax_grads, torch_grads):
+  for g_jax, g_torch in zip(jax_grads, torch_grads, strict=True):
     np.testing.assert_allclose(np.asarray(g_jax), g_torch, rtol=0, atol=ATOL)
 
 

@@ -8,7 +8,6 @@ from jax.test_util import check_grads
 
 from dtl_jax.losses import gradient_penalty, sliced_wasserstein, wasserstein_critic_loss
 
-
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 

@@ -9,8 +9,17 @@ import torch
 import torch.nn.functional as F
 
 from dtl_jax import models
-from dtl_jax.models import (DTN, MLP, Bottleneck, Classifier, DANNMNISTNet, DANNSVHNNet,
-                            DomainDiscriminator, LeNet, init_variables)
+from dtl_jax.models import (
+  DTN,
+  MLP,
+  Bottleneck,
+  Classifier,
+  DANNMNISTNet,
+  DANNSVHNNet,
+  DomainDiscriminator,
+  LeNet,
+  init_variables,
+)
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -185,7 +194,7 @@ def test_patch_conv_matches_numpy_and_nn_conv(rng):
   g1 = jax.grad(lambda v, a: jnp.sum(jnp.sin(conv.apply(v, a))), argnums=(0, 1))(variables, x)
   g2 = jax.grad(lambda v, a: jnp.sum(jnp.sin(nn.Conv(4, (3, 2), padding="VALID").apply(v, a))),
                 argnums=(0, 1))(variables, x)
-  for a, c in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+  for a, c in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
     np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-12)
   with pytest.raises(ValueError, match="smaller than the kernel"):
     conv.init(jax.random.key(0), x[:, :2])

@@ -5,8 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dtl_jax.models import (DTN, Classifier, StateDictMismatchError, TransferModel, flax_to_torch,
-                            init_variables, load_state_dict, merge_variables, torch_to_flax)
+from dtl_jax.models import (
+  DTN,
+  Classifier,
+  StateDictMismatchError,
+  TransferModel,
+  flax_to_torch,
+  init_variables,
+  load_state_dict,
+  merge_variables,
+  torch_to_flax,
+)
 
 
 def test_round_trip_and_torch_layouts(tmp_path):

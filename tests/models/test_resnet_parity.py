@@ -15,15 +15,19 @@ import torch
 import torch.nn.functional as F
 
 from dtl_jax.models import ResNet, ResNet18
-from dtl_jax.models.convert import (StateDictMismatchError, load_state_dict,
-                                    load_torchvision_resnet, resnet_depth_of)
+from dtl_jax.models.convert import (
+  StateDictMismatchError,
+  load_state_dict,
+  load_torchvision_resnet,
+  resnet_depth_of,
+)
 
 CONFIGS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
            50: ("bottleneck", [3, 4, 6, 3])}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _fast_compile_two_torch_threads(fast_compile):  # pylint: disable=unused-argument
+def _fast_compile_two_torch_threads(fast_compile):
   torch.set_num_threads(2)
   yield
 
@@ -49,7 +53,7 @@ def random_torchvision_state_dict(depth: int, num_classes: int, seed: int) -> di
   conv("conv1", 64, 3, 7)
   bn("bn1", 64)
   inplanes = 64
-  for li, (planes, n) in enumerate(zip([64, 128, 256, 512], layers)):
+  for li, (planes, n) in enumerate(zip([64, 128, 256, 512], layers, strict=True)):
     for b in range(n):
       p = f"layer{li + 1}.{b}"
       stride = 2 if (b == 0 and li > 0) else 1

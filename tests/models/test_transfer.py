@@ -7,8 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dtl_jax.models import (MLP, BatchNorm, Bottleneck, Classifier, ResNet18, TransferModel,
-                            init_variables, make_apply_fn)
+from dtl_jax.models import (
+  MLP,
+  BatchNorm,
+  Bottleneck,
+  Classifier,
+  ResNet18,
+  TransferModel,
+  init_variables,
+  make_apply_fn,
+)
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -110,7 +118,7 @@ def test_bn_axis_name_pmap_equals_single_device(rng):
                              atol=1e-5)
   for d in range(4):
     jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(np.asarray(a)[d], np.asarray(b), rtol=1e-5),
+        lambda a, b, d=d: np.testing.assert_allclose(np.asarray(a)[d], np.asarray(b), rtol=1e-5),
         sts["batch_stats"], st1["batch_stats"])
 
 

@@ -4,5 +4,5 @@ import pytest
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _fast_compile_everywhere(fast_compile):  # pylint: disable=unused-argument
+def _fast_compile_everywhere(fast_compile):
   yield

@@ -9,10 +9,12 @@ from scipy.stats import norm
 from dtl_jax.stats import proxy_a_distance
 
 
-
 @pytest.mark.parametrize("delta", [0.0, 1.0, 2.0])
 def test_matches_bayes_error_of_two_gaussians(rng, delta):
-  """N(0, 1) vs N(delta, 1): the best balanced error is Phi(-delta/2), so PAD ~ 2(1 - 2 Phi(-delta/2))."""
+  """N(0, 1) vs N(delta, 1): the best balanced error is Phi(-delta/2).
+
+  So PAD ~ 2(1 - 2 Phi(-delta/2)).
+  """
   xs = rng.normal(size=(2000, 1))
   xt = rng.normal(size=(1600, 1)) + delta
   pad = float(proxy_a_distance(xs, xt, key=jax.random.key(0)))

@@ -7,7 +7,6 @@ import pytest
 from dtl_jax.stats import h_score, leep, logme, measure_report, mmd_test, proxy_a_distance
 
 
-
 def test_report_combines_measures_and_ranks_candidates(rng):
   src = rng.normal(size=(60, 3))
   tgt = rng.normal(size=(50, 3)) + 0.8

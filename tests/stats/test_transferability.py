@@ -80,7 +80,9 @@ def task(rng):
   src_of = np.array([0, 2, 4])
   good_logits = 3.0 * np.eye(5)[src_of[y]] + rng.normal(size=(n, 5))
   bad_logits = rng.normal(size=(n, 5))
-  softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+  def softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
   return dict(y=y, good=good, bad=bad, good_probs=softmax(good_logits),
               bad_probs=softmax(bad_logits))
 
@@ -126,7 +128,7 @@ def test_scores_run_under_jit(task):
   got = jitted(f, p, y)
   refs = (_leep_reference(task["good_probs"], task["y"]), _logme_reference(task["good"], task["y"]),
           _h_score_reference(task["good"], task["y"]))
-  for g, r in zip(got, refs):
+  for g, r in zip(got, refs, strict=True):
     np.testing.assert_allclose(float(g), r, rtol=1e-5)
 
 
