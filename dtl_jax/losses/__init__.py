@@ -39,3 +39,12 @@ from dtl_jax.losses.entropy import entropy, entropy_minimization_loss, entropy_w
 from dtl_jax.losses.grl import dann_schedule, gradient_reverse, warm_start_schedule
 from dtl_jax.losses.mdd import mdd_loss
 from dtl_jax.losses.wdgrl import gradient_penalty, sliced_wasserstein, wasserstein_critic_loss
+
+# --- source-free and test-time adaptation (issue 17) ---
+from dtl_jax.losses.source_free import (
+    ShotPseudoLabels,
+    information_maximization_loss,
+    shot_loss,
+    shot_pseudo_labels,
+    tent_loss,
+)
