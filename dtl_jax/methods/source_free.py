@@ -324,7 +324,7 @@ def adabn(model: nn.Module, variables: Mapping[str, Any], batches: Any, *,
       raise ValueError(f"an unbiased variance needs at least 2 values per channel, got {n}")
     return mean, m2 / (n - 1 if unbiased else n)
 
-  v = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+  v = dict(variables)
   if single:
     acc = collect(v, _batch_iterable(batches, 1))
     order = list(call_order)
@@ -338,7 +338,7 @@ def adabn(model: nn.Module, variables: Mapping[str, Any], batches: Any, *,
     order = list(call_order)
     for i, path in enumerate(order):
       if i:
-        acc = collect({"params": v["params"], "batch_stats": new_stats}, get)
+        acc = collect({**v, "batch_stats": new_stats}, get)
       new_stats = _set_stats(new_stats, path, *finish(acc[path]))
   missing = sorted(set(stats_paths) - set(order))
   if missing:
@@ -414,8 +414,13 @@ class Tent(_SourceFree):
     return "|".join(re.escape(m) for m in self.bn_modules)
 
   def freeze_patterns(self) -> tuple[str, ...]:
-    """One regex that fullmatches every parameter path except BN ``scale`` / ``bias``."""
-    return (f"(?!(?:{self.bn_module_pattern()})/(?:scale|bias)$).*",)
+    """One regex that fullmatches every parameter path except BN ``scale`` / ``bias``.
+
+    It matches no BatchNorm module path either (nor ``.../mean``, ``.../var``), so a loop
+    that also passes the freeze patterns to ``TransferModel(frozen_bn=...)`` keeps every
+    BatchNorm layer on batch statistics, as Tent needs.
+    """
+    return (f"(?!(?:{self.bn_module_pattern()})(?:/(?:scale|bias|mean|var))?$).*",)
 
   def loss(self, inputs: MethodInputs):
     ent = losses.tent_loss(inputs.target["logits"])

@@ -205,6 +205,9 @@ def test_tent_trains_exactly_the_bn_affine_parameters(name):
     rules = [(f"model/{rx}", "frozen") for rx in tent.freeze_patterns()] + [(".*", "trainable")]
     lab = params_lib.label_params({"model": shapes["params"]}, rules)
     assert _paths(lab, "trainable") == {f"model/{p}" for p in want}
+    # as frozen_bn regexes they freeze no BatchNorm layer (Tent needs batch statistics)
+    assert not any(models.layers.is_frozen_path(m.split("/"), tent.freeze_patterns())
+                   for m in mods)
   assert tent.uses_source is False and tent.uses_target is True
 
 
