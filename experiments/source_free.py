@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   ap.add_argument("--quick", action="store_true", help="smoke size: 1 seed, 1 shift, few steps")
   ap.add_argument("--json", default="", help="also write every run to this JSON file")
   args = ap.parse_args(argv)
-  pairs = PAIRS
+  pairs: Sequence[tuple[str, str]] = PAIRS
   if args.quick:
     args.seeds, args.steps, args.tent_epochs, args.shot_epochs = [0], 20, 1, 1
     pairs = (("digits", "digits_rot"),)

@@ -15,6 +15,7 @@ These losses see **target outputs only** (no source data, no labels):
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -62,11 +63,6 @@ def tent_loss(logits: jax.typing.ArrayLike, *,
   return entropy_minimization_loss(logits, weights=weights)
 
 
-def _probs(name: str, logits: jax.typing.ArrayLike) -> jax.Array:
-  z = _checks.class_logits(name, logits)
-  return jax.nn.softmax(z.astype(jnp.promote_types(z.dtype, jnp.float32)), axis=-1)
-
-
 def _check_epsilon(epsilon: float) -> None:
   if isinstance(epsilon, jax.core.Tracer):
     return
@@ -109,7 +105,15 @@ def information_maximization_loss(logits: jax.typing.ArrayLike, *,
     Scalar loss in ``[-log C, log C]`` (float32 at least).
   """
   _check_epsilon(epsilon)
-  p = _probs("logits", logits)
+  z = _checks.class_logits("logits", logits)
+  return _im_loss(z.astype(jnp.promote_types(z.dtype, jnp.float32)), diversity_weight, epsilon)
+
+
+# The numeric cores are jitted: an eager call compiles one XLA computation per shape
+# instead of dispatching (and compiling) a dozen small ops; inside an outer jit they inline.
+@jax.jit
+def _im_loss(z: jax.Array, diversity_weight, epsilon) -> jax.Array:
+  p = jax.nn.softmax(z, axis=-1)
   mean_entropy = jnp.mean(_entropy_of_probs(p, epsilon))
   diversity = _entropy_of_probs(jnp.mean(p, axis=0), epsilon)
   return mean_entropy - diversity_weight * diversity
@@ -158,10 +162,15 @@ def shot_loss(logits: jax.typing.ArrayLike, pseudo_labels: jax.typing.ArrayLike,
   """
   p_logits = _checks.class_logits("logits", logits)
   y = _check_labels("pseudo_labels", pseudo_labels, p_logits.shape[0], p_logits.shape[1])
+  _check_epsilon(epsilon)
   z = p_logits.astype(jnp.promote_types(p_logits.dtype, jnp.float32))
+  return _shot_loss(z, y, beta, im_weight, diversity_weight, epsilon)
+
+
+@jax.jit
+def _shot_loss(z, y, beta, im_weight, diversity_weight, epsilon) -> jax.Array:
   ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, y))
-  im = information_maximization_loss(z, diversity_weight=diversity_weight, epsilon=epsilon)
-  return beta * ce + im_weight * im
+  return beta * ce + im_weight * _im_loss(z, diversity_weight, epsilon)
 
 
 class ShotPseudoLabels(NamedTuple):
@@ -250,8 +259,16 @@ def shot_pseudo_labels(features: jax.typing.ArrayLike, logits: jax.typing.ArrayL
   z = _checks.class_logits("logits", logits)
   _checks.same_batch("features", f, "logits", z)
   dtype = jnp.promote_types(jnp.promote_types(f.dtype, z.dtype), jnp.float32)
-  f = jax.lax.stop_gradient(f.astype(dtype))
-  z = jax.lax.stop_gradient(z.astype(dtype))
+  return _pseudo_labels(f.astype(dtype), z.astype(dtype), threshold, distance=distance,
+                        rounds=int(rounds))
+
+
+@functools.partial(jax.jit, static_argnames=("distance", "rounds"))
+def _pseudo_labels(f: jax.Array, z: jax.Array, threshold, *, distance: str, rounds: int
+                   ) -> ShotPseudoLabels:
+  f = jax.lax.stop_gradient(f)
+  z = jax.lax.stop_gradient(z)
+  dtype = f.dtype
   num_classes = z.shape[1]
   probs = jax.nn.softmax(z, axis=-1)
   initial = jnp.argmax(probs, axis=-1).astype(jnp.int32)
@@ -261,16 +278,17 @@ def shot_pseudo_labels(features: jax.typing.ArrayLike, logits: jax.typing.ArrayL
     dist_fn = _cosine_distance
   else:
     dist_fn = _euclidean_distance
-  weights = probs
-  labels = initial
-  centroids = dists = None
-  for _ in range(rounds):
+
+  def assign(weights, labels):
     centroids = (weights.T @ f) / (SHOT_CENTROID_EPSILON + jnp.sum(weights, axis=0))[:, None]
     counts = jnp.sum(jax.nn.one_hot(labels, num_classes, dtype=dtype), axis=0)
     kept = counts > threshold
     dists = jnp.where(kept[None, :], dist_fn(f, centroids), jnp.inf)
-    labels = jnp.argmin(dists, axis=1).astype(jnp.int32)
-    weights = jax.nn.one_hot(labels, num_classes, dtype=dtype)
+    return centroids, dists, jnp.argmin(dists, axis=1).astype(jnp.int32)
+
+  centroids, dists, labels = assign(probs, initial)  # round 1: soft weights
+  for _ in range(rounds - 1):  # later rounds: hard labels of the round before
+    centroids, dists, labels = assign(jax.nn.one_hot(labels, num_classes, dtype=dtype), labels)
   return ShotPseudoLabels(labels=labels, centroids=centroids, distances=dists,
                           initial_labels=initial)
 

@@ -173,7 +173,7 @@ def online_tta(model: nn.Module, variables: Mapping[str, Any],
     correct = 0
     for i, batch in enumerate(batches):
       x, y = _check_batch(shift, i, batch)
-      if mode == "tent":
+      if tent_step is not None:
         state, logits, loss = tent_step(state, x)
         ls.append(float(loss))
       else:
