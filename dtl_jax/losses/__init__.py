@@ -35,6 +35,13 @@ from dtl_jax.losses.kernels import (
 )
 from dtl_jax.losses.mdd import mdd_loss
 from dtl_jax.losses.mmd import DAN_MULTIPLIERS, JAN_KERNELS, jmmd, mk_mmd, mmd
+from dtl_jax.losses.source_free import (
+    ShotPseudoLabels,
+    information_maximization_loss,
+    shot_loss,
+    shot_pseudo_labels,
+    tent_loss,
+)
 from dtl_jax.losses.wdgrl import gradient_penalty, sliced_wasserstein, wasserstein_critic_loss
 
 __all__ = [
@@ -51,4 +58,7 @@ __all__ = [
     # distillation and entropy losses
     "distillation_loss", "entropy", "entropy_minimization_loss", "entropy_weights",
     "hint_loss", "mcc_loss",
+    # source-free and test-time adaptation: Tent, SHOT
+    "ShotPseudoLabels", "information_maximization_loss", "shot_loss", "shot_pseudo_labels",
+    "tent_loss",
 ]
