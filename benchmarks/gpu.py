@@ -14,7 +14,8 @@ Both run only where the hardware exists; on a CPU-only machine :func:`run_resnet
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ NUM_CLASSES = 31
 # ------------------------------------------------------------------ PyTorch ResNet-50
 # (torchvision does not import in this environment, so the architecture is written out.)
 
+
 class _TorchBottleneck(torch.nn.Module):
   expansion = 4
 
@@ -45,8 +47,9 @@ class _TorchBottleneck(torch.nn.Module):
     self.bn3 = nn.BatchNorm2d(planes * 4)
     self.down = None
     if stride != 1 or cin != planes * 4:
-      self.down = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, stride, bias=False),
-                                nn.BatchNorm2d(planes * 4))
+      self.down = nn.Sequential(
+        nn.Conv2d(cin, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+      )
 
   def forward(self, x):
     out = F.relu(self.bn1(self.conv1(x)))
@@ -61,10 +64,14 @@ class TorchResNet50Transfer(torch.nn.Module):
   def __init__(self, num_classes: int = NUM_CLASSES):
     super().__init__()
     nn = torch.nn
-    layers: list[torch.nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                                     nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    layers: list[torch.nn.Module] = [
+      nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+      nn.BatchNorm2d(64),
+      nn.ReLU(),
+      nn.MaxPool2d(3, 2, 1),
+    ]
     cin = 64
-    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), strict=True)):
       for b in range(blocks):
         layers.append(_TorchBottleneck(cin, planes, (1 if i == 0 else 2) if b == 0 else 1))
         cin = planes * 4
@@ -78,16 +85,23 @@ class TorchResNet50Transfer(torch.nn.Module):
     return self.head(b), b
 
 
-def make_torch_resnet_step(n: int, *, size: int = 224, device: str = "cuda",
-                           bf16: bool = False, compile_model: bool = False) -> Callable[[], Any]:
+def make_torch_resnet_step(
+  n: int, *, size: int = 224, device: str = "cuda", bf16: bool = False, compile_model: bool = False
+) -> Callable[[], Any]:
   from benchmarks import torch_refs  # pylint: disable=g-import-not-at-top
+
   harness.patch_dalib_numpy()
   torch.manual_seed(0)
   model = TorchResNet50Transfer().to(device).to(memory_format=torch.channels_last)
   disc = torch_refs.dalib_discriminator(256, 1024).to(device)
   domain_loss = torch_refs.dalib_dann(disc)
-  opt = torch.optim.SGD(list(model.parameters()) + list(disc.parameters()), lr=0.01,
-                        momentum=0.9, weight_decay=1e-3, nesterov=True)
+  opt = torch.optim.SGD(
+    list(model.parameters()) + list(disc.parameters()),
+    lr=0.01,
+    momentum=0.9,
+    weight_decay=1e-3,
+    nesterov=True,
+  )
   fwd = torch.compile(model) if compile_model else model
   x = torch.rand(2 * n, 3, size, size, device=device).to(memory_format=torch.channels_last)
   y = torch.randint(0, NUM_CLASSES, (n,), device=device)
@@ -102,6 +116,7 @@ def make_torch_resnet_step(n: int, *, size: int = 224, device: str = "cuda",
     if device.startswith("cuda"):
       torch.cuda.synchronize()
     return loss
+
   return step
 
 
@@ -110,15 +125,19 @@ def make_jax_resnet_step(n: int, *, size: int = 224, bf16: bool = False):
   from dtl_jax.models import Bottleneck, Classifier, ResNet50, TransferModel  # pylint: disable=g-import-not-at-top
   from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from dtl_jax.train.step import make_train_step  # pylint: disable=g-import-not-at-top
+
   dtype = jnp.bfloat16 if bf16 else None
-  model = TransferModel(ResNet50(dtype=dtype), Bottleneck(256, dropout=0.0),
-                        Classifier(NUM_CLASSES))
+  model = TransferModel(
+    ResNet50(dtype=dtype), Bottleneck(256, dropout=0.0), Classifier(NUM_CLASSES)
+  )
   meth = methods.DANN()
   tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.01, momentum=0.9, nesterov=True))
   rng = np.random.default_rng(0)
-  batch = {"x_s": jnp.asarray(rng.random((n, size, size, 3), dtype=np.float32)),
-           "y_s": jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32)),
-           "x_t": jnp.asarray(rng.random((n, size, size, 3), dtype=np.float32))}
+  batch = {
+    "x_s": jnp.asarray(rng.random((n, size, size, 3), dtype=np.float32)),
+    "y_s": jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32)),
+    "x_t": jnp.asarray(rng.random((n, size, size, 3), dtype=np.float32)),
+  }
   st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
   step = jax.jit(make_train_step(model, meth, tx), donate_argnums=0)
   t0 = time.perf_counter()
@@ -129,11 +148,13 @@ def make_jax_resnet_step(n: int, *, size: int = 224, bf16: bool = False):
   def call():
     holder[0], metrics = compiled(holder[0], batch)
     return jax.block_until_ready(metrics)
+
   return call, compile_s
 
 
-def run_resnet50(*, repeats: int = 10, n: int = 32, size: int = 224, force: bool = False,
-                 log=print) -> dict[str, Any]:
+def run_resnet50(
+  *, repeats: int = 10, n: int = 32, size: int = 224, force: bool = False, log=print
+) -> dict[str, Any]:
   """ResNet-50 DANN step, JAX vs PyTorch; needs a GPU in both frameworks (or ``force``)."""
   has_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
   if not (has_gpu or force):
@@ -145,16 +166,23 @@ def run_resnet50(*, repeats: int = 10, n: int = 32, size: int = 224, force: bool
     name = "jax_bf16" if bf16 else "jax"
     fns[name], compile_s[name] = make_jax_resnet_step(n, size=size, bf16=bf16)
     fns["torch_eager_bf16" if bf16 else "torch_eager"] = make_torch_resnet_step(
-        n, size=size, device=device, bf16=bf16)
+      n, size=size, device=device, bf16=bf16
+    )
   if has_gpu:
     fns["torch_compile"] = make_torch_resnet_step(n, size=size, device=device, compile_model=True)
   t = harness.time_alternating(fns, repeats=repeats, min_sample_s=0.0, warmup=3)
   eager = t["torch_eager"].median_s
-  out = {"status": "ok", "device": device, "n": n, "size": size, "compile_s": compile_s,
-         "timings": {k: v.as_dict() for k, v in t.items()},
-         "speedup_jax_vs_torch_eager": eager / t["jax"].median_s,
-         "speedup_jax_bf16_vs_torch_eager": eager / t["jax_bf16"].median_s,
-         "speedup_jax_bf16_vs_torch_eager_bf16": t["torch_eager_bf16"].median_s / t["jax_bf16"].median_s}
+  out = {
+    "status": "ok",
+    "device": device,
+    "n": n,
+    "size": size,
+    "compile_s": compile_s,
+    "timings": {k: v.as_dict() for k, v in t.items()},
+    "speedup_jax_vs_torch_eager": eager / t["jax"].median_s,
+    "speedup_jax_bf16_vs_torch_eager": eager / t["jax_bf16"].median_s,
+    "speedup_jax_bf16_vs_torch_eager_bf16": t["torch_eager_bf16"].median_s / t["jax_bf16"].median_s,
+  }
   for k, v in t.items():
     log(f"    resnet50 {k:18s} {v.median_s * 1e3:8.2f} ms")
   best = max(out["speedup_jax_vs_torch_eager"], out["speedup_jax_bf16_vs_torch_eager_bf16"])
@@ -162,13 +190,15 @@ def run_resnet50(*, repeats: int = 10, n: int = 32, size: int = 224, force: bool
   return out
 
 
-def run_scaling(*, repeats: int = 10, per_device: int = 64, force: bool = False,
-                log=print) -> dict[str, Any]:
+def run_scaling(
+  *, repeats: int = 10, per_device: int = 64, force: bool = False, log=print
+) -> dict[str, Any]:
   """LeNet DANN pmap step time on 1, 2, 4, ... devices (fixed per-device batch)."""
   from benchmarks import steps  # pylint: disable=g-import-not-at-top
   from dtl_jax.models import Bottleneck, Classifier, TransferModel  # pylint: disable=g-import-not-at-top
   from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from dtl_jax.train.step import make_train_step, pmap_step, replicate, shard_batch_for_pmap  # pylint: disable=g-import-not-at-top
+
   devices = jax.local_devices()
   if (len(devices) < 2 or jax.default_backend() == "cpu") and not force:
     return {"status": "not run here: single device (CPU)"}
@@ -176,13 +206,11 @@ def run_scaling(*, repeats: int = 10, per_device: int = 64, force: bool = False,
   k = 1
   while k <= len(devices):
     devs = devices[:k]
-    model = TransferModel(steps.LeNet(),
-                          Bottleneck(256, dropout=0.0), Classifier(10))
+    model = TransferModel(steps.LeNet(), Bottleneck(256, dropout=0.0), Classifier(10))
     meth = steps._method("dann")  # pylint: disable=protected-access
     tx = optax.sgd(0.01, momentum=0.9)
     batch = steps._batch(per_device * k)  # pylint: disable=protected-access
-    st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0),
-                                    example_x=batch["x_s"])
+    st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
     step = pmap_step(make_train_step(model, meth, tx, axis_name="batch"), devices=devs)
     holder = [replicate(st, devs)]
     pbatch = shard_batch_for_pmap(batch, k)
@@ -190,6 +218,7 @@ def run_scaling(*, repeats: int = 10, per_device: int = 64, force: bool = False,
     def call(holder=holder, step=step, pbatch=pbatch):
       holder[0], metrics = step(holder[0], pbatch)
       return jax.block_until_ready(metrics)
+
     t = harness.time_alternating({"pmap": call}, repeats=repeats, min_sample_s=0.05, warmup=2)
     rows.append({"devices": k, "global_batch": 2 * per_device * k, **t["pmap"].as_dict()})
     log(f"    pmap {k} devices: {t['pmap'].median_s * 1e3:.2f} ms/step")

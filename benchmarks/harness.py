@@ -23,7 +23,8 @@ import dataclasses
 import os
 import statistics
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 
 def pin_threads(threads: int | None) -> dict[str, Any]:
@@ -46,15 +47,16 @@ def pin_threads(threads: int | None) -> dict[str, Any]:
     flags = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
     os.environ["XLA_FLAGS"] = flags
   return {
-      "threads": threads,
-      "cpu_affinity": chosen,
-      "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
-      "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"],
+    "threads": threads,
+    "cpu_affinity": chosen,
+    "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+    "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"],
   }
 
 
 def set_torch_threads(threads: int) -> None:
   import torch  # pylint: disable=g-import-not-at-top
+
   torch.set_num_threads(threads)
   try:
     torch.set_num_interop_threads(1)
@@ -65,12 +67,14 @@ def set_torch_threads(threads: int) -> None:
 def block(x: Any) -> Any:
   """Waits for every JAX array in the pytree ``x`` (no-op for torch / numpy)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   return jax.block_until_ready(x)
 
 
 @dataclasses.dataclass
 class Timing:
   """Seconds per call of one implementation."""
+
   name: str
   median_s: float
   q1_s: float
@@ -92,10 +96,16 @@ def _quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
   return q[0], statistics.median(xs), q[2]
 
 
-def time_alternating(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 15,
-                     warmup: int = 2, min_sample_s: float = 0.02,
-                     max_inner: int = 1000, budget_s: float | None = None,
-                     min_repeats: int = 5) -> dict[str, Timing]:
+def time_alternating(
+  fns: Mapping[str, Callable[[], Any]],
+  *,
+  repeats: int = 15,
+  warmup: int = 2,
+  min_sample_s: float = 0.02,
+  max_inner: int = 1000,
+  budget_s: float | None = None,
+  min_repeats: int = 5,
+) -> dict[str, Timing]:
   """Times zero-argument callables round-robin.
 
   Each callable must do the complete work (e.g. forward + gradient) and must block until
@@ -144,14 +154,24 @@ def time_alternating(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 15,
   for name in names:
     xs = samples[name]
     q1, med, q3 = _quartiles(xs)
-    out[name] = Timing(name=name, median_s=med, q1_s=q1, q3_s=q3, min_s=min(xs), max_s=max(xs),
-                       samples=len(xs), inner=inner[name], warmup_s=first_call[name])
+    out[name] = Timing(
+      name=name,
+      median_s=med,
+      q1_s=q1,
+      q3_s=q3,
+      min_s=min(xs),
+      max_s=max(xs),
+      samples=len(xs),
+      inner=inner[name],
+      warmup_s=first_call[name],
+    )
   return out
 
 
 def jax_compile_seconds(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any], float]:
   """AOT-compiles ``jax.jit(fn)`` for ``args``; returns (compiled callable, seconds)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   t0 = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
   return compiled, time.perf_counter() - t0
@@ -160,6 +180,7 @@ def jax_compile_seconds(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..
 def machine_slug(threads: int) -> str:
   """A directory name for the results: '<cpu-model>-<n>cores' (or the GPU name)."""
   from dtl_jax.provenance import cpu_model, gpu_name
+
   gpu = gpu_name()
   slug = "".join(c if c.isalnum() else "-" for c in (gpu or cpu_model()).lower())
   while "--" in slug:
@@ -173,27 +194,28 @@ def machine_info(thread_settings: Mapping[str, Any]) -> dict[str, Any]:
   import jax
 
   from dtl_jax import provenance
+
   machine = provenance.machine()
   versions = provenance.versions(("torch", "dalib"))
   info: dict[str, Any] = {
-      "cpu_model": machine["cpu_model"],
-      "cpu_mhz": machine.get("cpu_mhz"),
-      "cpu_count_total": machine["cpu_count"],
-      "cpu_count_affinity": machine.get("cpu_affinity_count"),
-      "gpu": machine.get("gpu"),
-      "platform": machine["platform"],
-      "python": versions["python"],
-      "jax": versions.get("jax"),
-      "jaxlib": versions.get("jaxlib"),
-      "jax_backend": jax.default_backend(),
-      "jax_devices": [str(d) for d in jax.devices()],
-      "numpy": versions.get("numpy"),
-      "flax": versions.get("flax"),
-      "optax": versions.get("optax"),
-      "torch": versions.get("torch"),
-      "dalib": versions.get("dalib"),
-      "threads": dict(thread_settings),
-      "load_average_at_start": os.getloadavg(),
+    "cpu_model": machine["cpu_model"],
+    "cpu_mhz": machine.get("cpu_mhz"),
+    "cpu_count_total": machine["cpu_count"],
+    "cpu_count_affinity": machine.get("cpu_affinity_count"),
+    "gpu": machine.get("gpu"),
+    "platform": machine["platform"],
+    "python": versions["python"],
+    "jax": versions.get("jax"),
+    "jaxlib": versions.get("jaxlib"),
+    "jax_backend": jax.default_backend(),
+    "jax_devices": [str(d) for d in jax.devices()],
+    "numpy": versions.get("numpy"),
+    "flax": versions.get("flax"),
+    "optax": versions.get("optax"),
+    "torch": versions.get("torch"),
+    "dalib": versions.get("dalib"),
+    "threads": dict(thread_settings),
+    "load_average_at_start": os.getloadavg(),
   }
   try:
     with open("/proc/meminfo") as f:
@@ -204,6 +226,7 @@ def machine_info(thread_settings: Mapping[str, Any]) -> dict[str, Any]:
     pass
   try:
     import torch
+
     info["torch_num_threads"] = torch.get_num_threads()
     info["torch_num_interop_threads"] = torch.get_num_interop_threads()
     info["torch_config"] = torch.__config__.show()
@@ -215,5 +238,6 @@ def machine_info(thread_settings: Mapping[str, Any]) -> dict[str, Any]:
 def patch_dalib_numpy() -> None:
   """dalib 0.2's gradient reversal layer calls ``np.float`` (removed in NumPy 1.24)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   if not hasattr(np, "float"):
     np.float = float  # type: ignore[attr-defined]

@@ -10,7 +10,8 @@ frameworks compute the same numbers.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,9 @@ def _loss(name: str, *modules: str) -> Callable[..., Any]:
 TILE = 1024  # rows per tile of the tiled MK-MMD ([TILE, 2n] kernel blocks)
 
 
-def mk_mmd_fn(*, tiled: bool = False, n: int | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def mk_mmd_fn(
+  *, tiled: bool = False, n: int | None = None
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """TLlib's MK-MMD value (DAN's five kernels, non-linear estimator) via ``dtl_jax``."""
   mk_mmd = _loss("mk_mmd", "mmd")
   kwargs: dict[str, Any] = {"estimator": "tllib"}
@@ -46,6 +49,7 @@ def mk_mmd_fn(*, tiled: bool = False, n: int | None = None) -> Callable[[jax.Arr
 
   def f(zs, zt):
     return mk_mmd(zs, zt, **kwargs)
+
   return f
 
 
@@ -59,6 +63,7 @@ def jmmd_fn() -> Callable[..., jax.Array]:
 
   def f(zs, zt, ps, pt):
     return jmmd((zs, ps), (zt, pt), estimator="tllib")
+
   return f
 
 
@@ -73,16 +78,22 @@ def coral_value_and_grad():
 
 # ---------------------------------------------------------------- DANN / CDAN (issue 3)
 
+
 def discriminator_params(torch_disc: Any) -> dict[str, np.ndarray]:
   """Copies a dalib DomainDiscriminator's parameters (float32 NumPy)."""
   d = torch_disc
   get = lambda t: t.detach().cpu().numpy().astype(np.float32)
   return {
-      "w1": get(d.layer1.weight).T, "b1": get(d.layer1.bias),
-      "g1": get(d.bn1.weight), "be1": get(d.bn1.bias),
-      "w2": get(d.layer2.weight).T, "b2": get(d.layer2.bias),
-      "g2": get(d.bn2.weight), "be2": get(d.bn2.bias),
-      "w3": get(d.layer3.weight).T, "b3": get(d.layer3.bias),
+    "w1": get(d.layer1.weight).T,
+    "b1": get(d.layer1.bias),
+    "g1": get(d.bn1.weight),
+    "be1": get(d.bn1.bias),
+    "w2": get(d.layer2.weight).T,
+    "b2": get(d.layer2.bias),
+    "g2": get(d.bn2.weight),
+    "be2": get(d.bn2.bias),
+    "w3": get(d.layer3.weight).T,
+    "b3": get(d.layer3.bias),
   }
 
 
@@ -107,6 +118,7 @@ def dann_value_and_grad():
     logits = discriminator_apply(p, jnp.concatenate([fs, ft], 0))
     n = fs.shape[0]
     return dann_loss(logits[:n, 0], logits[n:, 0])
+
   return jax.value_and_grad(f, argnums=(0, 1))
 
 
@@ -120,10 +132,12 @@ def cdan_value_and_grad():
     logits = discriminator_apply(p, h)
     n = fs.shape[0]
     return cdan_loss(logits[:n, 0], logits[n:, 0])
+
   return jax.value_and_grad(f, argnums=(0, 1))
 
 
 # ---------------------------------------------------------------- the matmul limit
+
 
 def mk_mmd_matmuls(x: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The unavoidable products of MK-MMD + gradient for X = [z_s; z_t] ([2n, d]).

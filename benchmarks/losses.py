@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,17 +36,18 @@ DISC_HIDDEN = 1024
 @dataclasses.dataclass
 class Problem:
   """Inputs and the implementations of one (loss, n, d) configuration."""
+
   loss: str
   n: int
   d: int
-  jax_fn: Callable[..., Any]        # value_and_grad, to be jitted
+  jax_fn: Callable[..., Any]  # value_and_grad, to be jitted
   jax_args: tuple
-  torch_fn: Callable[..., Any]      # Gram-form loss
-  torch_args: tuple                 # leaves requiring grad first (the features)
+  torch_fn: Callable[..., Any]  # Gram-form loss
+  torch_args: tuple  # leaves requiring grad first (the features)
   dalib_fn: Callable[..., Any] | None
   dalib_args: tuple
-  dalib_bytes: float                # estimated peak bytes of dalib (its [2n, 2n, d] tensors)
-  dalib_grad_check: bool            # dalib's GRL (warm start, coeff 0 at step 0) scales its grads
+  dalib_bytes: float  # estimated peak bytes of dalib (its [2n, 2n, d] tensors)
+  dalib_grad_check: bool  # dalib's GRL (warm start, coeff 0 at step 0) scales its grads
 
 
 def _inputs(n: int, d: int, seed: int = 0):
@@ -71,36 +73,87 @@ def make_problem(loss: str, n: int, d: int) -> Problem:
   ts, tt = _leaf(zs), _leaf(zt)
   diff_bytes = 4.0 * (2 * n) ** 2 * d
   if loss == "mk_mmd":
-    return Problem(loss, n, d, jax_losses.mk_mmd_value_and_grad(), (zs, zt), torch_refs.mk_mmd,
-                   (ts, tt), torch_refs.dalib_mk_mmd(n), (ts, tt), 6 * diff_bytes, True)
+    return Problem(
+      loss,
+      n,
+      d,
+      jax_losses.mk_mmd_value_and_grad(),
+      (zs, zt),
+      torch_refs.mk_mmd,
+      (ts, tt),
+      torch_refs.dalib_mk_mmd(n),
+      (ts, tt),
+      6 * diff_bytes,
+      True,
+    )
   if loss == "jmmd":
     ps, pt = _softmax(gs), _softmax(gt)
     tps, tpt = _leaf(ps, False), _leaf(pt, False)
     dal = torch_refs.dalib_jmmd(n)
-    return Problem(loss, n, d, jax_losses.jmmd_value_and_grad(), (zs, zt, ps, pt),
-                   lambda a, b, c, e: torch_refs.jmmd((a, c), (b, e)), (ts, tt, tps, tpt),
-                   lambda a, b, c, e: dal((a, c), (b, e)), (ts, tt, tps, tpt), 6 * diff_bytes,
-                   True)
+    return Problem(
+      loss,
+      n,
+      d,
+      jax_losses.jmmd_value_and_grad(),
+      (zs, zt, ps, pt),
+      lambda a, b, c, e: torch_refs.jmmd((a, c), (b, e)),
+      (ts, tt, tps, tpt),
+      lambda a, b, c, e: dal((a, c), (b, e)),
+      (ts, tt, tps, tpt),
+      6 * diff_bytes,
+      True,
+    )
   if loss == "coral":
-    return Problem(loss, n, d, jax_losses.coral_value_and_grad(), (zs, zt), torch_refs.coral,
-                   (ts, tt), None, (), 0.0, False)
+    return Problem(
+      loss,
+      n,
+      d,
+      jax_losses.coral_value_and_grad(),
+      (zs, zt),
+      torch_refs.coral,
+      (ts, tt),
+      None,
+      (),
+      0.0,
+      False,
+    )
   if loss == "dann":
     disc = torch_refs.dalib_discriminator(d, DISC_HIDDEN)
     p = jax_losses.discriminator_params(disc)
     logit_disc = torch_refs.Discriminator(disc)
     dal = torch_refs.dalib_dann(disc)
-    return Problem(loss, n, d, jax_losses.dann_value_and_grad(), (zs, zt, p),
-                   lambda a, b: torch_refs.dann(logit_disc, a, b), (ts, tt), dal, (ts, tt), 0.0,
-                   False)
+    return Problem(
+      loss,
+      n,
+      d,
+      jax_losses.dann_value_and_grad(),
+      (zs, zt, p),
+      lambda a, b: torch_refs.dann(logit_disc, a, b),
+      (ts, tt),
+      dal,
+      (ts, tt),
+      0.0,
+      False,
+    )
   if loss == "cdan":
     disc = torch_refs.dalib_discriminator(d * NUM_CLASSES, DISC_HIDDEN)
     p = jax_losses.discriminator_params(disc)
     logit_disc = torch_refs.Discriminator(disc)
     dal = torch_refs.dalib_cdan(disc)
     tgs, tgt = _leaf(gs, False), _leaf(gt, False)
-    return Problem(loss, n, d, jax_losses.cdan_value_and_grad(), (zs, zt, gs, gt, p),
-                   lambda a, b, c, e: torch_refs.cdan(logit_disc, c, a, e, b), (ts, tt, tgs, tgt),
-                   lambda a, b, c, e: dal(c, a, e, b), (ts, tt, tgs, tgt), 0.0, False)
+    return Problem(
+      loss,
+      n,
+      d,
+      jax_losses.cdan_value_and_grad(),
+      (zs, zt, gs, gt, p),
+      lambda a, b, c, e: torch_refs.cdan(logit_disc, c, a, e, b),
+      (ts, tt, tgs, tgt),
+      lambda a, b, c, e: dal(c, a, e, b),
+      (ts, tt, tgs, tgt),
+      0.0,
+      False,
+    )
   raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
 
 
@@ -111,6 +164,7 @@ def _torch_call(fn: Callable[..., Any], args: tuple) -> Callable[[], Any]:
     loss = fn(*args)
     grads = torch.autograd.grad(loss, feats)
     return loss, grads
+
   return call
 
 
@@ -127,16 +181,27 @@ def _agree(ref, other, *, check_grads: bool, rtol: float) -> tuple[bool, str]:
   ok = abs(v0 - v1) <= rtol * scale
   msg = f"value {v1:.6g} vs jax {v0:.6g}"
   if check_grads:
-    num = math.sqrt(sum(float(np.sum((_to_np(a) - _to_np(b)) ** 2)) for a, b in zip(g0, g1)))
+    num = math.sqrt(
+      sum(float(np.sum((_to_np(a) - _to_np(b)) ** 2)) for a, b in zip(g0, g1, strict=True))
+    )
     den = math.sqrt(sum(float(np.sum(_to_np(a) ** 2)) for a in g0)) + 1e-30
     ok = ok and num / den <= 10 * rtol
     msg += f", grad rel. err {num / den:.2e}"
   return ok, msg
 
 
-def run_config(loss: str, n: int, d: int, *, impls: Sequence[str], repeats: int,
-               min_sample_s: float, cap_bytes: float, rtol: float = 2e-3,
-               budget_s: float | None = None) -> dict[str, Any]:
+def run_config(
+  loss: str,
+  n: int,
+  d: int,
+  *,
+  impls: Sequence[str],
+  repeats: int,
+  min_sample_s: float,
+  cap_bytes: float,
+  rtol: float = 2e-3,
+  budget_s: float | None = None,
+) -> dict[str, Any]:
   """Checks and times one configuration; returns a row for the results file."""
   row: dict[str, Any] = {"loss": loss, "n": n, "d": d, "impls": {}}
   try:
@@ -157,9 +222,11 @@ def run_config(loss: str, n: int, d: int, *, impls: Sequence[str], repeats: int,
       if prob.dalib_fn is None:
         continue
       if prob.dalib_bytes > cap_bytes:
-        row["impls"]["dalib"] = {"status": "oom", "error":
-                                 f"out of memory: needs ~{prob.dalib_bytes / 2**30:.1f} GiB "
-                                 f"for its [2n, 2n, d] tensors > cap {cap_bytes / 2**30:.1f} GiB; not run"}
+        row["impls"]["dalib"] = {
+          "status": "oom",
+          "error": f"out of memory: needs ~{prob.dalib_bytes / 2**30:.1f} GiB "
+          f"for its [2n, 2n, d] tensors > cap {cap_bytes / 2**30:.1f} GiB; not run",
+        }
         continue
       call = _torch_call(prob.dalib_fn, prob.dalib_args)
       check_grads = prob.dalib_grad_check
@@ -185,8 +252,9 @@ def run_config(loss: str, n: int, d: int, *, impls: Sequence[str], repeats: int,
     row["impls"][impl] = {"status": "ok" if ok else "mismatch", "check": msg, "first_call_s": first}
     if ok:
       calls[impl] = call
-  timings = harness.time_alternating(calls, repeats=repeats, min_sample_s=min_sample_s, warmup=2,
-                                     budget_s=budget_s)
+  timings = harness.time_alternating(
+    calls, repeats=repeats, min_sample_s=min_sample_s, warmup=2, budget_s=budget_s
+  )
   for name, t in timings.items():
     row["impls"].setdefault(name, {"status": "ok"}).update(t.as_dict())
   row["impls"]["jax"]["compile_s"] = compile_s
@@ -198,8 +266,9 @@ def harness_is_oom(err: BaseException) -> bool:
   return isinstance(err, MemoryError) or "memory" in text or "alloc" in text
 
 
-def run_matmul_limit(n: int, d: int, *, repeats: int, min_sample_s: float,
-                     budget_s: float | None = None) -> dict[str, Any]:
+def run_matmul_limit(
+  n: int, d: int, *, repeats: int, min_sample_s: float, budget_s: float | None = None
+) -> dict[str, Any]:
   """mk_mmd (value + grad) time versus its Gram forward and two backward products alone.
 
   The same products are also timed in PyTorch: when both frameworks are GEMM-bound, the
@@ -213,14 +282,25 @@ def run_matmul_limit(n: int, d: int, *, repeats: int, min_sample_s: float,
   jzs, jzt = jnp.asarray(zs), jnp.asarray(zt)
   mk, _ = harness.jax_compile_seconds(jax_losses.mk_mmd_value_and_grad(), jzs, jzt)
   tx_, tg = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(g))
-  t = harness.time_alternating({"mk_mmd": lambda: jax.block_until_ready(mk(jzs, jzt)),
-                                "matmuls": lambda: jax.block_until_ready(mm(x, g)),
-                                "torch_matmuls": lambda: (tx_ @ tx_.T, tg @ tx_ + tg.T @ tx_)},
-                               repeats=repeats, min_sample_s=min_sample_s, budget_s=budget_s)
+  t = harness.time_alternating(
+    {
+      "mk_mmd": lambda: jax.block_until_ready(mk(jzs, jzt)),
+      "matmuls": lambda: jax.block_until_ready(mm(x, g)),
+      "torch_matmuls": lambda: (tx_ @ tx_.T, tg @ tx_ + tg.T @ tx_),
+    },
+    repeats=repeats,
+    min_sample_s=min_sample_s,
+    budget_s=budget_s,
+  )
   flops = 2 * (2 * n) ** 2 * d * 3
-  return {"n": n, "d": d, "mk_mmd_s": t["mk_mmd"].median_s, "matmul_s": t["matmuls"].median_s,
-          "ratio": t["mk_mmd"].median_s / t["matmuls"].median_s,
-          "matmul_gflops": flops / t["matmuls"].median_s / 1e9,
-          "torch_matmul_s": t["torch_matmuls"].median_s,
-          "torch_matmul_gflops": flops / t["torch_matmuls"].median_s / 1e9,
-          "timings": {k: v.as_dict() for k, v in t.items()}}
+  return {
+    "n": n,
+    "d": d,
+    "mk_mmd_s": t["mk_mmd"].median_s,
+    "matmul_s": t["matmuls"].median_s,
+    "ratio": t["mk_mmd"].median_s / t["matmuls"].median_s,
+    "matmul_gflops": flops / t["matmuls"].median_s / 1e9,
+    "torch_matmul_s": t["torch_matmuls"].median_s,
+    "torch_matmul_gflops": flops / t["torch_matmuls"].median_s / 1e9,
+    "timings": {k: v.as_dict() for k, v in t.items()},
+  }

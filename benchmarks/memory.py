@@ -39,19 +39,23 @@ def _status() -> dict[str, int]:
 def _is_oom(err: BaseException) -> bool:
   text = f"{type(err).__name__}: {err}".lower()
   return isinstance(err, MemoryError) or any(
-      s in text for s in ("memory", "alloc", "resource_exhausted", "resource exhausted"))
+    s in text for s in ("memory", "alloc", "resource_exhausted", "resource exhausted")
+  )
 
 
 def _child(cfg: dict[str, Any]) -> dict[str, Any]:
   """Runs one configuration in this process; returns the result dict."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   impl, n, d = cfg["impl"], int(cfg["n"]), int(cfg["d"])
   rng = np.random.default_rng(0)
   zs = rng.standard_normal((n, d), dtype=np.float32)
   zt = (rng.standard_normal((n, d), dtype=np.float32) + 0.5).astype(np.float32)
   if impl.startswith("jax"):
     import jax  # pylint: disable=g-import-not-at-top
+
     from benchmarks import jax_losses  # pylint: disable=g-import-not-at-top
+
     fn = jax_losses.mk_mmd_value_and_grad(tiled=impl == "jax_tiled", n=n)
     xs, xt = jax.device_put(zs), jax.device_put(zt)
     compiled = jax.jit(fn).lower(xs, xt).compile()
@@ -60,7 +64,9 @@ def _child(cfg: dict[str, Any]) -> dict[str, Any]:
       return jax.block_until_ready(compiled(xs, xt))
   else:
     import torch  # pylint: disable=g-import-not-at-top
+
     from benchmarks import harness, torch_refs  # pylint: disable=g-import-not-at-top
+
     harness.patch_dalib_numpy()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     ts = torch.from_numpy(zs).requires_grad_(True)
@@ -70,6 +76,7 @@ def _child(cfg: dict[str, Any]) -> dict[str, Any]:
     def run():
       loss = loss_fn(ts, tt)
       return torch.autograd.grad(loss, (ts, tt))
+
   base = _status()
   cap = int(float(cfg["cap_gib"]) * 2**30)
   _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -81,11 +88,19 @@ def _child(cfg: dict[str, Any]) -> dict[str, Any]:
     run()
   except Exception as err:  # pylint: disable=broad-except
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
-    return {"status": "oom" if _is_oom(err) else "error", "error": f"{type(err).__name__}: {err}"[:300]}
+    return {
+      "status": "oom" if _is_oom(err) else "error",
+      "error": f"{type(err).__name__}: {err}"[:300],
+    }
   seconds = time.perf_counter() - t0
   after = _status()
-  return {"status": "ok", "seconds": seconds, "baseline_rss": base["VmRSS"],
-          "peak_rss": after["VmHWM"], "peak_extra": after["VmHWM"] - base["VmRSS"]}
+  return {
+    "status": "ok",
+    "seconds": seconds,
+    "baseline_rss": base["VmRSS"],
+    "peak_rss": after["VmHWM"],
+    "peak_extra": after["VmHWM"] - base["VmRSS"],
+  }
 
 
 def _rss_of(pid: int) -> int:
@@ -98,16 +113,22 @@ def _rss_of(pid: int) -> int:
   return 0
 
 
-def measure(impl: str, n: int, d: int, *, cap_gib: float, timeout_s: float = 900.0
-            ) -> dict[str, Any]:
+def measure(
+  impl: str, n: int, d: int, *, cap_gib: float, timeout_s: float = 900.0
+) -> dict[str, Any]:
   """Runs one configuration in a capped child; never raises for the child's failures."""
   cfg = {"impl": impl, "n": n, "d": d, "cap_gib": cap_gib}
   env = dict(os.environ)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.Popen([sys.executable, "-m", "benchmarks.memory", json.dumps(cfg)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          cwd=root)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "benchmarks.memory", json.dumps(cfg)],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=env,
+    cwd=root,
+  )
   t0, killed = time.time(), None
   kill_above = int((cap_gib + 3.0) * 2**30)  # the cap plus room for the imports
   while proc.poll() is None:
@@ -120,8 +141,13 @@ def measure(impl: str, n: int, d: int, *, cap_gib: float, timeout_s: float = 900
       break
     time.sleep(0.05)
   out, err = proc.communicate()
-  result: dict[str, Any] = {"impl": impl, "n": n, "d": d, "cap_gib": cap_gib,
-                            "wall_s": time.time() - t0}
+  result: dict[str, Any] = {
+    "impl": impl,
+    "n": n,
+    "d": d,
+    "cap_gib": cap_gib,
+    "wall_s": time.time() - t0,
+  }
   if killed:
     result.update(status="timeout" if killed.startswith("timeout") else "oom", error=killed)
     return result
@@ -133,22 +159,34 @@ def measure(impl: str, n: int, d: int, *, cap_gib: float, timeout_s: float = 900
   # SIGKILL is what the kernel's OOM killer sends; an allocation failure inside XLA /
   # PyTorch usually aborts with a message naming the allocation.
   oom = proc.returncode == -9 or "alloc" in tail.lower() or "memory" in tail.lower()
-  how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-         else f"exited with {proc.returncode}")
+  how = (
+    f"killed by signal {-proc.returncode}"
+    if proc.returncode < 0
+    else f"exited with {proc.returncode}"
+  )
   result.update(status="oom" if oom else "error", error=f"child {how}: {tail}")
   return result
 
 
-def sweep(ns, d: int, *, impls=IMPLS, cap_gib: float, timeout_s: float = 900.0,
-          log=print) -> list[dict[str, Any]]:
+def sweep(
+  ns, d: int, *, impls=IMPLS, cap_gib: float, timeout_s: float = 900.0, log=print
+) -> list[dict[str, Any]]:
   """Peak memory for each impl over increasing n; after an OOM, larger n are not run."""
   rows = []
   for impl in impls:
     failed_at = None
     for n in sorted(ns):
       if failed_at is not None:
-        rows.append({"impl": impl, "n": n, "d": d, "cap_gib": cap_gib, "status": "oom",
-                     "error": f"not run: out of memory already at n={failed_at}"})
+        rows.append(
+          {
+            "impl": impl,
+            "n": n,
+            "d": d,
+            "cap_gib": cap_gib,
+            "status": "oom",
+            "error": f"not run: out of memory already at n={failed_at}",
+          }
+        )
         continue
       r = measure(impl, n, d, cap_gib=cap_gib, timeout_s=timeout_s)
       rows.append(r)

@@ -7,9 +7,9 @@ import os
 from typing import Any
 
 EAGER = ("torch_gram", "dalib")  # PyTorch eager contenders
-SPEEDUP_TARGET = 1.5              # JAX >= 1.5x faster than the best PyTorch eager
-LIMIT_TARGET = 1.5                # mk_mmd time / matmul time at d = 2048
-MEMORY_TARGET_GIB = 2.0           # tiled mk_mmd + grad at n = 32768, d = 256
+SPEEDUP_TARGET = 1.5  # JAX >= 1.5x faster than the best PyTorch eager
+LIMIT_TARGET = 1.5  # mk_mmd time / matmul time at d = 2048
+MEMORY_TARGET_GIB = 2.0  # tiled mk_mmd + grad at n = 32768, d = 256
 
 
 def _median(row: dict[str, Any], impl: str) -> float | None:
@@ -82,66 +82,119 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, str]]:
         n_c += 1
         if r["speedup_vs_compile"] < 1.0:
           fails_c.append(f"{tag}: {r['speedup_vs_compile']:.2f}x")
-    out.append({"target": f"losses: JAX >= {SPEEDUP_TARGET}x faster than the best PyTorch eager",
-                "status": ("PASS" if not fails else "FAIL") if n_checked else "NOT RUN",
-                "detail": f"{n_checked - len(fails)}/{n_checked} configurations meet it"
-                          + (f"; below: {', '.join(fails)}" if fails else "")})
-    out.append({"target": "losses: JAX no slower than torch.compile",
-                "status": ("PASS" if not fails_c else "FAIL") if n_c else "NOT RUN",
-                "detail": f"{n_c - len(fails_c)}/{n_c} configurations meet it"
-                          + (f"; below: {', '.join(fails_c)}" if fails_c else "")})
+    out.append(
+      {
+        "target": f"losses: JAX >= {SPEEDUP_TARGET}x faster than the best PyTorch eager",
+        "status": ("PASS" if not fails else "FAIL") if n_checked else "NOT RUN",
+        "detail": f"{n_checked - len(fails)}/{n_checked} configurations meet it"
+        + (f"; below: {', '.join(fails)}" if fails else ""),
+      }
+    )
+    out.append(
+      {
+        "target": "losses: JAX no slower than torch.compile",
+        "status": ("PASS" if not fails_c else "FAIL") if n_c else "NOT RUN",
+        "detail": f"{n_c - len(fails_c)}/{n_c} configurations meet it"
+        + (f"; below: {', '.join(fails_c)}" if fails_c else ""),
+      }
+    )
   lim = [r for r in results.get("limit", []) if r["d"] == 2048]
   if results.get("limit") is not None:
     bad = [r for r in lim if r["ratio"] > LIMIT_TARGET]
-    out.append({"target": f"mk_mmd time / matmul time <= {LIMIT_TARGET} at d = 2048",
-                "status": ("PASS" if not bad else "FAIL") if lim else "NOT RUN",
-                "detail": ", ".join(f"n={r['n']}: {r['ratio']:.2f}" for r in lim)
-                          or "no d = 2048 configuration in this run"})
+    out.append(
+      {
+        "target": f"mk_mmd time / matmul time <= {LIMIT_TARGET} at d = 2048",
+        "status": ("PASS" if not bad else "FAIL") if lim else "NOT RUN",
+        "detail": ", ".join(f"n={r['n']}: {r['ratio']:.2f}" for r in lim)
+        or "no d = 2048 configuration in this run",
+      }
+    )
   mem = results.get("memory")
   if mem is not None:
     tiled = [r for r in mem if r["impl"] == "jax_tiled" and r["n"] == 32768 and r["d"] == 256]
     if tiled:
       r = tiled[0]
       ok = r["status"] == "ok" and r["peak_extra"] / 2**30 < MEMORY_TARGET_GIB
-      detail = (f"peak extra {r['peak_extra'] / 2**30:.2f} GiB" if r["status"] == "ok"
-                else f"{r['status']}: {r.get('error', '')}")
-      out.append({"target": f"memory: tiled mk_mmd + grad at n=32768, d=256 < {MEMORY_TARGET_GIB} GiB",
-                  "status": "PASS" if ok else "FAIL", "detail": detail})
+      detail = (
+        f"peak extra {r['peak_extra'] / 2**30:.2f} GiB"
+        if r["status"] == "ok"
+        else f"{r['status']}: {r.get('error', '')}"
+      )
+      out.append(
+        {
+          "target": f"memory: tiled mk_mmd + grad at n=32768, d=256 < {MEMORY_TARGET_GIB} GiB",
+          "status": "PASS" if ok else "FAIL",
+          "detail": detail,
+        }
+      )
     else:
-      out.append({"target": f"memory: tiled mk_mmd + grad at n=32768, d=256 < {MEMORY_TARGET_GIB} GiB",
-                  "status": "NOT RUN", "detail": "n = 32768 not in this run (--quick)"})
+      out.append(
+        {
+          "target": f"memory: tiled mk_mmd + grad at n=32768, d=256 < {MEMORY_TARGET_GIB} GiB",
+          "status": "NOT RUN",
+          "detail": "n = 32768 not in this run (--quick)",
+        }
+      )
     ok_tiled = {r["n"] for r in mem if r["impl"] == "jax_tiled" and r["status"] == "ok"}
     oom_dalib = {r["n"] for r in mem if r["impl"] == "dalib" and r["status"] == "oom"}
     both = sorted(ok_tiled & oom_dalib)
-    out.append({"target": "memory: dalib runs out of memory where tiled mk_mmd still runs",
-                "status": "PASS" if both else "FAIL",
-                "detail": f"n = {both}" if both else "no n where dalib fails and tiled runs"})
+    out.append(
+      {
+        "target": "memory: dalib runs out of memory where tiled mk_mmd still runs",
+        "status": "PASS" if both else "FAIL",
+        "detail": f"n = {both}" if both else "no n where dalib fails and tiled runs",
+      }
+    )
   steps = results.get("steps")
   if steps:
     for row in steps.get("rows", []):
       if row.get("ratio_torch_eager_over_best_jax") is not None:
         r = row["ratio_torch_eager_over_best_jax"]
-        out.append({"target": f"training step {row['name']}: JAX at parity or better with PyTorch eager",
-                    "status": "PASS" if r >= 1.0 else "FAIL",
-                    "detail": f"best PyTorch eager / best JAX variant ({row.get('best_jax')}) = {r:.2f} "
-                              f"(before library changes: {row.get('ratio_torch_eager_over_baseline_jax', float('nan')):.2f})"})
+        out.append(
+          {
+            "target": f"training step {row['name']}: JAX at parity or better with PyTorch eager",
+            "status": "PASS" if r >= 1.0 else "FAIL",
+            "detail": f"best PyTorch eager / best JAX variant ({row.get('best_jax')}) = {r:.2f} "
+            "(before library changes: "
+            f"{row.get('ratio_torch_eager_over_baseline_jax', float('nan')):.2f})",
+          }
+        )
   g = results.get("gpu_steps") or {"status": "not run here: no GPU"}
   if g.get("status") == "ok":
-    out.append({"target": "GPU: ResNet-50 DANN step >= 1.3x faster than PyTorch eager",
-                "status": g["target"],
-                "detail": f"jax {g['speedup_jax_vs_torch_eager']:.2f}x, jax bf16 vs torch bf16 "
-                          f"{g['speedup_jax_bf16_vs_torch_eager_bf16']:.2f}x ({g['device']})"})
+    out.append(
+      {
+        "target": "GPU: ResNet-50 DANN step >= 1.3x faster than PyTorch eager",
+        "status": g["target"],
+        "detail": f"jax {g['speedup_jax_vs_torch_eager']:.2f}x, jax bf16 vs torch bf16 "
+        f"{g['speedup_jax_bf16_vs_torch_eager_bf16']:.2f}x ({g['device']})",
+      }
+    )
   else:
-    out.append({"target": "GPU: ResNet-50 DANN step >= 1.3x faster than PyTorch eager",
-                "status": "NOT RUN", "detail": g.get("status", "")})
+    out.append(
+      {
+        "target": "GPU: ResNet-50 DANN step >= 1.3x faster than PyTorch eager",
+        "status": "NOT RUN",
+        "detail": g.get("status", ""),
+      }
+    )
   sc = results.get("scaling") or {"status": "not run here: single device (CPU)"}
   if sc.get("status") == "ok":
     eff = ", ".join(f"{r['devices']} dev: {r['weak_scaling_efficiency']:.2f}" for r in sc["rows"])
-    out.append({"target": "multi-device pmap scaling (weak-scaling efficiency)", "status": "RUN",
-                "detail": eff})
+    out.append(
+      {
+        "target": "multi-device pmap scaling (weak-scaling efficiency)",
+        "status": "RUN",
+        "detail": eff,
+      }
+    )
   else:
-    out.append({"target": "multi-device pmap scaling", "status": "NOT RUN",
-                "detail": sc.get("status", "") + " (correctness: tests/train)"})
+    out.append(
+      {
+        "target": "multi-device pmap scaling",
+        "status": "NOT RUN",
+        "detail": sc.get("status", "") + " (correctness: tests/train)",
+      }
+    )
   return out
 
 
@@ -157,76 +210,123 @@ def _fmt_t(r: dict[str, Any] | None) -> str:
 
 def to_markdown(results: dict[str, Any]) -> str:
   m = results["machine"]
-  lines = [f"# dtl_jax benchmarks — {results['machine_slug']}", "",
-           f"- machine: {m['cpu_model']}, {m['cpu_count_affinity']} cores used of {m['cpu_count_total']}"
-           f", {m.get('mem_total_gib', '?')} GiB; GPU: {m.get('gpu') or 'none'}",
-           f"- threads: {m['threads']}; torch threads {m.get('torch_num_threads')}",
-           f"- versions: python {m['python']}, jax {m['jax']} ({m['jax_backend']}), flax {m['flax']}, "
-           f"optax {m['optax']}, torch {m['torch']}, dalib {m['dalib']}, numpy {m['numpy']}",
-           f"- load average at start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}",
-           f"- command: `{results['command']}`; started {results['started']}, took {results.get('wall_s', 0):.0f} s",
-           *[f"- section {name}: `{r['command']}`, started {r['started']}, {r['wall_s']:.0f} s, "
-             f"git {r.get('git_commit', '?')}"
-             + (f" (losses {', '.join(r['losses'])})" if r.get("losses") else "")
-             for name, runs in results.get("sections", {}).items()
-             for r in (runs if isinstance(runs, list) else [runs])],
-           "- times: median per call [inter-quartile range], forward + gradient w.r.t. the features, "
-           "float32; JAX compile time is separate.", ""]
+  lines = [
+    f"# dtl_jax benchmarks — {results['machine_slug']}",
+    "",
+    f"- machine: {m['cpu_model']}, {m['cpu_count_affinity']} cores used of {m['cpu_count_total']}"
+    f", {m.get('mem_total_gib', '?')} GiB; GPU: {m.get('gpu') or 'none'}",
+    f"- threads: {m['threads']}; torch threads {m.get('torch_num_threads')}",
+    f"- versions: python {m['python']}, jax {m['jax']} ({m['jax_backend']}), flax {m['flax']}, "
+    f"optax {m['optax']}, torch {m['torch']}, dalib {m['dalib']}, numpy {m['numpy']}",
+    f"- load average at start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}",
+    f"- command: `{results['command']}`; started {results['started']}, "
+    f"took {results.get('wall_s', 0):.0f} s",
+    *[
+      f"- section {name}: `{r['command']}`, started {r['started']}, {r['wall_s']:.0f} s, "
+      f"git {r.get('git_commit', '?')}"
+      + (f" (losses {', '.join(r['losses'])})" if r.get("losses") else "")
+      for name, runs in results.get("sections", {}).items()
+      for r in (runs if isinstance(runs, list) else [runs])
+    ],
+    "- times: median per call [inter-quartile range], forward + gradient w.r.t. the features, "
+    "float32; JAX compile time is separate.",
+    "",
+  ]
   lines += ["## Targets", "", "| target | status | detail |", "|---|---|---|"]
   for t in results.get("targets", []):
     lines.append(f"| {t['target']} | **{t['status']}** | {t['detail']} |")
   rows = results.get("losses", [])
   if rows:
-    lines += ["", "## Losses (forward + gradient)", "",
-              "| loss | n | d | jax | torch_gram | torch_compile | dalib | best eager / jax | compile / jax | jax compile | matmul GFLOP/s: jax / best torch |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      "## Losses (forward + gradient)",
+      "",
+      "| loss | n | d | jax | torch_gram | torch_compile | dalib | best eager / jax "
+      "| compile / jax | jax compile | matmul GFLOP/s: jax / best torch |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
       if "error" in row:
         lines.append(f"| {row['loss']} | {row['n']} | {row['d']} | {row['error']} |||||||")
         continue
       im = row["impls"]
       r = loss_ratios(row)
-      sp = f"{r['speedup_vs_best_eager']:.2f}x ({r['best_eager']})" if "speedup_vs_best_eager" in r else "—"
+      sp = (
+        f"{r['speedup_vs_best_eager']:.2f}x ({r['best_eager']})"
+        if "speedup_vs_best_eager" in r
+        else "—"
+      )
       sc = f"{r['speedup_vs_compile']:.2f}x" if "speedup_vs_compile" in r else "—"
       flops = matmul_flops(row["loss"], row["n"], row["d"])
-      torch_best = min((t for t in (_median(row, k) for k in (*EAGER, "torch_compile"))
-                        if t is not None), default=None)
-      rate = (f"{flops / _median(row, 'jax') / 1e9:.0f} / "
-              + (f"{flops / torch_best / 1e9:.0f}" if torch_best else "—")
-              if _median(row, "jax") else "—")
-      lines.append(f"| {row['loss']} | {row['n']} | {row['d']} | {_fmt_t(im.get('jax'))} | "
-                   f"{_fmt_t(im.get('torch_gram'))} | {_fmt_t(im.get('torch_compile'))} | "
-                   f"{_fmt_t(im.get('dalib'))} | {sp} | {sc} | {row.get('jax_compile_s', 0):.2f} s | "
-                   f"{rate} |")
-    notes = [f"- {row['loss']} n={row['n']} d={row['d']} {k}: {v.get('error') or v.get('check')}"
-             for row in rows for k, v in row.get("impls", {}).items()
-             if v.get("status") in ("oom", "error", "mismatch")]
+      torch_best = min(
+        (t for t in (_median(row, k) for k in (*EAGER, "torch_compile")) if t is not None),
+        default=None,
+      )
+      rate = (
+        f"{flops / _median(row, 'jax') / 1e9:.0f} / "
+        + (f"{flops / torch_best / 1e9:.0f}" if torch_best else "—")
+        if _median(row, "jax")
+        else "—"
+      )
+      lines.append(
+        f"| {row['loss']} | {row['n']} | {row['d']} | {_fmt_t(im.get('jax'))} | "
+        f"{_fmt_t(im.get('torch_gram'))} | {_fmt_t(im.get('torch_compile'))} | "
+        f"{_fmt_t(im.get('dalib'))} | {sp} | {sc} | {row.get('jax_compile_s', 0):.2f} s | "
+        f"{rate} |"
+      )
+    notes = [
+      f"- {row['loss']} n={row['n']} d={row['d']} {k}: {v.get('error') or v.get('check')}"
+      for row in rows
+      for k, v in row.get("impls", {}).items()
+      if v.get("status") in ("oom", "error", "mismatch")
+    ]
     if notes:
       lines += ["", "Failures (reported, not fatal):", ""] + notes
   lim = results.get("limit")
   if lim:
-    lines += ["", "## mk_mmd against the matmul limit", "",
-              "Matmuls alone: the Gram matrix X Xᵀ and the two backward products G X, Gᵀ X "
-              "(X = [z_s; z_t], [2n, d]).", "",
-              "| n | d | mk_mmd | matmuls | ratio (1.0 = limit) | XLA GEMM GFLOP/s | PyTorch GEMM GFLOP/s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      "## mk_mmd against the matmul limit",
+      "",
+      "Matmuls alone: the Gram matrix X Xᵀ and the two backward products G X, Gᵀ X "
+      "(X = [z_s; z_t], [2n, d]).",
+      "",
+      "| n | d | mk_mmd | matmuls | ratio (1.0 = limit) | XLA GEMM GFLOP/s "
+      "| PyTorch GEMM GFLOP/s |",
+      "|---|---|---|---|---|---|---|",
+    ]
     for r in lim:
-      lines.append(f"| {r['n']} | {r['d']} | {r['mk_mmd_s'] * 1e3:.3g} ms | {r['matmul_s'] * 1e3:.3g} ms | "
-                   f"{r['ratio']:.2f} | {r['matmul_gflops']:.1f} | {r.get('torch_matmul_gflops', 0):.1f} |")
+      lines.append(
+        f"| {r['n']} | {r['d']} | {r['mk_mmd_s'] * 1e3:.3g} ms | {r['matmul_s'] * 1e3:.3g} ms | "
+        f"{r['ratio']:.2f} | {r['matmul_gflops']:.1f} | {r.get('torch_matmul_gflops', 0):.1f} |"
+      )
   mem = results.get("memory")
   if mem:
-    lines += ["", "## Memory: mk_mmd + gradient, peak extra resident memory", "",
-              f"Each configuration in its own process, extra address space capped at "
-              f"{mem[0]['cap_gib']} GiB (RLIMIT_AS).", "",
-              "| impl | n | d | status | peak extra | time |", "|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      "## Memory: mk_mmd + gradient, peak extra resident memory",
+      "",
+      f"Each configuration in its own process, extra address space capped at "
+      f"{mem[0]['cap_gib']} GiB (RLIMIT_AS).",
+      "",
+      "| impl | n | d | status | peak extra | time |",
+      "|---|---|---|---|---|---|",
+    ]
     for r in mem:
-      peak = f"{r['peak_extra'] / 2**30:.3f} GiB" if r["status"] == "ok" else r.get("error", "")[:90]
+      peak = (
+        f"{r['peak_extra'] / 2**30:.3f} GiB" if r["status"] == "ok" else r.get("error", "")[:90]
+      )
       t = f"{r['seconds']:.2f} s" if r["status"] == "ok" else ""
       lines.append(f"| {r['impl']} | {r['n']} | {r['d']} | {r['status']} | {peak} | {t} |")
   steps = results.get("steps")
   if steps:
-    lines += ["", "## Training steps (LeNet, 28x28 digits; full run: 128 source + 128 target)", "",
-              "| step | variant | median [IQR] | best PyTorch eager / this | JAX compile |", "|---|---|---|---|---|"]
+    lines += [
+      "",
+      "## Training steps (LeNet, 28x28 digits; full run: 128 source + 128 target)",
+      "",
+      "| step | variant | median [IQR] | best PyTorch eager / this | JAX compile |",
+      "|---|---|---|---|---|",
+    ]
     for row in steps.get("rows", []):
       for v in row["variants"]:
         ratio = f"{v['torch_over_this']:.2f}" if v.get("torch_over_this") else "—"
@@ -236,36 +336,65 @@ def to_markdown(results: dict[str, Any]) -> str:
       lines.append(f"\n{note}")
     prof = steps.get("profile")
     if prof:
-      lines += ["", "### Where the time goes: each LeNet stage alone, forward + backward", "",
-                "| stage | JAX library | JAX alternative | PyTorch |", "|---|---|---|---|"]
-      alt = {"conv1": ("nn.Conv", "patches"), "conv2": ("nn.Conv", "patches"),
-             "pool1": ("nn.max_pool", "reshape"), "pool2": ("nn.max_pool", "reshape")}
+      lines += [
+        "",
+        "### Where the time goes: each LeNet stage alone, forward + backward",
+        "",
+        "| stage | JAX library | JAX alternative | PyTorch |",
+        "|---|---|---|---|",
+      ]
+      alt = {
+        "conv1": ("nn.Conv", "patches"),
+        "conv2": ("nn.Conv", "patches"),
+        "pool1": ("nn.max_pool", "reshape"),
+        "pool2": ("nn.max_pool", "reshape"),
+      }
       tot = [0.0, 0.0, 0.0]
       for stage, (lib, other) in alt.items():
-        a, b, c = (prof.get(f"jax {stage} {lib}"), prof.get(f"jax {stage} {other}"),
-                   prof.get(f"torch {stage}"))
+        a, b, c = (
+          prof.get(f"jax {stage} {lib}"),
+          prof.get(f"jax {stage} {other}"),
+          prof.get(f"torch {stage}"),
+        )
         if None in (a, b, c):
           continue
         tot = [tot[0] + a, tot[1] + min(a, b), tot[2] + c]
-        lines.append(f"| {stage} | {a * 1e3:.3g} ms ({lib}) | {b * 1e3:.3g} ms ({other}) | {c * 1e3:.3g} ms |")
-      lines.append(f"| **sum** | {tot[0] * 1e3:.3g} ms | {tot[1] * 1e3:.3g} ms (best per stage) | "
-                   f"{tot[2] * 1e3:.3g} ms |")
+        lines.append(
+          f"| {stage} | {a * 1e3:.3g} ms ({lib}) | {b * 1e3:.3g} ms ({other}) | {c * 1e3:.3g} ms |"
+        )
+      lines.append(
+        f"| **sum** | {tot[0] * 1e3:.3g} ms | {tot[1] * 1e3:.3g} ms (best per stage) | "
+        f"{tot[2] * 1e3:.3g} ms |"
+      )
     if steps.get("fit"):
       f = steps["fit"]
-      lines += ["", f"Whole loop with data loading: {f.get('steps_per_s', 0):.1f} steps/s "
-                f"vs {f.get('step_only_per_s', 0):.1f} steps/s for the step alone ({f.get('detail', '')})."]
+      lines += [
+        "",
+        f"Whole loop with data loading: {f.get('steps_per_s', 0):.1f} steps/s "
+        f"vs {f.get('step_only_per_s', 0):.1f} steps/s for the step alone ({f.get('detail', '')}).",
+      ]
   g = results.get("gpu_steps") or {}
   if g.get("status") == "ok":
-    lines += ["", f"## ResNet-50 DANN step, 224x224, {g['n']}+{g['n']} ({g['device']})", "",
-              "| variant | median [IQR] |", "|---|---|"]
+    lines += [
+      "",
+      f"## ResNet-50 DANN step, 224x224, {g['n']}+{g['n']} ({g['device']})",
+      "",
+      "| variant | median [IQR] |",
+      "|---|---|",
+    ]
     for k, v in g["timings"].items():
       lines.append(f"| {k} | {_fmt_t(v)} |")
   else:
     lines += ["", f"ResNet-50 224x224 DANN step: {g.get('status', 'not run here: no GPU')}."]
   sc = results.get("scaling") or {}
   if sc.get("status") == "ok":
-    lines += ["", "## pmap scaling (LeNet DANN, 64+64 per device)", "",
-              "| devices | step | weak-scaling efficiency |", "|---|---|---|"]
+    lines += [
+      "",
+      "## pmap scaling (LeNet DANN, 64+64 per device)",
+      "",
+      "| devices | step | weak-scaling efficiency |",
+      "|---|---|---|",
+    ]
     for r in sc["rows"]:
       lines.append(f"| {r['devices']} | {_fmt_t(r)} | {r['weak_scaling_efficiency']:.2f} |")
   else:
@@ -276,18 +405,23 @@ def to_markdown(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   ax = axes[0]
   rows = [r for r in results.get("losses", []) if "error" not in r]
   for loss in sorted({r["loss"] for r in rows}):
     for d in sorted({r["d"] for r in rows}):
-      pts = [(r["n"], loss_ratios(r).get("speedup_vs_best_eager")) for r in rows
-             if r["loss"] == loss and r["d"] == d]
+      pts = [
+        (r["n"], loss_ratios(r).get("speedup_vs_best_eager"))
+        for r in rows
+        if r["loss"] == loss and r["d"] == d
+      ]
       pts = [(n, s) for n, s in pts if s]
       if pts:
-        ax.plot(*zip(*pts), marker="o", label=f"{loss} d={d}")
+        ax.plot(*zip(*pts, strict=True), marker="o", label=f"{loss} d={d}")
   ax.axhline(SPEEDUP_TARGET, color="k", ls="--", lw=1, label="target 1.5x")
   ax.axhline(1.0, color="gray", ls=":", lw=1)
   ax.set_xscale("log", base=2)
@@ -299,9 +433,11 @@ def plot(results: dict[str, Any], path: str) -> None:
   ax = axes[1]
   mem = results.get("memory") or []
   for impl in sorted({r["impl"] for r in mem}):
-    pts = [(r["n"], r["peak_extra"] / 2**30) for r in mem if r["impl"] == impl and r["status"] == "ok"]
+    pts = [
+      (r["n"], r["peak_extra"] / 2**30) for r in mem if r["impl"] == impl and r["status"] == "ok"
+    ]
     if pts:
-      ax.plot(*zip(*pts), marker="o", label=impl)
+      ax.plot(*zip(*pts, strict=True), marker="o", label=impl)
     oom = [r["n"] for r in mem if r["impl"] == impl and r["status"] == "oom"]
     if oom:
       ax.scatter([min(oom)], [mem[0]["cap_gib"]], marker="x", s=80, label=f"{impl}: OOM")
@@ -325,8 +461,10 @@ def write(results: dict[str, Any], out_dir: str) -> dict[str, str]:
   paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
   # Written to a temporary name and renamed: an interrupted write never leaves a
   # truncated results.json behind (``--update`` reads it back).
-  for key, text in (("json", json.dumps(results, indent=1, default=str)),
-                    ("md", to_markdown(results))):
+  for key, text in (
+    ("json", json.dumps(results, indent=1, default=str)),
+    ("md", to_markdown(results)),
+  ):
     with open(paths[key] + ".tmp", "w") as f:
       f.write(text)
     os.replace(paths[key] + ".tmp", paths[key])

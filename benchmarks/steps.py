@@ -33,7 +33,8 @@ both frameworks to show where the time goes.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -54,9 +55,9 @@ LR, MOMENTUM, WD = 0.01, 0.9, 1e-3
 # ------------------------------------------------------------------ JAX backbone variants
 
 
-
 class FlaxPoolLeNet(nn.Module):
   """``dtl_jax.models.LeNet`` before the pooling change: ``nn.max_pool`` (same parameters)."""
+
   features: int = 500
   dropout: float = 0.5
 
@@ -64,6 +65,7 @@ class FlaxPoolLeNet(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     def pool(y):
       return nn.max_pool(y, (2, 2), strides=(2, 2))
+
     x = nn.Conv(20, (5, 5), padding="VALID", name="conv1")(x)
     x = nn.relu(pool(x))
     x = nn.Conv(50, (5, 5), padding="VALID", name="conv2")(x)
@@ -76,11 +78,11 @@ class FlaxPoolLeNet(nn.Module):
 
 # JAX backbone variants: the library's LeNet with its options, plus the "before" model.
 VARIANTS = {
-    "jax": {},  # the library's LeNet
-    "jax_flax_pool": None,  # the library's LeNet before the pooling change
-    "jax_patches": {"patch_convs": ("conv1", "conv2")},
-    "jax_conv1_patches": {"patch_convs": ("conv1",)},
-    "jax_bf16": {"dtype": jnp.bfloat16},  # bfloat16 compute (precision experiment)
+  "jax": {},  # the library's LeNet
+  "jax_flax_pool": None,  # the library's LeNet before the pooling change
+  "jax_patches": {"patch_convs": ("conv1", "conv2")},
+  "jax_conv1_patches": {"patch_convs": ("conv1",)},
+  "jax_bf16": {"dtype": jnp.bfloat16},  # bfloat16 compute (precision experiment)
 }
 
 
@@ -92,6 +94,7 @@ def _backbone(variant: str) -> nn.Module:
 
 def _method(name: str):
   from dtl_jax import methods  # pylint: disable=g-import-not-at-top
+
   if name == "dann":
     return methods.DANN()
   return methods.DAN()
@@ -102,6 +105,7 @@ def make_jax_step(method: str, variant: str, *, n: int = N_PER_DOMAIN):
   from dtl_jax.models import Bottleneck, Classifier, TransferModel  # pylint: disable=g-import-not-at-top
   from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from dtl_jax.train.step import make_train_step  # pylint: disable=g-import-not-at-top
+
   model = TransferModel(_backbone(variant), Bottleneck(256, dropout=0.0), Classifier(NUM_CLASSES))
   meth = _method(method)
   tx = optax.chain(optax.add_decayed_weights(WD), optax.sgd(LR, momentum=MOMENTUM, nesterov=True))
@@ -113,12 +117,15 @@ def make_jax_step(method: str, variant: str, *, n: int = N_PER_DOMAIN):
 
 def _batch(n: int, seed: int = 0) -> dict[str, jax.Array]:
   rng = np.random.default_rng(seed)
-  return {"x_s": jnp.asarray(rng.random((n, 28, 28, 1), dtype=np.float32)),
-          "y_s": jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32)),
-          "x_t": jnp.asarray(rng.random((n, 28, 28, 1), dtype=np.float32))}
+  return {
+    "x_s": jnp.asarray(rng.random((n, 28, 28, 1), dtype=np.float32)),
+    "y_s": jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32)),
+    "x_t": jnp.asarray(rng.random((n, 28, 28, 1), dtype=np.float32)),
+  }
 
 
 # ------------------------------------------------------------------ PyTorch side
+
 
 class TorchLeNetTransfer(torch.nn.Module):
   """TLlib digits LeNet + bottleneck (Linear-256, BN, ReLU) + head, NCHW."""
@@ -126,11 +133,21 @@ class TorchLeNetTransfer(torch.nn.Module):
   def __init__(self):
     super().__init__()
     self.backbone = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 20, 5), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
-        torch.nn.Conv2d(20, 50, 5), torch.nn.Dropout2d(0.5), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(800, 500), torch.nn.ReLU(), torch.nn.Dropout(0.5))
-    self.bottleneck = torch.nn.Sequential(torch.nn.Linear(500, 256), torch.nn.BatchNorm1d(256),
-                                          torch.nn.ReLU())
+      torch.nn.Conv2d(1, 20, 5),
+      torch.nn.MaxPool2d(2),
+      torch.nn.ReLU(),
+      torch.nn.Conv2d(20, 50, 5),
+      torch.nn.Dropout2d(0.5),
+      torch.nn.MaxPool2d(2),
+      torch.nn.ReLU(),
+      torch.nn.Flatten(),
+      torch.nn.Linear(800, 500),
+      torch.nn.ReLU(),
+      torch.nn.Dropout(0.5),
+    )
+    self.bottleneck = torch.nn.Sequential(
+      torch.nn.Linear(500, 256), torch.nn.BatchNorm1d(256), torch.nn.ReLU()
+    )
     self.head = torch.nn.Linear(256, NUM_CLASSES)
 
   def forward(self, x):
@@ -138,14 +155,16 @@ class TorchLeNetTransfer(torch.nn.Module):
     return self.head(b), b
 
 
-def make_torch_step(method: str, *, n: int = N_PER_DOMAIN, compile_model: bool = False,
-                    gram: bool = False):
+def make_torch_step(
+  method: str, *, n: int = N_PER_DOMAIN, compile_model: bool = False, gram: bool = False
+):
   """A zero-argument PyTorch step (TLlib's training loop body) on a fixed batch.
 
   ``gram=True`` (DAN only) uses the Gram-form MK-MMD of :mod:`benchmarks.torch_refs`
   instead of dalib's ``[2n, 2n, d]`` one: the best PyTorch eager DAN step.
   """
   from benchmarks import torch_refs  # pylint: disable=g-import-not-at-top
+
   harness.patch_dalib_numpy()
   torch.manual_seed(0)
   model = TorchLeNetTransfer()
@@ -172,26 +191,31 @@ def make_torch_step(method: str, *, n: int = N_PER_DOMAIN, compile_model: bool =
     loss.backward()
     opt.step()
     return loss
+
   return step
 
 
 # ------------------------------------------------------------------ profile
 
-def profile(*, m: int = 2 * N_PER_DOMAIN, repeats: int, min_sample_s: float, log=print
-            ) -> dict[str, float]:
+
+def profile(
+  *, m: int = 2 * N_PER_DOMAIN, repeats: int, min_sample_s: float, log=print
+) -> dict[str, float]:
   """Forward + backward of each LeNet stage alone (fused ``m``-image batch), both frameworks."""
   rng = np.random.default_rng(0)
   shapes = {"conv1": ((m, 28, 28, 1), 20), "conv2": ((m, 12, 12, 20), 50)}
   fns: dict[str, Callable[[], Any]] = {}
   for name, (shape, cout) in shapes.items():
     x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
-    for kind, mod in (("nn.Conv", nn.Conv(cout, (5, 5), padding="VALID")),
-                      ("patches", PatchConv(cout, (5, 5)))):
+    for kind, mod in (
+      ("nn.Conv", nn.Conv(cout, (5, 5), padding="VALID")),
+      ("patches", PatchConv(cout, (5, 5))),
+    ):
       p = mod.init(jax.random.key(0), x)
       # conv1 sees the data: no input gradient (as in the step); conv2 needs both.
       argnums = (0,) if name == "conv1" else (0, 1)
       f = jax.jit(jax.grad(lambda p, x, mod=mod: jnp.sum(mod.apply(p, x) ** 2), argnums=argnums))
-      fns[f"jax {name} {kind}"] = (lambda f=f, p=p, x=x: jax.block_until_ready(f(p, x)))
+      fns[f"jax {name} {kind}"] = lambda f=f, p=p, x=x: jax.block_until_ready(f(p, x))
     tconv = torch.nn.Conv2d(shape[3], cout, 5)
     tx = torch.from_numpy(np.array(np.asarray(x).transpose(0, 3, 1, 2)))
     wrt = list(tconv.parameters()) + ([tx.requires_grad_(True)] if name != "conv1" else [])
@@ -199,15 +223,18 @@ def profile(*, m: int = 2 * N_PER_DOMAIN, repeats: int, min_sample_s: float, log
     def tcall(tconv=tconv, tx=tx, wrt=wrt):
       out = tconv(tx)
       return torch.autograd.grad((out * out).sum(), wrt)
+
     fns[f"torch {name}"] = tcall
   for name, shape in (("pool1", (m, 24, 24, 20)), ("pool2", (m, 8, 8, 50))):
     x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
-    for kind, pool in (("nn.max_pool", lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))),
-                       ("reshape", max_pool_2x2)):
+    for kind, pool in (
+      ("nn.max_pool", lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))),
+      ("reshape", max_pool_2x2),
+    ):
       f = jax.jit(jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2)))
-      fns[f"jax {name} {kind}"] = (lambda f=f, x=x: jax.block_until_ready(f(x)))
+      fns[f"jax {name} {kind}"] = lambda f=f, x=x: jax.block_until_ready(f(x))
     tx = torch.from_numpy(np.array(np.asarray(x).transpose(0, 3, 1, 2))).requires_grad_(True)
-    fns[f"torch {name}"] = (lambda tx=tx: torch.autograd.grad((F.max_pool2d(tx, 2) ** 2).sum(), tx))
+    fns[f"torch {name}"] = lambda tx=tx: torch.autograd.grad((F.max_pool2d(tx, 2) ** 2).sum(), tx)
   t = harness.time_alternating(fns, repeats=repeats, min_sample_s=min_sample_s)
   out = {k: v.median_s for k, v in t.items()}
   for k, v in out.items():
@@ -217,14 +244,17 @@ def profile(*, m: int = 2 * N_PER_DOMAIN, repeats: int, min_sample_s: float, log
 
 # ------------------------------------------------------------------ fit loop
 
-def fit_throughput(*, steps: int, n: int = N_PER_DOMAIN, compiled: Any = None, state: Any = None,
-                   log=print) -> dict[str, Any]:
+
+def fit_throughput(
+  *, steps: int, n: int = N_PER_DOMAIN, compiled: Any = None, state: Any = None, log=print
+) -> dict[str, Any]:
   """Steps/s of sampler (prefetched) + jitted DANN step, versus the step alone.
 
   ``compiled`` / ``state``: an already compiled library DANN step and its state (reused
   from :func:`run` to save a compilation); built here when not given.
   """
   from dtl_jax.data.sampler import PairSampler  # pylint: disable=g-import-not-at-top
+
   batch = _batch(n)
   if compiled is None:
     step, state, batch = make_jax_step("dann", "jax", n=n)
@@ -251,15 +281,23 @@ def fit_throughput(*, steps: int, n: int = N_PER_DOMAIN, compiled: Any = None, s
   with_data = steps / (time.perf_counter() - t0)
   if hasattr(it, "close"):
     it.close()
-  log(f"    fit loop: {with_data:.1f} steps/s with PairSampler.prefetch, {step_only:.1f} steps/s step only")
-  return {"steps_per_s": with_data, "step_only_per_s": step_only,
-          "detail": f"{steps} DANN LeNet steps ({n}+{n}), PairSampler over in-memory arrays, prefetch 2"}
+  log(
+    f"    fit loop: {with_data:.1f} steps/s with PairSampler.prefetch, "
+    f"{step_only:.1f} steps/s step only"
+  )
+  return {
+    "steps_per_s": with_data,
+    "step_only_per_s": step_only,
+    "detail": f"{steps} DANN LeNet steps ({n}+{n}), PairSampler over in-memory arrays, prefetch 2",
+  }
 
 
 # ------------------------------------------------------------------ driver
 
-def run(*, repeats: int, quick: bool, compile_torch: bool, fit_steps: int, log=print
-        ) -> dict[str, Any]:
+
+def run(
+  *, repeats: int, quick: bool, compile_torch: bool, fit_steps: int, log=print
+) -> dict[str, Any]:
   """All step benchmarks. ``quick``: 32 + 32 images, two JAX variants, no torch.compile."""
   rows, notes = [], []
   kept: dict[str, Any] = {}
@@ -280,6 +318,7 @@ def run(*, repeats: int, quick: bool, compile_torch: bool, fit_steps: int, log=p
         new_state, metrics = holder[0](holder[1], batch)
         holder[1] = new_state
         return jax.block_until_ready(metrics)
+
       fns[v] = call
       if method == "dann" and v == "jax":
         kept["holder"] = holder
@@ -287,33 +326,53 @@ def run(*, repeats: int, quick: bool, compile_torch: bool, fit_steps: int, log=p
     if method == "dan":
       fns["torch_eager_gram"] = make_torch_step(method, n=n, gram=True)
     if compile_torch and not quick:
-      fns["torch_compile"] = make_torch_step(method, n=n, compile_model=True,
-                                             gram=method == "dan")
+      fns["torch_compile"] = make_torch_step(method, n=n, compile_model=True, gram=method == "dan")
     t = harness.time_alternating(fns, repeats=repeats, min_sample_s=min_sample, warmup=2)
     eager = [k for k in t if k.startswith("torch_eager")]
     best_eager = min(eager, key=lambda k: t[k].median_s)
     torch_t = t[best_eager].median_s
     variants_out = []
     for name, timing in t.items():
-      d = {"variant": name, "status": "ok", **timing.as_dict(),
-           "torch_over_this": torch_t / timing.median_s, "compile_s": compile_s.get(name)}
+      d = {
+        "variant": name,
+        "status": "ok",
+        **timing.as_dict(),
+        "torch_over_this": torch_t / timing.median_s,
+        "compile_s": compile_s.get(name),
+      }
       variants_out.append(d)
-      log(f"    step {method} {name:24s} {timing.median_s * 1e3:8.2f} ms "
-          f"(best torch eager / this = {torch_t / timing.median_s:.2f})")
+      log(
+        f"    step {method} {name:24s} {timing.median_s * 1e3:8.2f} ms "
+        f"(best torch eager / this = {torch_t / timing.median_s:.2f})"
+      )
     jax_names = [v for v in t if v.startswith("jax")]
     best = min(jax_names, key=lambda k: t[k].median_s)
-    rows.append({"name": f"LeNet {method.upper()} {n}+{n}", "variants": variants_out,
-                 "best_jax": best, "best_torch_eager": best_eager,
-                 "ratio_torch_eager_over_baseline_jax": torch_t / t["jax_flax_pool"].median_s,
-                 "ratio_torch_eager_over_library_jax": torch_t / t["jax"].median_s,
-                 "ratio_torch_eager_over_best_jax": torch_t / t[best].median_s})
-  notes.append("Variants: jax = library LeNet (nn.Conv + reshape max-pool); jax_flax_pool = "
-               "LeNet with nn.max_pool, the library before the pooling change ('before' ratio); "
-               "jax_patches = both convolutions as im2col + matmul; jax_conv1_patches = im2col "
-               "for conv1 only; jax_bf16 = library LeNet in bfloat16. torch_eager = TLlib "
-               "(dalib) losses; torch_eager_gram = DAN with the ""Gram-form MK-MMD. Ratios are against the best PyTorch eager step.")
+    rows.append(
+      {
+        "name": f"LeNet {method.upper()} {n}+{n}",
+        "variants": variants_out,
+        "best_jax": best,
+        "best_torch_eager": best_eager,
+        "ratio_torch_eager_over_baseline_jax": torch_t / t["jax_flax_pool"].median_s,
+        "ratio_torch_eager_over_library_jax": torch_t / t["jax"].median_s,
+        "ratio_torch_eager_over_best_jax": torch_t / t[best].median_s,
+      }
+    )
+  notes.append(
+    "Variants: jax = library LeNet (nn.Conv + reshape max-pool); jax_flax_pool = "
+    "LeNet with nn.max_pool, the library before the pooling change ('before' ratio); "
+    "jax_patches = both convolutions as im2col + matmul; jax_conv1_patches = im2col "
+    "for conv1 only; jax_bf16 = library LeNet in bfloat16. torch_eager = TLlib "
+    "(dalib) losses; torch_eager_gram = DAN with the "
+    "Gram-form MK-MMD. Ratios are against the best PyTorch eager step."
+  )
   prof = profile(m=2 * n, repeats=repeats, min_sample_s=min_sample, log=log)
   holder = kept["holder"]
   fit = fit_throughput(steps=fit_steps, n=n, compiled=holder[0], state=holder[1], log=log)
-  return {"rows": rows, "notes": notes, "profile": prof, "fit": fit,
-          "gpu": "not run here: no GPU (ResNet-50 224x224 32+32 DANN step is GPU-only)"}
+  return {
+    "rows": rows,
+    "notes": notes,
+    "profile": prof,
+    "fit": fit,
+    "gpu": "not run here: no GPU (ResNet-50 224x224 32+32 DANN step is GPU-only)",
+  }

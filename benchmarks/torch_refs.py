@@ -13,7 +13,7 @@ features (bandwidths are detached, as in TLlib).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,9 @@ def _powers_of_two(ratios: Sequence[float]) -> list[int] | None:
   return out
 
 
-def gaussian_kernel_sum(dist: torch.Tensor, *, multipliers: Sequence[float] = DAN_MULTIPLIERS
-                        ) -> torch.Tensor:
+def gaussian_kernel_sum(
+  dist: torch.Tensor, *, multipliers: Sequence[float] = DAN_MULTIPLIERS
+) -> torch.Tensor:
   """sum_a exp(-D / (2 a mean(D))) with mean(D) detached (TLlib's mean heuristic).
 
   With multipliers that are powers of two of one another, exp(-D / (2 a m)) is a power
@@ -70,16 +71,22 @@ def _tllib_quadratic(kernel: torch.Tensor, n: int) -> torch.Tensor:
   return within - 2.0 * kst.sum() / (n * n) + 2.0 / (n - 1)
 
 
-def mk_mmd(z_s: torch.Tensor, z_t: torch.Tensor, *,
-           multipliers: Sequence[float] = DAN_MULTIPLIERS) -> torch.Tensor:
+def mk_mmd(
+  z_s: torch.Tensor, z_t: torch.Tensor, *, multipliers: Sequence[float] = DAN_MULTIPLIERS
+) -> torch.Tensor:
   """MK-MMD of DAN as TLlib computes it (non-linear mode), Gram form. z_s, z_t: [n, d]."""
   n = z_s.shape[0]
   x = torch.cat([z_s, z_t], 0)
   return _tllib_quadratic(gaussian_kernel_sum(squared_distances(x), multipliers=multipliers), n)
 
 
-def jmmd(layers_s: Sequence[torch.Tensor], layers_t: Sequence[torch.Tensor], *,
-         multipliers: Sequence[float] = DAN_MULTIPLIERS, sigma: float = JAN_SIGMA) -> torch.Tensor:
+def jmmd(
+  layers_s: Sequence[torch.Tensor],
+  layers_t: Sequence[torch.Tensor],
+  *,
+  multipliers: Sequence[float] = DAN_MULTIPLIERS,
+  sigma: float = JAN_SIGMA,
+) -> torch.Tensor:
   """JMMD of JAN with TLlib's two-layer defaults (non-linear mode), Gram form.
 
   Layer 1 ([n, d] features): five mean-heuristic Gaussians; layer 2 ([n, C] softmax
@@ -106,8 +113,11 @@ def coral(z_s: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
   b = z_t - z_t.mean(0, keepdim=True)
   za, zb = a.shape[0] - 1, b.shape[0] - 1
   if 2 * (a.shape[0] + b.shape[0]) <= d:
-    sq = ((a @ a.T).square().sum() / za ** 2 + (b @ b.T).square().sum() / zb ** 2
-          - 2.0 * (a @ b.T).square().sum() / (za * zb))
+    sq = (
+      (a @ a.T).square().sum() / za**2
+      + (b @ b.T).square().sum() / zb**2
+      - 2.0 * (a @ b.T).square().sum() / (za * zb)
+    )
     return sq / (4.0 * d * d)
   diff = a.T @ a / za - b.T @ b / zb
   return (diff * diff).sum() / (4.0 * d * d)
@@ -133,8 +143,10 @@ class Discriminator(torch.nn.Module):
 
 def dann_loss(logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
   """DANN domain loss from logits: 1/2 (BCE(source, 1) + BCE(target, 0)), stable form."""
-  return 0.5 * (F.binary_cross_entropy_with_logits(logits_s, torch.ones_like(logits_s))
-                + F.binary_cross_entropy_with_logits(logits_t, torch.zeros_like(logits_t)))
+  return 0.5 * (
+    F.binary_cross_entropy_with_logits(logits_s, torch.ones_like(logits_s))
+    + F.binary_cross_entropy_with_logits(logits_t, torch.zeros_like(logits_t))
+  )
 
 
 def dann(disc: torch.nn.Module, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
@@ -149,8 +161,9 @@ def multilinear_map(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
   return (g[:, :, None] * f[:, None, :]).reshape(f.shape[0], -1)
 
 
-def cdan(disc: torch.nn.Module, g_s: torch.Tensor, f_s: torch.Tensor, g_t: torch.Tensor,
-         f_t: torch.Tensor) -> torch.Tensor:
+def cdan(
+  disc: torch.nn.Module, g_s: torch.Tensor, f_s: torch.Tensor, g_t: torch.Tensor, f_t: torch.Tensor
+) -> torch.Tensor:
   """CDAN loss (no entropy conditioning): softmax(g) detached, multilinear map, BCE on logits.
 
   TLlib averages BCE over the joint batch (source label 1, target 0).
@@ -164,6 +177,7 @@ def cdan(disc: torch.nn.Module, g_s: torch.Tensor, f_s: torch.Tensor, g_t: torch
 
 # ----------------------------------------------------------------------------------------
 # dalib (TLlib 0.2) wrappers
+
 
 def tllib_index_matrix(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
   """TLlib's non-linear ``_update_index_matrix`` built vectorised (same values).
@@ -185,8 +199,10 @@ def dalib_mk_mmd(n: int) -> torch.nn.Module:
   """dalib's MultipleKernelMaximumMeanDiscrepancy with DAN's five kernels, non-linear."""
   from dalib.adaptation.dan import MultipleKernelMaximumMeanDiscrepancy  # pylint: disable=g-import-not-at-top
   from dalib.modules.kernels import GaussianKernel  # pylint: disable=g-import-not-at-top
-  loss = MultipleKernelMaximumMeanDiscrepancy([GaussianKernel(alpha=a) for a in DAN_MULTIPLIERS],
-                                              linear=False)
+
+  loss = MultipleKernelMaximumMeanDiscrepancy(
+    [GaussianKernel(alpha=a) for a in DAN_MULTIPLIERS], linear=False
+  )
   loss.index_matrix = tllib_index_matrix(n)
   return loss
 
@@ -195,24 +211,32 @@ def dalib_jmmd(n: int) -> torch.nn.Module:
   """dalib's JointMultipleKernelMaximumMeanDiscrepancy with JAN's default kernels."""
   from dalib.adaptation.jan import JointMultipleKernelMaximumMeanDiscrepancy  # pylint: disable=g-import-not-at-top
   from dalib.modules.kernels import GaussianKernel  # pylint: disable=g-import-not-at-top
+
   loss = JointMultipleKernelMaximumMeanDiscrepancy(
-      ([GaussianKernel(alpha=a) for a in DAN_MULTIPLIERS],
-       (GaussianKernel(sigma=JAN_SIGMA, track_running_stats=False),)), linear=False)
+    (
+      [GaussianKernel(alpha=a) for a in DAN_MULTIPLIERS],
+      (GaussianKernel(sigma=JAN_SIGMA, track_running_stats=False),),
+    ),
+    linear=False,
+  )
   loss.index_matrix = tllib_index_matrix(n)
   return loss
 
 
 def dalib_discriminator(in_feature: int, hidden: int = 1024, seed: int = 0) -> torch.nn.Module:
   from dalib.modules.domain_discriminator import DomainDiscriminator  # pylint: disable=g-import-not-at-top
+
   torch.manual_seed(seed)
   return DomainDiscriminator(in_feature=in_feature, hidden_size=hidden)
 
 
 def dalib_dann(disc: torch.nn.Module) -> torch.nn.Module:
   from dalib.adaptation.dann import DomainAdversarialLoss  # pylint: disable=g-import-not-at-top
+
   return DomainAdversarialLoss(disc)
 
 
 def dalib_cdan(disc: torch.nn.Module) -> torch.nn.Module:
   from dalib.adaptation.cdan import ConditionalDomainAdversarialLoss  # pylint: disable=g-import-not-at-top
+
   return ConditionalDomainAdversarialLoss(disc)

@@ -47,8 +47,9 @@ def check_rank(x: jax.Array, name: str, ranks: tuple[int, ...], shape_doc: str) 
   """Raises unless ``x.ndim`` is one of ``ranks``; ``shape_doc`` (e.g. ``"[n, C]"``) is shown."""
   if x.ndim not in ranks:
     raise ValueError(
-        f"`{name}` must have shape {shape_doc} (rank {' or '.join(map(str, ranks))}), "
-        f"got shape {tuple(x.shape)}.")
+      f"`{name}` must have shape {shape_doc} (rank {' or '.join(map(str, ranks))}), "
+      f"got shape {tuple(x.shape)}."
+    )
 
 
 def check_nonempty(x: jax.Array, name: str) -> None:
@@ -57,8 +58,9 @@ def check_nonempty(x: jax.Array, name: str) -> None:
     raise ValueError(f"`{name}` must have a non-empty batch axis, got shape {tuple(x.shape)}.")
 
 
-def check_matrix(x: jax.typing.ArrayLike, name: str, *, shape_doc: str = "[n, d]",
-                 min_rows: int = 1) -> jax.Array:
+def check_matrix(
+  x: jax.typing.ArrayLike, name: str, *, shape_doc: str = "[n, d]", min_rows: int = 1
+) -> jax.Array:
   """Checks ``x`` is ``[n, d]`` with ``n >= min_rows`` and ``d >= 1``.
 
   Args:
@@ -73,15 +75,19 @@ def check_matrix(x: jax.typing.ArrayLike, name: str, *, shape_doc: str = "[n, d]
   x = as_float_array(x, name)
   shape = tuple(x.shape)
   if x.ndim != 2:
-    raise ValueError(f"{name} must have shape {shape_doc}, got shape {shape}.")
+    raise ValueError(f"`{name}` must have shape {shape_doc}, got shape {shape}.")
   if x.shape[0] < min_rows:
     if min_rows == 1:
-      raise ValueError(f"{name} must be non-empty ({shape_doc} with n >= 1), got shape {shape}.")
-    raise ValueError(f"{name} must have at least {min_rows} rows ({shape_doc} with "
-                     f"n >= {min_rows}), got shape {shape}.")
+      raise ValueError(f"`{name}` must be non-empty ({shape_doc} with n >= 1), got shape {shape}.")
+    raise ValueError(
+      f"`{name}` must have at least {min_rows} rows ({shape_doc} with "
+      f"n >= {min_rows}), got shape {shape}."
+    )
   if x.shape[1] < 1:
-    raise ValueError(f"{name} must have at least one feature column ({shape_doc} with d >= 1), "
-                     f"got shape {shape}.")
+    raise ValueError(
+      f"`{name}` must have at least one feature column ({shape_doc} with d >= 1), "
+      f"got shape {shape}."
+    )
   return x
 
 
@@ -89,24 +95,27 @@ def check_same_dim(a: jax.Array, name_a: str, b: jax.Array, name_b: str) -> None
   """Raises unless the matrices ``a: [n, d]`` and ``b: [m, d]`` share the feature dimension."""
   if a.shape[1] != b.shape[1]:
     raise ValueError(
-        f"{name_a} and {name_b} must have the same feature dimension d, got shapes "
-        f"{tuple(a.shape)} and {tuple(b.shape)}.")
+      f"`{name_a}` and `{name_b}` must have the same feature dimension d, got shapes "
+      f"{tuple(a.shape)} and {tuple(b.shape)}."
+    )
 
 
 def check_same_batch(a: jax.Array, name_a: str, b: jax.Array, name_b: str) -> None:
   """Raises unless ``a`` and ``b`` have the same leading (batch) size."""
   if a.shape[0] != b.shape[0]:
     raise ValueError(
-        f"`{name_a}` and `{name_b}` must have the same batch size, got {a.shape[0]} and "
-        f"{b.shape[0]} (shapes {tuple(a.shape)} and {tuple(b.shape)}).")
+      f"`{name_a}` and `{name_b}` must have the same batch size, got {a.shape[0]} and "
+      f"{b.shape[0]} (shapes {tuple(a.shape)} and {tuple(b.shape)})."
+    )
 
 
 def check_same_shape(a: jax.Array, name_a: str, b: jax.Array, name_b: str) -> None:
   """Raises unless ``a`` and ``b`` have the same shape."""
   if a.shape != b.shape:
     raise ValueError(
-        f"`{name_a}` and `{name_b}` must have the same shape, got {tuple(a.shape)} and "
-        f"{tuple(b.shape)}.")
+      f"`{name_a}` and `{name_b}` must have the same shape, got {tuple(a.shape)} and "
+      f"{tuple(b.shape)}."
+    )
 
 
 def check_domain_logits(x: jax.typing.ArrayLike, name: str) -> jax.Array:
@@ -114,8 +123,9 @@ def check_domain_logits(x: jax.typing.ArrayLike, name: str) -> jax.Array:
   x = as_float_array(x, name)
   if not (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
     raise ValueError(
-        f"`{name}` must be binary domain logits of shape [n] or [n, 1] (one logit per "
-        f"example, before the sigmoid), got shape {tuple(x.shape)}.")
+      f"`{name}` must be binary domain logits of shape [n] or [n, 1] (one logit per "
+      f"example, before the sigmoid), got shape {tuple(x.shape)}."
+    )
   check_nonempty(x, name)
   return x.reshape(x.shape[0])
 
@@ -127,8 +137,9 @@ def check_class_logits(x: jax.typing.ArrayLike, name: str, *, min_classes: int =
   check_nonempty(x, name)
   if x.shape[1] < min_classes:
     raise ValueError(
-        f"`{name}` must have at least {min_classes} classes on its last axis, got shape "
-        f"{tuple(x.shape)}.")
+      f"`{name}` must have at least {min_classes} classes on its last axis, got shape "
+      f"{tuple(x.shape)}."
+    )
   return x
 
 
@@ -149,13 +160,18 @@ def check_positive(value: Any, name: str, *, scalar: bool = True) -> None:
     return
   v = np.asarray(value)
   if scalar and v.size != 1:
-    raise ValueError(f"{name} must be a single number, got shape {v.shape}.")
+    raise ValueError(f"`{name}` must be a single number, got shape {v.shape}.")
   if not np.all(np.isfinite(v)) or np.any(v <= 0):
-    raise ValueError(f"{name} must be finite and > 0, got {value!r}.")
+    raise ValueError(f"`{name}` must be finite and > 0, got {value!r}.")
 
 
-def check_probabilities(p: jax.Array, name: str, *, atol: float | None = None,
-                        hint: str = "Pass softmax(logits), not logits.") -> None:
+def check_probabilities(
+  p: jax.Array,
+  name: str,
+  *,
+  atol: float | None = None,
+  hint: str = "Pass softmax(logits), not logits.",
+) -> None:
   """Eager-only check that the last axis of ``p`` holds probability vectors.
 
   Entries must be finite and ``>= -tol``, and every row must sum to 1 within ``tol``.
@@ -177,17 +193,21 @@ def check_probabilities(p: jax.Array, name: str, *, atol: float | None = None,
   else:
     tol = sum_tol = atol
   if not np.isfinite(v).all() or (v < -tol).any():
-    raise ValueError(f"`{name}` must hold probabilities (finite, >= 0); got negative or "
-                     f"non-finite entries. {hint}")
+    raise ValueError(
+      f"`{name}` must hold probabilities (finite, >= 0); got negative or non-finite entries. {hint}"
+    )
   sums = v.sum(axis=-1)
   if (np.abs(sums - 1.0) > sum_tol).any():
     worst = sums.flat[np.argmax(np.abs(sums - 1.0))]
-    raise ValueError(f"`{name}` must hold probabilities whose last axis sums to 1; found a "
-                     f"row summing to {worst:.6g}. {hint}")
+    raise ValueError(
+      f"`{name}` must hold probabilities whose last axis sums to 1; found a "
+      f"row summing to {worst:.6g}. {hint}"
+    )
 
 
-def check_labels(y: jax.typing.ArrayLike, name: str, n: int,
-                 num_classes: int | None = None) -> tuple[jax.Array, int]:
+def check_labels(
+  y: jax.typing.ArrayLike, name: str, n: int, num_classes: int | None = None
+) -> tuple[jax.Array, int]:
   """Checks integer labels ``[n]`` in ``[0, num_classes)``; infers ``num_classes`` if concrete.
 
   Returns:
@@ -196,7 +216,8 @@ def check_labels(y: jax.typing.ArrayLike, name: str, n: int,
   y = jnp.asarray(y)
   if y.ndim != 1 or y.shape[0] != n:
     raise ValueError(
-        f"`{name}` must have shape [{n}] (one label per row); got shape {tuple(y.shape)}.")
+      f"`{name}` must have shape [{n}] (one label per row); got shape {tuple(y.shape)}."
+    )
   if n == 0:
     raise ValueError(f"`{name}` is empty; at least one labelled example is needed.")
   if jnp.issubdtype(y.dtype, jnp.floating):
@@ -213,8 +234,9 @@ def check_labels(y: jax.typing.ArrayLike, name: str, n: int,
       num_classes = hi + 1
     if lo < 0 or hi >= num_classes:
       raise ValueError(
-          f"`{name}` must hold labels in [0, {num_classes}) (num_classes={num_classes}); "
-          f"got values in [{lo}, {hi}].")
+        f"`{name}` must hold labels in [0, {num_classes}) (num_classes={num_classes}); "
+        f"got values in [{lo}, {hi}]."
+      )
   elif num_classes is None:
     raise ValueError(f"`num_classes` must be given when `{name}` is traced (under jit/vmap).")
   if num_classes < 1:
@@ -227,8 +249,15 @@ def check_labels(y: jax.typing.ArrayLike, name: str, n: int,
 # --------------------------------------------------------------------------------------
 
 
-def check_weights(w: jax.typing.ArrayLike | None, name: str, n: int, dtype: Any = None, *,
-                  positive_sum: bool = False, normalize: bool = False) -> jax.Array | None:
+def check_weights(
+  w: jax.typing.ArrayLike | None,
+  name: str,
+  n: int,
+  dtype: Any = None,
+  *,
+  positive_sum: bool = False,
+  normalize: bool = False,
+) -> jax.Array | None:
   """Validates optional per-example weights ``[n]`` (``[n, 1]`` is accepted).
 
   Values (eager only) must be finite and non-negative, and with ``positive_sum`` or
@@ -251,14 +280,15 @@ def check_weights(w: jax.typing.ArrayLike | None, name: str, n: int, dtype: Any 
   if w.ndim == 2 and w.shape[1] == 1:
     w = w.reshape(w.shape[0])
   if w.shape != (n,):
-    raise ValueError(f"{name} must have shape [{n}] (one weight per example), got shape "
-                     f"{tuple(w.shape)}.")
+    raise ValueError(
+      f"`{name}` must have shape [{n}] (one weight per example), got shape {tuple(w.shape)}."
+    )
   if is_concrete(w):
     v = np.asarray(w)
     if not np.all(np.isfinite(v)) or np.any(v < 0):
-      raise ValueError(f"{name} must be finite and non-negative.")
+      raise ValueError(f"`{name}` must be finite and non-negative.")
     if (positive_sum or normalize) and not np.sum(v) > 0:
-      raise ValueError(f"{name} must have a positive sum (not all zero).")
+      raise ValueError(f"`{name}` must have a positive sum (not all zero).")
   if dtype is not None:
     w = w.astype(dtype)
   return w / jnp.sum(w) if normalize else w

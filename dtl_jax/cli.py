@@ -42,9 +42,9 @@ def _split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     a = argv[i]
     if a.startswith("--config."):
       if "=" in a:
-        overrides.append(a[len("--config."):])
+        overrides.append(a[len("--config.") :])
       elif i + 1 < len(argv):
-        overrides.append(a[len("--config."):] + "=" + argv[i + 1])
+        overrides.append(a[len("--config.") :] + "=" + argv[i + 1])
         i += 1
       else:
         raise CLIError(f"{a} needs a value: {a}=VALUE")
@@ -57,89 +57,140 @@ def _split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def build_parser() -> argparse.ArgumentParser:
   """The argparse parser for all subcommands."""
   from dtl_jax.demo import DEFAULT_DEMO_DIR, DEMO_METHODS
+
   parser = argparse.ArgumentParser(
-      prog="dtl-jax",
-      description="Deep transfer learning in JAX/Flax: run the demo, train any config, "
-                  "evaluate a checkpoint, measure a domain shift.")
+    prog="dtl-jax",
+    description="Deep transfer learning in JAX/Flax: run the demo, train any config, "
+    "evaluate a checkpoint, measure a domain shift.",
+  )
   parser.add_argument("--version", action="store_true", help="print versions and exit")
   sub = parser.add_subparsers(dest="command", metavar="{demo,train,eval,measure}")
 
   d = sub.add_parser(
-      "demo", help="digits -> digits_m: source-only vs 6 adaptation methods (CPU, minutes)",
-      description="Train source_only and the adaptation methods on the bundled, offline "
-                  "digits -> digits_m shift with the default config (dtl_jax.config), "
-                  "print the target-accuracy table (label-free selected checkpoint, last "
-                  "step, oracle) and write it as markdown, JSON and PNG into --out.")
-  d.add_argument("--out", default=DEFAULT_DEMO_DIR,
-                 help=f"output directory (default ./{DEFAULT_DEMO_DIR}); an existing demo "
-                      "output is only replaced with --overwrite")
+    "demo",
+    help="digits -> digits_m: source-only vs 6 adaptation methods (CPU, minutes)",
+    description="Train source_only and the adaptation methods on the bundled, offline "
+    "digits -> digits_m shift with the default config (dtl_jax.config), "
+    "print the target-accuracy table (label-free selected checkpoint, last "
+    "step, oracle) and write it as markdown, JSON and PNG into --out.",
+  )
+  d.add_argument(
+    "--out",
+    default=DEFAULT_DEMO_DIR,
+    help=f"output directory (default ./{DEFAULT_DEMO_DIR}); an existing demo "
+    "output is only replaced with --overwrite",
+  )
   d.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   d.add_argument("--seed", type=int, default=0, help="seed (same seed -> same table)")
-  d.add_argument("--methods", default=",".join(DEMO_METHODS),
-                 help="comma-separated methods (default: %(default)s)")
-  d.add_argument("--steps", type=int, default=None,
-                 help="training steps per method (default: train.num_steps of the default "
-                      "config)")
+  d.add_argument(
+    "--methods",
+    default=",".join(DEMO_METHODS),
+    help="comma-separated methods (default: %(default)s)",
+  )
+  d.add_argument(
+    "--steps",
+    type=int,
+    default=None,
+    help="training steps per method (default: train.num_steps of the default config)",
+  )
   d.add_argument("--source", default="digits", help="source domain (default: digits)")
   d.add_argument("--target", default="digits_m", help="target domain (default: digits_m)")
   d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
   t = sub.add_parser(
-      "train", help="train a config into a run directory",
-      description="Train from a Python config file (get_config() -> ConfigDict; default: "
-                  "dtl_jax.config.default_config()). Override any key with "
-                  "--config.key=value (type-checked; unknown keys are errors). The whole "
-                  "config is validated and the data opened before --workdir is written.",
-      epilog="example: dtl-jax train --config experiments/configs/digits.py:dann "
-             "--config.train.num_steps=500 --workdir runs/dann")
-  t.add_argument("--config", default=None,
-                 help="path/to/config.py or path/to/config.py:arg (default: the defaults)")
+    "train",
+    help="train a config into a run directory",
+    description="Train from a Python config file (get_config() -> ConfigDict; default: "
+    "dtl_jax.config.default_config()). Override any key with "
+    "--config.key=value (type-checked; unknown keys are errors). The whole "
+    "config is validated and the data opened before --workdir is written.",
+    epilog="example: dtl-jax train --config experiments/configs/digits.py:dann "
+    "--config.train.num_steps=500 --workdir runs/dann",
+  )
+  t.add_argument(
+    "--config",
+    default=None,
+    help="path/to/config.py or path/to/config.py:arg (default: the defaults)",
+  )
   t.add_argument("--workdir", default=None, help="run directory (required to train)")
-  t.add_argument("--resume", action="store_true",
-                 help="continue the run in --workdir from its latest checkpoint")
-  t.add_argument("--overwrite", action="store_true",
-                 help="delete the run already in --workdir and start again")
-  t.add_argument("--show-config", action="store_true",
-                 help="print the final config (after overrides) and exit")
-  t.add_argument("--list-keys", action="store_true",
-                 help="print every config key with its default and meaning, and exit")
-  t.add_argument("--list-domains", action="store_true",
-                 help="print the data.source / data.target names, and exit")
+  t.add_argument(
+    "--resume", action="store_true", help="continue the run in --workdir from its latest checkpoint"
+  )
+  t.add_argument(
+    "--overwrite", action="store_true", help="delete the run already in --workdir and start again"
+  )
+  t.add_argument(
+    "--show-config", action="store_true", help="print the final config (after overrides) and exit"
+  )
+  t.add_argument(
+    "--list-keys",
+    action="store_true",
+    help="print every config key with its default and meaning, and exit",
+  )
+  t.add_argument(
+    "--list-domains",
+    action="store_true",
+    help="print the data.source / data.target names, and exit",
+  )
   t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
   e = sub.add_parser(
-      "eval", help="evaluate a trained checkpoint on a domain",
-      description="Restore a checkpoint of the run in --workdir and report accuracy on a "
-                  "domain's split (default: the run's target test split), with the data "
-                  "built as the run built it.")
+    "eval",
+    help="evaluate a trained checkpoint on a domain",
+    description="Restore a checkpoint of the run in --workdir and report accuracy on a "
+    "domain's split (default: the run's target test split), with the data "
+    "built as the run built it.",
+  )
   e.add_argument("--workdir", required=True, help="a directory written by dtl-jax train")
-  e.add_argument("--domain", default=None, help="domain to evaluate (default: the run's "
-                 "target); e.g. digits, digits_m, digits_rot")
-  e.add_argument("--step", type=int, default=None,
-                 help="checkpoint step, under checkpoints/ or selected/ (default: latest)")
-  e.add_argument("--selected", default=None, metavar="CRITERION",
-                 help="the checkpoint a label-free criterion picked: dev, iwv, snd, "
-                      "entropy or source_val_acc")
+  e.add_argument(
+    "--domain",
+    default=None,
+    help="domain to evaluate (default: the run's target); e.g. digits, digits_m, digits_rot",
+  )
+  e.add_argument(
+    "--step",
+    type=int,
+    default=None,
+    help="checkpoint step, under checkpoints/ or selected/ (default: latest)",
+  )
+  e.add_argument(
+    "--selected",
+    default=None,
+    metavar="CRITERION",
+    help="the checkpoint a label-free criterion picked: dev, iwv, snd, entropy or source_val_acc",
+  )
   e.add_argument("--split", default="test", help="split (default: test)")
 
   m = sub.add_parser(
-      "measure", help="transferability / discrepancy report for a domain pair",
-      description="Print, for a source/target pair: the MMD permutation test p-value, the "
-                  "proxy A-distance and transferability scores of candidate runs. With "
-                  "--workdir, the data is built as that run built it and its features are "
-                  "used.")
-  m.add_argument("--source", default=None,
-                 help="source domain (default: the --workdir run's; else required)")
-  m.add_argument("--target", default=None,
-                 help="target domain (default: the --workdir run's; else required)")
+    "measure",
+    help="transferability / discrepancy report for a domain pair",
+    description="Print, for a source/target pair: the MMD permutation test p-value, the "
+    "proxy A-distance and transferability scores of candidate runs. With "
+    "--workdir, the data is built as that run built it and its features are "
+    "used.",
+  )
+  m.add_argument(
+    "--source", default=None, help="source domain (default: the --workdir run's; else required)"
+  )
+  m.add_argument(
+    "--target", default=None, help="target domain (default: the --workdir run's; else required)"
+  )
   m.add_argument("--seed", type=int, default=None, help="seed (default: the run's, or 0)")
-  m.add_argument("--workdir", default=None,
-                 help="use the features of this trained run (default: raw inputs)")
-  m.add_argument("--candidate", action="append", default=[],
-                 help="a trained run to score by LogME / H-score / LEEP on labeled target "
-                      "examples (repeatable)")
-  m.add_argument("--num-labeled", type=int, default=100,
-                 help="labeled target examples for the candidate scores (default 100)")
+  m.add_argument(
+    "--workdir", default=None, help="use the features of this trained run (default: raw inputs)"
+  )
+  m.add_argument(
+    "--candidate",
+    action="append",
+    default=[],
+    help="a trained run to score by LogME / H-score / LEEP on labeled target examples (repeatable)",
+  )
+  m.add_argument(
+    "--num-labeled",
+    type=int,
+    default=100,
+    help="labeled target examples for the candidate scores (default 100)",
+  )
   m.add_argument("--permutations", type=int, default=500, help="MMD test permutations")
   m.add_argument("--out", default=None, help="optional directory for a JSON/markdown report")
   m.add_argument("--overwrite", action="store_true")
@@ -155,11 +206,11 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
   if args.list_domains:
     from dtl_jax import data
+
     for name, description in data.available_domains().items():
       print(f"{name:16s} {description}")
     return 0
-  config = (config_lib.load_config(args.config) if args.config
-            else config_lib.default_config())
+  config = config_lib.load_config(args.config) if args.config else config_lib.default_config()
   config_lib.apply_overrides(config, overrides)
   if args.resume:
     config.train.resume = True
@@ -172,6 +223,7 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     raise CLIError("train needs --workdir DIR (where checkpoints and metrics go)")
   from dtl_jax import runs
   from dtl_jax.train import fit
+
   result = fit(config, args.workdir, overwrite=args.overwrite)
   print(runs.summarize_result(result))
   return 0
@@ -179,26 +231,45 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
   from dtl_jax import runs
-  out = runs.evaluate_run(args.workdir, domain=args.domain, step=args.step,
-                          selected=args.selected, split=args.split)
+
+  out = runs.evaluate_run(
+    args.workdir, domain=args.domain, step=args.step, selected=args.selected, split=args.split
+  )
   print(json.dumps(out, indent=2))
   return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
   from dtl_jax.demo import run_demo
+
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-  run_demo(out=args.out, methods=methods, seed=args.seed, steps=args.steps,
-           source=args.source, target=args.target, overwrite=args.overwrite,
-           progress=not args.no_progress)
+  run_demo(
+    out=args.out,
+    methods=methods,
+    seed=args.seed,
+    steps=args.steps,
+    source=args.source,
+    target=args.target,
+    overwrite=args.overwrite,
+    progress=not args.no_progress,
+  )
   return 0
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
   from dtl_jax import runs
-  runs.measure(source=args.source, target=args.target, seed=args.seed, workdir=args.workdir,
-               candidates=args.candidate, num_labeled=args.num_labeled,
-               num_permutations=args.permutations, out=args.out, overwrite=args.overwrite)
+
+  runs.measure(
+    source=args.source,
+    target=args.target,
+    seed=args.seed,
+    workdir=args.workdir,
+    candidates=args.candidate,
+    num_labeled=args.num_labeled,
+    num_permutations=args.permutations,
+    out=args.out,
+    overwrite=args.overwrite,
+  )
   return 0
 
 
@@ -235,14 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
       parser.print_help()
       return 2
     if overrides and args.command != "train":
-      raise CLIError(f"--config.* overrides only apply to `dtl-jax train`, not "
-                     f"`{args.command}`")
+      raise CLIError(f"--config.* overrides only apply to `dtl-jax train`, not `{args.command}`")
     commands = {"eval": _cmd_eval, "demo": _cmd_demo, "measure": _cmd_measure}
     if args.command == "train":
       return _cmd_train(args, overrides)
     return commands[args.command](args)
-  except (CLIError, ValueError, KeyError, OSError, TrainingDiverged,
-          flax.errors.FlaxError) as e:
+  except (CLIError, ValueError, KeyError, OSError, TrainingDiverged, flax.errors.FlaxError) as e:
     # ValueError covers ConfigError, WorkdirError and the library's boundary checks;
     # OSError a read-only or missing directory; FlaxError a model that does not fit its
     # inputs. DTL_JAX_DEBUG=1 shows the traceback.

@@ -68,6 +68,7 @@ def _unit(v) -> str | None:
 def _one_of(*choices: str) -> Check:
   def check(v):
     return None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
+
   return check
 
 
@@ -97,106 +98,219 @@ class Key:
 
 
 SCHEMA: tuple[Key, ...] = (
-    Key("seed", 0, "model init, data order and train/test splits, dropout, method "
-        "randomness; same seed and config, same run", _non_negative),
-    Key("method", "source_only", "a name of dtl_jax.methods.METHODS (source_only, ddc, "
-        "dan, jan, deep_coral, dann, cdan, cdan_e, mdd, adda, wdgrl, domain_confusion, "
-        "instance_weighted, finetune, distill)"),
-    Key("method_kwargs", {}, "keyword hyperparameters of the method (trade_off, "
-        "schedule, margin, ...; adda: stage; distill: teacher_workdir; "
-        "instance_weighted: base, weights)", free_form=True),
-    Key("init_from", "", "a run directory whose latest checkpoint initializes the model "
-        "(ADDA stage 2, fine-tuning from a previous run); '' = fresh initialization"),
-    # data
-    Key("data.source", "digits", "source domain: a bundled name (dtl-jax train "
-        "--list-domains), folder:<path> (an image folder) or tfds:<name> (a prepared "
-        "TFDS dataset)"),
-    Key("data.target", "digits_m", "target domain, same kinds (the same name as the "
-        "source for plain fine-tuning)"),
-    Key("data.image_size", 16, "height = width every image domain is resized to "
-        "(the bundled digits are 8x8 upsampled; 28 for TLlib's digit protocol, 224 for "
-        "ImageNet backbones); 0 = each domain's own size; ignored by tabular domains",
-        _non_negative),
-    Key("data.normalize", "none", "image normalization of folder:/tfds: domains: "
-        "'none' or 'imagenet' (ImageNet mean / std, for pretrained backbones)",
-        _one_of("none", "imagenet")),
-    Key("data.domain_kwargs", {}, "other options of the domain builders (e.g. "
-        "channels, angle_range, noise_std, angle), passed to the domains that accept "
-        "them", free_form=True),
-    Key("data.batch_size", 32, "source images per step (global, over all devices)",
-        _positive),
-    Key("data.target_batch_size", 0, "target images per step; 0 = data.batch_size",
-        _non_negative),
-    Key("data.source_val_fraction", 0.1, "share of the source training images held "
-        "out (stratified) for the label-free selection criteria", _fraction),
-    Key("data.eval_batch_size", 500, "batch size of evaluation passes", _positive),
-    # model
-    Key("model.backbone", "lenet", "a name of dtl_jax.models.BACKBONES (lenet, "
-        "dann_mnist, dtn, mlp, resnet18 ... resnet101)"),
-    Key("model.backbone_kwargs", {}, "keyword arguments of the backbone (e.g. "
-        "dropout, hidden)", free_form=True),
-    Key("model.bottleneck_dim", 256, "width of the bottleneck (TLlib's adaptation "
-        "layer) between backbone and head; 0 = none", _non_negative),
-    Key("model.bottleneck_dropout", 0.5, "dropout after the bottleneck", _fraction),
-    Key("model.bottleneck_batch_norm", True, "BatchNorm in the bottleneck"),
-    Key("model.head_hidden", (), "hidden widths of the classifier head", _ints),
-    Key("model.pretrained", "", "a pretrained backbone's state dict (torchvision / timm "
-        "ResNet: .safetensors, .npz or .pth) loaded into the backbone; bottleneck and "
-        "head keep their fresh initialization"),
-    Key("model.freeze", (), "regexes on model parameter paths (e.g. "
-        "'backbone/(conv1|bn1|layer1)/.*') that stay frozen; their BatchNorm layers "
-        "keep their statistics", _strings),
-    # optimizer
-    Key("optim.kind", "sgd", "'sgd' (PyTorch-style coupled weight decay, as TLlib) or "
-        "'adam' (AdamW, decoupled weight decay)", _one_of("sgd", "adam")),
-    Key("optim.learning_rate", 0.01, "base learning rate", _positive),
-    Key("optim.momentum", 0.9, "SGD momentum (0 = none)", _fraction),
-    Key("optim.nesterov", True, "Nesterov momentum (SGD)"),
-    Key("optim.weight_decay", 1e-3, "weight decay of the trainable groups",
-        _non_negative),
-    Key("optim.lr_gamma", 1e-3, "TLlib's schedule lr * (1 + lr_gamma * step) ** "
-        "-lr_decay; 0 = constant learning rate", _non_negative),
-    Key("optim.lr_decay", 0.75, "exponent of that schedule", _non_negative),
-    Key("optim.b1", 0.9, "Adam's first-moment decay", _fraction),
-    Key("optim.b2", 0.999, "Adam's second-moment decay", _fraction),
-    Key("optim.grad_clip", 0.0, "global-norm gradient clipping; 0 = off", _non_negative),
-    Key("optim.multipliers", {"backbone": 1.0}, "learning-rate multiplier per "
-        "parameter group (backbone, head, extra/<module>); TLlib uses backbone 0.1 for "
-        "a pretrained backbone", free_form=True),
-    # training loop
-    Key("train.num_steps", 500, "optimizer steps", _positive),
-    Key("train.driver", "jit", "'jit' (one device), 'pmap' or 'shard_map' (one step "
-        "body over a device axis) or 'sharded' (jax.jit over a Mesh with "
-        "NamedSharding; XLA places the collectives)",
-        _one_of("jit", "pmap", "shard_map", "sharded")),
-    Key("train.log_every", 50, "steps between training-metric records", _positive),
-    Key("train.eval_every", 100, "steps between evaluations (and label-free selection "
-        "points); the last step is always evaluated", _positive),
-    Key("train.checkpoint_every", 500, "steps between checkpoints; the last step is "
-        "always saved", _positive),
-    Key("train.keep_checkpoints", 1, "how many of the latest checkpoints are kept",
-        _positive),
-    Key("train.keep_selected", True, "keep the checkpoints the label-free criteria "
-        "pick under workdir/selected/<step>"),
-    Key("train.selection", ("source_val_acc", "iwv", "dev", "entropy", "snd"),
-        "label-free selection criteria computed at each evaluation", _strings),
-    Key("train.chance_check", 0.5, "warn (and record in result.json) when source "
-        "test accuracy is still at chance after this fraction of the run; 0 = off",
-        _unit),
-    Key("train.resume", False, "continue from the latest checkpoint in the workdir "
-        "(bit-identical to an uninterrupted run)"),
-    Key("train.progress", True, "show a progress bar"),
-    Key("train.tensorboard", True, "write TensorBoard events (tensorboardX) to "
-        "workdir/tb next to metrics.jsonl"),
-    Key("train.stop_at_step", 0, "act as if interrupted after this step (checkpoint, "
-        "return with interrupted=True); 0 = off", _non_negative),
-    Key("train.multihost", False, "call jax.distributed.initialize() first (pmap "
-        "driver): each process feeds its slice of every global batch"),
-    Key("train.coordinator_address", "", "multihost: coordinator host:port ('' = "
-        "auto-detect, e.g. on TPU VMs and SLURM)"),
-    Key("train.num_processes", 0, "multihost: number of processes (with the address)",
-        _non_negative),
-    Key("train.process_id", -1, "multihost: this process's index (with the address)"),
+  Key(
+    "seed",
+    0,
+    "model init, data order and train/test splits, dropout, method "
+    "randomness; same seed and config, same run",
+    _non_negative,
+  ),
+  Key(
+    "method",
+    "source_only",
+    "a name of dtl_jax.methods.METHODS (source_only, ddc, "
+    "dan, jan, deep_coral, dann, cdan, cdan_e, mdd, adda, wdgrl, domain_confusion, "
+    "instance_weighted, finetune, distill)",
+  ),
+  Key(
+    "method_kwargs",
+    {},
+    "keyword hyperparameters of the method (trade_off, "
+    "schedule, margin, ...; adda: stage; distill: teacher_workdir; "
+    "instance_weighted: base, weights)",
+    free_form=True,
+  ),
+  Key(
+    "init_from",
+    "",
+    "a run directory whose latest checkpoint initializes the model "
+    "(ADDA stage 2, fine-tuning from a previous run); '' = fresh initialization",
+  ),
+  # data
+  Key(
+    "data.source",
+    "digits",
+    "source domain: a bundled name (dtl-jax train "
+    "--list-domains), folder:<path> (an image folder) or tfds:<name> (a prepared "
+    "TFDS dataset)",
+  ),
+  Key(
+    "data.target",
+    "digits_m",
+    "target domain, same kinds (the same name as the source for plain fine-tuning)",
+  ),
+  Key(
+    "data.image_size",
+    16,
+    "height = width every image domain is resized to "
+    "(the bundled digits are 8x8 upsampled; 28 for TLlib's digit protocol, 224 for "
+    "ImageNet backbones); 0 = each domain's own size; ignored by tabular domains",
+    _non_negative,
+  ),
+  Key(
+    "data.normalize",
+    "none",
+    "image normalization of folder:/tfds: domains: "
+    "'none' or 'imagenet' (ImageNet mean / std, for pretrained backbones)",
+    _one_of("none", "imagenet"),
+  ),
+  Key(
+    "data.domain_kwargs",
+    {},
+    "other options of the domain builders (e.g. "
+    "channels, angle_range, noise_std, angle), passed to the domains that accept "
+    "them",
+    free_form=True,
+  ),
+  Key("data.batch_size", 32, "source images per step (global, over all devices)", _positive),
+  Key("data.target_batch_size", 0, "target images per step; 0 = data.batch_size", _non_negative),
+  Key(
+    "data.source_val_fraction",
+    0.1,
+    "share of the source training images held "
+    "out (stratified) for the label-free selection criteria",
+    _fraction,
+  ),
+  Key("data.eval_batch_size", 500, "batch size of evaluation passes", _positive),
+  # model
+  Key(
+    "model.backbone",
+    "lenet",
+    "a name of dtl_jax.models.BACKBONES (lenet, dann_mnist, dtn, mlp, resnet18 ... resnet101)",
+  ),
+  Key(
+    "model.backbone_kwargs",
+    {},
+    "keyword arguments of the backbone (e.g. dropout, hidden)",
+    free_form=True,
+  ),
+  Key(
+    "model.bottleneck_dim",
+    256,
+    "width of the bottleneck (TLlib's adaptation layer) between backbone and head; 0 = none",
+    _non_negative,
+  ),
+  Key("model.bottleneck_dropout", 0.5, "dropout after the bottleneck", _fraction),
+  Key("model.bottleneck_batch_norm", True, "BatchNorm in the bottleneck"),
+  Key("model.head_hidden", (), "hidden widths of the classifier head", _ints),
+  Key(
+    "model.pretrained",
+    "",
+    "a pretrained backbone's state dict (torchvision / timm "
+    "ResNet: .safetensors, .npz or .pth) loaded into the backbone; bottleneck and "
+    "head keep their fresh initialization",
+  ),
+  Key(
+    "model.freeze",
+    (),
+    "regexes on model parameter paths (e.g. "
+    "'backbone/(conv1|bn1|layer1)/.*') that stay frozen; their BatchNorm layers "
+    "keep their statistics",
+    _strings,
+  ),
+  # optimizer
+  Key(
+    "optim.kind",
+    "sgd",
+    "'sgd' (PyTorch-style coupled weight decay, as TLlib) or "
+    "'adam' (AdamW, decoupled weight decay)",
+    _one_of("sgd", "adam"),
+  ),
+  Key("optim.learning_rate", 0.01, "base learning rate", _positive),
+  Key("optim.momentum", 0.9, "SGD momentum (0 = none)", _fraction),
+  Key("optim.nesterov", True, "Nesterov momentum (SGD)"),
+  Key("optim.weight_decay", 1e-3, "weight decay of the trainable groups", _non_negative),
+  Key(
+    "optim.lr_gamma",
+    1e-3,
+    "TLlib's schedule lr * (1 + lr_gamma * step) ** -lr_decay; 0 = constant learning rate",
+    _non_negative,
+  ),
+  Key("optim.lr_decay", 0.75, "exponent of that schedule", _non_negative),
+  Key("optim.b1", 0.9, "Adam's first-moment decay", _fraction),
+  Key("optim.b2", 0.999, "Adam's second-moment decay", _fraction),
+  Key("optim.grad_clip", 0.0, "global-norm gradient clipping; 0 = off", _non_negative),
+  Key(
+    "optim.multipliers",
+    {"backbone": 1.0},
+    "learning-rate multiplier per "
+    "parameter group (backbone, head, extra/<module>); TLlib uses backbone 0.1 for "
+    "a pretrained backbone",
+    free_form=True,
+  ),
+  # training loop
+  Key("train.num_steps", 500, "optimizer steps", _positive),
+  Key(
+    "train.driver",
+    "jit",
+    "'jit' (one device), 'pmap' or 'shard_map' (one step "
+    "body over a device axis) or 'sharded' (jax.jit over a Mesh with "
+    "NamedSharding; XLA places the collectives)",
+    _one_of("jit", "pmap", "shard_map", "sharded"),
+  ),
+  Key("train.log_every", 50, "steps between training-metric records", _positive),
+  Key(
+    "train.eval_every",
+    100,
+    "steps between evaluations (and label-free selection "
+    "points); the last step is always evaluated",
+    _positive,
+  ),
+  Key(
+    "train.checkpoint_every",
+    500,
+    "steps between checkpoints; the last step is always saved",
+    _positive,
+  ),
+  Key("train.keep_checkpoints", 1, "how many of the latest checkpoints are kept", _positive),
+  Key(
+    "train.keep_selected",
+    True,
+    "keep the checkpoints the label-free criteria pick under workdir/selected/<step>",
+  ),
+  Key(
+    "train.selection",
+    ("source_val_acc", "iwv", "dev", "entropy", "snd"),
+    "label-free selection criteria computed at each evaluation",
+    _strings,
+  ),
+  Key(
+    "train.chance_check",
+    0.5,
+    "warn (and record in result.json) when source "
+    "test accuracy is still at chance after this fraction of the run; 0 = off",
+    _unit,
+  ),
+  Key(
+    "train.resume",
+    False,
+    "continue from the latest checkpoint in the workdir (bit-identical to an uninterrupted run)",
+  ),
+  Key("train.progress", True, "show a progress bar"),
+  Key(
+    "train.tensorboard",
+    True,
+    "write TensorBoard events (tensorboardX) to workdir/tb next to metrics.jsonl",
+  ),
+  Key(
+    "train.stop_at_step",
+    0,
+    "act as if interrupted after this step (checkpoint, return with interrupted=True); 0 = off",
+    _non_negative,
+  ),
+  Key(
+    "train.multihost",
+    False,
+    "call jax.distributed.initialize() first (pmap "
+    "driver): each process feeds its slice of every global batch",
+  ),
+  Key(
+    "train.coordinator_address",
+    "",
+    "multihost: coordinator host:port ('' = auto-detect, e.g. on TPU VMs and SLURM)",
+  ),
+  Key("train.num_processes", 0, "multihost: number of processes (with the address)", _non_negative),
+  Key("train.process_id", -1, "multihost: this process's index (with the address)"),
 )
 
 KEYS: dict[str, Key] = {k.name: k for k in SCHEMA}
@@ -295,12 +409,15 @@ def validate(config: Mapping[str, Any]) -> None:
   flat = flatten(config)
   for name in flat:
     if name not in KEYS:
-      raise ConfigError(f"unknown config key {name!r}{_close(name)}; every key is "
-                        "listed by `dtl-jax train --list-keys`")
+      raise ConfigError(
+        f"unknown config key {name!r}{_close(name)}; every key is "
+        "listed by `dtl-jax train --list-keys`"
+      )
   for key in SCHEMA:
     if key.name not in flat:
-      raise ConfigError(f"config key {key.name!r} is missing; start from "
-                        "dtl_jax.config.default_config()")
+      raise ConfigError(
+        f"config key {key.name!r} is missing; start from dtl_jax.config.default_config()"
+      )
     value = flat[key.name]
     if not _same_type(key.default, value):
       raise ConfigError(f"{key.name} must be {_type_name(key.default)}, got {value!r}")
@@ -317,15 +434,20 @@ def _validate_names(flat: Mapping[str, Any]) -> None:
   from dtl_jax.train import selection
 
   if flat["method"] not in methods.METHODS:
-    raise ConfigError(f"method must be one of {', '.join(sorted(methods.METHODS))}, got "
-                      f"{flat['method']!r}")
+    raise ConfigError(
+      f"method must be one of {', '.join(sorted(methods.METHODS))}, got {flat['method']!r}"
+    )
   if flat["model.backbone"] not in models.BACKBONES:
-    raise ConfigError(f"model.backbone must be one of {', '.join(sorted(models.BACKBONES))}"
-                      f", got {flat['model.backbone']!r}")
+    raise ConfigError(
+      f"model.backbone must be one of {', '.join(sorted(models.BACKBONES))}"
+      f", got {flat['model.backbone']!r}"
+    )
   pretrained = flat["model.pretrained"]
   if pretrained and not Path(pretrained).expanduser().is_file():
-    raise ConfigError(f"model.pretrained: no file {pretrained!r}; convert or download a "
-                      "state dict there (.safetensors, .npz or .pth), or set it to ''")
+    raise ConfigError(
+      f"model.pretrained: no file {pretrained!r}; convert or download a "
+      "state dict there (.safetensors, .npz or .pth), or set it to ''"
+    )
   init_from = flat["init_from"]
   if init_from and not (Path(init_from) / "checkpoints").is_dir():
     raise ConfigError(f"init_from: {init_from!r} is not a run directory with checkpoints/")
@@ -335,19 +457,22 @@ def _validate_names(flat: Mapping[str, Any]) -> None:
     except ValueError as e:
       raise ConfigError(f"data.{role}: {e}") from None
   if "size" in flat["data.domain_kwargs"]:
-    raise ConfigError("set the image size with data.image_size, not "
-                      "data.domain_kwargs.size")
+    raise ConfigError("set the image size with data.image_size, not data.domain_kwargs.size")
   unknown = sorted(set(flat["train.selection"]) - set(selection.CRITERIA))
   if unknown or not flat["train.selection"]:
-    raise ConfigError(f"train.selection must be a non-empty list of "
-                      f"{', '.join(selection.CRITERIA)}, got {list(flat['train.selection'])}")
+    raise ConfigError(
+      f"train.selection must be a non-empty list of "
+      f"{', '.join(selection.CRITERIA)}, got {list(flat['train.selection'])}"
+    )
   for label, mult in flat["optim.multipliers"].items():
     if not isinstance(mult, (int, float)) or isinstance(mult, bool) or mult < 0:
       raise ConfigError(f"optim.multipliers.{label} must be a number >= 0, got {mult!r}")
   if flat["train.multihost"] and flat["train.driver"] != "pmap":
-    raise ConfigError("train.multihost needs train.driver = 'pmap' (the multi-process "
-                      f"paths of the other drivers are not implemented), got "
-                      f"{flat['train.driver']!r}")
+    raise ConfigError(
+      "train.multihost needs train.driver = 'pmap' (the multi-process "
+      f"paths of the other drivers are not implemented), got "
+      f"{flat['train.driver']!r}"
+    )
 
 
 def _close(name: str) -> str:
@@ -366,8 +491,10 @@ def load_config_module(path: str | os.PathLike) -> Any:
   """
   path = Path(path)
   if not path.is_file():
-    raise ConfigError(f"config file {str(path)!r} does not exist; pass --config "
-                      "experiments/configs/<name>.py (see experiments/configs/)")
+    raise ConfigError(
+      f"config file {str(path)!r} does not exist; pass --config "
+      "experiments/configs/<name>.py (see experiments/configs/)"
+    )
   digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
   module_spec = importlib.util.spec_from_file_location(f"_dtl_jax_config_{digest}", path)
   if module_spec is None or module_spec.loader is None:
@@ -376,8 +503,7 @@ def load_config_module(path: str | os.PathLike) -> Any:
   try:
     module_spec.loader.exec_module(module)
   except Exception as e:  # the user's file: report it in one line.
-    raise ConfigError(f"config file {str(path)!r} failed to load: "
-                      f"{type(e).__name__}: {e}") from e
+    raise ConfigError(f"config file {str(path)!r} failed to load: {type(e).__name__}: {e}") from e
   return module
 
 
@@ -410,8 +536,10 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
   except (ValueError, KeyError) as e:
     raise ConfigError(f"config {spec!r}: {e}") from e
   if not isinstance(config, ml_collections.ConfigDict):
-    raise ConfigError(f"get_config() in {str(path)!r} returned {type(config).__name__}, "
-                      "expected ml_collections.ConfigDict")
+    raise ConfigError(
+      f"get_config() in {str(path)!r} returned {type(config).__name__}, "
+      "expected ml_collections.ConfigDict"
+    )
   return config
 
 
@@ -462,13 +590,16 @@ def _coerce(key: str, old: Any, new: Any) -> Any:
       return type(old)([new])
     raise ConfigError(f"config key {key!r} expects a list, got {new!r}")
   if isinstance(old, (ml_collections.ConfigDict, Mapping)):
-    raise ConfigError(f"config key {key!r} is a group; set its fields, e.g. "
-                      f"--config.{key}.{next(iter(old.keys()), 'field')}=...")
+    raise ConfigError(
+      f"config key {key!r} is a group; set its fields, e.g. "
+      f"--config.{key}.{next(iter(old.keys()), 'field')}=..."
+    )
   return new
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
   """Applies ``key.sub=value`` overrides to ``config`` in place (and returns it).
 
   Args:
@@ -488,7 +619,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
     text = item
     for prefix in ("--config.", "config."):
       if text.startswith(prefix):
-        text = text[len(prefix):]
+        text = text[len(prefix) :]
     if "=" not in text:
       raise ConfigError(f"override {item!r} must look like --config.key=value")
     key, raw = text.split("=", 1)
@@ -497,15 +628,18 @@ def apply_overrides(config: ml_collections.ConfigDict,
     node: Any = config
     for part in parts[:-1]:
       if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
-        raise ConfigError(f"unknown config key {key!r}{_close_in(key, config)}; every key "
-                          "is listed by `dtl-jax train --list-keys`")
+        raise ConfigError(
+          f"unknown config key {key!r}{_close_in(key, config)}; every key "
+          "is listed by `dtl-jax train --list-keys`"
+        )
       node = node[part]
     leaf = parts[-1]
     free = ".".join(parts[:-1]) in FREE_FORM_KEYS
-    if not isinstance(node, (ml_collections.ConfigDict, dict)) or (
-        leaf not in node and not free):
-      raise ConfigError(f"unknown config key {key!r}{_close_in(key, config)}; every key "
-                        "is listed by `dtl-jax train --list-keys`")
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or (leaf not in node and not free):
+      raise ConfigError(
+        f"unknown config key {key!r}{_close_in(key, config)}; every key "
+        "is listed by `dtl-jax train --list-keys`"
+      )
     value = _parse_value(raw)
     if leaf in node:
       value = _coerce(key, node[leaf], value)
@@ -523,9 +657,12 @@ def _close_in(key: str, config: Mapping[str, Any]) -> str:
 
 def config_to_dict(config: Mapping[str, Any]) -> dict[str, Any]:
   """A plain JSON-able dict of a config (tuples become lists)."""
-  if not isinstance(config, ml_collections.ConfigDict):
-    config = ml_collections.ConfigDict(_plain(config))
-  return json.loads(config.to_json_best_effort())
+  cd = (
+    config
+    if isinstance(config, ml_collections.ConfigDict)
+    else ml_collections.ConfigDict(_plain(config))
+  )
+  return json.loads(cd.to_json_best_effort())
 
 
 def from_dict(d: Mapping[str, Any]) -> ml_collections.ConfigDict:

@@ -29,8 +29,14 @@ DEMO_STEPS = config_lib.KEYS["train.num_steps"].default
 DEMO_EVAL_EVERY = config_lib.KEYS["train.eval_every"].default
 
 
-def demo_config(method: str, *, source: str = "digits", target: str = "digits_m",
-                seed: int = 0, steps: int = DEMO_STEPS) -> config_lib.ml_collections.ConfigDict:
+def demo_config(
+  method: str,
+  *,
+  source: str = "digits",
+  target: str = "digits_m",
+  seed: int = 0,
+  steps: int = DEMO_STEPS,
+) -> config_lib.ml_collections.ConfigDict:
   """The config the demo trains ``method`` with: the defaults, ``method`` and the run
   size changed."""
   c = config_lib.default_config()
@@ -42,10 +48,18 @@ def demo_config(method: str, *, source: str = "digits", target: str = "digits_m"
   return c
 
 
-def run_demo(*, out: str = DEFAULT_DEMO_DIR, methods: Sequence[str] = DEMO_METHODS,
-             seed: int = 0, steps: int | None = None, source: str = "digits",
-             target: str = "digits_m", overwrite: bool = False, progress: bool = True,
-             selection: str = runs.DEFAULT_SELECTION) -> dict:
+def run_demo(
+  *,
+  out: str = DEFAULT_DEMO_DIR,
+  methods: Sequence[str] = DEMO_METHODS,
+  seed: int = 0,
+  steps: int | None = None,
+  source: str = "digits",
+  target: str = "digits_m",
+  overwrite: bool = False,
+  progress: bool = True,
+  selection: str = runs.DEFAULT_SELECTION,
+) -> dict:
   """The main job: source-only vs adaptation methods on a bundled shift.
 
   For each method: :func:`demo_config` (the default protocol), trained by
@@ -60,19 +74,24 @@ def run_demo(*, out: str = DEFAULT_DEMO_DIR, methods: Sequence[str] = DEMO_METHO
     raise config_lib.ConfigError("--methods is empty; e.g. --methods source_only,dann")
   unknown = [m for m in methods if m not in methods_lib.METHODS]
   if unknown:
-    raise config_lib.ConfigError(f"--methods: unknown method(s) {unknown}; choose from "
-                                 f"{', '.join(sorted(methods_lib.METHODS))}")
+    raise config_lib.ConfigError(
+      f"--methods: unknown method(s) {unknown}; choose from "
+      f"{', '.join(sorted(methods_lib.METHODS))}"
+    )
   steps = DEMO_STEPS if steps is None else steps
   if steps < 1:
     raise config_lib.ConfigError(f"--steps must be >= 1, got {steps}")
-  configs = {m: demo_config(m, source=source, target=target, seed=seed, steps=steps)
-             for m in methods}
+  configs = {
+    m: demo_config(m, source=source, target=target, seed=seed, steps=steps) for m in methods
+  }
   for c in configs.values():
     config_lib.validate(c)
   eval_every = configs[methods[0]].train.eval_every
   if "source_only" not in methods:
-    print("dtl-jax demo: note: source_only is not in --methods; no negative-transfer "
-          "column", file=sys.stderr)
+    print(
+      "dtl-jax demo: note: source_only is not in --methods; no negative-transfer column",
+      file=sys.stderr,
+    )
   out_dir = report.prepare_output_dir(out, overwrite=overwrite, what="demo results")
   runs_dir = out_dir / "runs"
   rows, raw = [], {}
@@ -85,67 +104,97 @@ def run_demo(*, out: str = DEFAULT_DEMO_DIR, methods: Sequence[str] = DEMO_METHO
     result = fit(c, runs_dir / m, overwrite=True)
     seconds = time.perf_counter() - t0
     s = runs.result_summary(result, selection=selection)
-    raw[m] = {"summary": s, "seconds": seconds, "steps_per_second":
-              result.get("steps_per_second")}
-    rows.append({"method": m, "selected": s["selected"], "selected_step": s["selected_step"],
-                 "last": s["last"], "oracle": s["oracle"], "source_acc": s["source_acc"],
-                 "seconds": seconds})
+    raw[m] = {"summary": s, "seconds": seconds, "steps_per_second": result.get("steps_per_second")}
+    rows.append(
+      {
+        "method": m,
+        "selected": s["selected"],
+        "selected_step": s["selected_step"],
+        "last": s["last"],
+        "oracle": s["oracle"],
+        "source_acc": s["source_acc"],
+        "seconds": seconds,
+      }
+    )
   _delta_vs_source_only(rows)
   meta = provenance.run_metadata(config=configs[methods[0]], seeds=[seed])
   meta["methods"] = list(methods)
   meta["total_seconds"] = time.perf_counter() - t_all
-  columns = [("method", "method"),
-             ("selected", f"selected ({selection})"),
-             ("selected_step", "at step"),
-             ("last", "last step"),
-             ("oracle", "oracle*"),
-             ("delta", "Δ vs source_only"),
-             ("source_acc", "source acc."),
-             ("seconds", "time (s)")]
-  notes = [
-      f"Unsupervised domain adaptation {source} → {target} (bundled, offline; disjoint "
-      f"images, 16x16), seed {seed}, {steps} steps of 32 source + 32 target images, LeNet + "
-      "256-d bottleneck, TLlib SGD (lr 0.01, momentum 0.9, wd 1e-3). Target labels are "
-      f"never used for training or selection: the 'selected' column is the checkpoint "
-      f"(every {eval_every} steps) that the label-free criterion `{selection}` picks; "
-      "the ORACLE column (best target test accuracy over those checkpoints) is an "
-      "upper bound for reference only. Accuracies on the target test split.",
-      "Columns: target test accuracy (%) at the checkpoint the label-free criterion picks "
-      "(`selected`, and the step it picked), at the last step, and *the oracle (best "
-      "target accuracy over the evaluated checkpoints, chosen WITH target labels — not a "
-      "valid model-selection rule, shown only as an upper bound); `Δ` compares the "
-      "selected accuracy with source_only; time is wall-clock seconds per method "
-      "including compilation.",
-      "Same seed → same table (apart from the time column). Config of each method: "
-      "`dtl_jax.demo.demo_config(method)` (the defaults of `dtl_jax.config` with the "
-      "method set); the first method's full config is listed below.",
+  columns = [
+    ("method", "method"),
+    ("selected", f"selected ({selection})"),
+    ("selected_step", "at step"),
+    ("last", "last step"),
+    ("oracle", "oracle*"),
+    ("delta", "Δ vs source_only"),
+    ("source_acc", "source acc."),
+    ("seconds", "time (s)"),
   ]
-  report.bar_plot(out_dir / "demo.png", [r["method"] for r in rows],
-                  {"label-free selected": [r["selected"] for r in rows],
-                   "last step": [r["last"] for r in rows],
-                   "oracle (uses target labels)": [r["oracle"] for r in rows]},
-                  title=f"{source} → {target}: target test accuracy (seed {seed})",
-                  footer=report.footer_text(meta),
-                  hline=next((r["selected"] for r in rows if r["method"] == "source_only"),
-                             None), hline_label="source_only (selected)")
-  paths = report.write_report(out_dir, "demo", title=f"dtl-jax demo: {source} → {target}",
-                              rows=rows, columns=columns, metadata=meta, notes=notes,
-                              figures=["demo.png"], extra={"runs": raw})
+  notes = [
+    f"Unsupervised domain adaptation {source} → {target} (bundled, offline; disjoint "
+    f"images, 16x16), seed {seed}, {steps} steps of 32 source + 32 target images, LeNet + "
+    "256-d bottleneck, TLlib SGD (lr 0.01, momentum 0.9, wd 1e-3). Target labels are "
+    f"never used for training or selection: the 'selected' column is the checkpoint "
+    f"(every {eval_every} steps) that the label-free criterion `{selection}` picks; "
+    "the ORACLE column (best target test accuracy over those checkpoints) is an "
+    "upper bound for reference only. Accuracies on the target test split.",
+    "Columns: target test accuracy (%) at the checkpoint the label-free criterion picks "
+    "(`selected`, and the step it picked), at the last step, and *the oracle (best "
+    "target accuracy over the evaluated checkpoints, chosen WITH target labels — not a "
+    "valid model-selection rule, shown only as an upper bound); `Δ` compares the "
+    "selected accuracy with source_only; time is wall-clock seconds per method "
+    "including compilation.",
+    "Same seed → same table (apart from the time column). Config of each method: "
+    "`dtl_jax.demo.demo_config(method)` (the defaults of `dtl_jax.config` with the "
+    "method set); the first method's full config is listed below.",
+  ]
+  report.bar_plot(
+    out_dir / "demo.png",
+    [r["method"] for r in rows],
+    {
+      "label-free selected": [r["selected"] for r in rows],
+      "last step": [r["last"] for r in rows],
+      "oracle (uses target labels)": [r["oracle"] for r in rows],
+    },
+    title=f"{source} → {target}: target test accuracy (seed {seed})",
+    footer=report.footer_text(meta),
+    hline=next((r["selected"] for r in rows if r["method"] == "source_only"), None),
+    hline_label="source_only (selected)",
+  )
+  paths = report.write_report(
+    out_dir,
+    "demo",
+    title=f"dtl-jax demo: {source} → {target}",
+    rows=rows,
+    columns=columns,
+    metadata=meta,
+    notes=notes,
+    figures=["demo.png"],
+    extra={"runs": raw},
+  )
   report.finish_output_dir(out_dir, what="dtl-jax demo")
   print()
   print(report.text_table(rows, columns))
-  print(f"target test accuracy (%); selected = checkpoint picked by the label-free "
-        f"criterion '{selection}'; *oracle = best checkpoint chosen with target labels "
-        "(reference only)")
+  print(
+    f"target test accuracy (%); selected = checkpoint picked by the label-free "
+    f"criterion '{selection}'; *oracle = best checkpoint chosen with target labels "
+    "(reference only)"
+  )
   print()
-  print(f"wrote {paths['md']}, {paths['json']} and {out_dir / 'demo.png'} "
-        f"({meta['total_seconds']:.0f} s)")
+  print(
+    f"wrote {paths['md']}, {paths['json']} and {out_dir / 'demo.png'} "
+    f"({meta['total_seconds']:.0f} s)"
+  )
   return json.loads(paths["json"].read_text())
 
 
 def _delta_vs_source_only(rows: list[dict]) -> None:
   base = next((r["selected"] for r in rows if r["method"] == "source_only"), None)
   for r in rows:
-    r["delta"] = None if base is None or r["method"] == "source_only" else (
-        f"{r['selected'] - base:+.2f}" + (" (negative transfer)" if r["selected"] < base
-                                          else ""))
+    r["delta"] = (
+      None
+      if base is None or r["method"] == "source_only"
+      else (
+        f"{r['selected'] - base:+.2f}" + (" (negative transfer)" if r["selected"] < base else "")
+      )
+    )

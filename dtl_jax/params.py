@@ -65,8 +65,12 @@ def _check_rules(rules: Rules) -> list[tuple[re.Pattern, str]]:
     raise ValueError(f"rules must be a non-empty sequence of (regex, label) pairs, got {rules!r}")
   compiled = []
   for i, rule in enumerate(rules):
-    if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)
-            and isinstance(rule[1], str)):
+    if not (
+      isinstance(rule, (tuple, list))
+      and len(rule) == 2
+      and isinstance(rule[0], str)
+      and isinstance(rule[1], str)
+    ):
       raise ValueError(f"rules[{i}] must be a (regex, label) pair of strings, got {rule!r}")
     try:
       compiled.append((re.compile(rule[0]), rule[1]))
@@ -109,34 +113,45 @@ def label_params(params: Any, rules: Rules, *, allow_unused: bool = False) -> An
   if unlabeled:
     shown = "\n  ".join(unlabeled[:20])
     more = f"\n  ... and {len(unlabeled) - 20} more" if len(unlabeled) > 20 else ""
-    raise ValueError(f"rules leave {len(unlabeled)} parameter(s) unlabeled (add a catch-all "
-                     f"rule such as ('.*', 'head')):\n  {shown}{more}")
+    raise ValueError(
+      f"rules leave {len(unlabeled)} parameter(s) unlabeled (add a catch-all "
+      f"rule such as ('.*', 'head')):\n  {shown}{more}"
+    )
   if not allow_unused:
     for i, (rx, label) in enumerate(compiled):
       if not any(rx.fullmatch(p) for p in paths):
         sample = ", ".join(paths[:8])
-        raise ValueError(f"rules[{i}] = ({rx.pattern!r}, {label!r}) matches no parameter "
-                         f"path (paths look like: {sample}, ...)")
+        raise ValueError(
+          f"rules[{i}] = ({rx.pattern!r}, {label!r}) matches no parameter "
+          f"path (paths look like: {sample}, ...)"
+        )
   return jax.tree_util.tree_unflatten(treedef, labels)
 
 
 def _label_set(labels_or_rules: Any) -> tuple[set[str], Callable[[Any], Any] | Any]:
-  if (isinstance(labels_or_rules, Sequence) and not isinstance(labels_or_rules, str)
-      and labels_or_rules and all(isinstance(r, (tuple, list)) and len(r) == 2
-                                  and all(isinstance(s, str) for s in r)
-                                  for r in labels_or_rules)):
+  if (
+    isinstance(labels_or_rules, Sequence)
+    and not isinstance(labels_or_rules, str)
+    and labels_or_rules
+    and all(
+      isinstance(r, (tuple, list)) and len(r) == 2 and all(isinstance(s, str) for s in r)
+      for r in labels_or_rules
+    )
+  ):
     _check_rules(labels_or_rules)
     rules = list(labels_or_rules)
     return {label for _, label in rules}, lambda params: label_params(params, rules)
   leaves = jax.tree_util.tree_leaves(labels_or_rules)
   if not leaves or not all(isinstance(leaf, str) for leaf in leaves):
-    raise ValueError("labels_or_rules must be a pytree of label strings or a sequence of "
-                     "(regex, label) rules")
+    raise ValueError(
+      "labels_or_rules must be a pytree of label strings or a sequence of (regex, label) rules"
+    )
   return set(leaves), labels_or_rules
 
 
-def tllib_schedule(learning_rate: float, *, gamma: float = 1e-3,
-                   decay: float = 0.75) -> optax.Schedule:
+def tllib_schedule(
+  learning_rate: float, *, gamma: float = 1e-3, decay: float = 0.75
+) -> optax.Schedule:
   """``step -> learning_rate * (1 + gamma * step) ** (-decay)`` (Ganin & Lempitsky 2015;
   TLlib's ``LambdaLR``); ``gamma = 0`` is a constant learning rate."""
   if learning_rate <= 0:
@@ -150,16 +165,23 @@ def tllib_schedule(learning_rate: float, *, gamma: float = 1e-3,
   return schedule
 
 
-def make_optimizer(labels_or_rules: Any, *, kind: str = "sgd",
-                   learning_rate: float | optax.Schedule | None = None,
-                   momentum: float = 0.0, nesterov: bool = False,
-                   weight_decay: float | Mapping[str, float] = 0.0,
-                   lr_gamma: float = 0.0, lr_decay: float = 0.75,
-                   b1: float = 0.9, b2: float = 0.999, grad_clip: float = 0.0,
-                   multipliers: Mapping[str, float] | None = None,
-                   frozen: Sequence[str] = (FROZEN,),
-                   base_tx: optax.GradientTransformation | None = None
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+  labels_or_rules: Any,
+  *,
+  kind: str = "sgd",
+  learning_rate: float | optax.Schedule | None = None,
+  momentum: float = 0.0,
+  nesterov: bool = False,
+  weight_decay: float | Mapping[str, float] = 0.0,
+  lr_gamma: float = 0.0,
+  lr_decay: float = 0.75,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  grad_clip: float = 0.0,
+  multipliers: Mapping[str, float] | None = None,
+  frozen: Sequence[str] = (FROZEN,),
+  base_tx: optax.GradientTransformation | None = None,
+) -> optax.GradientTransformation:
   """The optimizer of a labelled parameter tree: frozen groups, lr multipliers, decay.
 
   For a label ``g``: frozen -> ``optax.set_to_zero()`` (no update, no optimizer
@@ -252,9 +274,13 @@ def make_optimizer(labels_or_rules: Any, *, kind: str = "sgd",
   return tx
 
 
-def train_rules(*, freeze: Sequence[str] = (), extras: Mapping[str, Any] | None = None,
-                model_frozen: bool = False, prefix: str = "model/"
-                ) -> tuple[list[tuple[str, str]], dict[str, float]]:
+def train_rules(
+  *,
+  freeze: Sequence[str] = (),
+  extras: Mapping[str, Any] | None = None,
+  model_frozen: bool = False,
+  prefix: str = "model/",
+) -> tuple[list[tuple[str, str]], dict[str, float]]:
   """The training engine's labels for a ``{"model": ..., "extra": ...}`` param tree.
 
   Labels: ``"frozen"`` (``freeze`` regexes, all of the model when ``model_frozen``,
@@ -315,8 +341,14 @@ def _prefix(prefix: str) -> str:
   return prefix.strip("/") + "/" if prefix.strip("/") else ""
 
 
-def freeze_first_k(k: int, *, stages: Sequence[str] = RESNET_STAGES, prefix: str = "backbone",
-                   params_prefix: str = "", backbone_multiplier: float = 1.0) -> Recipe:
+def freeze_first_k(
+  k: int,
+  *,
+  stages: Sequence[str] = RESNET_STAGES,
+  prefix: str = "backbone",
+  params_prefix: str = "",
+  backbone_multiplier: float = 1.0,
+) -> Recipe:
   """Freezes the first ``k`` backbone stages (Yosinski et al., NeurIPS 2014).
 
   Args:
@@ -359,8 +391,9 @@ def linear_probe(*, prefix: str = "backbone", params_prefix: str = "") -> Recipe
   return Recipe(((f"{p}.*", FROZEN), (".*", "head")), {}, (f"{m}.*",))
 
 
-def finetune(*, backbone_multiplier: float = 0.1, prefix: str = "backbone",
-             params_prefix: str = "") -> Recipe:
+def finetune(
+  *, backbone_multiplier: float = 0.1, prefix: str = "backbone", params_prefix: str = ""
+) -> Recipe:
   """Full fine-tuning, backbone learning rate ``backbone_multiplier`` x the head's (TLlib).
 
   ``prefix`` / ``params_prefix`` as in :func:`freeze_first_k`.
@@ -371,8 +404,9 @@ def finetune(*, backbone_multiplier: float = 0.1, prefix: str = "backbone",
   return Recipe(((f"{p}.*", "backbone"), (".*", "head")), {"backbone": backbone_multiplier}, ())
 
 
-def frozen_bn_from_labels(labels: Any, *, frozen: Sequence[str] = (FROZEN,),
-                          strip_prefix: str = "") -> tuple[str, ...]:
+def frozen_bn_from_labels(
+  labels: Any, *, frozen: Sequence[str] = (FROZEN,), strip_prefix: str = ""
+) -> tuple[str, ...]:
   """Exact regexes of the BatchNorm layers whose ``scale`` is labeled frozen.
 
   Args:
@@ -391,7 +425,7 @@ def frozen_bn_from_labels(labels: Any, *, frozen: Sequence[str] = (FROZEN,),
     if s.endswith("/scale") and label in frozen_labels:
       module = s[: -len("/scale")]
       if strip_prefix and module.startswith(strip_prefix):
-        module = module[len(strip_prefix):]
+        module = module[len(strip_prefix) :]
       out.append(re.escape(module))
   return tuple(out)
 
@@ -414,8 +448,10 @@ def summary(params: Any, labels: Any, *, frozen: Sequence[str] = (FROZEN,)) -> s
   p_leaves = jax.tree_util.tree_leaves(params)
   l_leaves = jax.tree_util.tree_leaves(labels)
   if len(p_leaves) != len(l_leaves):
-    raise ValueError(f"labels must have the structure of params ({len(p_leaves)} leaves), "
-                     f"got {len(l_leaves)} leaves")
+    raise ValueError(
+      f"labels must have the structure of params ({len(p_leaves)} leaves), "
+      f"got {len(l_leaves)} leaves"
+    )
   rows: dict[str, list[int]] = {}
   for p, label in zip(p_leaves, l_leaves, strict=True):
     r = rows.setdefault(label, [0, 0])
@@ -429,16 +465,24 @@ def summary(params: Any, labels: Any, *, frozen: Sequence[str] = (FROZEN,)) -> s
     n_t, n_p = rows[label]
     is_frozen = label in frozen_labels
     tot[is_frozen] += n_p
-    lines.append(f"{label:<{width}}  {'frozen' if is_frozen else 'trainable':<9}  {n_t:>7}  "
-                 f"{n_p:>14,}")
+    lines.append(
+      f"{label:<{width}}  {'frozen' if is_frozen else 'trainable':<9}  {n_t:>7}  {n_p:>14,}"
+    )
   lines.append(f"{'total':<{width}}  {'':<9}  {len(p_leaves):>7}  {tot[True] + tot[False]:>14,}")
   lines.append(f"trainable {tot[False]:,} / frozen {tot[True]:,}")
   return "\n".join(lines)
 
 
-def l2_sp(params: Any, start_params: Any, *, labels: Any, alpha: float, beta: float = 0.0,
-          groups: Sequence[str] = ("backbone",), new_groups: Sequence[str] = ("head",)
-          ) -> jax.Array:
+def l2_sp(
+  params: Any,
+  start_params: Any,
+  *,
+  labels: Any,
+  alpha: float,
+  beta: float = 0.0,
+  groups: Sequence[str] = ("backbone",),
+  new_groups: Sequence[str] = ("head",),
+) -> jax.Array:
   r"""L2-SP regularizer (Li, Grandvalet & Davoine, "Explicit Inductive Bias for Transfer
   Learning with Convolutional Networks", ICML 2018).
 
@@ -472,8 +516,9 @@ def l2_sp(params: Any, start_params: Any, *, labels: Any, alpha: float, beta: fl
   if s_def != treedef:  # type: ignore[operator]
     raise ValueError("start_params must have the structure of params")
   if len(l_flat) != len(p_flat):
-    raise ValueError(f"labels must have the structure of params ({len(p_flat)} leaves), "
-                     f"got {len(l_flat)}")
+    raise ValueError(
+      f"labels must have the structure of params ({len(p_flat)} leaves), got {len(l_flat)}"
+    )
   present = set(l_flat)
   for g in tuple(groups) + tuple(new_groups):
     if g not in present:

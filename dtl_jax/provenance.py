@@ -23,15 +23,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("dtl-jax", "jax", "jaxlib", "flax", "optax", "numpy", "orbax-checkpoint",
-             "ml-collections")
+_PACKAGES = (
+  "dtl-jax",
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "numpy",
+  "orbax-checkpoint",
+  "ml-collections",
+)
 
 
 def _git(*args: str) -> str | None:
   here = Path(__file__).resolve().parent.parent
   try:
-    out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True,
-                         timeout=5, check=False)
+    out = subprocess.run(
+      ["git", "-C", str(here), *args], capture_output=True, text=True, timeout=5, check=False
+    )
   except (OSError, subprocess.SubprocessError):
     return None
   return out.stdout.strip() if out.returncode == 0 else None
@@ -101,8 +110,13 @@ def cpu_mhz() -> float | None:
 def gpu_name() -> str | None:
   """The first NVIDIA GPU's name (``nvidia-smi``), ``None`` without one."""
   try:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=10, check=False)
+    out = subprocess.run(
+      ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+      capture_output=True,
+      text=True,
+      timeout=10,
+      check=False,
+    )
   except (OSError, subprocess.SubprocessError):
     return None
   lines = out.stdout.strip().splitlines()
@@ -117,10 +131,10 @@ def machine() -> dict[str, Any]:
   JAX devices are listed only when JAX is already imported (this never imports it).
   """
   info: dict[str, Any] = {
-      "platform": platform.platform(),
-      "processor": platform.processor() or platform.machine(),
-      "cpu_model": cpu_model(),
-      "cpu_count": os.cpu_count(),
+    "platform": platform.platform(),
+    "processor": platform.processor() or platform.machine(),
+    "cpu_model": cpu_model(),
+    "cpu_count": os.cpu_count(),
   }
   if hasattr(os, "sched_getaffinity"):
     info["cpu_affinity_count"] = len(os.sched_getaffinity(0))
@@ -132,15 +146,19 @@ def machine() -> dict[str, Any]:
     info["gpu"] = gpu
   if "jax" in sys.modules:
     import jax
+
     devices = jax.devices()
     info["jax_backend"] = jax.default_backend()
     info["jax_devices"] = f"{len(devices)} x {devices[0].device_kind}"
   return info
 
 
-def run_metadata(*, config: Mapping[str, Any] | None = None,
-                 seeds: Sequence[int] | None = None,
-                 command: str | None = None) -> dict[str, Any]:
+def run_metadata(
+  *,
+  config: Mapping[str, Any] | None = None,
+  seeds: Sequence[int] | None = None,
+  command: str | None = None,
+) -> dict[str, Any]:
   """Everything needed to say where a result came from.
 
   Args:
@@ -152,16 +170,18 @@ def run_metadata(*, config: Mapping[str, Any] | None = None,
     ``{"date_utc", "command", "git_commit", "versions", "machine"[, "seeds", "config"]}``.
   """
   meta: dict[str, Any] = {
-      "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-      "command": command if command is not None else " ".join(
-          [Path(sys.argv[0]).name] + sys.argv[1:]),
-      "git_commit": git_commit(),
-      "versions": versions(),
-      "machine": machine(),
+    "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+    "command": command
+    if command is not None
+    else " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+    "git_commit": git_commit(),
+    "versions": versions(),
+    "machine": machine(),
   }
   if seeds is not None:
     meta["seeds"] = [int(s) for s in seeds]
   if config is not None:
     from dtl_jax.config import config_to_dict
+
     meta["config"] = config_to_dict(config)
   return meta

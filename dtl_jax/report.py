@@ -34,8 +34,11 @@ def format_cell(value: Any) -> str:
     return "–"
   if isinstance(value, bool):
     return "yes" if value else ""
-  if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-      isinstance(v, (int, float)) for v in value):
+  if (
+    isinstance(value, (tuple, list))
+    and len(value) == 2
+    and all(isinstance(v, (int, float)) for v in value)
+  ):
     return f"{value[0]:.2f} ± {value[1]:.2f}"
   if isinstance(value, float):
     if math.isnan(value):
@@ -56,13 +59,15 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column])
 
 def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
   """The same table aligned for a terminal."""
-  cells = [[h for _, h in columns]] + [[format_cell(r.get(k)) for k, _ in columns]
-                                       for r in rows]
+  cells = [[h for _, h in columns]] + [[format_cell(r.get(k)) for k, _ in columns] for r in rows]
   widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
   out = []
   for j, c in enumerate(cells):
-    out.append("  ".join(s.ljust(w) if i == 0 else s.rjust(w)
-                         for i, (s, w) in enumerate(zip(c, widths, strict=True))))
+    out.append(
+      "  ".join(
+        s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(c, widths, strict=True))
+      )
+    )
     if j == 0:
       out.append("  ".join("-" * w for w in widths))
   return "\n".join(out)
@@ -79,8 +84,13 @@ def metadata_markdown(meta: Mapping[str, Any]) -> str:
   if "machine" in meta:
     lines.append("- **machine**: " + ", ".join(f"{k}: {v}" for k, v in meta["machine"].items()))
   if "config" in meta:
-    lines += ["- **config**:", "", "```json",
-              json.dumps(meta["config"], indent=2, sort_keys=True), "```"]
+    lines += [
+      "- **config**:",
+      "",
+      "```json",
+      json.dumps(meta["config"], indent=2, sort_keys=True),
+      "```",
+    ]
   return "\n".join(lines)
 
 
@@ -99,11 +109,18 @@ def jsonable(x: Any) -> Any:
   return x
 
 
-def write_report(out_dir: str | Path, name: str, *, title: str,
-                 rows: Sequence[Mapping[str, Any]], columns: Sequence[Column],
-                 metadata: Mapping[str, Any], notes: Sequence[str] = (),
-                 figures: Sequence[str] = (), extra: Mapping[str, Any] | None = None
-                 ) -> dict[str, Path]:
+def write_report(
+  out_dir: str | Path,
+  name: str,
+  *,
+  title: str,
+  rows: Sequence[Mapping[str, Any]],
+  columns: Sequence[Column],
+  metadata: Mapping[str, Any],
+  notes: Sequence[str] = (),
+  figures: Sequence[str] = (),
+  extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
   """Writes ``<name>.md`` and ``<name>.json`` into ``out_dir``.
 
   Args:
@@ -132,9 +149,14 @@ def write_report(out_dir: str | Path, name: str, *, title: str,
   md += [metadata_markdown(metadata), ""]
   md_path = out / f"{name}.md"
   md_path.write_text("\n".join(md))
-  payload = {"title": title, "notes": list(notes), "columns": [list(c) for c in columns],
-             "rows": jsonable(list(rows)), "figures": list(figures),
-             "metadata": jsonable(dict(metadata))}
+  payload = {
+    "title": title,
+    "notes": list(notes),
+    "columns": [list(c) for c in columns],
+    "rows": jsonable(list(rows)),
+    "figures": list(figures),
+    "metadata": jsonable(dict(metadata)),
+  }
   if extra:
     payload["extra"] = jsonable(dict(extra))
   json_path = out / f"{name}.json"
@@ -144,16 +166,25 @@ def write_report(out_dir: str | Path, name: str, *, title: str,
 
 def _pyplot():
   import matplotlib
+
   matplotlib.use("Agg", force=False)
   import matplotlib.pyplot as plt
+
   return plt
 
 
-def bar_plot(path: str | Path, labels: Sequence[str],
-             series: Mapping[str, Sequence[float]], *, errors:
-             Mapping[str, Sequence[float]] | None = None, ylabel: str = "target accuracy (%)",
-             title: str = "", footer: str = "", hline: float | None = None,
-             hline_label: str = "") -> Path:
+def bar_plot(
+  path: str | Path,
+  labels: Sequence[str],
+  series: Mapping[str, Sequence[float]],
+  *,
+  errors: Mapping[str, Sequence[float]] | None = None,
+  ylabel: str = "target accuracy (%)",
+  title: str = "",
+  footer: str = "",
+  hline: float | None = None,
+  hline_label: str = "",
+) -> Path:
   """Grouped bar chart: one group per label, one bar per series (with error bars).
 
   Args:
@@ -173,8 +204,16 @@ def bar_plot(path: str | Path, labels: Sequence[str],
   for i, (name, values) in enumerate(series.items()):
     err = None if errors is None else errors.get(name)
     hatch = "//" if "oracle" in name.lower() else None
-    ax.bar(x + (i - (n - 1) / 2) * width, values, width, yerr=err, label=name,
-           capsize=2, hatch=hatch, alpha=0.6 if hatch else 1.0)
+    ax.bar(
+      x + (i - (n - 1) / 2) * width,
+      values,
+      width,
+      yerr=err,
+      label=name,
+      capsize=2,
+      hatch=hatch,
+      alpha=0.6 if hatch else 1.0,
+    )
   if hline is not None:
     ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label or None)
   ax.set_xticks(x, labels, rotation=30, ha="right")
@@ -182,10 +221,18 @@ def bar_plot(path: str | Path, labels: Sequence[str],
   return _finish(plt, fig, ax, path, title=title, footer=footer, grid_axis="y")
 
 
-def line_plot(path: str | Path, x: Sequence[float], series: Mapping[str, Sequence[float]],
-              *, errors: Mapping[str, Sequence[float]] | None = None, xlabel: str = "",
-              ylabel: str = "", title: str = "", footer: str = "",
-              styles: Mapping[str, str] | None = None) -> Path:
+def line_plot(
+  path: str | Path,
+  x: Sequence[float],
+  series: Mapping[str, Sequence[float]],
+  *,
+  errors: Mapping[str, Sequence[float]] | None = None,
+  xlabel: str = "",
+  ylabel: str = "",
+  title: str = "",
+  footer: str = "",
+  styles: Mapping[str, str] | None = None,
+) -> Path:
   """Lines with optional error bars (e.g. the Yosinski et al. 2014 figure)."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
@@ -235,8 +282,9 @@ def footer_text(meta: Mapping[str, Any]) -> str:
   return " | ".join(p for p in parts if p)
 
 
-def aggregate_runs(runs: Sequence[Mapping[str, Any]], *, group_keys: Sequence[str],
-                   value_keys: Sequence[str]) -> list[dict[str, Any]]:
+def aggregate_runs(
+  runs: Sequence[Mapping[str, Any]], *, group_keys: Sequence[str], value_keys: Sequence[str]
+) -> list[dict[str, Any]]:
   """Groups per-seed runs and reduces each value to ``(mean, std)`` over seeds.
 
   Args:
@@ -264,9 +312,14 @@ def aggregate_runs(runs: Sequence[Mapping[str, Any]], *, group_keys: Sequence[st
   return rows
 
 
-def flag_negative_transfer(rows: list[dict[str, Any]], *, baseline: str = "source_only",
-                           method_key: str = "method", group_key: str | None = "pair",
-                           value_key: str = "selected") -> list[dict[str, Any]]:
+def flag_negative_transfer(
+  rows: list[dict[str, Any]],
+  *,
+  baseline: str = "source_only",
+  method_key: str = "method",
+  group_key: str | None = "pair",
+  value_key: str = "selected",
+) -> list[dict[str, Any]]:
   """Marks rows whose mean ``value_key`` is below the baseline method's (same group).
 
   Adds ``"delta"`` (mean minus the baseline mean, percentage points) and
@@ -287,8 +340,9 @@ def flag_negative_transfer(rows: list[dict[str, Any]], *, baseline: str = "sourc
   return rows
 
 
-def decision_boundary_plot(path: str | Path, panels: Sequence[Mapping[str, Any]], *,
-                           footer: str = "", grid_size: int = 200) -> Path:
+def decision_boundary_plot(
+  path: str | Path, panels: Sequence[Mapping[str, Any]], *, footer: str = "", grid_size: int = 200
+) -> Path:
   """Two-moons style figure: one panel per model, decision regions and the points.
 
   Args:
@@ -302,20 +356,20 @@ def decision_boundary_plot(path: str | Path, panels: Sequence[Mapping[str, Any]]
   plt = _pyplot()
   allx = np.concatenate([np.concatenate([p["source_x"], p["target_x"]]) for p in panels])
   lo, hi = allx.min(0) - 0.5, allx.max(0) + 0.5
-  gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], grid_size),
-                       np.linspace(lo[1], hi[1], grid_size))
+  gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], grid_size), np.linspace(lo[1], hi[1], grid_size))
   grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), dpi=110,
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), dpi=110, squeeze=False)
   for ax, p in zip(axes[0], panels, strict=True):
     prob = np.asarray(p["predict"](grid)).reshape(gx.shape)
     ax.contourf(gx, gy, prob, levels=[0, 0.5, 1], colors=["#f4c7c3", "#c6dbef"], alpha=0.8)
     ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.5)
     sx, sy = np.asarray(p["source_x"]), np.asarray(p["source_y"])
-    ax.scatter(sx[sy == 0, 0], sx[sy == 0, 1], marker="+", c="tab:red", s=18,
-               label="source, class 0")
-    ax.scatter(sx[sy == 1, 0], sx[sy == 1, 1], marker="_", c="tab:blue", s=18,
-               label="source, class 1")
+    ax.scatter(
+      sx[sy == 0, 0], sx[sy == 0, 1], marker="+", c="tab:red", s=18, label="source, class 0"
+    )
+    ax.scatter(
+      sx[sy == 1, 0], sx[sy == 1, 1], marker="_", c="tab:blue", s=18, label="source, class 1"
+    )
     tx = np.asarray(p["target_x"])
     ax.scatter(tx[:, 0], tx[:, 1], c="0.3", s=6, alpha=0.6, label="target (unlabeled)")
     ax.set_title(p["title"], fontsize=10)
@@ -328,8 +382,7 @@ def decision_boundary_plot(path: str | Path, panels: Sequence[Mapping[str, Any]]
 OUTPUT_MARKER = "dtl_jax_output.json"
 
 
-def prepare_output_dir(out: str | Path, *, overwrite: bool = False,
-                       what: str = "results") -> Path:
+def prepare_output_dir(out: str | Path, *, overwrite: bool = False, what: str = "results") -> Path:
   """Makes ``out`` ready for the fresh result files of the demo or a study.
 
   An existing non-empty ``out`` is refused unless ``overwrite`` is given AND it holds
@@ -341,25 +394,29 @@ def prepare_output_dir(out: str | Path, *, overwrite: bool = False,
     dtl_jax.train.WorkdirError: one line (pass --overwrite or another --out).
   """
   from dtl_jax.train.workdir import WorkdirError
+
   path = Path(out)
   if path.exists() and not path.is_dir():
     raise WorkdirError(f"output {str(path)!r} is a file; pass a directory with --out")
   if path.is_dir() and any(path.iterdir()):
     marker = path / OUTPUT_MARKER
     if not overwrite:
-      raise WorkdirError(f"{str(path)!r} already holds {what}; pass --overwrite to replace "
-                         "them or --out DIR for a new directory")
+      raise WorkdirError(
+        f"{str(path)!r} already holds {what}; pass --overwrite to replace "
+        "them or --out DIR for a new directory"
+      )
     if not marker.is_file():
-      raise WorkdirError(f"{str(path)!r} is not empty and was not written by dtl-jax; "
-                         "choose another --out (nothing was deleted)")
+      raise WorkdirError(
+        f"{str(path)!r} is not empty and was not written by dtl-jax; "
+        "choose another --out (nothing was deleted)"
+      )
     try:
       info = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
       info = {"in_progress": True}
     # A run that did not finish wrote everything in the directory (it was empty or
     # ours when it started); a finished one lists its entries.
-    names = ([p.name for p in path.iterdir()] if info.get("in_progress")
-             else info.get("files", []))
+    names = [p.name for p in path.iterdir()] if info.get("in_progress") else info.get("files", [])
     for name in names:
       f = path / name
       if f.resolve().parent != path.resolve() or name == OUTPUT_MARKER:
@@ -378,6 +435,7 @@ def finish_output_dir(out: str | Path, *, what: str) -> Path:
   """Writes the marker listing every file now in ``out`` (see :func:`prepare_output_dir`)."""
   path = Path(out)
   files = sorted(p.name for p in path.iterdir() if p.name != OUTPUT_MARKER)
-  (path / OUTPUT_MARKER).write_text(json.dumps({"what": what, "in_progress": False,
-                                                "files": files}, indent=2) + "\n")
+  (path / OUTPUT_MARKER).write_text(
+    json.dumps({"what": what, "in_progress": False, "files": files}, indent=2) + "\n"
+  )
   return path

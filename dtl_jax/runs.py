@@ -29,8 +29,9 @@ from dtl_jax.train.loop import load_domains
 DEFAULT_SELECTION = "dev"
 
 
-def result_summary(result: Mapping[str, Any], *, selection: str = DEFAULT_SELECTION
-                   ) -> dict[str, Any]:
+def result_summary(
+  result: Mapping[str, Any], *, selection: str = DEFAULT_SELECTION
+) -> dict[str, Any]:
   """Target accuracies (%) of one run: label-free selected, last step, oracle.
 
   Returns:
@@ -41,32 +42,35 @@ def result_summary(result: Mapping[str, Any], *, selection: str = DEFAULT_SELECT
   """
   sel = result["selected"]
   if selection not in sel:
-    raise ValueError(f"selection criterion {selection!r} not in the run's criteria "
-                     f"{sorted(k for k in sel if k != 'last')}")
+    raise ValueError(
+      f"selection criterion {selection!r} not in the run's criteria "
+      f"{sorted(k for k in sel if k != 'last')}"
+    )
   hist = result.get("history") or []
   oracle = max((h["oracle_target_acc"] for h in hist), default=None)
   return {
-      "selected": 100 * sel[selection]["target_acc"],
-      "selected_step": sel[selection]["step"],
-      "last": 100 * result["last"]["target_acc"],
-      "oracle": None if oracle is None else 100 * oracle,
-      "by_criterion": {k: 100 * v["target_acc"] for k, v in sel.items() if k != "last"},
-      "source_acc": 100 * result["last"]["source_acc"],
-      "steps": result["steps"],
+    "selected": 100 * sel[selection]["target_acc"],
+    "selected_step": sel[selection]["step"],
+    "last": 100 * result["last"]["target_acc"],
+    "oracle": None if oracle is None else 100 * oracle,
+    "by_criterion": {k: 100 * v["target_acc"] for k, v in sel.items() if k != "last"},
+    "source_acc": 100 * result["last"]["source_acc"],
+    "steps": result["steps"],
   }
 
 
 def summarize_result(result: Mapping[str, Any]) -> str:
   """A short human-readable summary of a :func:`dtl_jax.train.fit` result."""
   s = result_summary(result)
-  lines = [f"method {result['method']}: {s['steps']} steps, "
-           f"{result.get('steps_per_second', float('nan')):.1f} steps/s",
-           f"  target acc. at the label-free selected checkpoint ({DEFAULT_SELECTION}, step "
-           f"{s['selected_step']}): {s['selected']:.2f}%",
-           f"  target acc. at the last step: {s['last']:.2f}%",
-           f"  oracle (best target acc. over evaluations; uses target labels): "
-           f"{s['oracle']:.2f}%",
-           "  by criterion: " + ", ".join(f"{k} {v:.2f}%" for k, v in s["by_criterion"].items())]
+  lines = [
+    f"method {result['method']}: {s['steps']} steps, "
+    f"{result.get('steps_per_second', float('nan')):.1f} steps/s",
+    f"  target acc. at the label-free selected checkpoint ({DEFAULT_SELECTION}, step "
+    f"{s['selected_step']}): {s['selected']:.2f}%",
+    f"  target acc. at the last step: {s['last']:.2f}%",
+    f"  oracle (best target acc. over evaluations; uses target labels): {s['oracle']:.2f}%",
+    "  by criterion: " + ", ".join(f"{k} {v:.2f}%" for k, v in s["by_criterion"].items()),
+  ]
   lines += [f"  warning: {w}" for w in result.get("warnings", [])]
   return "\n".join(lines)
 
@@ -85,19 +89,29 @@ def run_domain(config: Mapping[str, Any], name: str) -> data.Domain:
     return source if name == d["source"] else target
   other = config_lib.from_dict(config_lib.config_to_dict(config))
   other.data.target = name
-  if (len(source.input_shape) == 3 and "channels" in data.domain_options(name)
-      and "channels" not in other.data.domain_kwargs):
+  if (
+    len(source.input_shape) == 3
+    and "channels" in data.domain_options(name)
+    and "channels" not in other.data.domain_kwargs
+  ):
     other.data.domain_kwargs.channels = int(source.input_shape[-1])
   domain = load_domains(other)[1]
   if domain.input_shape != source.input_shape:
-    raise config_lib.ConfigError(f"domain {name!r} has inputs {domain.input_shape}, but the "
-                                 f"run was trained on {source.input_shape}")
+    raise config_lib.ConfigError(
+      f"domain {name!r} has inputs {domain.input_shape}, but the "
+      f"run was trained on {source.input_shape}"
+    )
   return domain
 
 
-def model_outputs(model: Any, variables: Mapping[str, Any], x: np.ndarray, *,
-                  batch_size: int = 500,
-                  keys: Sequence[str] = ("logits", "probs", "features")) -> dict[str, np.ndarray]:
+def model_outputs(
+  model: Any,
+  variables: Mapping[str, Any],
+  x: np.ndarray,
+  *,
+  batch_size: int = 500,
+  keys: Sequence[str] = ("logits", "probs", "features"),
+) -> dict[str, np.ndarray]:
   """Inference outputs of a restored model over ``x`` (numpy, batched)."""
   import jax
 
@@ -112,13 +126,19 @@ def model_outputs(model: Any, variables: Mapping[str, Any], x: np.ndarray, *,
 
   chunks: dict[str, list[np.ndarray]] = {}
   for i in range(0, len(x), batch_size):
-    for k, v in forward(variables, np.asarray(x[i:i + batch_size])).items():
+    for k, v in forward(variables, np.asarray(x[i : i + batch_size])).items():
       chunks.setdefault(k, []).append(np.asarray(v))
   return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-def evaluate_run(workdir: str | Path, *, domain: str | None = None, step: int | None = None,
-                 selected: str | None = None, split: str = "test") -> dict[str, Any]:
+def evaluate_run(
+  workdir: str | Path,
+  *,
+  domain: str | None = None,
+  step: int | None = None,
+  selected: str | None = None,
+  split: str = "test",
+) -> dict[str, Any]:
   """Accuracy (and per-class accuracy, %) of a trained run on a domain's split.
 
   Args:
@@ -131,25 +151,42 @@ def evaluate_run(workdir: str | Path, *, domain: str | None = None, step: int | 
   """
   if split not in ("train", "test"):
     raise config_lib.ConfigError(f"--split must be 'train' or 'test', got {split!r}")
-  config, model, variables, step = workdir_lib.restore_model(workdir, step=step,
-                                                             selected=selected)
+  config, model, variables, step = workdir_lib.restore_model(workdir, step=step, selected=selected)
   name = domain or config.data.target
   dom = run_domain(config, name)
   x, y = dom.split(split)
   logits = model_outputs(model, variables, x, keys=("logits",))["logits"]
   pred = logits.argmax(-1)
-  per_class = {dom.class_names[c]: float(np.mean(pred[y == c] == c) * 100)
-               for c in range(dom.num_classes) if np.any(y == c)}
-  return {"workdir": str(workdir), "method": config.method, "step": step,
-          "selected": selected, "domain": name, "split": split,
-          "num_examples": int(len(y)), "accuracy": float(np.mean(pred == y) * 100),
-          "per_class_accuracy": per_class}
+  per_class = {
+    dom.class_names[c]: float(np.mean(pred[y == c] == c) * 100)
+    for c in range(dom.num_classes)
+    if np.any(y == c)
+  }
+  return {
+    "workdir": str(workdir),
+    "method": config.method,
+    "step": step,
+    "selected": selected,
+    "domain": name,
+    "split": split,
+    "num_examples": int(len(y)),
+    "accuracy": float(np.mean(pred == y) * 100),
+    "per_class_accuracy": per_class,
+  }
 
 
-def measure(*, source: str | None = None, target: str | None = None, seed: int | None = None,
-            workdir: str | None = None, candidates: Sequence[str] = (),
-            num_labeled: int = 100, num_permutations: int = 500, out: str | None = None,
-            overwrite: bool = False) -> dict[str, Any]:
+def measure(
+  *,
+  source: str | None = None,
+  target: str | None = None,
+  seed: int | None = None,
+  workdir: str | None = None,
+  candidates: Sequence[str] = (),
+  num_labeled: int = 100,
+  num_permutations: int = 500,
+  out: str | None = None,
+  overwrite: bool = False,
+) -> dict[str, Any]:
   """``dtl-jax measure``: discrepancy of a domain pair and transferability of candidates.
 
   Data: built as the run in ``workdir`` built it (its image size, channels, seed;
@@ -165,9 +202,10 @@ def measure(*, source: str | None = None, target: str | None = None, seed: int |
 
   if out is not None:
     report.prepare_output_dir(out, overwrite=overwrite, what="a measure report")
-  model = variables = None
+  run_model = None
   if workdir:
     config, model, variables, _ = workdir_lib.restore_model(workdir)
+    run_model = (model, variables)
   else:
     config = config_lib.default_config()
     if not (source and target):
@@ -183,9 +221,9 @@ def measure(*, source: str | None = None, target: str | None = None, seed: int |
       raise config_lib.ConfigError(f"--{role}: {e}") from None
   src = run_domain(config, config.data.source)
   tgt = run_domain(config, config.data.target)
-  if model is not None:
-    fs = model_outputs(model, variables, src.x_train, keys=("features",))["features"]
-    ft = model_outputs(model, variables, tgt.x_train, keys=("features",))["features"]
+  if run_model is not None:
+    fs = model_outputs(*run_model, src.x_train, keys=("features",))["features"]
+    ft = model_outputs(*run_model, tgt.x_train, keys=("features",))["features"]
     what = f"features of {workdir}"
   else:
     fs = src.x_train.reshape(len(src.x_train), -1)
@@ -199,27 +237,40 @@ def measure(*, source: str | None = None, target: str | None = None, seed: int |
       o = model_outputs(cand_model, cand_vars, tgt.x_train[:n_l], keys=("features", "probs"))
     except (flax.errors.FlaxError, ValueError, TypeError) as e:
       raise config_lib.ConfigError(
-          f"candidate {str(w)!r} (trained on data.image_size={cand_config.data.image_size}) "
-          f"cannot read the {tgt.input_shape} inputs of {config.data.target!r}: "
-          f"{str(e).splitlines()[0]}") from e
+        f"candidate {str(w)!r} (trained on data.image_size={cand_config.data.image_size}) "
+        f"cannot read the {tgt.input_shape} inputs of {config.data.target!r}: "
+        f"{str(e).splitlines()[0]}"
+      ) from e
     feats[str(w)] = o["features"]
     probs[str(w)] = o["probs"]
   rep = stats.measure_report(
-      np.asarray(fs, np.float32), np.asarray(ft, np.float32),
-      key=jax.random.key(int(config.seed)),
-      target_labels=tgt.y_train[:n_l] if candidates else None,
-      candidates=feats or None, candidate_source_probs=probs or None,
-      num_classes=tgt.num_classes, num_permutations=num_permutations)
-  text = (f"{config.data.source} -> {config.data.target} ({what}, seed {config.seed})\n"
-          + rep.format())
+    np.asarray(fs, np.float32),
+    np.asarray(ft, np.float32),
+    key=jax.random.key(int(config.seed)),
+    target_labels=tgt.y_train[:n_l] if candidates else None,
+    candidates=feats or None,
+    candidate_source_probs=probs or None,
+    num_classes=tgt.num_classes,
+    num_permutations=num_permutations,
+  )
+  text = (
+    f"{config.data.source} -> {config.data.target} ({what}, seed {config.seed})\n" + rep.format()
+  )
   print(text)
-  payload = {"source": config.data.source, "target": config.data.target, "features": what,
-             "seed": int(config.seed), "report": rep.to_dict()}
+  payload = {
+    "source": config.data.source,
+    "target": config.data.target,
+    "features": what,
+    "seed": int(config.seed),
+    "report": rep.to_dict(),
+  }
   if out is not None:
     meta = provenance.run_metadata(seeds=[int(config.seed)])
-    (Path(out) / "measure.json").write_text(json.dumps(
-        report.jsonable({**payload, "metadata": meta}), indent=2) + "\n")
+    (Path(out) / "measure.json").write_text(
+      json.dumps(report.jsonable({**payload, "metadata": meta}), indent=2) + "\n"
+    )
     (Path(out) / "measure.md").write_text(
-        f"# dtl-jax measure\n\n```\n{text}\n```\n\n" + report.metadata_markdown(meta) + "\n")
+      f"# dtl-jax measure\n\n```\n{text}\n```\n\n" + report.metadata_markdown(meta) + "\n"
+    )
     report.finish_output_dir(out, what="measure report")
   return payload

@@ -39,6 +39,7 @@ DEFAULT_OUT = HERE / "results" / "digits_benchmark"
 def enable_compilation_cache(path: str | Path | None = None) -> None:
   """Persistent XLA cache: a method's step compiles once for all seeds and pairs."""
   import jax
+
   path = Path(path or Path.home() / ".cache" / "dtl_jax" / "jax_cache")
   path.mkdir(parents=True, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", str(path))
@@ -46,8 +47,15 @@ def enable_compilation_cache(path: str | Path | None = None) -> None:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def run_config(method: str, source: str, target: str, seed: int, study,
-               overrides: Sequence[str] = (), init_from: str = ""):
+def run_config(
+  method: str,
+  source: str,
+  target: str,
+  seed: int,
+  study,
+  overrides: Sequence[str] = (),
+  init_from: str = "",
+):
   c = config_lib.load_config(f"{RUN_CONFIG}:{'source_only' if method == 'adda' else method}")
   if method == "adda":
     ADDA.adda_stage2(c, init_from)
@@ -93,7 +101,7 @@ def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = Tru
         try:
           c.train.progress = False
           result = fit(c, wd, overwrite=True)
-        except Exception as e:  # noqa: BLE001 - one failing run must not stop the study
+        except Exception as e:
           # One method failing must not lose the others: record it, report it.
           msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
           print(f"    FAILED: {msg}", flush=True)
@@ -103,18 +111,29 @@ def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = Tru
             f.write(json.dumps(rec) + "\n")
           continue
         s = runs_lib.result_summary(result)
-        rec = {"pair": pair, "method": m, "seed": int(seed), "selected": s["selected"],
-               "selected_step": s["selected_step"], "last": s["last"],
-               "oracle": s["oracle"], "source_acc": s["source_acc"],
-               "by_criterion": s["by_criterion"], "seconds": time.perf_counter() - t0,
-               "steps_per_second": result.get("steps_per_second"),
-               "git_commit": provenance.git_commit()}
+        rec = {
+          "pair": pair,
+          "method": m,
+          "seed": int(seed),
+          "selected": s["selected"],
+          "selected_step": s["selected_step"],
+          "last": s["last"],
+          "oracle": s["oracle"],
+          "source_acc": s["source_acc"],
+          "by_criterion": s["by_criterion"],
+          "seconds": time.perf_counter() - t0,
+          "steps_per_second": result.get("steps_per_second"),
+          "git_commit": provenance.git_commit(),
+        }
         done[(pair, m, int(seed))] = rec
         with open(runs_file, "a") as f:
           f.write(json.dumps(rec) + "\n")
         if progress:
-          print(f"    selected {rec['selected']:.1f}  last {rec['last']:.1f}  oracle "
-                f"{rec['oracle']:.1f}  ({rec['seconds']:.0f} s)", flush=True)
+          print(
+            f"    selected {rec['selected']:.1f}  last {rec['last']:.1f}  oracle "
+            f"{rec['oracle']:.1f}  ({rec['seconds']:.0f} s)",
+            flush=True,
+          )
   return list(done.values())
 
 
@@ -141,8 +160,11 @@ def commit_note(runs: list[dict]) -> str:
   parts = []
   for commit, methods in counts.items():
     names = sorted(set(methods))
-    parts.append(f"{commit}: {len(methods)} runs ({', '.join(names)})" if len(names) <= 3
-                 else f"{commit}: {len(methods)} runs")
+    parts.append(
+      f"{commit}: {len(methods)} runs ({', '.join(names)})"
+      if len(names) <= 3
+      else f"{commit}: {len(methods)} runs"
+    )
   return "Runs by code commit: " + "; ".join(parts) + "."
 
 
@@ -170,17 +192,27 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
   meta["study"] = config_lib.config_to_dict(study)
   ok = [r for r in runs if "error" not in r]
   failed = [r for r in runs if "error" in r]
-  rows = report.aggregate_runs(ok, group_keys=("pair", "method"),
-                               value_keys=("selected", "last", "oracle", "seconds"))
+  rows = report.aggregate_runs(
+    ok, group_keys=("pair", "method"), value_keys=("selected", "last", "oracle", "seconds")
+  )
   for r in failed:
     if not any(x["pair"] == r["pair"] and x["method"] == r["method"] for x in rows):
-      rows.append({"pair": r["pair"], "method": r["method"], "n_seeds": 0,
-                   "flag": "FAILED: " + r["error"][:80]})
+      rows.append(
+        {
+          "pair": r["pair"],
+          "method": r["method"],
+          "n_seeds": 0,
+          "flag": "FAILED: " + r["error"][:80],
+        }
+      )
   pair_order = [f"{a}→{b}" for a, b in (p.split("->") for p in study.pairs)]
   method_order = list(study.methods)
-  rows.sort(key=lambda r: (pair_order.index(r["pair"]) if r["pair"] in pair_order else 99,
-                           method_order.index(r["method"]) if r["method"] in method_order
-                           else 99))
+  rows.sort(
+    key=lambda r: (
+      pair_order.index(r["pair"]) if r["pair"] in pair_order else 99,
+      method_order.index(r["method"]) if r["method"] in method_order else 99,
+    )
+  )
   report.flag_negative_transfer(rows, value_key="selected")
   for r in rows:
     if "flag" in r:
@@ -188,54 +220,76 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
     r["flag"] = "NEGATIVE TRANSFER" if r.get("negative_transfer") else ""
     r["delta"] = None if r.get("delta") is None else f"{r['delta']:+.2f}"
     r["seconds"] = None if r.get("seconds") is None else round(r["seconds"][0])
-  columns = [("pair", "shift"), ("method", "method"),
-             ("selected", f"selected ({runs_lib.DEFAULT_SELECTION})"), ("last", "last step"),
-             ("oracle", "ORACLE (target labels)"), ("delta", "Δ selected vs source_only"),
-             ("flag", "flag"), ("n_seeds", "seeds"), ("seconds", "s/run")]
+  columns = [
+    ("pair", "shift"),
+    ("method", "method"),
+    ("selected", f"selected ({runs_lib.DEFAULT_SELECTION})"),
+    ("last", "last step"),
+    ("oracle", "ORACLE (target labels)"),
+    ("delta", "Δ selected vs source_only"),
+    ("flag", "flag"),
+    ("n_seeds", "seeds"),
+    ("seconds", "s/run"),
+  ]
   pairs = list(dict.fromkeys(r["pair"] for r in rows))
   methods = list(dict.fromkeys(r["method"] for r in rows))
   series, errors = {}, {}
   for p in pairs:
-    vals = {r["method"]: r["selected"] for r in rows
-            if r["pair"] == p and r.get("selected") is not None}
+    vals = {
+      r["method"]: r["selected"] for r in rows if r["pair"] == p and r.get("selected") is not None
+    }
     series[p] = [vals[m][0] if m in vals else float("nan") for m in methods]
     errors[p] = [vals[m][1] if m in vals else 0.0 for m in methods]
-  report.bar_plot(out / "digits_benchmark.png", methods, series, errors=errors,
-                  ylabel=f"target test acc. (%), selected by {runs_lib.DEFAULT_SELECTION}",
-                  title="digits benchmark: label-free selected target accuracy "
-                        f"(mean ± std, {len(study.seeds)} seeds)",
-                  footer=report.footer_text(meta))
+  report.bar_plot(
+    out / "digits_benchmark.png",
+    methods,
+    series,
+    errors=errors,
+    ylabel=f"target test acc. (%), selected by {runs_lib.DEFAULT_SELECTION}",
+    title="digits benchmark: label-free selected target accuracy "
+    f"(mean ± std, {len(study.seeds)} seeds)",
+    footer=report.footer_text(meta),
+  )
   planned = len(study.seeds) * len(study.pairs) * len(study.methods)
   notes = [
-      f"Unsupervised domain adaptation on the bundled digits, {len(study.seeds)} seeds "
-      f"{tuple(study.seeds)}, {study.steps} steps per run (32 source + 32 target images "
-      f"of {study.image_size}x{study.image_size} pixels, "
-      "LeNet + 256-d bottleneck, TLlib SGD lr 0.01, momentum 0.9, wd 1e-3; "
-      "`experiments/configs/digits.py`). Every method uses its library defaults "
-      "(TLlib's where they exist); adda = source_only (stage 1) + adversarial target "
-      "encoder (stage 2, Adam lr 2e-4, beta1 0.5: `experiments/configs/adda.py`).",
-      f"Columns (target test accuracy, %, mean ± std over seeds): `selected` = the "
-      f"checkpoint (every {study.eval_every} steps) chosen by the label-free criterion "
-      f"`{runs_lib.DEFAULT_SELECTION}` (DEV, You et al. 2019) — no target label is used; "
-      "`last step`; `ORACLE` = the best checkpoint chosen WITH target labels "
-      "(what much DA code reports; an upper bound, not a valid selection rule). "
-      "`NEGATIVE TRANSFER`: mean selected accuracy below source_only on that shift. "
-      "runs.jsonl has every run and every criterion's choice.",
-      f"Scale: each bundled digits domain has {n_train} training and {n_test} test images "
-      f"(disjoint images between domains), so one test image is {100 / n_test:.2f} "
-      "points and the seed-to-seed spread is large; runs are short (CPU). These are not "
-      "the paper-scale MNIST/USPS/SVHN numbers (see the published-benchmark configs).",
-      commit_note(runs),
+    f"Unsupervised domain adaptation on the bundled digits, {len(study.seeds)} seeds "
+    f"{tuple(study.seeds)}, {study.steps} steps per run (32 source + 32 target images "
+    f"of {study.image_size}x{study.image_size} pixels, "
+    "LeNet + 256-d bottleneck, TLlib SGD lr 0.01, momentum 0.9, wd 1e-3; "
+    "`experiments/configs/digits.py`). Every method uses its library defaults "
+    "(TLlib's where they exist); adda = source_only (stage 1) + adversarial target "
+    "encoder (stage 2, Adam lr 2e-4, beta1 0.5: `experiments/configs/adda.py`).",
+    f"Columns (target test accuracy, %, mean ± std over seeds): `selected` = the "
+    f"checkpoint (every {study.eval_every} steps) chosen by the label-free criterion "
+    f"`{runs_lib.DEFAULT_SELECTION}` (DEV, You et al. 2019) — no target label is used; "
+    "`last step`; `ORACLE` = the best checkpoint chosen WITH target labels "
+    "(what much DA code reports; an upper bound, not a valid selection rule). "
+    "`NEGATIVE TRANSFER`: mean selected accuracy below source_only on that shift. "
+    "runs.jsonl has every run and every criterion's choice.",
+    f"Scale: each bundled digits domain has {n_train} training and {n_test} test images "
+    f"(disjoint images between domains), so one test image is {100 / n_test:.2f} "
+    "points and the seed-to-seed spread is large; runs are short (CPU). These are not "
+    "the paper-scale MNIST/USPS/SVHN numbers (see the published-benchmark configs).",
+    commit_note(runs),
   ]
   if len(runs) < planned:
-    notes.append(f"**Incomplete**: {len(runs)} of the {planned} planned runs finished in the "
-                 "time available on the shared machine (runs go seed by seed, so every "
-                 "method has the same seeds on a shift; the `seeds` column says how many). "
-                 "`python -m experiments.digits_benchmark --continue` completes it.")
-  return report.write_report(out, "digits_benchmark", title="Digits benchmark: every "
-                             "method on three shifts", rows=rows, columns=columns,
-                             metadata=meta, notes=notes, figures=["digits_benchmark.png"],
-                             extra={"runs": runs})
+    notes.append(
+      f"**Incomplete**: {len(runs)} of the {planned} planned runs finished in the "
+      "time available on the shared machine (runs go seed by seed, so every "
+      "method has the same seeds on a shift; the `seeds` column says how many). "
+      "`python -m experiments.digits_benchmark --continue` completes it."
+    )
+  return report.write_report(
+    out,
+    "digits_benchmark",
+    title="Digits benchmark: every method on three shifts",
+    rows=rows,
+    columns=columns,
+    metadata=meta,
+    notes=notes,
+    figures=["digits_benchmark.png"],
+    extra={"runs": runs},
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,13 +297,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--quick", action="store_true", help="tiny CI smoke size")
   p.add_argument("--out", default=str(DEFAULT_OUT))
   p.add_argument("--overwrite", action="store_true", help="replace existing results")
-  p.add_argument("--continue", dest="cont", action="store_true",
-                 help="continue an interrupted study in --out (skips finished runs)")
+  p.add_argument(
+    "--continue",
+    dest="cont",
+    action="store_true",
+    help="continue an interrupted study in --out (skips finished runs)",
+  )
   p.add_argument("--methods", default=None, help="comma-separated subset")
   p.add_argument("--seeds", default=None, help="comma-separated seeds")
-  p.add_argument("--report-only", action="store_true",
-                 help="write the tables from the runs already in --out/runs.jsonl "
-                      "(e.g. after stopping a long study); trains nothing")
+  p.add_argument(
+    "--report-only",
+    action="store_true",
+    help="write the tables from the runs already in --out/runs.jsonl "
+    "(e.g. after stopping a long study); trains nothing",
+  )
   p.add_argument("--no-cache", action="store_true", help="no persistent XLA cache")
   p.add_argument("--no-progress", action="store_true")
   args, rest = p.parse_known_args(argv)
@@ -284,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines()]
     planned = len(study.seeds) * len(study.pairs) * len(study.methods)
     if len(runs) < planned:
-      print(f"digits_benchmark: note: reporting {len(runs)} of {planned} planned runs",
-            file=sys.stderr)
+      print(
+        f"digits_benchmark: note: reporting {len(runs)} of {planned} planned runs", file=sys.stderr
+      )
   else:
     runs = run(study, out=out, overrides=overrides, progress=not args.no_progress)
   paths = write_results(runs, study, out=out)

@@ -24,37 +24,46 @@ from dtl_jax.config import load_config, load_config_module
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "published.py"
 
-EXAMPLES = ("office31:A-W:dann", "office_home:Ar-Cl:cdan_e", "mnist_usps:M-U:adda",
-            "svhn_mnist:S-M:dann")
+EXAMPLES = (
+  "office31:A-W:dann",
+  "office_home:Ar-Cl:cdan_e",
+  "mnist_usps:M-U:adda",
+  "svhn_mnist:S-M:dann",
+)
 
 
 def listing() -> str:
   mod = load_config_module(CONFIG)
-  lines = ["| benchmark | method | paper target acc. (%) | TLlib target acc. (%) "
-           "| example config |", "|---|---|---|---|---|"]
+  lines = [
+    "| benchmark | method | paper target acc. (%) | TLlib target acc. (%) | example config |",
+    "|---|---|---|---|---|",
+  ]
   for bench, methods in mod.REFERENCE.items():
     ex = next(e for e in EXAMPLES if e.startswith(bench + ":"))
     pair = ex.split(":")[1]
     tllib = mod.TLLIB_REFERENCE.get(bench, {})
     for m in list(methods) + [m for m in tllib if m not in methods]:
-      cols = [", ".join(f"{k} {v:.1f}" for k, v in mod.reference(bench, m, source=s).items())
-              or "-" for s in ("paper", "tllib")]
-      lines.append(f"| {bench} | {m} | {cols[0]} | {cols[1]} | "
-                   f"`published.py:{bench}:{pair}:{m}` |")
+      cols = [
+        ", ".join(f"{k} {v:.1f}" for k, v in mod.reference(bench, m, source=s).items()) or "-"
+        for s in ("paper", "tllib")
+      ]
+      lines.append(f"| {bench} | {m} | {cols[0]} | {cols[1]} | `published.py:{bench}:{pair}:{m}` |")
   return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
   p.add_argument("--list", action="store_true", help="print configs and reference numbers")
-  args = p.parse_args(argv)
+  p.parse_args(argv)
   if True:  # --list is the only action
     print(listing())
     for ex in EXAMPLES:
       c = load_config(f"{CONFIG}:{ex}")
-      print(f"\n{ex}: {c.data.source} -> {c.data.target}, {c.model.backbone}, "
-            f"{c.train.num_steps} steps, batch {c.data.batch_size}, pretrained "
-            f"{c.model.pretrained or '-'}")
+      print(
+        f"\n{ex}: {c.data.source} -> {c.data.target}, {c.model.backbone}, "
+        f"{c.train.num_steps} steps, batch {c.data.batch_size}, pretrained "
+        f"{c.model.pretrained or '-'}"
+      )
   return 0
 
 

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
 BENCH_RESULTS = ROOT / "benchmarks" / "results"
 
-_MARKER = re.compile(r"(<!-- generated:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
-                     re.S)
+_MARKER = re.compile(
+  r"(<!-- generated:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S
+)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -48,10 +49,15 @@ def _pm(v: Sequence[float] | None) -> str:
 def _provenance(meta: dict[str, Any]) -> str:
   m = meta.get("machine", {})
   cpu = m.get("cpu_model") or m.get("processor") or "?"
-  cores = (f"{m['cpu_affinity_count']} of {m.get('cpu_count', '?')} cores"
-           if "cpu_affinity_count" in m else f"x{m.get('cpu_count', '?')}")
-  return (f"git {meta.get('git_commit', '?')}, {meta.get('date_utc', '?')} UTC, {cpu} "
-          f"{cores}, jax {meta.get('versions', {}).get('jax', '?')}")
+  cores = (
+    f"{m['cpu_affinity_count']} of {m.get('cpu_count', '?')} cores"
+    if "cpu_affinity_count" in m
+    else f"x{m.get('cpu_count', '?')}"
+  )
+  return (
+    f"git {meta.get('git_commit', '?')}, {meta.get('date_utc', '?')} UTC, {cpu} "
+    f"{cores}, jax {meta.get('versions', {}).get('jax', '?')}"
+  )
 
 
 def demo(root: Path = RESULTS) -> str:
@@ -68,24 +74,31 @@ def demo(root: Path = RESULTS) -> str:
     lines.append("| " + " | ".join(cells) + " |")
   total = d["metadata"].get("total_seconds")
   seeds = ", ".join(str(x) for x in d["metadata"].get("seeds", [])) or "?"
-  lines += ["", f"Seed {seeds}; whole demo "
-            f"{total:.0f} s of wall time; {_provenance(d['metadata'])}."]
+  lines += [
+    "",
+    f"Seed {seeds}; whole demo {total:.0f} s of wall time; {_provenance(d['metadata'])}.",
+  ]
   return "\n".join(lines)
 
 
 def two_moons(root: Path = RESULTS) -> str:
   """Source-only vs DANN on two moons: both settings, mean ± std over seeds."""
-  lines = ["| settings | method | target acc., last step (%) | selected (dev) (%) | seeds |",
-           "|---|---|---:|---:|---:|"]
-  for sub, label in (("two_moons", "library defaults"),
-                     ("two_moons_paper_settings", "paper's shallow net (15 units, λ = 6)")):
+  lines = [
+    "| settings | method | target acc., last step (%) | selected (dev) (%) | seeds |",
+    "|---|---|---:|---:|---:|",
+  ]
+  for sub, label in (
+    ("two_moons", "library defaults"),
+    ("two_moons_paper_settings", "paper's shallow net (15 units, λ = 6)"),
+  ):
     path = root / sub / "two_moons.json"
     if not path.exists():
       continue
     d = _load(path)
     for r in d["rows"]:
-      lines.append(f"| {label} | {r['method']} | {_pm(r['last'])} | {_pm(r['selected'])} | "
-                   f"{r['n_seeds']} |")
+      lines.append(
+        f"| {label} | {r['method']} | {_pm(r['last'])} | {_pm(r['selected'])} | {r['n_seeds']} |"
+      )
   return "\n".join(lines)
 
 
@@ -110,11 +123,14 @@ def digits_benchmark(root: Path = RESULTS) -> str:
   cfg = meta.get("config", {})  # the per-run engine config
   steps = cfg.get("train", {}).get("num_steps", "?")
   size = cfg.get("data", {}).get("domain_kwargs", {}).get("size", "?")
-  lines += ["", f"Target test accuracy (%) at the label-free selected checkpoint (`dev`), "
-            f"mean ± std over seeds {list(meta.get('seeds', []))}; ↓ = below source_only "
-            f"(negative transfer). {steps} steps of {cfg.get('data', {}).get('batch_size', '?')}"
-            f" + {cfg.get('data', {}).get('batch_size', '?')} images, {size}x{size} inputs; "
-            f"{_provenance(meta)}."]
+  lines += [
+    "",
+    f"Target test accuracy (%) at the label-free selected checkpoint (`dev`), "
+    f"mean ± std over seeds {list(meta.get('seeds', []))}; ↓ = below source_only "
+    f"(negative transfer). {steps} steps of {cfg.get('data', {}).get('batch_size', '?')}"
+    f" + {cfg.get('data', {}).get('batch_size', '?')} images, {size}x{size} inputs; "
+    f"{_provenance(meta)}.",
+  ]
   by_commit = [n for n in d.get("notes", []) if n.startswith("Runs by code commit:")]
   if by_commit:  # a study continued after a fix: say which commit ran which runs
     lines[-1] += " " + by_commit[0]
@@ -132,9 +148,13 @@ def transferability(root: Path = RESULTS) -> str:
     lines.append(f"| {n} | " + " | ".join(_pm(by.get((k, n))) for k in nets) + " |")
   base = {r["network"]: r["acc"] for r in d["rows"] if not isinstance(r["n"], int)}
   meta = d["metadata"]
-  lines += ["", "Task-B test accuracy (%), mean ± std over seeds "
-            f"{list(meta.get('seeds', []))}; " + ", ".join(f"{k} {_pm(v)}" for k, v in base.items())
-            + f"; {_provenance(meta)}."]
+  lines += [
+    "",
+    "Task-B test accuracy (%), mean ± std over seeds "
+    f"{list(meta.get('seeds', []))}; "
+    + ", ".join(f"{k} {_pm(v)}" for k, v in base.items())
+    + f"; {_provenance(meta)}.",
+  ]
   return "\n".join(lines)
 
 
@@ -154,15 +174,19 @@ def benchmarks(root: Path = BENCH_RESULTS) -> str:
   if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
   from benchmarks import report  # pylint: disable=g-import-not-at-top
+
   lines = []
   for res in _bench_results(root):
     m = res["machine"]
     threads = m["threads"]["threads"] if isinstance(m["threads"], dict) else m["threads"]
-    lines += [f"**{res['machine_slug']}** ({m['cpu_model']}, {threads} thread(s) for both "
-              f"frameworks; jax {m['jax']}, torch {m['torch']}; git {res.get('git_commit', '?')},"
-              f" started {res['started']}; `benchmarks/results/{res['machine_slug']}/results.md`):",
-              "",
-              "| target | status | detail |", "|---|---|---|"]
+    lines += [
+      f"**{res['machine_slug']}** ({m['cpu_model']}, {threads} thread(s) for both "
+      f"frameworks; jax {m['jax']}, torch {m['torch']}; git {res.get('git_commit', '?')},"
+      f" started {res['started']}; `benchmarks/results/{res['machine_slug']}/results.md`):",
+      "",
+      "| target | status | detail |",
+      "|---|---|---|",
+    ]
     for t in res.get("targets", []):
       lines.append(f"| {t['target']} | **{t['status']}** | {t['detail']} |")
     rows = [r for r in res.get("losses", []) if "error" not in r]
@@ -170,10 +194,14 @@ def benchmarks(root: Path = BENCH_RESULTS) -> str:
       sizes = list(dict.fromkeys((r["d"], r["n"]) for r in rows))
       names = list(dict.fromkeys(r["loss"] for r in rows))
       by = {(r["loss"], r["d"], r["n"]): report.loss_ratios(r) for r in rows}
-      lines += ["", "Loss forward + gradient, JAX speed-up: best PyTorch eager time / JAX time "
-                "(torch.compile time / JAX time in brackets):", "",
-                "| loss | " + " | ".join(f"d={d} n={n}" for d, n in sizes) + " |",
-                "|---|" + "---:|" * len(sizes)]
+      lines += [
+        "",
+        "Loss forward + gradient, JAX speed-up: best PyTorch eager time / JAX time "
+        "(torch.compile time / JAX time in brackets):",
+        "",
+        "| loss | " + " | ".join(f"d={d} n={n}" for d, n in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+      ]
       for name in names:
         cells = []
         for d, n in sizes:
@@ -183,22 +211,33 @@ def benchmarks(root: Path = BENCH_RESULTS) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     steps = (res.get("steps") or {}).get("rows", [])
     if steps:
-      lines += ["", "Training step (PyTorch eager time / JAX time; > 1 means JAX is faster):", "",
-                "| step | variant | JAX median | PyTorch eager / JAX |", "|---|---|---:|---:|"]
+      lines += [
+        "",
+        "Training step (PyTorch eager time / JAX time; > 1 means JAX is faster):",
+        "",
+        "| step | variant | JAX median | PyTorch eager / JAX |",
+        "|---|---|---:|---:|",
+      ]
       for row in steps:
         for v in row["variants"]:
           if v.get("status") != "ok" or not v["variant"].startswith("jax"):
             continue
           ratio = v.get("torch_over_this")
-          lines.append(f"| {row['name']} | {v['variant']} | {v['median_s'] * 1e3:.1f} ms | "
-                       + ("–" if ratio is None else f"{ratio:.2f}") + " |")
+          lines.append(
+            f"| {row['name']} | {v['variant']} | {v['median_s'] * 1e3:.1f} ms | "
+            + ("–" if ratio is None else f"{ratio:.2f}")
+            + " |"
+          )
     lines.append("")
   return "\n".join(lines).rstrip()
 
 
 SECTIONS: dict[str, Callable[[], str]] = {
-    "demo": demo, "two_moons": two_moons, "digits_benchmark": digits_benchmark,
-    "transferability": transferability, "benchmarks": benchmarks,
+  "demo": demo,
+  "two_moons": two_moons,
+  "digits_benchmark": digits_benchmark,
+  "transferability": transferability,
+  "benchmarks": benchmarks,
 }
 
 

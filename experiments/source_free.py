@@ -68,8 +68,10 @@ def train_source(source: str, target: str, seed: int, *, steps: int, workdir: st
   """
   from dtl_jax import experiment_utils as eu
   from dtl_jax.train import fit
-  config = eu.digits_config("source_only", source=source, target=target, seed=seed,
-                            steps=steps, eval_every=steps)
+
+  config = eu.digits_config(
+    "source_only", source=source, target=target, seed=seed, steps=steps, eval_every=steps
+  )
   config.train.progress = False
   fit(config, workdir)
   run_config, model, variables, _ = eu.load_run(workdir)
@@ -90,22 +92,34 @@ def _cached(key: tuple, build):
 
 
 def _accuracy(model, variables, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> float:
-  fwd = _cached(("eval", model), lambda: jax.jit(
-      lambda v, x: model.apply(v, x, train=False)["logits"]))
-  pred = np.concatenate([np.asarray(jnp.argmax(fwd(variables, jnp.asarray(x[i:i + batch_size])),
-                                               -1))
-                         for i in range(0, len(x), batch_size)])
+  fwd = _cached(
+    ("eval", model), lambda: jax.jit(lambda v, x: model.apply(v, x, train=False)["logits"])
+  )
+  pred = np.concatenate(
+    [
+      np.asarray(jnp.argmax(fwd(variables, jnp.asarray(x[i : i + batch_size])), -1))
+      for i in range(0, len(x), batch_size)
+    ]
+  )
   return float(np.mean(pred == y) * 100)
 
 
 def _epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
   """Shuffled full batches (the last partial batch is dropped, as the library's sampler)."""
   perm = rng.permutation(n)
-  return [perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+  return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
-def run_tent(model, variables, x: np.ndarray, *, epochs: int, seed: int,
-             batch_size: int = 64, learning_rate: float = 1e-3) -> dict:
+def run_tent(
+  model,
+  variables,
+  x: np.ndarray,
+  *,
+  epochs: int,
+  seed: int,
+  batch_size: int = 64,
+  learning_rate: float = 1e-3,
+) -> dict:
   """Offline Tent: ``epochs`` passes over the unlabeled target training images."""
 
   def build():
@@ -124,23 +138,34 @@ def run_tent(model, variables, x: np.ndarray, *, epochs: int, seed: int,
 def _shot_parts(model, variables, method: SHOT, max_iter: int, learning_rate: float):
   apply = models.make_apply_fn(model)
   labels = params_lib.label_params(
-      variables["params"], [(rx, params_lib.FROZEN) for rx in method.freeze_patterns()]
-      + [(".*", "trainable")])
+    variables["params"],
+    [(rx, params_lib.FROZEN) for rx in method.freeze_patterns()] + [(".*", "trainable")],
+  )
   # SHOT: lr0 * (1 + 10 * iter / max_iter) ** -0.75 with iter counted from 1.
-  schedule = lambda i: learning_rate * (1 + 10 * (i + 1) / max_iter) ** -0.75  # noqa: E731
-  tx = params_lib.make_optimizer(labels, base_tx=optax.sgd(schedule, momentum=0.9,
-                                                            nesterov=True),
-                                 weight_decay={"trainable": 1e-3})
+  schedule = lambda i: learning_rate * (1 + 10 * (i + 1) / max_iter) ** -0.75
+  tx = params_lib.make_optimizer(
+    labels,
+    base_tx=optax.sgd(schedule, momentum=0.9, nesterov=True),
+    weight_decay={"trainable": 1e-3},
+  )
 
   @jax.jit
   def step(params, batch_stats, opt_state, xb, pseudo, key):
 
     def objective(p):
-      out, new_state = apply({"params": p, "batch_stats": batch_stats}, xb, train=True,
-                             rngs={"dropout": key})
-      inputs = SourceFreeInputs(source={}, target=out, labels=jnp.zeros((0,), jnp.int32),
-                                step=jnp.asarray(0), rng=key, source_weights=None,
-                                total_steps=max_iter, target_pseudo_labels=pseudo)
+      out, new_state = apply(
+        {"params": p, "batch_stats": batch_stats}, xb, train=True, rngs={"dropout": key}
+      )
+      inputs = SourceFreeInputs(
+        source={},
+        target=out,
+        labels=jnp.zeros((0,), jnp.int32),
+        step=jnp.asarray(0),
+        rng=key,
+        source_weights=None,
+        total_steps=max_iter,
+        target_pseudo_labels=pseudo,
+      )
       loss, _ = method.loss(inputs)
       return loss, new_state["batch_stats"]
 
@@ -156,14 +181,24 @@ def _shot_parts(model, variables, method: SHOT, max_iter: int, learning_rate: fl
   return tx, step, refresh
 
 
-def run_shot(model, variables, x: np.ndarray, *, method: SHOT, epochs: int, seed: int,
-             batch_size: int = 64, learning_rate: float = 0.01) -> dict:
+def run_shot(
+  model,
+  variables,
+  x: np.ndarray,
+  *,
+  method: SHOT,
+  epochs: int,
+  seed: int,
+  batch_size: int = 64,
+  learning_rate: float = 0.01,
+) -> dict:
   """SHOT's target stage (tim-learn/SHOT ``digit/uda_digit.py`` ``train_target``)."""
   n = len(x)
   max_iter = epochs * (n // batch_size)
-  tx, step, refresh = _cached(("shot", model, repr(method), max_iter, learning_rate),
-                              lambda: _shot_parts(model, variables, method, max_iter,
-                                                  learning_rate))
+  tx, step, refresh = _cached(
+    ("shot", model, repr(method), max_iter, learning_rate),
+    lambda: _shot_parts(model, variables, method, max_iter, learning_rate),
+  )
   params, stats = variables["params"], variables["batch_stats"]
   opt_state = tx.init(params)
   rng = np.random.default_rng([seed, 23])
@@ -175,66 +210,84 @@ def run_shot(model, variables, x: np.ndarray, *, method: SHOT, epochs: int, seed
       pseudo = refresh({"params": params, "batch_stats": stats}, jnp.asarray(x))
     for idx in _epoch_batches(n, batch_size, rng):
       pl = None if pseudo is None else pseudo[jnp.asarray(idx)]
-      params, stats, opt_state, _ = step(params, stats, opt_state, jnp.asarray(x[idx]), pl,
-                                         jax.random.fold_in(key, it))
+      params, stats, opt_state, _ = step(
+        params, stats, opt_state, jnp.asarray(x[idx]), pl, jax.random.fold_in(key, it)
+      )
       it += 1
   return {"params": params, "batch_stats": stats}
 
 
 def _stream(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> list[tuple]:
   idx = np.random.default_rng([seed, 31]).permutation(len(x))
-  return [(x[idx[i:i + batch_size]], y[idx[i:i + batch_size]])
-          for i in range(0, len(x), batch_size)]
+  return [
+    (x[idx[i : i + batch_size]], y[idx[i : i + batch_size]]) for i in range(0, len(x), batch_size)
+  ]
 
 
 # ---------------------------------------------------------------------------- study
 
 
-def run_pair(source: str, target: str, seed: int, *, steps: int, tent_epochs: int,
-             shot_epochs: int) -> dict:
+def run_pair(
+  source: str, target: str, seed: int, *, steps: int, tent_epochs: int, shot_epochs: int
+) -> dict:
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
-    model, variables, load_domain = train_source(source, target, seed, steps=steps,
-                                                 workdir=workdir)
+    model, variables, load_domain = train_source(source, target, seed, steps=steps, workdir=workdir)
     t_source = time.perf_counter() - t0
   dom = load_domain(target)
   x_tr, x_te, y_te = np.asarray(dom.x_train), np.asarray(dom.x_test), np.asarray(dom.y_test)
   acc, secs = {}, {"source_only": t_source}
   adapted = {
-      "source_only": lambda: variables,
-      "adabn": lambda: adabn(model, variables, [x_tr[i:i + 500] for i in range(0, len(x_tr),
-                                                                                  500)]),
-      "tent": lambda: run_tent(model, variables, x_tr, epochs=tent_epochs, seed=seed),
-      "shot_im": lambda: run_shot(model, variables, x_tr, method=SHOT(beta=0.0),
-                                  epochs=shot_epochs, seed=seed),
-      "shot": lambda: run_shot(model, variables, x_tr, method=SHOT(), epochs=shot_epochs,
-                               seed=seed),
+    "source_only": lambda: variables,
+    "adabn": lambda: adabn(model, variables, [x_tr[i : i + 500] for i in range(0, len(x_tr), 500)]),
+    "tent": lambda: run_tent(model, variables, x_tr, epochs=tent_epochs, seed=seed),
+    "shot_im": lambda: run_shot(
+      model, variables, x_tr, method=SHOT(beta=0.0), epochs=shot_epochs, seed=seed
+    ),
+    "shot": lambda: run_shot(model, variables, x_tr, method=SHOT(), epochs=shot_epochs, seed=seed),
   }
   for name, fn in adapted.items():
     t0 = time.perf_counter()
     v = fn()
     acc[name] = _accuracy(model, v, x_te, y_te)
     secs.setdefault(name, time.perf_counter() - t0)
-  stream = _stream(np.concatenate([np.asarray(dom.x_train), x_te]),
-                   np.concatenate([np.asarray(dom.y_train), y_te]), 64, seed)
-  online = {m: online_tta(model, variables, {target: stream}, mode=m).accuracy * 100
-            for m in ONLINE_MODES}
+  stream = _stream(
+    np.concatenate([np.asarray(dom.x_train), x_te]),
+    np.concatenate([np.asarray(dom.y_train), y_te]),
+    64,
+    seed,
+  )
+  online = {
+    m: online_tta(model, variables, {target: stream}, mode=m).accuracy * 100 for m in ONLINE_MODES
+  }
   continual = {}
   if source == "digits" and target == "digits_rot":
     shifts = {}
     for name in CONTINUAL:
       d = load_domain(name)
-      shifts[name] = _stream(np.concatenate([np.asarray(d.x_train), np.asarray(d.x_test)]),
-                             np.concatenate([np.asarray(d.y_train), np.asarray(d.y_test)]),
-                             64, seed)
-    for label, mode, reset in (("source", "source", "shift"), ("norm", "norm", "shift"),
-                               ("tent, reset per shift", "tent", "shift"),
-                               ("tent, continual", "tent", "never")):
+      shifts[name] = _stream(
+        np.concatenate([np.asarray(d.x_train), np.asarray(d.x_test)]),
+        np.concatenate([np.asarray(d.y_train), np.asarray(d.y_test)]),
+        64,
+        seed,
+      )
+    for label, mode, reset in (
+      ("source", "source", "shift"),
+      ("norm", "norm", "shift"),
+      ("tent, reset per shift", "tent", "shift"),
+      ("tent, continual", "tent", "never"),
+    ):
       res = online_tta(model, variables, shifts, mode=mode, reset=reset)
       continual[label] = {k: v * 100 for k, v in res.per_shift.items()}
       continual[label]["all"] = res.accuracy * 100
-  return {"pair": f"{source}->{target}", "seed": seed, "acc": acc, "seconds": secs,
-          "online": online, "continual": continual}
+  return {
+    "pair": f"{source}->{target}",
+    "seed": seed,
+    "acc": acc,
+    "seconds": secs,
+    "online": online,
+    "continual": continual,
+  }
 
 
 def _ms(values: Sequence[float]) -> str:
@@ -245,31 +298,49 @@ def _ms(values: Sequence[float]) -> str:
 def tables(runs: list[dict]) -> str:
   pairs = list(dict.fromkeys(r["pair"] for r in runs))
   seeds = sorted({r["seed"] for r in runs})
-  lines = [f"Offline, target test accuracy (%), mean ± std over seeds {seeds}",
-           "", "| shift | " + " | ".join(METHODS) + " |",
-           "|---|" + "---:|" * len(METHODS)]
+  lines = [
+    f"Offline, target test accuracy (%), mean ± std over seeds {seeds}",
+    "",
+    "| shift | " + " | ".join(METHODS) + " |",
+    "|---|" + "---:|" * len(METHODS),
+  ]
   for p in pairs:
     rs = [r for r in runs if r["pair"] == p]
-    lines.append(f"| {p} | " + " | ".join(_ms([r["acc"][m] for r in rs]) for m in METHODS)
-                 + " |")
-  lines += ["", "Seconds per run (mean, 1 process): "
-            + ", ".join(f"{m} {np.mean([r['seconds'][m] for r in runs]):.1f}" for m in METHODS)]
-  lines += ["", "Online (whole target domain streamed once, batches of 64, scored before "
-            "each update), accuracy (%)", "", "| shift | " + " | ".join(ONLINE_MODES) + " |",
-            "|---|" + "---:|" * len(ONLINE_MODES)]
+    lines.append(f"| {p} | " + " | ".join(_ms([r["acc"][m] for r in rs]) for m in METHODS) + " |")
+  lines += [
+    "",
+    "Seconds per run (mean, 1 process): "
+    + ", ".join(f"{m} {np.mean([r['seconds'][m] for r in runs]):.1f}" for m in METHODS),
+  ]
+  lines += [
+    "",
+    "Online (whole target domain streamed once, batches of 64, scored before "
+    "each update), accuracy (%)",
+    "",
+    "| shift | " + " | ".join(ONLINE_MODES) + " |",
+    "|---|" + "---:|" * len(ONLINE_MODES),
+  ]
   for p in pairs:
     rs = [r for r in runs if r["pair"] == p]
-    lines.append(f"| {p} | " + " | ".join(_ms([r["online"][m] for r in rs])
-                                           for m in ONLINE_MODES) + " |")
+    lines.append(
+      f"| {p} | " + " | ".join(_ms([r["online"][m] for r in rs]) for m in ONLINE_MODES) + " |"
+    )
   cont = [r for r in runs if r["continual"]]
   if cont:
     cols = list(CONTINUAL) + ["all"]
-    lines += ["", "Continual stream from the digits source model (digits->digits_rot runs), "
-              "accuracy (%)", "", "| mode | " + " | ".join(cols) + " |",
-              "|---|" + "---:|" * len(cols)]
+    lines += [
+      "",
+      "Continual stream from the digits source model (digits->digits_rot runs), accuracy (%)",
+      "",
+      "| mode | " + " | ".join(cols) + " |",
+      "|---|" + "---:|" * len(cols),
+    ]
     for label in cont[0]["continual"]:
-      lines.append(f"| {label} | " + " | ".join(_ms([r["continual"][label][c] for r in cont])
-                                                for c in cols) + " |")
+      lines.append(
+        f"| {label} | "
+        + " | ".join(_ms([r["continual"][label][c] for r in cont]) for c in cols)
+        + " |"
+      )
   return "\n".join(lines)
 
 
@@ -290,11 +361,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   t0 = time.perf_counter()
   for source, target in pairs:
     for seed in args.seeds:
-      r = run_pair(source, target, seed, steps=args.steps, tent_epochs=args.tent_epochs,
-                   shot_epochs=args.shot_epochs)
+      r = run_pair(
+        source,
+        target,
+        seed,
+        steps=args.steps,
+        tent_epochs=args.tent_epochs,
+        shot_epochs=args.shot_epochs,
+      )
       runs.append(r)
-      print(f"{r['pair']} seed {seed}: " + ", ".join(f"{m} {r['acc'][m]:.1f}" for m in METHODS),
-            flush=True)
+      print(
+        f"{r['pair']} seed {seed}: " + ", ".join(f"{m} {r['acc'][m]:.1f}" for m in METHODS),
+        flush=True,
+      )
   print()
   print(tables(runs))
   print(f"\ntotal {time.perf_counter() - t0:.0f} s")

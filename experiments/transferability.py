@@ -41,6 +41,7 @@ class LayeredNet(nn.Module):
   Transferable layers are named ``layer1`` .. ``layerL``; the classifier is ``head``
   (always freshly initialized, as the paper's top layer).
   """
+
   conv_features: Sequence[int]
   dense_features: Sequence[int]
   num_classes: int
@@ -68,6 +69,7 @@ def _task(x: np.ndarray, y: np.ndarray, classes: Sequence[int]) -> tuple[np.ndar
 def load_tasks(config) -> dict[str, tuple[np.ndarray, ...]]:
   """Tasks A and B: ``{"A": (x_train, y_train, x_test, y_test), "B": ...}``."""
   from dtl_jax.data.domain import load_domain
+
   dom = load_domain(config.domain, seed=0, size=config.image_size, pool=config.pool)
   out = {}
   for name, classes in (("A", config.classes_a), ("B", config.classes_b)):
@@ -121,14 +123,14 @@ def run(config, *, progress: bool = True) -> dict:
   """Runs the whole study; returns per-seed accuracies and the mean ± std table rows."""
   tasks = load_tasks(config)
   num_layers = len(config.conv_features) + len(config.dense_features)
-  model = LayeredNet(tuple(config.conv_features), tuple(config.dense_features),
-                     len(config.classes_b))
+  model = LayeredNet(
+    tuple(config.conv_features), tuple(config.dense_features), len(config.classes_b)
+  )
   train, accuracy = make_trainer(model, config)
   xb_te, yb_te = jnp.asarray(tasks["B"][2]), jnp.asarray(tasks["B"][3])
   per_seed: dict[str, dict[int, list[float]]] = {}
   base_acc: dict[str, list[float]] = {"baseA (on A)": [], "baseB (on B)": []}
-  conditions = [("BnB", "B", False), ("BnB+", "B", True), ("AnB", "A", False),
-                ("AnB+", "A", True)]
+  conditions = [("BnB", "B", False), ("BnB+", "B", True), ("AnB", "A", False), ("AnB+", "A", True)]
   total = len(config.seeds) * (2 + len(conditions) * num_layers)
   bar = _bar(total, progress)
   t0 = time.time()
@@ -137,9 +139,9 @@ def run(config, *, progress: bool = True) -> dict:
     key = jax.random.key(seed)
     key, ka, kb = jax.random.split(key, 3)
     example = jnp.zeros((1,) + tasks["A"][0].shape[1:], jnp.float32)
-    ones = lambda p: jax.tree.map(jnp.ones_like, p)  # noqa: E731
+    ones = lambda p: jax.tree.map(jnp.ones_like, p)
 
-    def indices(n):
+    def indices(n, rng=rng):
       return jnp.asarray(rng.integers(0, n, size=(config.steps, config.batch_size)))
 
     base = {}
@@ -154,33 +156,43 @@ def run(config, *, progress: bool = True) -> dict:
       for cond, src, finetune in conditions:
         key, k = jax.random.split(key)
         fresh = model.init(k, example)["params"]
-        params = {name: (base[src][name] if _layer_index(name) <= n else fresh[name])
-                  for name in fresh}
-        mask = {name: jax.tree.map(
-            lambda a, frozen=(not finetune and _layer_index(name) <= n):
-            jnp.zeros_like(a) if frozen else jnp.ones_like(a), fresh[name])
-                for name in fresh}
+        params = {
+          name: (base[src][name] if _layer_index(name) <= n else fresh[name]) for name in fresh
+        }
+        mask = {
+          name: jax.tree.map(
+            jnp.zeros_like if not finetune and _layer_index(name) <= n else jnp.ones_like,
+            fresh[name],
+          )
+          for name in fresh
+        }
         trained = train(params, mask, xtr, ytr, indices(len(xtr)))
         if not finetune:  # frozen really is frozen
           for name in fresh:
             if _layer_index(name) <= n:
-              same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), trained[name],
-                                  base[src][name])
+              same = jax.tree.map(
+                lambda a, b: bool(jnp.all(a == b)), trained[name], base[src][name]
+              )
               assert all(jax.tree.leaves(same)), f"{cond} n={n}: frozen {name} changed"
         acc = 100 * float(accuracy(trained, xb_te, yb_te))
         per_seed.setdefault(cond, {}).setdefault(n, []).append(acc)
         bar.update(1)
   bar.close()
-  return {"per_seed": per_seed, "base": base_acc, "num_layers": num_layers,
-          "seconds": time.time() - t0}
+  return {
+    "per_seed": per_seed,
+    "base": base_acc,
+    "num_layers": num_layers,
+    "seconds": time.time() - t0,
+  }
 
 
 def _layer_index(name: str) -> int:
-  return int(name[len("layer"):]) if name.startswith("layer") else 10**9
+  return int(name[len("layer") :]) if name.startswith("layer") else 10**9
 
 
 def _bar(total, enabled):
   from tqdm.auto import tqdm
+
   return tqdm(total=total, desc="transferability", disable=not enabled, unit="net")
 
 
@@ -194,46 +206,61 @@ def write_results(result: dict, config, out: Path) -> dict[str, Path]:
   for cond in ("BnB", "BnB+", "AnB", "AnB+"):
     for n in ns:
       rows.append({"network": cond, "n": n, "acc": report.mean_std(result["per_seed"][cond][n])})
-  series = {c: [report.mean_std(result["per_seed"][c][n])[0] for n in ns]
-            for c in ("BnB", "BnB+", "AnB", "AnB+")}
+  series = {
+    c: [report.mean_std(result["per_seed"][c][n])[0] for n in ns]
+    for c in ("BnB", "BnB+", "AnB", "AnB+")
+  }
   errors = {c: [report.mean_std(result["per_seed"][c][n])[1] for n in ns] for c in series}
   styles = {"BnB": "-o", "BnB+": "--o", "AnB": "-s", "AnB+": "--s"}
   base_b = report.mean_std(result["base"]["baseB (on B)"])[0]
-  report.line_plot(out / "transferability.png", ns, series, errors=errors, styles=styles,
-                   xlabel="n = layers copied from the base network (frozen; '+': fine-tuned)",
-                   ylabel="task B test accuracy (%)",
-                   title=f"Yosinski et al. 2014 on digits (baseB = {base_b:.1f}%)",
-                   footer=report.footer_text(meta))
+  report.line_plot(
+    out / "transferability.png",
+    ns,
+    series,
+    errors=errors,
+    styles=styles,
+    xlabel="n = layers copied from the base network (frozen; '+': fine-tuned)",
+    ylabel="task B test accuracy (%)",
+    title=f"Yosinski et al. 2014 on digits (baseB = {base_b:.1f}%)",
+    footer=report.footer_text(meta),
+  )
   notes = [
-      "Yosinski et al., *How transferable are features in deep neural networks?* "
-      "(NeurIPS 2014), Figure 2 protocol on scikit-learn's digits: task A = digits "
-      f"{tuple(config.classes_a)}, task B = digits {tuple(config.classes_b)} (relabeled), "
-      f"{L} transferable layers (convs {tuple(config.conv_features)}, dense "
-      f"{tuple(config.dense_features)}) + a fresh head; Adam lr {config.learning_rate}, "
-      f"{config.steps} steps of batch {config.batch_size} per network; "
-      f"{len(config.seeds)} seeds (mean ± std over seeds).",
-      "AnB: first n layers from baseA frozen, the rest trained on B. BnB: the same with "
-      "baseB (control). '+': all layers fine-tuned. Frozen layers are checked to be "
-      "bit-identical to the base network after training.",
-      "Scale: the paper uses ImageNet halves and an 8-layer AlexNet; this runs on 1,797 "
-      "8x8 digits upsampled, so absolute numbers are not comparable — the shape of the "
-      "curves (AnB dropping with n, fine-tuning recovering it) is the point.",
-      f"Wall time: {result['seconds']:.0f} s.",
+    "Yosinski et al., *How transferable are features in deep neural networks?* "
+    "(NeurIPS 2014), Figure 2 protocol on scikit-learn's digits: task A = digits "
+    f"{tuple(config.classes_a)}, task B = digits {tuple(config.classes_b)} (relabeled), "
+    f"{L} transferable layers (convs {tuple(config.conv_features)}, dense "
+    f"{tuple(config.dense_features)}) + a fresh head; Adam lr {config.learning_rate}, "
+    f"{config.steps} steps of batch {config.batch_size} per network; "
+    f"{len(config.seeds)} seeds (mean ± std over seeds).",
+    "AnB: first n layers from baseA frozen, the rest trained on B. BnB: the same with "
+    "baseB (control). '+': all layers fine-tuned. Frozen layers are checked to be "
+    "bit-identical to the base network after training.",
+    "Scale: the paper uses ImageNet halves and an 8-layer AlexNet; this runs on 1,797 "
+    "8x8 digits upsampled, so absolute numbers are not comparable — the shape of the "
+    "curves (AnB dropping with n, fine-tuning recovering it) is the point.",
+    f"Wall time: {result['seconds']:.0f} s.",
   ]
-  extra = {"per_seed": {c: {str(n): v for n, v in d.items()}
-                        for c, d in result["per_seed"].items()},
-           "base_per_seed": result["base"]}
-  return report.write_report(out, "transferability", title="How transferable are features "
-                             "(Yosinski et al., 2014) — digits A/B", rows=rows,
-                             columns=[("network", "network"), ("n", "n"),
-                                      ("acc", "task-B test acc. (%)")],
-                             metadata=meta, notes=notes, figures=["transferability.png"],
-                             extra=extra)
+  extra = {
+    "per_seed": {c: {str(n): v for n, v in d.items()} for c, d in result["per_seed"].items()},
+    "base_per_seed": result["base"],
+  }
+  return report.write_report(
+    out,
+    "transferability",
+    title="How transferable are features (Yosinski et al., 2014) — digits A/B",
+    rows=rows,
+    columns=[("network", "network"), ("n", "n"), ("acc", "task-B test acc. (%)")],
+    metadata=meta,
+    notes=notes,
+    figures=["transferability.png"],
+    extra=extra,
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--quick", action="store_true", help="tiny CI smoke size")
   p.add_argument("--out", default=str(DEFAULT_OUT))
   p.add_argument("--overwrite", action="store_true")

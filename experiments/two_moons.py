@@ -41,15 +41,23 @@ def _predictor(result, config):
   state = result["state"]
 
   def fn(x):
-    return evaluation.predict(eval_step, state, np.asarray(x, np.float32), batch_size=4096,
-                              keys=("probs",))["probs"][:, 1]
+    return evaluation.predict(
+      eval_step, state, np.asarray(x, np.float32), batch_size=4096, keys=("probs",)
+    )["probs"][:, 1]
 
   return fn
 
 
-def run(*, seeds: Sequence[int], overrides: Sequence[str], out: Path,
-        progress: bool = True, variant: str = "") -> dict:
+def run(
+  *,
+  seeds: Sequence[int],
+  overrides: Sequence[str],
+  out: Path,
+  progress: bool = True,
+  variant: str = "",
+) -> dict:
   from dtl_jax.data import load_domain
+
   records, panels, configs = [], [], {}
   for m in METHODS:
     for seed in seeds:
@@ -63,63 +71,95 @@ def run(*, seeds: Sequence[int], overrides: Sequence[str], out: Path,
         print(f"two_moons: {m}, seed {seed}", flush=True)
       result = fit(c, out / "runs" / f"{m}_seed{seed}", overwrite=True)
       s = runs.result_summary(result)
-      records.append({"method": m, "seed": int(seed), "last": s["last"],
-                   "selected": s["selected"], "oracle": s["oracle"],
-                   "source_acc": s["source_acc"], "seconds": time.perf_counter() - t0})
+      records.append(
+        {
+          "method": m,
+          "seed": int(seed),
+          "last": s["last"],
+          "selected": s["selected"],
+          "oracle": s["oracle"],
+          "source_acc": s["source_acc"],
+          "seconds": time.perf_counter() - t0,
+        }
+      )
       if seed == seeds[0]:
         src = load_domain(c.data.source, seed=int(seed))
         tgt = load_domain(c.data.target, seed=int(seed))
-        panels.append({"title": f"{'DANN' if m == 'dann' else 'source only'}: "
-                                f"target acc. {s['last']:.1f}%",
-                       "predict": _predictor(result, c), "source_x": src.x_train,
-                       "source_y": src.y_train, "target_x": tgt.x_train})
+        panels.append(
+          {
+            "title": f"{'DANN' if m == 'dann' else 'source only'}: target acc. {s['last']:.1f}%",
+            "predict": _predictor(result, c),
+            "source_x": src.x_train,
+            "source_y": src.y_train,
+            "target_x": tgt.x_train,
+          }
+        )
   return {"runs": records, "panels": panels, "configs": configs}
 
 
-def write_results(res: dict, *, seeds: Sequence[int], out: Path,
-                  variant: str = "") -> dict[str, Path]:
+def write_results(
+  res: dict, *, seeds: Sequence[int], out: Path, variant: str = ""
+) -> dict[str, Path]:
   cfg = res["configs"]["dann"]
   d = cfg.method_kwargs
   meta = provenance.run_metadata(config=cfg, seeds=seeds)
   meta["source_only_config"] = config_lib.config_to_dict(res["configs"]["source_only"])
-  report.decision_boundary_plot(out / "two_moons.png", res["panels"],
-                                footer=report.footer_text(meta))
-  rows = report.aggregate_runs(res["runs"], group_keys=("method",),
-                               value_keys=("last", "selected", "oracle", "source_acc"))
+  report.decision_boundary_plot(
+    out / "two_moons.png", res["panels"], footer=report.footer_text(meta)
+  )
+  rows = report.aggregate_runs(
+    res["runs"], group_keys=("method",), value_keys=("last", "selected", "oracle", "source_acc")
+  )
   for r in rows:
     r["per_seed_last"] = ", ".join(
-        f"{x['last']:.1f}" for x in res["runs"] if x["method"] == r["method"])
-  columns = [("method", "method"), ("last", "target acc., last step (%)"),
-             ("selected", f"target acc., selected ({runs.DEFAULT_SELECTION}) (%)"),
-             ("oracle", "oracle* (%)"), ("source_acc", "source acc. (%)"),
-             ("per_seed_last", "last step, per seed")]
+      f"{x['last']:.1f}" for x in res["runs"] if x["method"] == r["method"]
+    )
+  columns = [
+    ("method", "method"),
+    ("last", "target acc., last step (%)"),
+    ("selected", f"target acc., selected ({runs.DEFAULT_SELECTION}) (%)"),
+    ("oracle", "oracle* (%)"),
+    ("source_acc", "source acc. (%)"),
+    ("per_seed_last", "last step, per seed"),
+  ]
   if variant:
-    setting = (f"The paper's shallow network as stated (Sec. 5.1, Algorithm 1): one hidden "
-               f"layer of {cfg.model.backbone_kwargs.hidden[0]} ReLU units, the domain "
-               f"classifier a logistic regressor on it, λ = {d.hi:g} (constant); plain SGD "
-               f"lr {cfg.optim.learning_rate:g} (not stated in the paper)")
+    setting = (
+      f"The paper's shallow network as stated (Sec. 5.1, Algorithm 1): one hidden "
+      f"layer of {cfg.model.backbone_kwargs.hidden[0]} ReLU units, the domain "
+      f"classifier a logistic regressor on it, λ = {d.hi:g} (constant); plain SGD "
+      f"lr {cfg.optim.learning_rate:g} (not stated in the paper)"
+    )
   else:
-    setting = (f"One hidden layer of {cfg.model.backbone_kwargs.hidden[0]} ReLU units (the "
-               f"representation); DANN's domain classifier {tuple(d.hidden)} ReLU on it "
-               f"through the gradient reversal layer, λ = {d.hi:g} (constant); TLlib SGD lr "
-               f"{cfg.optim.learning_rate:g} (Nesterov 0.9, wd 1e-3, lr decay)")
+    setting = (
+      f"One hidden layer of {cfg.model.backbone_kwargs.hidden[0]} ReLU units (the "
+      f"representation); DANN's domain classifier {tuple(d.hidden)} ReLU on it "
+      f"through the gradient reversal layer, λ = {d.hi:g} (constant); TLlib SGD lr "
+      f"{cfg.optim.learning_rate:g} (Nesterov 0.9, wd 1e-3, lr decay)"
+    )
   notes = [
-      "Ganin et al., *Domain-Adversarial Training of Neural Networks*, JMLR 2016, "
-      "Sec. 5.1 (inter-twinning moons): source = 2 × 150 labeled points (noise 0.1), "
-      "target = an independent draw rotated by 35°, unlabeled. " + setting + ", "
-      f"{cfg.train.num_steps} steps of {cfg.data.batch_size} + {cfg.data.batch_size} "
-      f"points. Target test set: a further independent rotated draw. {len(seeds)} seeds "
-      "(mean ± std).",
-      "The paper shows (Fig. 2) the source-only boundary cutting through the rotated "
-      "target moons and DANN's boundary following them, without a table of numbers; the "
-      "figure is the analogue of its panels for the first seed. *oracle = best target "
-      "accuracy over the evaluated checkpoints (uses target labels; reference only).",
+    "Ganin et al., *Domain-Adversarial Training of Neural Networks*, JMLR 2016, "
+    "Sec. 5.1 (inter-twinning moons): source = 2 × 150 labeled points (noise 0.1), "
+    "target = an independent draw rotated by 35°, unlabeled. " + setting + ", "
+    f"{cfg.train.num_steps} steps of {cfg.data.batch_size} + {cfg.data.batch_size} "
+    f"points. Target test set: a further independent rotated draw. {len(seeds)} seeds "
+    "(mean ± std).",
+    "The paper shows (Fig. 2) the source-only boundary cutting through the rotated "
+    "target moons and DANN's boundary following them, without a table of numbers; the "
+    "figure is the analogue of its panels for the first seed. *oracle = best target "
+    "accuracy over the evaluated checkpoints (uses target labels; reference only).",
   ]
   extra = {"per_seed": res["runs"]}
-  return report.write_report(out, "two_moons", title="Two moons: source only vs DANN "
-                             "(Ganin et al. 2016, Sec. 5.1)", rows=rows, columns=columns,
-                             metadata=meta, notes=notes, figures=["two_moons.png"],
-                             extra=extra)
+  return report.write_report(
+    out,
+    "two_moons",
+    title="Two moons: source only vs DANN (Ganin et al. 2016, Sec. 5.1)",
+    rows=rows,
+    columns=columns,
+    metadata=meta,
+    notes=notes,
+    figures=["two_moons.png"],
+    extra=extra,
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,9 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--out", default=str(DEFAULT_OUT))
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2,3,4)")
-  p.add_argument("--paper", action="store_true",
-                 help="the paper's stated shallow settings (15 units, logistic domain "
-                      "classifier, lambda 6) instead of the default")
+  p.add_argument(
+    "--paper",
+    action="store_true",
+    help="the paper's stated shallow settings (15 units, logistic domain "
+    "classifier, lambda 6) instead of the default",
+  )
   p.add_argument("--no-progress", action="store_true")
   args, rest = p.parse_known_args(argv)
   overrides = [a for a in rest if a.startswith("--config.")]
@@ -140,8 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   seeds = SEEDS if args.seeds is None else tuple(int(s) for s in args.seeds.split(","))
   if args.quick:
     seeds = seeds[:1] if args.seeds is None else seeds
-    overrides = ["train.num_steps=20", "train.eval_every=10", "train.log_every=10",
-                 "train.checkpoint_every=20", *overrides]
+    overrides = [
+      "train.num_steps=20",
+      "train.eval_every=10",
+      "train.log_every=10",
+      "train.checkpoint_every=20",
+      *overrides,
+    ]
   try:
     variant = "-paper" if args.paper else ""
     c = config_lib.load_config(f"{CONFIG}:dann{variant}")
@@ -151,8 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as e:
     print(f"two_moons: error: {e}", file=sys.stderr)
     return 2
-  res = run(seeds=seeds, overrides=overrides, out=out, progress=not args.no_progress,
-            variant=variant)
+  res = run(
+    seeds=seeds, overrides=overrides, out=out, progress=not args.no_progress, variant=variant
+  )
   paths = write_results(res, seeds=seeds, out=out, variant=variant)
   report.finish_output_dir(out, what="two-moons study")
   print(Path(paths["md"]).read_text().split("## Provenance")[0])

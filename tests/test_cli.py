@@ -12,7 +12,7 @@ from dtl_jax import cli, config
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
-CONFIG_SRC = '''
+CONFIG_SRC = """
 from dtl_jax.config import default_config
 
 def get_config(arg=None):
@@ -20,7 +20,7 @@ def get_config(arg=None):
   c.method = arg or "dann"
   c.train.num_steps = 10
   return c
-'''
+"""
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -51,7 +51,8 @@ def test_top_level_help_lists_subcommands(capsys):
 
 def test_split_config_overrides():
   rest, ov = cli._split_config_overrides(
-      ["train", "--config", "c.py", "--config.steps=3", "--config.lr", "0.5", "--resume"])
+    ["train", "--config", "c.py", "--config.steps=3", "--config.lr", "0.5", "--resume"]
+  )
   assert rest == ["train", "--config", "c.py", "--resume"]
   assert ov == ["steps=3", "lr=0.5"]
 
@@ -64,22 +65,30 @@ def config_file(tmp_path):
 
 
 def test_show_config_applies_overrides(capsys, config_file):
-  code, out, _ = _run(capsys, ["train", "--config", f"{config_file}:jan",
-                               "--config.train.num_steps=7", "--show-config"])
+  code, out, _ = _run(
+    capsys,
+    ["train", "--config", f"{config_file}:jan", "--config.train.num_steps=7", "--show-config"],
+  )
   assert code == 0
   assert "num_steps: 7" in out and "method: jan" in out
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["--config.train.num_stepz=3"], "unknown config key 'train.num_stepz' (did you mean "
-                                     "train.num_steps"),
+@pytest.mark.parametrize(
+  "argv,match",
+  [
+    (
+      ["--config.train.num_stepz=3"],
+      "unknown config key 'train.num_stepz' (did you mean train.num_steps",
+    ),
     (["--config.train.num_steps=fast"], "'train.num_steps' expects an integer"),
     (["--config.optim.learning_rate=-1"], "optim.learning_rate must be > 0, got -1.0"),
     (["--config.data.target=nowhere"], "data.target: unknown domain name 'nowhere'"),
-])
+  ],
+)
 def test_bad_override_is_one_line_error(capsys, config_file, tmp_path, argv, match):
-  code, out, err = _run(capsys, ["train", "--config", str(config_file), "--workdir",
-                                 str(tmp_path / "w"), *argv])
+  code, out, err = _run(
+    capsys, ["train", "--config", str(config_file), "--workdir", str(tmp_path / "w"), *argv]
+  )
   assert code == 2
   assert err.startswith("dtl-jax: error: ") and match in err
   assert err.count("\n") == 1
@@ -87,8 +96,9 @@ def test_bad_override_is_one_line_error(capsys, config_file, tmp_path, argv, mat
 
 
 def test_missing_config_file(capsys, tmp_path):
-  code, _, err = _run(capsys, ["train", "--config", str(tmp_path / "none.py"),
-                               "--workdir", str(tmp_path / "w")])
+  code, _, err = _run(
+    capsys, ["train", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path / "w")]
+  )
   assert code == 2 and "does not exist" in err and err.count("\n") == 1
 
 
@@ -119,15 +129,26 @@ def test_workdir_with_other_config_is_refused_and_untouched(capsys, config_file,
 # ----------------------------------------------------------- end to end, tiny sizes
 
 DIGITS = "experiments/configs/digits.py"
-TINY = ["--config.train.num_steps=2", "--config.train.eval_every=1",
-        "--config.train.checkpoint_every=2", "--config.train.log_every=1",
-        "--config.data.batch_size=8"]
+TINY = [
+  "--config.train.num_steps=2",
+  "--config.train.eval_every=1",
+  "--config.train.checkpoint_every=2",
+  "--config.train.log_every=1",
+  "--config.data.batch_size=8",
+]
 
 
 def test_train_eval_and_workdir_rules(capsys, tmp_path):
   w = tmp_path / "run"
-  argv = ["train", "--config", f"{ROOT / DIGITS}:source_only", *TINY, "--workdir", str(w),
-          "--no-progress"]
+  argv = [
+    "train",
+    "--config",
+    f"{ROOT / DIGITS}:source_only",
+    *TINY,
+    "--workdir",
+    str(w),
+    "--no-progress",
+  ]
   assert cli.main(argv) == 0
   out = capsys.readouterr().out
   assert "target acc. at the last step" in out
@@ -154,8 +175,16 @@ def test_train_eval_and_workdir_rules(capsys, tmp_path):
 
 def test_demo_tiny_is_deterministic_and_never_clobbers(capsys, tmp_path):
   out = tmp_path / "demo"
-  argv = ["demo", "--methods", "source_only,deep_coral", "--steps", "2", "--out", str(out),
-          "--no-progress"]
+  argv = [
+    "demo",
+    "--methods",
+    "source_only,deep_coral",
+    "--steps",
+    "2",
+    "--out",
+    str(out),
+    "--no-progress",
+  ]
   assert cli.main(argv) == 0
   printed = capsys.readouterr().out
   assert "oracle*" in printed and "deep_coral" in printed
@@ -169,7 +198,7 @@ def test_demo_tiny_is_deterministic_and_never_clobbers(capsys, tmp_path):
   assert json.loads((out / "demo.json").read_text()) == first
   assert cli.main(argv + ["--overwrite"]) == 0
   second = json.loads((out / "demo.json").read_text())
-  strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+  strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
   assert strip(second["rows"]) == strip(first["rows"])
 
 
@@ -184,9 +213,22 @@ def test_tiny_run_is_evaluated_at_its_label_free_pick_and_measured(capsys, tmp_p
   """The README's path through a run: train, evaluate the checkpoint the label-free
   criterion picked (by name, and by its step), measure the run against itself."""
   w = tmp_path / "run"
-  assert cli.main(["train", "--config", f"{ROOT / DIGITS}:dann", "--workdir", str(w),
-                   "--config.train.num_steps=6", "--config.train.eval_every=2",
-                   "--config.data.batch_size=8", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--config",
+        f"{ROOT / DIGITS}:dann",
+        "--workdir",
+        str(w),
+        "--config.train.num_steps=6",
+        "--config.train.eval_every=2",
+        "--config.data.batch_size=8",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   capsys.readouterr()
   result = json.loads((w / "result.json").read_text())
   pick = result["selected"]["dev"]
@@ -201,8 +243,22 @@ def test_tiny_run_is_evaluated_at_its_label_free_pick_and_measured(capsys, tmp_p
   err = capsys.readouterr().err
   assert "no selection 'oracle'" in err and "dev" in err and err.count("\n") == 1
   # measure rebuilds the data as the run did (16x16 digits), so the model fits it.
-  assert cli.main(["measure", "--workdir", str(w), "--candidate", str(w),
-                   "--permutations", "20", "--num-labeled", "50"]) == 0
+  assert (
+    cli.main(
+      [
+        "measure",
+        "--workdir",
+        str(w),
+        "--candidate",
+        str(w),
+        "--permutations",
+        "20",
+        "--num-labeled",
+        "50",
+      ]
+    )
+    == 0
+  )
   out = capsys.readouterr().out
   assert "digits -> digits_m" in out and "logme" in out.lower()
 
@@ -210,20 +266,28 @@ def test_tiny_run_is_evaluated_at_its_label_free_pick_and_measured(capsys, tmp_p
 def test_errors_after_setup_are_one_line(capsys, tmp_path, monkeypatch):
   """A diverged run, an unwritable run directory and a model that does not fit its data
   print one `dtl-jax: error:` line with status 2, not a traceback."""
-  base = ["train", "--config", f"{ROOT / DIGITS}:source_only", "--config.train.num_steps=4",
-          "--config.train.log_every=2", "--no-progress"]
-  code, _, err = _run(capsys, [*base, "--config.optim.learning_rate=1e30",
-                               "--workdir", str(tmp_path / "nan")])
+  base = [
+    "train",
+    "--config",
+    f"{ROOT / DIGITS}:source_only",
+    "--config.train.num_steps=4",
+    "--config.train.log_every=2",
+    "--no-progress",
+  ]
+  code, _, err = _run(
+    capsys, [*base, "--config.optim.learning_rate=1e30", "--workdir", str(tmp_path / "nan")]
+  )
   assert code == 2 and err.startswith("dtl-jax: error: training diverged: loss is NaN/Inf")
   assert err.count("\n") == 1
-  code, _, err = _run(capsys, [*base, "--config.data.image_size=8",
-                               "--workdir", str(tmp_path / "small")])
+  code, _, err = _run(
+    capsys, [*base, "--config.data.image_size=8", "--workdir", str(tmp_path / "small")]
+  )
   assert code == 2 and err.count("\n") == 1
   assert "backbone 'lenet' cannot take inputs of shape (8, 8, 3)" in err
   assert not (tmp_path / "small").exists()
   ro = tmp_path / "ro"
   ro.mkdir()
-  if os.geteuid() == 0:   # root ignores file modes: make the file system refuse instead
+  if os.geteuid() == 0:  # root ignores file modes: make the file system refuse instead
     real_mkdir = pathlib.Path.mkdir
 
     def refuse(self, *args, **kwargs):

@@ -7,7 +7,7 @@ import pytest
 
 from dtl_jax import config as C
 
-CONFIG_SRC = '''
+CONFIG_SRC = """
 import ml_collections
 
 def get_config(arg=None):
@@ -19,7 +19,7 @@ def get_config(arg=None):
   c.hidden = (16, 16)
   c.optim = ml_collections.ConfigDict({"name": "sgd", "momentum": 0.9})
   return c
-'''
+"""
 
 
 @pytest.fixture
@@ -42,7 +42,9 @@ def test_default_config_is_the_schema_and_valid():
     assert f"{key.name} = {key.default!r}" in text
 
 
-@pytest.mark.parametrize("key,value,match", [
+@pytest.mark.parametrize(
+  "key,value,match",
+  [
     ("optim.learning_rate", -0.1, r"optim.learning_rate must be > 0, got -0.1"),
     ("data.batch_size", 0, r"data.batch_size must be > 0, got 0"),
     ("data.source_val_fraction", 1.0, r"data.source_val_fraction must be in \[0, 1\)"),
@@ -57,9 +59,10 @@ def test_default_config_is_the_schema_and_valid():
     ("init_from", "/no/run", r"init_from: '/no/run' is not a run directory"),
     ("optim.learning_rate", float("nan"), r"optim.learning_rate must be finite"),
     ("train.num_steps", 1.5, r"train.num_steps must be an integer, got 1.5"),
-])
+  ],
+)
 def test_validate_names_the_key(key, value, match):
-  d = C.config_to_dict(C.default_config())   # e.g. a hand-edited config.json
+  d = C.config_to_dict(C.default_config())  # e.g. a hand-edited config.json
   group, _, name = key.rpartition(".")
   (d[group] if group else d)[name] = value
   c = ml_collections.ConfigDict(d)
@@ -71,8 +74,11 @@ def test_validate_names_the_key(key, value, match):
 def test_validate_catches_unknown_and_missing_keys():
   c = C.default_config()
   c.train.num_stepz = 3
-  with pytest.raises(C.ConfigError, match=r"unknown config key 'train.num_stepz' \(did you mean "
-                     r"train.num_steps"):
+  with pytest.raises(
+    C.ConfigError,
+    match=r"unknown config key 'train.num_stepz' \(did you mean "
+    r"train.num_steps",
+  ):
     C.validate(c)
   c = C.default_config()
   del c.optim["b1"]
@@ -120,8 +126,17 @@ def test_load_config_errors(tmp_path):
 
 def test_overrides_types(config_path):
   c = C.load_config(config_path)
-  C.apply_overrides(c, ["steps=7", "--config.lr=1", "optim.momentum=0.5",
-                        "use_bn=false", "hidden=(8,4,2)", "method=cdan"])
+  C.apply_overrides(
+    c,
+    [
+      "steps=7",
+      "--config.lr=1",
+      "optim.momentum=0.5",
+      "use_bn=false",
+      "hidden=(8,4,2)",
+      "method=cdan",
+    ],
+  )
   assert c.steps == 7 and isinstance(c.steps, int)
   assert c.lr == 1.0 and isinstance(c.lr, float)
   assert c.optim.momentum == 0.5 and c.use_bn is False
@@ -130,8 +145,15 @@ def test_overrides_types(config_path):
 
 def test_overrides_may_add_keys_to_free_form_dicts_only():
   c = C.default_config()
-  C.apply_overrides(c, ["method_kwargs.trade_off=0.3", "data.domain_kwargs.channels=3",
-                        "model.backbone_kwargs.dropout=0.0", "optim.multipliers.head=2"])
+  C.apply_overrides(
+    c,
+    [
+      "method_kwargs.trade_off=0.3",
+      "data.domain_kwargs.channels=3",
+      "model.backbone_kwargs.dropout=0.0",
+      "optim.multipliers.head=2",
+    ],
+  )
   assert c.method_kwargs.trade_off == 0.3 and c.data.domain_kwargs.channels == 3
   assert c.model.backbone_kwargs.dropout == 0.0 and c.optim.multipliers.head == 2
   # A second override of an added key keeps its type rules.
@@ -141,14 +163,17 @@ def test_overrides_may_add_keys_to_free_form_dicts_only():
     C.apply_overrides(c, ["optim.trade_off=0.3"])
 
 
-@pytest.mark.parametrize("override,match", [
+@pytest.mark.parametrize(
+  "override,match",
+  [
     ("stepz=3", "unknown config key 'stepz'.*did you mean steps"),
     ("optim.nesterov=true", "unknown config key 'optim.nesterov'"),
     ("steps=0.5", "'steps' expects an integer"),
     ("use_bn=3", "'use_bn' expects true/false"),
     ("lr=fast", "'lr' expects a number"),
     ("steps", "must look like --config.key=value"),
-])
+  ],
+)
 def test_override_errors_are_one_line(config_path, override, match):
   c = C.load_config(config_path)
   with pytest.raises(C.ConfigError, match=match) as e:
@@ -159,6 +184,7 @@ def test_override_errors_are_one_line(config_path, override, match):
 def test_every_config_file_is_valid():
   """The study protocols in experiments/configs/ build valid run configs."""
   import pathlib
+
   root = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "configs"
   for spec in ("digits.py", "digits.py:wdgrl", "two_moons.py:dann", "two_moons.py:dann-paper"):
     c = C.load_config(root / spec if ":" not in spec else f"{root}/{spec}")

@@ -27,8 +27,7 @@ def _flat(tree):
   return {P.path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-FREEZE_LAYER1 = [("backbone/(fc1|bn1)/.*", "frozen"), ("backbone/.*", "backbone"),
-                 (".*", "head")]
+FREEZE_LAYER1 = [("backbone/(fc1|bn1)/.*", "frozen"), ("backbone/.*", "backbone"), (".*", "head")]
 
 
 def test_freeze_layer1_frozen_leaves_bit_identical_trainable_changed():
@@ -36,16 +35,14 @@ def test_freeze_layer1_frozen_leaves_bit_identical_trainable_changed():
   # checked in test_recipes_label_resnet_stages and frozen ResNet BN in tests/models.
   x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 5)), jnp.float32)
   y = jnp.array([0, 1, 2, 1, 0, 2, 2, 1])
-  model = TransferModel(MLP((8, 8, 8), batch_norm=True), Bottleneck(6, dropout=0.0),
-                        Classifier(3))
+  model = TransferModel(MLP((8, 8, 8), batch_norm=True), Bottleneck(6, dropout=0.0), Classifier(3))
   variables = init_variables(model, jax.random.key(0), x)
   labels = P.label_params(variables["params"], FREEZE_LAYER1)
   frozen_bn = P.frozen_bn_from_labels(labels)
   assert frozen_bn == ("backbone/bn1",)
   model = model.clone(frozen_bn=frozen_bn)
   apply_fn = make_apply_fn(model)
-  tx = P.make_optimizer(labels, learning_rate=0.05, multipliers={"backbone": 0.1},
-                        momentum=0.9)
+  tx = P.make_optimizer(labels, learning_rate=0.05, multipliers={"backbone": 0.1}, momentum=0.9)
   params, stats = variables["params"], variables["batch_stats"]
   opt_state = tx.init(params)
 
@@ -55,6 +52,7 @@ def test_freeze_layer1_frozen_leaves_bit_identical_trainable_changed():
       out, new_state = apply_fn({"params": p, "batch_stats": stats}, x, train=True)
       ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], y).mean()
       return ce, new_state["batch_stats"]
+
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_stats, opt_state
@@ -89,7 +87,8 @@ def test_backbone_multiplier_is_exactly_a_tenth_of_head_update():
   params = variables["params"]
   rng = np.random.default_rng(3)
   grads = jax.tree_util.tree_map(
-      lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)
+    lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params
+  )
   lr = 0.37
   all_head = P.label_params(params, [(".*", "head")])
   labels = P.label_params(params, [("backbone/.*", "backbone"), (".*", "head")])
@@ -108,32 +107,42 @@ def test_backbone_multiplier_is_exactly_a_tenth_of_head_update():
 
 
 def test_rules_can_be_passed_directly_and_weight_decay_only_where_asked():
-  params = {"backbone": {"w": jnp.ones((3,), jnp.float32)},
-            "head": {"w": jnp.full((2,), 2.0, jnp.float32)}}
+  params = {
+    "backbone": {"w": jnp.ones((3,), jnp.float32)},
+    "head": {"w": jnp.full((2,), 2.0, jnp.float32)},
+  }
   zero = jax.tree_util.tree_map(jnp.zeros_like, params)
-  tx = P.make_optimizer([("backbone/.*", "backbone"), (".*", "head")], learning_rate=1.0,
-                        weight_decay={"head": 0.5})
+  tx = P.make_optimizer(
+    [("backbone/.*", "backbone"), (".*", "head")], learning_rate=1.0, weight_decay={"head": 0.5}
+  )
   u, _ = tx.update(zero, tx.init(params), params)
   np.testing.assert_array_equal(np.asarray(u["backbone"]["w"]), np.zeros(3, np.float32))
   np.testing.assert_array_equal(np.asarray(u["head"]["w"]), np.full(2, -1.0, np.float32))
 
 
 def test_errors_unlabeled_unmatched_and_bad_options():
-  params = {"backbone": {"conv1": {"kernel": jnp.ones(2)}, "layer1": {"kernel": jnp.ones(2)}},
-            "head": {"fc": {"kernel": jnp.ones(2)}}}
+  params = {
+    "backbone": {"conv1": {"kernel": jnp.ones(2)}, "layer1": {"kernel": jnp.ones(2)}},
+    "head": {"fc": {"kernel": jnp.ones(2)}},
+  }
   with pytest.raises(ValueError, match=r"unlabeled.*\n  head/fc/kernel"):
     P.label_params(params, [("backbone/.*", "backbone")])
-  with pytest.raises(ValueError, match=r"rules\[0\] = \('backbone/layer9/\.\*', 'frozen'\) "
-                     r"matches no parameter"):
+  with pytest.raises(
+    ValueError,
+    match=r"rules\[0\] = \('backbone/layer9/\.\*', 'frozen'\) "
+    r"matches no parameter",
+  ):
     P.label_params(params, [("backbone/layer9/.*", "frozen"), (".*", "head")])
   with pytest.raises(ValueError, match="invalid regex"):
     P.label_params(params, [("(", "x")])
   with pytest.raises(ValueError, match=r"multipliers: unknown label 'backbon'"):
-    P.make_optimizer([("backbone/.*", "backbone"), (".*", "head")], learning_rate=0.1,
-                     multipliers={"backbon": 0.1})
+    P.make_optimizer(
+      [("backbone/.*", "backbone"), (".*", "head")], learning_rate=0.1, multipliers={"backbon": 0.1}
+    )
   with pytest.raises(ValueError, match=r"label 'frozen' is frozen"):
-    P.make_optimizer([("backbone/.*", "frozen"), (".*", "head")], learning_rate=0.1,
-                     multipliers={"frozen": 0.1})
+    P.make_optimizer(
+      [("backbone/.*", "frozen"), (".*", "head")], learning_rate=0.1, multipliers={"frozen": 0.1}
+    )
   with pytest.raises(ValueError, match="learning_rate"):
     P.make_optimizer([(".*", "head")])
   with pytest.raises(ValueError, match=r"k must be in \[0, 5\]"):
@@ -142,8 +151,12 @@ def test_errors_unlabeled_unmatched_and_bad_options():
 
 def test_recipes_label_resnet_stages():
   variables = jax.eval_shape(
-      lambda: init_variables(TransferModel(ResNet18(), None, Classifier(4)), jax.random.key(0),
-                             jnp.ones((1, 32, 32, 3), jnp.float32)))
+    lambda: init_variables(
+      TransferModel(ResNet18(), None, Classifier(4)),
+      jax.random.key(0),
+      jnp.ones((1, 32, 32, 3), jnp.float32),
+    )
+  )
   params = variables["params"]
   recipe = P.freeze_first_k(2)
   lab = _flat(P.label_params(params, recipe.rules))
@@ -162,10 +175,12 @@ def test_recipes_label_resnet_stages():
   assert set(_flat(P.label_params(params, ft.rules)).values()) == {"backbone", "head"}
   # The recipe's frozen_bn regexes select exactly the BN layers of the frozen stages.
   from dtl_jax.models.layers import is_frozen_path
+
   bn_modules = {k.rsplit("/", 1)[0] for k in lab if k.endswith("/scale")}
   for mod in bn_modules:
     assert is_frozen_path(mod.split("/"), recipe.frozen_bn) == bool(
-        re.match(r"backbone/(bn1|layer1/)", mod)), mod
+      re.match(r"backbone/(bn1|layer1/)", mod)
+    ), mod
   # engine layout {"model": ..., "extra": ...}
   engine = P.freeze_first_k(1, params_prefix="model/")
   assert engine.rules[0][0].startswith("model/backbone/")
@@ -173,10 +188,13 @@ def test_recipes_label_resnet_stages():
 
 
 def test_summary_counts_match_sizes():
-  params = {"backbone": {"a": jnp.ones((3, 4)), "b": jnp.ones((5,))},
-            "head": {"fc": jnp.ones((4, 2))}}
-  labels = P.label_params(params, [("backbone/a", "frozen"), ("backbone/.*", "backbone"),
-                                   (".*", "head")])
+  params = {
+    "backbone": {"a": jnp.ones((3, 4)), "b": jnp.ones((5,))},
+    "head": {"fc": jnp.ones((4, 2))},
+  }
+  labels = P.label_params(
+    params, [("backbone/a", "frozen"), ("backbone/.*", "backbone"), (".*", "head")]
+  )
   table = P.summary(params, labels)
   rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
   assert rows["frozen"][1:] == ["frozen", "1", "12"]
@@ -188,17 +206,22 @@ def test_summary_counts_match_sizes():
 
 def test_l2_sp_matches_numpy_and_grad():
   rng = np.random.default_rng(0)
-  params = {"backbone": {"w": rng.standard_normal((3, 4)).astype(np.float32)},
-            "head": {"w": rng.standard_normal((4, 2)).astype(np.float32)},
-            "other": {"w": rng.standard_normal((2,)).astype(np.float32)}}
-  start = {k: {"w": v["w"] + rng.standard_normal(v["w"].shape).astype(np.float32)}
-           for k, v in params.items()}
+  params = {
+    "backbone": {"w": rng.standard_normal((3, 4)).astype(np.float32)},
+    "head": {"w": rng.standard_normal((4, 2)).astype(np.float32)},
+    "other": {"w": rng.standard_normal((2,)).astype(np.float32)},
+  }
+  start = {
+    k: {"w": v["w"] + rng.standard_normal(v["w"].shape).astype(np.float32)}
+    for k, v in params.items()
+  }
   labels = {"backbone": {"w": "backbone"}, "head": {"w": "head"}, "other": {"w": "other"}}
   params_j = jax.tree_util.tree_map(jnp.asarray, params)
-  val = P.l2_sp(params_j, jax.tree_util.tree_map(jnp.asarray, start), labels=labels,
-                alpha=0.1, beta=0.01)
+  val = P.l2_sp(
+    params_j, jax.tree_util.tree_map(jnp.asarray, start), labels=labels, alpha=0.1, beta=0.01
+  )
   b = params["backbone"]["w"].astype(np.float64) - start["backbone"]["w"]
-  expected = 0.05 * np.sum(b ** 2) + 0.005 * np.sum(params["head"]["w"].astype(np.float64) ** 2)
+  expected = 0.05 * np.sum(b**2) + 0.005 * np.sum(params["head"]["w"].astype(np.float64) ** 2)
   assert val.dtype == jnp.float32
   np.testing.assert_allclose(float(val), expected, rtol=1e-6)
   g = jax.grad(lambda p: P.l2_sp(p, start, labels=labels, alpha=0.1, beta=0.01))(params_j)
@@ -224,9 +247,10 @@ def test_tllib_schedule_formula():
 
 def test_sgd_matches_torch_with_multipliers_and_frozen():
   rng = np.random.default_rng(0)
-  params = {"model": {"backbone": {"w": rng.normal(size=(3, 4))},
-                      "head": {"w": rng.normal(size=(4, 2))}},
-            "extra": {"disc": {"w": rng.normal(size=(4,))}, "teacher": {"w": rng.normal(size=(2,))}}}
+  params = {
+    "model": {"backbone": {"w": rng.normal(size=(3, 4))}, "head": {"w": rng.normal(size=(4, 2))}},
+    "extra": {"disc": {"w": rng.normal(size=(4,))}, "teacher": {"w": rng.normal(size=(2,))}},
+  }
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
 
   class E:  # minimal Extra-like specs
@@ -239,19 +263,32 @@ def test_sgd_matches_torch_with_multipliers_and_frozen():
   assert labels["model"]["backbone"]["w"] == "backbone"
   assert labels["extra"]["teacher"]["w"] == "frozen"
   lr, wd, gamma = 0.1, 1e-3, 0.01
-  tx = P.make_optimizer(labels, multipliers={**mults, "backbone": 0.1}, learning_rate=lr,
-                        momentum=0.9, nesterov=True, weight_decay=wd, lr_gamma=gamma)
+  tx = P.make_optimizer(
+    labels,
+    multipliers={**mults, "backbone": 0.1},
+    learning_rate=lr,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=wd,
+    lr_gamma=gamma,
+  )
   opt_state = tx.init(params)
   teacher0 = np.asarray(params["extra"]["teacher"]["w"]).copy()
 
   groups = [("model", "backbone", 0.1), ("model", "head", 1.0), ("extra", "disc", 2.0)]
-  tparams = {g: torch.tensor(np.asarray(params[a][g]["w"]), requires_grad=True)
-             for a, g, _ in groups}
-  topt = torch.optim.SGD([{"params": [tparams[g]], "lr": lr * m} for _, g, m in groups],
-                         lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
+  tparams = {
+    g: torch.tensor(np.asarray(params[a][g]["w"]), requires_grad=True) for a, g, _ in groups
+  }
+  topt = torch.optim.SGD(
+    [{"params": [tparams[g]], "lr": lr * m} for _, g, m in groups],
+    lr=lr,
+    momentum=0.9,
+    weight_decay=wd,
+    nesterov=True,
+  )
   sched = torch.optim.lr_scheduler.LambdaLR(topt, lambda i: (1 + gamma * i) ** -0.75)
 
-  for k in range(4):
+  for _ in range(4):
     grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = jax.tree.map(lambda p, u: p + u, params, updates)
@@ -261,15 +298,18 @@ def test_sgd_matches_torch_with_multipliers_and_frozen():
     topt.step()
     sched.step()
     for a, g, _ in groups:
-      np.testing.assert_allclose(np.asarray(params[a][g]["w"]),
-                                 tparams[g].detach().numpy(), rtol=1e-10, atol=1e-12)
+      np.testing.assert_allclose(
+        np.asarray(params[a][g]["w"]), tparams[g].detach().numpy(), rtol=1e-10, atol=1e-12
+      )
   # frozen teacher: untouched despite gradients and weight decay
   np.testing.assert_array_equal(np.asarray(params["extra"]["teacher"]["w"]), teacher0)
 
 
 def test_frozen_group_is_bit_identical_after_updates():
-  params = {"model": {"backbone": {"w": jnp.ones((3,))}, "head": {"w": jnp.ones((2,))}},
-            "extra": {}}
+  params = {
+    "model": {"backbone": {"w": jnp.ones((3,))}, "head": {"w": jnp.ones((2,))}},
+    "extra": {},
+  }
   rules, _ = P.train_rules(freeze=("backbone/.*",))
   labels = P.label_params(params, rules, allow_unused=True)
   tx = P.make_optimizer(labels, learning_rate=0.5, momentum=0.9, weight_decay=0.1)
@@ -288,8 +328,9 @@ def test_adam_option_and_errors():
   rules, _ = P.train_rules()
   labels = P.label_params(params, rules, allow_unused=True)
   tx = P.make_optimizer(labels, kind="adam", learning_rate=0.1, weight_decay=0.0, lr_gamma=0.0)
-  u, _ = tx.update({"model": {"head": {"w": jnp.array([1.0, -2.0])}}, "extra": {}},
-                   tx.init(params), params)
+  u, _ = tx.update(
+    {"model": {"head": {"w": jnp.array([1.0, -2.0])}}, "extra": {}}, tx.init(params), params
+  )
   # first Adam step is -lr * sign(g)
   np.testing.assert_allclose(np.asarray(u["model"]["head"]["w"]), [-0.1, 0.1], rtol=1e-6)
   with pytest.raises(ValueError, match="kind"):
@@ -309,17 +350,19 @@ def test_adam_betas_reach_the_update():
   rules, _ = P.train_rules()
   labels = P.label_params(params, rules, allow_unused=True)
   lr, b1, b2, eps = 0.1, 0.5, 0.9, 1e-8
-  tx = P.make_optimizer(labels, kind="adam", learning_rate=lr, weight_decay=0.0, lr_gamma=0.0,
-                        b1=b1, b2=b2)
+  tx = P.make_optimizer(
+    labels, kind="adam", learning_rate=lr, weight_decay=0.0, lr_gamma=0.0, b1=b1, b2=b2
+  )
   grads = [np.array([1.0, -2.0]), np.array([3.0, 0.5])]
   state = tx.init(params)
   m = v = np.zeros(2)
   for t, g in enumerate(grads, 1):
-    u, state = tx.update({"model": {"head": {"w": jnp.asarray(g, jnp.float32)}}, "extra": {}},
-                         state, params)
+    u, state = tx.update(
+      {"model": {"head": {"w": jnp.asarray(g, jnp.float32)}}, "extra": {}}, state, params
+    )
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * g * g
-    want = -lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    want = -lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
     np.testing.assert_allclose(np.asarray(u["model"]["head"]["w"]), want, rtol=1e-5)
   for name in ("b1", "b2"):
     with pytest.raises(ValueError, match=name):

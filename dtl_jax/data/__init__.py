@@ -18,22 +18,49 @@ Importing this package is light (NumPy only): scikit-learn is never needed at im
 time, PIL and tensorflow_datasets are imported on first use, TensorFlow never.
 """
 
-from dtl_jax.data import transforms
-from dtl_jax.data.domain import (Domain, available_domains, check_domain_name, domain_options,
-                                 load_domain, load_pair, register_domain, register_prefix)
+# The builders register themselves with the registry in dtl_jax.data.domain.
+from dtl_jax.data import digits, external, toy, transforms  # noqa: F401  (registration)
+from dtl_jax.data.domain import (
+  Domain,
+  available_domains,
+  check_domain_name,
+  domain_options,
+  load_domain,
+  load_pair,
+  register_domain,
+  register_prefix,
+)
 from dtl_jax.data.folder import CorruptImageError, ImageFolder, ImageList, decode_image
 from dtl_jax.data.prefetch import Prefetcher, prefetch
 from dtl_jax.data.sampler import Batch, PairSampler, data_sharding, eval_batches
 from dtl_jax.data.sources import ArraySource, Source, as_source, check_same_classes
 from dtl_jax.data.tfds_source import TFDS_DATASETS, TFDSSource, load_tfds
 
-# The builders register themselves with the registry in dtl_jax.data.domain.
-from dtl_jax.data import digits, external, toy  # noqa: E402,F401  (registration)
-
 __all__ = [
-    "ArraySource", "Batch", "CorruptImageError", "Domain", "ImageFolder", "ImageList",
-    "PairSampler", "Prefetcher", "Source", "TFDSSource", "TFDS_DATASETS", "as_source",
-    "available_domains", "check_domain_name", "check_same_classes", "domain_options", "data_sharding", "decode_image",
-    "eval_batches", "load_domain", "load_pair", "load_tfds", "prefetch",
-    "register_domain", "register_prefix", "transforms",
+  "ArraySource",
+  "Batch",
+  "CorruptImageError",
+  "Domain",
+  "ImageFolder",
+  "ImageList",
+  "PairSampler",
+  "Prefetcher",
+  "Source",
+  "TFDSSource",
+  "TFDS_DATASETS",
+  "as_source",
+  "available_domains",
+  "check_domain_name",
+  "check_same_classes",
+  "domain_options",
+  "data_sharding",
+  "decode_image",
+  "eval_batches",
+  "load_domain",
+  "load_pair",
+  "load_tfds",
+  "prefetch",
+  "register_domain",
+  "register_prefix",
+  "transforms",
 ]

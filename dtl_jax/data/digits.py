@@ -47,8 +47,7 @@ import numpy as np
 
 from dtl_jax.data.domain import Domain, register_domain
 
-DIGITS_DOMAINS = ("digits", "digits_m", "digits_rot", "digits_inv", "digits_thick",
-                  "digits_noisy")
+DIGITS_DOMAINS = ("digits", "digits_m", "digits_rot", "digits_inv", "digits_thick", "digits_noisy")
 _POOLS = ("own", "a", "b", "all")
 _PARTITION_SEED = 1797  # fixed: the partition must not depend on any user seed.
 _TEST_FRACTION = 0.2
@@ -74,6 +73,7 @@ def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
     images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1]
   else:  # pragma: no cover - layout change in a future scikit-learn.
     from sklearn.datasets import load_digits
+
     d = load_digits()
     images, target = d.images, d.target
   images = (images / 16.0).astype(np.float32)
@@ -90,10 +90,12 @@ def _sample_photos() -> tuple[np.ndarray, ...]:
   folder = base and os.path.join(base, "images")
   if folder and os.path.isdir(folder):
     from PIL import Image
+
     names = sorted(f for f in os.listdir(folder) if f.endswith(".jpg"))
     raw = [np.asarray(Image.open(os.path.join(folder, f)).convert("RGB")) for f in names]
   else:  # pragma: no cover
     from sklearn.datasets import load_sample_images
+
     raw = load_sample_images().images
   photos = tuple(np.asarray(im, np.float32) / 255.0 for im in raw)
   for p in photos:
@@ -155,7 +157,7 @@ def _upsample(images: np.ndarray, size: int) -> np.ndarray:
   up = np.einsum("ij,njk,lk->nil", r, images, r, optimize=True)
   out = np.zeros((images.shape[0], size, size), np.float32)
   off = (size - inner) // 2
-  out[:, off:off + inner, off:off + inner] = up
+  out[:, off : off + inner, off : off + inner] = up
   return np.clip(out, 0.0, 1.0)
 
 
@@ -163,8 +165,7 @@ def _rotate(images: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
   """Rotates ``[n, H, W]`` images counter-clockwise about their centre, bilinear."""
   n, h, w = images.shape
   theta = np.deg2rad(angles_deg)[:, None, None]
-  yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2,
-                       indexing="ij")
+  yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
   # Inverse map: output pixel (x, y) samples input at R(-theta) (x, y) (y axis down).
   cos, sin = np.cos(theta), np.sin(theta)
   src_x = cos * xx[None] - sin * yy[None] + (w - 1) / 2
@@ -180,8 +181,9 @@ def _rotate(images: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
     vals = images[batch, np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]
     return np.where(valid, vals, 0.0)
 
-  out = ((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) +
-         fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)))
+  out = (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) + fy * (
+    (1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)
+  )
   return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
@@ -189,8 +191,9 @@ def _dilate(images: np.ndarray) -> np.ndarray:
   """3x3 grey-scale dilation (max filter) of ``[n, H, W]``, zero padding."""
   padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
   h, w = images.shape[1:]
-  return np.max(np.stack([padded[:, i:i + h, j:j + w]
-                          for i in range(3) for j in range(3)]), axis=0)
+  return np.max(
+    np.stack([padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)]), axis=0
+  )
 
 
 def _mnist_m_blend(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -203,7 +206,7 @@ def _mnist_m_blend(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     photo = photos[which[i]]
     top = rng.integers(0, photo.shape[0] - s + 1)
     left = rng.integers(0, photo.shape[1] - s + 1)
-    out[i] = np.abs(images[i][..., None] - photo[top:top + s, left:left + s])
+    out[i] = np.abs(images[i][..., None] - photo[top : top + s, left : left + s])
   return out
 
 
@@ -230,10 +233,16 @@ def _stratified_split(y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
   return rng.permutation(train), rng.permutation(test)
 
 
-def build_digits_domain(name: str, *, seed: int = 0, size: int = 28,
-                        channels: int | None = None, pool: str = "own",
-                        angle_range: tuple[float, float] = (30.0, 60.0),
-                        noise_std: float = 0.3) -> Domain:
+def build_digits_domain(
+  name: str,
+  *,
+  seed: int = 0,
+  size: int = 28,
+  channels: int | None = None,
+  pool: str = "own",
+  angle_range: tuple[float, float] = (30.0, 60.0),
+  noise_std: float = 0.3,
+) -> Domain:
   """Builds one digits domain (prefer :func:`dtl_jax.data.load_domain`, which caches).
 
   Args:
@@ -279,37 +288,46 @@ def build_digits_domain(name: str, *, seed: int = 0, size: int = 28,
   x = _set_channels(x.astype(np.float32), channels)
   tr, te = _stratified_split(y, np.random.default_rng([seed, code, 0]))
   return Domain(
-      name=name, x_train=np.ascontiguousarray(x[tr]), y_train=y[tr].astype(np.int32),
-      x_test=np.ascontiguousarray(x[te]), y_test=y[te].astype(np.int32),
-      num_classes=10, class_names=_CLASS_NAMES, description=_DESCRIPTIONS[name],
-      ids_train=ids[tr], ids_test=ids[te])
+    name=name,
+    x_train=np.ascontiguousarray(x[tr]),
+    y_train=y[tr].astype(np.int32),
+    x_test=np.ascontiguousarray(x[te]),
+    y_test=y[te].astype(np.int32),
+    num_classes=10,
+    class_names=_CLASS_NAMES,
+    description=_DESCRIPTIONS[name],
+    ids_train=ids[tr],
+    ids_test=ids[te],
+  )
 
 
 _DESCRIPTIONS = {
-    "digits": "sklearn digits (8x8 -> 28x28), grayscale",
-    "digits_m": "MNIST-M recipe: |digit - crop of a colour photo|, 3 channels",
-    "digits_rot": "digits rotated by U(30, 60) degrees",
-    "digits_inv": "digits with inverted intensities (1 - x)",
-    "digits_thick": "digits with thick strokes (3x3 dilation)",
-    "digits_noisy": "digits with additive Gaussian noise (std 0.3)",
+  "digits": "sklearn digits (8x8 -> 28x28), grayscale",
+  "digits_m": "MNIST-M recipe: |digit - crop of a colour photo|, 3 channels",
+  "digits_rot": "digits rotated by U(30, 60) degrees",
+  "digits_inv": "digits with inverted intensities (1 - x)",
+  "digits_thick": "digits with thick strokes (3x3 dilation)",
+  "digits_noisy": "digits with additive Gaussian noise (std 0.3)",
 }
 
 
 def _make_builder(name):
-  def builder(*, seed: int = 0, size: int = 28, channels: int | None = None,
-              pool: str = "own", **extra) -> Domain:
-    return build_digits_domain(name, seed=seed, size=size, channels=channels, pool=pool,
-                               **extra)
+  def builder(
+    *, seed: int = 0, size: int = 28, channels: int | None = None, pool: str = "own", **extra
+  ) -> Domain:
+    return build_digits_domain(name, seed=seed, size=size, channels=channels, pool=pool, **extra)
 
   # Expose only the options that this domain accepts (load_domain validates them).
-  params = [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default=d)
-            for p, d in (("seed", 0), ("size", 28), ("channels", None), ("pool", "own"))]
+  params = [
+    inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default=d)
+    for p, d in (("seed", 0), ("size", 28), ("channels", None), ("pool", "own"))
+  ]
   if name == "digits_rot":
-    params.append(inspect.Parameter("angle_range", inspect.Parameter.KEYWORD_ONLY,
-                                    default=(30.0, 60.0)))
+    params.append(
+      inspect.Parameter("angle_range", inspect.Parameter.KEYWORD_ONLY, default=(30.0, 60.0))
+    )
   if name == "digits_noisy":
-    params.append(inspect.Parameter("noise_std", inspect.Parameter.KEYWORD_ONLY,
-                                    default=0.3))
+    params.append(inspect.Parameter("noise_std", inspect.Parameter.KEYWORD_ONLY, default=0.3))
   builder.__signature__ = inspect.Signature(params)
   builder.__name__ = f"build_{name}"
   return builder

@@ -61,18 +61,21 @@ class Domain:
       y = getattr(self, f"y_{split}")
       if x.shape[0] != y.shape[0]:
         raise ValueError(
-            f"Domain {self.name!r}: x_{split} has {x.shape[0]} rows but y_{split} "
-            f"has {y.shape[0]}; they must match.")
+          f"Domain {self.name!r}: x_{split} has {x.shape[0]} rows but y_{split} "
+          f"has {y.shape[0]}; they must match."
+        )
       if y.ndim != 1:
         raise ValueError(f"Domain {self.name!r}: y_{split} must be [n], got {y.shape}.")
       if y.size and (y.min() < 0 or y.max() >= self.num_classes):
         raise ValueError(
-            f"Domain {self.name!r}: y_{split} must lie in [0, {self.num_classes}), got "
-            f"[{y.min()}, {y.max()}].")
+          f"Domain {self.name!r}: y_{split} must lie in [0, {self.num_classes}), got "
+          f"[{y.min()}, {y.max()}]."
+        )
     if len(self.class_names) != self.num_classes:
       raise ValueError(
-          f"Domain {self.name!r}: class_names has {len(self.class_names)} entries, "
-          f"expected num_classes={self.num_classes}.")
+        f"Domain {self.name!r}: class_names has {len(self.class_names)} entries, "
+        f"expected num_classes={self.num_classes}."
+      )
     for field in ("x_train", "y_train", "x_test", "y_test", "ids_train", "ids_test"):
       arr = getattr(self, field)
       if arr is not None:
@@ -98,8 +101,10 @@ class Domain:
     return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
 
   def __repr__(self) -> str:
-    return (f"Domain(name={self.name!r}, train={self.x_train.shape}, "
-            f"test={self.x_test.shape}, num_classes={self.num_classes})")
+    return (
+      f"Domain(name={self.name!r}, train={self.x_train.shape}, "
+      f"test={self.x_test.shape}, num_classes={self.num_classes})"
+    )
 
 
 PairOptions = Callable[[str, str], "tuple[dict[str, Any], dict[str, Any]]"]
@@ -116,8 +121,7 @@ _REGISTRY: dict[str, _Entry] = {}
 _PREFIXES: dict[str, tuple[Callable[[str], Callable[..., Domain]], str]] = {}
 
 
-def register_domain(name: str, description: str = "", *,
-                    pair_options: PairOptions | None = None):
+def register_domain(name: str, description: str = "", *, pair_options: PairOptions | None = None):
   """Decorator registering ``builder(*, seed, **options) -> Domain`` under ``name``.
 
   Builders register themselves (the modules that define them call this when they are
@@ -140,8 +144,9 @@ def register_domain(name: str, description: str = "", *,
   return decorator
 
 
-def register_prefix(prefix: str, description: str,
-                    factory: Callable[[str], Callable[..., Domain]]) -> None:
+def register_prefix(
+  prefix: str, description: str, factory: Callable[[str], Callable[..., Domain]]
+) -> None:
   """Registers a family of names ``<prefix><rest>`` (e.g. ``folder:<path>``).
 
   ``factory(rest)`` returns the builder of one such name; it may raise ``ValueError``
@@ -156,8 +161,7 @@ def available_domains() -> dict[str, str]:
   """Registered domains ``{name: one-line description}``, and the name prefixes
   (``"folder:<path>"``, ``"tfds:<name>"``)."""
   out = {name: e.description for name, e in _REGISTRY.items()}
-  out.update({f"{p}<{'path' if p == 'folder:' else 'name'}>": d
-              for p, (_, d) in _PREFIXES.items()})
+  out.update({f"{p}<{'path' if p == 'folder:' else 'name'}>": d for p, (_, d) in _PREFIXES.items()})
   return dict(sorted(out.items()))
 
 
@@ -166,13 +170,16 @@ def _entry(name: str) -> _Entry:
     return _REGISTRY[name]
   for prefix, (factory, description) in _PREFIXES.items():
     if isinstance(name, str) and name.startswith(prefix):
-      builder = factory(name[len(prefix):])
-      _REGISTRY[name] = _Entry(builder, f"{description}: {name[len(prefix):]}", None)
+      builder = factory(name[len(prefix) :])
+      _REGISTRY[name] = _Entry(builder, f"{description}: {name[len(prefix) :]}", None)
       return _REGISTRY[name]
   known = ", ".join(sorted(_REGISTRY)) or "(none registered)"
   prefixes = " or ".join(f"{p}..." for p in _PREFIXES)
-  raise ValueError(f"unknown domain name {name!r}; available: {known}"
-                   + (f"; or {prefixes}" if prefixes else "") + ".")
+  raise ValueError(
+    f"unknown domain name {name!r}; available: {known}"
+    + (f"; or {prefixes}" if prefixes else "")
+    + "."
+  )
 
 
 def check_domain_name(name: str) -> None:
@@ -182,8 +189,11 @@ def check_domain_name(name: str) -> None:
 
 def domain_options(name: str) -> list[str]:
   """The options (keyword arguments besides ``seed``) domain ``name`` accepts."""
-  return [p.name for p in inspect.signature(_entry(name).builder).parameters.values()
-          if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed"]
+  return [
+    p.name
+    for p in inspect.signature(_entry(name).builder).parameters.values()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed"
+  ]
 
 
 def load_domain(name: str, *, seed: int = 0, **options: Any) -> Domain:
@@ -213,12 +223,10 @@ def load_domain(name: str, *, seed: int = 0, **options: Any) -> Domain:
   allowed = domain_options(name)
   unknown = sorted(set(options) - set(allowed))
   if unknown:
-    raise ValueError(
-        f"domain {name!r} does not accept option(s) {unknown}; accepted: {allowed}.")
+    raise ValueError(f"domain {name!r} does not accept option(s) {unknown}; accepted: {allowed}.")
   if not isinstance(seed, (int, np.integer)) or seed < 0:
     raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
-  frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                        for k, v in options.items()))
+  frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
   return _cached_build(name, int(seed), frozen)
 
 
@@ -233,14 +241,20 @@ def with_channels(domain: Domain, channels: int) -> Domain:
   if c == channels:
     return domain
   if c != 1 or len(domain.input_shape) != 3:
-    raise ValueError(f"cannot turn the {domain.input_shape} inputs of {domain.name!r} into "
-                     f"{channels} channels (only 1 -> {channels} by repetition).")
-  return dataclasses.replace(domain, x_train=np.repeat(domain.x_train, channels, axis=-1),
-                             x_test=np.repeat(domain.x_test, channels, axis=-1))
+    raise ValueError(
+      f"cannot turn the {domain.input_shape} inputs of {domain.name!r} into "
+      f"{channels} channels (only 1 -> {channels} by repetition)."
+    )
+  return dataclasses.replace(
+    domain,
+    x_train=np.repeat(domain.x_train, channels, axis=-1),
+    x_test=np.repeat(domain.x_test, channels, axis=-1),
+  )
 
 
-def load_pair(source: str, target: str, *, seed: int = 0, image_size: int | None = None,
-              **options: Any) -> tuple[Domain, Domain]:
+def load_pair(
+  source: str, target: str, *, seed: int = 0, image_size: int | None = None, **options: Any
+) -> tuple[Domain, Domain]:
   """Loads a source / target pair of domains with the same input shape.
 
   * Two domains of one family get that family's pair defaults (digits: disjoint halves
@@ -286,18 +300,24 @@ def load_pair(source: str, target: str, *, seed: int = 0, image_size: int | None
   src = load_domain(source, seed=seed, **per[source])
   tgt = load_domain(target, seed=seed, **per[target])
   if src.num_classes != tgt.num_classes:
-    raise ValueError(f"{source!r} has {src.num_classes} classes but {target!r} has "
-                     f"{tgt.num_classes}; a pair must share the label space.")
+    raise ValueError(
+      f"{source!r} has {src.num_classes} classes but {target!r} has "
+      f"{tgt.num_classes}; a pair must share the label space."
+    )
   if src.class_names != tgt.class_names:
     only_s = sorted(set(src.class_names) - set(tgt.class_names))
     only_t = sorted(set(tgt.class_names) - set(src.class_names))
-    raise ValueError(f"the class lists of {source!r} and {target!r} differ (only in the "
-                     f"source: {only_s[:10]}; only in the target: {only_t[:10]}); a pair must "
-                     "share its classes, in the same order.")
+    raise ValueError(
+      f"the class lists of {source!r} and {target!r} differ (only in the "
+      f"source: {only_s[:10]}; only in the target: {only_t[:10]}); a pair must "
+      "share its classes, in the same order."
+    )
   if len(src.input_shape) == 3 and len(tgt.input_shape) == 3:
     channels = max(src.input_shape[-1], tgt.input_shape[-1])
     src, tgt = with_channels(src, channels), with_channels(tgt, channels)
   if src.input_shape != tgt.input_shape:
-    raise ValueError(f"input shapes differ: {source!r} {src.input_shape} vs {target!r} "
-                     f"{tgt.input_shape}; set the same image size for both.")
+    raise ValueError(
+      f"input shapes differ: {source!r} {src.input_shape} vs {target!r} "
+      f"{tgt.input_shape}; set the same image size for both."
+    )
   return src, tgt

@@ -40,13 +40,16 @@ def _check_normalize(normalize: str) -> bool:
 def _folder_builder(path: str):
   root = Path(path).expanduser()
   if not root.is_dir():
-    raise ValueError(f"data folder {str(root)!r} does not exist; place the images as "
-                     f"{root}/<class_name>/*.jpg (or {root}/train/... and {root}/val/...), "
-                     "see the README's 'Real datasets' section")
+    raise ValueError(
+      f"data folder {str(root)!r} does not exist; place the images as "
+      f"{root}/<class_name>/*.jpg (or {root}/train/... and {root}/val/...), "
+      "see the README's 'Real datasets' section"
+    )
 
   def build(*, seed: int = 0, size: int = DEFAULT_SIZE, normalize: str = "none") -> Domain:
     del seed  # the split is given by the folder layout
     from dtl_jax.data import folder, transforms
+
     tf = transforms.resize_transform(int(size), normalize_imagenet=_check_normalize(normalize))
     splits = [root / "train", root / "val"] if (root / "train").is_dir() else [root, root]
     arrays: list[tuple[np.ndarray, np.ndarray]] = []
@@ -54,12 +57,22 @@ def _folder_builder(path: str):
     for d in splits:
       src = folder.ImageFolder(str(d), classes=classes, transform=tf)
       classes = src.classes
-      x = (src.get(np.arange(len(src))) if len(src)
-           else np.zeros((0, int(size), int(size), 3), np.float32))
+      x = (
+        src.get(np.arange(len(src)))
+        if len(src)
+        else np.zeros((0, int(size), int(size), 3), np.float32)
+      )
       arrays.append((np.asarray(x, np.float32), np.asarray(src.labels, np.int32)))
-    return Domain(name=f"{FOLDER_PREFIX}{path}", x_train=arrays[0][0], y_train=arrays[0][1],
-                  x_test=arrays[1][0], y_test=arrays[1][1], num_classes=len(classes),
-                  class_names=tuple(classes), description=f"image folder {root}")
+    return Domain(
+      name=f"{FOLDER_PREFIX}{path}",
+      x_train=arrays[0][0],
+      y_train=arrays[0][1],
+      x_test=arrays[1][0],
+      y_test=arrays[1][1],
+      num_classes=len(classes),
+      class_names=tuple(classes),
+      description=f"image folder {root}",
+    )
 
   return build
 
@@ -68,17 +81,23 @@ def _tfds_builder(name: str):
   if not name:
     raise ValueError("tfds: needs a dataset name, e.g. tfds:mnist")
 
-  def build(*, seed: int = 0, size: int = DEFAULT_SIZE, normalize: str = "none",
-            data_dir: str | None = None) -> Domain:
+  def build(
+    *, seed: int = 0, size: int = DEFAULT_SIZE, normalize: str = "none", data_dir: str | None = None
+  ) -> Domain:
     del seed  # TFDS splits are fixed
     from dtl_jax.data import transforms
     from dtl_jax.data.tfds_source import load_tfds
+
     domain = load_tfds(name, data_dir=data_dir, size=int(size), channels=3)
     if not _check_normalize(normalize):
       return domain
     import dataclasses
-    return dataclasses.replace(domain, x_train=transforms.normalize(domain.x_train),
-                               x_test=transforms.normalize(domain.x_test))
+
+    return dataclasses.replace(
+      domain,
+      x_train=transforms.normalize(domain.x_train),
+      x_test=transforms.normalize(domain.x_test),
+    )
 
   return build
 

@@ -31,8 +31,7 @@ import numpy as np
 
 from dtl_jax.data.sources import Transform, _apply, check_same_classes
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff",
-                  ".webp")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class CorruptImageError(ValueError):
@@ -42,6 +41,7 @@ class CorruptImageError(ValueError):
 def decode_image(path: str, *, mode: str = "RGB") -> np.ndarray:
   """Decodes ``path`` with PIL to ``[H, W, C]`` uint8 (``mode`` ``"RGB"`` or ``"L"``)."""
   from PIL import Image
+
   try:
     with Image.open(path) as img:
       img.load()
@@ -78,8 +78,7 @@ class _FileSource:
         except CorruptImageError:
           self.skipped.append(p)
       if self.skipped:
-        logging.warning("skipped %d corrupt image(s), e.g. %s", len(self.skipped),
-                        self.skipped[0])
+        logging.warning("skipped %d corrupt image(s), e.g. %s", len(self.skipped), self.skipped[0])
       self.paths = [self.paths[i] for i in keep]
       self.labels = self.labels[keep]
     if not self.paths:
@@ -104,8 +103,9 @@ class _FileSource:
     """The raw ``[H, W, C]`` uint8 image ``index``."""
     return decode_image(self.paths[index], mode=self.mode)
 
-  def get(self, indices: np.ndarray, *, seeds: np.ndarray | None = None,
-          executor: Any = None) -> np.ndarray:
+  def get(
+    self, indices: np.ndarray, *, seeds: np.ndarray | None = None, executor: Any = None
+  ) -> np.ndarray:
     rows = [int(i) for i in np.asarray(indices)]
     if executor is not None:
       raw = list(executor.map(self.decode, rows))
@@ -116,9 +116,10 @@ class _FileSource:
     shapes = {r.shape for r in raw}
     if len(shapes) > 1:
       raise ValueError(
-          f"images in this batch have different shapes {sorted(shapes)}; pass a "
-          "transform that outputs a fixed size, e.g. "
-          "dtl_jax.data.transforms.resize_transform(224) or train_transform().")
+        f"images in this batch have different shapes {sorted(shapes)}; pass a "
+        "transform that outputs a fixed size, e.g. "
+        "dtl_jax.data.transforms.resize_transform(224) or train_transform()."
+      )
     return np.stack(raw).astype(np.float32) / 255.0
 
 
@@ -140,23 +141,32 @@ class ImageFolder(_FileSource):
     extensions: accepted file suffixes (case-insensitive).
   """
 
-  def __init__(self, root: str, *, classes: Sequence[str] | None = None,
-               transform: Transform | None = None, on_corrupt: str = "raise",
-               allow_empty_classes: bool = False, channels: int = 3,
-               extensions: Sequence[str] = IMG_EXTENSIONS):
+  def __init__(
+    self,
+    root: str,
+    *,
+    classes: Sequence[str] | None = None,
+    transform: Transform | None = None,
+    on_corrupt: str = "raise",
+    allow_empty_classes: bool = False,
+    channels: int = 3,
+    extensions: Sequence[str] = IMG_EXTENSIONS,
+  ):
     root = os.fspath(root)
     if not os.path.isdir(root):
-      raise FileNotFoundError(f"image folder root {root!r} does not exist or is not a "
-                              "directory.")
+      raise FileNotFoundError(f"image folder root {root!r} does not exist or is not a directory.")
     found = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if classes is None:
       classes = found
       if not classes:
-        raise ValueError(f"image folder root {root!r} has no class sub-folders; expected "
-                         "root/<class_name>/<image files>.")
+        raise ValueError(
+          f"image folder root {root!r} has no class sub-folders; expected "
+          "root/<class_name>/<image files>."
+        )
     else:
-      check_same_classes(classes, found, what=("expected classes", f"folders in {root!r}"),
-                         ordered=False)
+      check_same_classes(
+        classes, found, what=("expected classes", f"folders in {root!r}"), ordered=False
+      )
     self.root = root
     self.classes = tuple(classes)
     exts = tuple(e.lower() for e in extensions)
@@ -165,16 +175,18 @@ class ImageFolder(_FileSource):
       files: list[str] = []
       for dirpath, dirnames, filenames in os.walk(os.path.join(root, name)):
         dirnames.sort()
-        files.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                     if f.lower().endswith(exts))
+        files.extend(
+          os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(exts)
+        )
       if not files:
         empty.append(name)
       paths.extend(files)
       labels.extend([label] * len(files))
     if empty and not allow_empty_classes:
       raise ValueError(
-          f"class folder(s) without images under {root!r}: {empty}; remove them, or pass "
-          "allow_empty_classes=True to keep their labels.")
+        f"class folder(s) without images under {root!r}: {empty}; remove them, or pass "
+        "allow_empty_classes=True to keep their labels."
+      )
     self.empty_classes = tuple(empty)
     self.paths = paths
     self.labels = np.asarray(labels, np.int32)
@@ -192,9 +204,16 @@ class ImageList(_FileSource):
     transform, on_corrupt, channels: as :class:`ImageFolder`.
   """
 
-  def __init__(self, list_file: str, *, root: str | None = None,
-               classes: Sequence[str] | None = None, transform: Transform | None = None,
-               on_corrupt: str = "raise", channels: int = 3):
+  def __init__(
+    self,
+    list_file: str,
+    *,
+    root: str | None = None,
+    classes: Sequence[str] | None = None,
+    transform: Transform | None = None,
+    on_corrupt: str = "raise",
+    channels: int = 3,
+  ):
     list_file = os.fspath(list_file)
     if not os.path.isfile(list_file):
       raise FileNotFoundError(f"image list file {list_file!r} does not exist.")
@@ -222,12 +241,15 @@ class ImageList(_FileSource):
     self.classes = tuple(classes)
     bad = np.flatnonzero((labels < 0) | (labels >= len(self.classes)))
     if bad.size:
-      raise ValueError(f"{list_file}: label {labels[bad[0]]} of {paths[bad[0]]!r} is outside "
-                       f"[0, {len(self.classes)}).")
+      raise ValueError(
+        f"{list_file}: label {labels[bad[0]]} of {paths[bad[0]]!r} is outside "
+        f"[0, {len(self.classes)})."
+      )
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
-      raise FileNotFoundError(f"{len(missing)} file(s) listed in {list_file!r} do not exist, "
-                              f"e.g. {missing[:3]}.")
+      raise FileNotFoundError(
+        f"{len(missing)} file(s) listed in {list_file!r} do not exist, e.g. {missing[:3]}."
+      )
     self.root = root
     self.paths = paths
     self.labels = labels

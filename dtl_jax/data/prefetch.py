@@ -17,7 +17,6 @@ _END = object()
 
 
 class _Raised:
-
   def __init__(self, exc: BaseException):
     self.exc = exc
 
@@ -57,8 +56,9 @@ class Prefetcher(Iterator):
   stops the thread.
   """
 
-  def __init__(self, iterable: Iterable, *, buffer_size: int = 2,
-               state_fn: Callable[[Any], dict] | None = None):
+  def __init__(
+    self, iterable: Iterable, *, buffer_size: int = 2, state_fn: Callable[[Any], dict] | None = None
+  ):
     if not isinstance(buffer_size, int) or buffer_size < 1:
       raise ValueError(f"buffer_size must be an int >= 1, got {buffer_size!r}.")
     self._queue: queue.Queue = queue.Queue(maxsize=buffer_size)
@@ -70,8 +70,11 @@ class Prefetcher(Iterator):
     # The thread holds only the queue, the event and the iterator (not ``self``), so
     # an abandoned Prefetcher is garbage-collected and its __del__ stops the thread.
     self._thread = threading.Thread(
-        target=_produce, args=(self._iterator, self._queue, self._stop), daemon=True,
-        name="dtl_jax-prefetch")
+      target=_produce,
+      args=(self._iterator, self._queue, self._stop),
+      daemon=True,
+      name="dtl_jax-prefetch",
+    )
     self._thread.start()
 
   def __iter__(self):

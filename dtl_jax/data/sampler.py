@@ -64,16 +64,21 @@ class Batch(NamedTuple):
 class _Stream:
   """Stateless batch indices of one domain."""
 
-  def __init__(self, n: int, batch_size: int, seed: int, stream: int, drop_last: bool,
-               name: str):
+  def __init__(self, n: int, batch_size: int, seed: int, stream: int, drop_last: bool, name: str):
     if batch_size < 1:
       raise ValueError(f"{name} batch size must be >= 1, got {batch_size}.")
     if drop_last and n < batch_size:
       raise ValueError(
-          f"{name} has {n} examples, fewer than its batch size {batch_size}; lower the "
-          "batch size or use drop_last=False.")
+        f"{name} has {n} examples, fewer than its batch size {batch_size}; lower the "
+        "batch size or use drop_last=False."
+      )
     self.n, self.b, self.seed, self.stream, self.drop_last = (
-        n, batch_size, seed, stream, drop_last)
+      n,
+      batch_size,
+      seed,
+      stream,
+      drop_last,
+    )
     self._perm_cache: dict[int, np.ndarray] = {}
 
   def _perm(self, epoch: int) -> np.ndarray:
@@ -89,7 +94,7 @@ class _Stream:
     if self.drop_last:
       per_epoch = self.n // self.b
       epoch, j = divmod(step, per_epoch)
-      return self._perm(epoch)[j * self.b:(j + 1) * self.b]
+      return self._perm(epoch)[j * self.b : (j + 1) * self.b]
     pos = np.arange(step * self.b, (step + 1) * self.b)
     epochs, within = np.divmod(pos, self.n)
     return np.array([self._perm(int(e))[w] for e, w in zip(epochs, within, strict=True)], np.int64)
@@ -108,8 +113,10 @@ def _get_items(source, idx, seeds, executor):
 
 def _check_divisible(b: int, name: str, d: int) -> None:
   if b % d:
-    raise ValueError(f"{name} ({b}) must be divisible by num_devices ({d}) so that every "
-                     "device gets the same number of examples.")
+    raise ValueError(
+      f"{name} ({b}) must be divisible by num_devices ({d}) so that every "
+      "device gets the same number of examples."
+    )
 
 
 class PairSampler:
@@ -132,15 +139,26 @@ class PairSampler:
     start_step: the first step to yield.
   """
 
-  def __init__(self, source: Any, target: Any = None, *, batch_size: int,
-               target_batch_size: int | None = None, seed: int = 0,
-               drop_last: bool = True, num_devices: int | None = None,
-               sharding: Any = None, source_transform: Transform | None = None,
-               target_transform: Transform | None = None, num_workers: int = 0,
-               start_step: int = 0):
+  def __init__(
+    self,
+    source: Any,
+    target: Any = None,
+    *,
+    batch_size: int,
+    target_batch_size: int | None = None,
+    seed: int = 0,
+    drop_last: bool = True,
+    num_devices: int | None = None,
+    sharding: Any = None,
+    source_transform: Transform | None = None,
+    target_transform: Transform | None = None,
+    num_workers: int = 0,
+    start_step: int = 0,
+  ):
     self.source: Source = as_source(source, "train", transform=source_transform)
     self.target: Source | None = (
-        None if target is None else as_source(target, "train", transform=target_transform))
+      None if target is None else as_source(target, "train", transform=target_transform)
+    )
     if self.target is not None:
       check_same_classes(self.source, self.target)
     if target_batch_size is None:
@@ -165,10 +183,12 @@ class PairSampler:
     self.sharding = sharding
     self.num_workers = num_workers
     self._src = _Stream(len(self.source), batch_size, self.seed, 0, drop_last, "source")
-    self._tgt = (None if self.target is None else _Stream(
-        len(self.target), target_batch_size, self.seed, 1, drop_last, "target"))
-    self._executor = (concurrent.futures.ThreadPoolExecutor(num_workers)
-                      if num_workers else None)
+    self._tgt = (
+      None
+      if self.target is None
+      else _Stream(len(self.target), target_batch_size, self.seed, 1, drop_last, "target")
+    )
+    self._executor = concurrent.futures.ThreadPoolExecutor(num_workers) if num_workers else None
     self.step = int(start_step)
 
   # -- state ----------------------------------------------------------------
@@ -179,8 +199,10 @@ class PairSampler:
   def load_state_dict(self, state: dict):
     """Continues from ``state`` (from :meth:`state_dict`); the seed must match."""
     if int(state["seed"]) != self.seed:
-      raise ValueError(f"state seed {state['seed']} differs from this sampler's seed "
-                       f"{self.seed}; build the sampler with seed={state['seed']}.")
+      raise ValueError(
+        f"state seed {state['seed']} differs from this sampler's seed "
+        f"{self.seed}; build the sampler with seed={state['seed']}."
+      )
     if int(state["step"]) < 0:
       raise ValueError(f"state step must be >= 0, got {state['step']}.")
     self.step = int(state["step"])
@@ -196,6 +218,7 @@ class PairSampler:
       return arr.reshape((self.num_devices, arr.shape[0] // self.num_devices) + arr.shape[1:])
     if self.sharding is not None:
       import jax
+
       return jax.device_put(arr, self.sharding)
     return arr
 
@@ -205,11 +228,12 @@ class PairSampler:
     x_s, y_s = _get_items(self.source, idx, self._src.seeds(step), self._executor)
     x_t = None
     if self._tgt is not None and self.target is not None:
-      x_t = self._layout(self.target.get(self._tgt.indices(step),
-                                         seeds=self._tgt.seeds(step),
-                                         executor=self._executor))
-    return Batch(step=step, x_source=self._layout(x_s), y_source=self._layout(y_s),
-                 x_target=x_t)
+      x_t = self._layout(
+        self.target.get(
+          self._tgt.indices(step), seeds=self._tgt.seeds(step), executor=self._executor
+        )
+      )
+    return Batch(step=step, x_source=self._layout(x_s), y_source=self._layout(y_s), x_target=x_t)
 
   def target_labels(self, step: int) -> np.ndarray:
     """Evaluation / diagnostics only: labels of the target batch at ``step``."""
@@ -262,6 +286,7 @@ def data_sharding(mesh: Any = None, axis_name: str = "data"):
   """``NamedSharding(mesh, P(axis_name))``; ``mesh`` defaults to all devices on one axis."""
   import jax
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
   if mesh is None:
     mesh = Mesh(np.asarray(jax.devices()), (axis_name,))
   if axis_name not in mesh.axis_names:
@@ -269,9 +294,14 @@ def data_sharding(mesh: Any = None, axis_name: str = "data"):
   return NamedSharding(mesh, PartitionSpec(axis_name))
 
 
-def eval_batches(data: Any, *, batch_size: int, split: str = "test",
-                 num_devices: int | None = None, transform: Transform | None = None
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def eval_batches(
+  data: Any,
+  *,
+  batch_size: int,
+  split: str = "test",
+  num_devices: int | None = None,
+  transform: Transform | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """One ordered pass over a labelled split, with fixed-shape padded batches.
 
   Args:
@@ -296,7 +326,7 @@ def eval_batches(data: Any, *, batch_size: int, split: str = "test",
     idx = np.arange(start, min(start + batch_size, n))
     mask: np.ndarray = np.ones(batch_size, np.float32)
     if len(idx) < batch_size:
-      mask[len(idx):] = 0
+      mask[len(idx) :] = 0
       idx = np.concatenate([idx, np.zeros(batch_size - len(idx), idx.dtype)])
     x, y = _get_items(src, idx, np.zeros(batch_size, np.int64), None)
     if num_devices is not None:

@@ -35,12 +35,11 @@ class Source(Protocol):
   num_classes: int
   class_names: tuple[str, ...]
 
-  def __len__(self) -> int:
-    ...
+  def __len__(self) -> int: ...
 
-  def get(self, indices: np.ndarray, *, seeds: np.ndarray | None = None,
-          executor: Any = None) -> np.ndarray:
-    ...
+  def get(
+    self, indices: np.ndarray, *, seeds: np.ndarray | None = None, executor: Any = None
+  ) -> np.ndarray: ...
 
 
 def _apply(transform, examples: Sequence[np.ndarray], seeds, executor):
@@ -48,8 +47,7 @@ def _apply(transform, examples: Sequence[np.ndarray], seeds, executor):
     seeds = np.zeros(len(examples), np.int64)
 
   def one(i):
-    return np.asarray(transform(examples[i], np.random.default_rng(int(seeds[i]))),
-                      np.float32)
+    return np.asarray(transform(examples[i], np.random.default_rng(int(seeds[i]))), np.float32)
 
   if executor is not None:
     out = list(executor.map(one, range(len(examples))))
@@ -69,9 +67,15 @@ class ArraySource:
     transform: optional per-example ``transform(x_i, rng) -> array``.
   """
 
-  def __init__(self, x: np.ndarray, y: np.ndarray, *, num_classes: int | None = None,
-               class_names: Sequence[str] | None = None,
-               transform: Transform | None = None):
+  def __init__(
+    self,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    transform: Transform | None = None,
+  ):
     x = np.asarray(x)
     y = np.asarray(y)
     if y.ndim != 1 or x.shape[0] != y.shape[0]:
@@ -81,44 +85,51 @@ class ArraySource:
     self.x = x
     self.labels = y.astype(np.int32)
     self.num_classes = int(num_classes if num_classes is not None else y.max() + 1)
-    self.class_names = tuple(class_names) if class_names is not None else tuple(
-        str(i) for i in range(self.num_classes))
+    self.class_names = (
+      tuple(class_names)
+      if class_names is not None
+      else tuple(str(i) for i in range(self.num_classes))
+    )
     self.transform = transform
 
   def __len__(self) -> int:
     return int(self.x.shape[0])
 
-  def get(self, indices: np.ndarray, *, seeds: np.ndarray | None = None,
-          executor: Any = None) -> np.ndarray:
+  def get(
+    self, indices: np.ndarray, *, seeds: np.ndarray | None = None, executor: Any = None
+  ) -> np.ndarray:
     indices = np.asarray(indices)
     if self.transform is None:
       return self.x[indices]
     return _apply(self.transform, [self.x[i] for i in indices], seeds, executor)
 
 
-def as_source(data: Any, split: str = "train", *, transform: Transform | None = None
-              ) -> Source:
+def as_source(data: Any, split: str = "train", *, transform: Transform | None = None) -> Source:
   """Turns a Domain (its ``split``), an ``(x, y)`` tuple or a source into a source."""
   from dtl_jax.data.domain import Domain
+
   if isinstance(data, Domain):
     x, y = data.split(split)
-    return ArraySource(x, y, num_classes=data.num_classes, class_names=data.class_names,
-                       transform=transform)
+    return ArraySource(
+      x, y, num_classes=data.num_classes, class_names=data.class_names, transform=transform
+    )
   if isinstance(data, tuple) and len(data) == 2:
     return ArraySource(data[0], data[1], transform=transform)
   if isinstance(data, Source):
     if transform is not None:
-      raise ValueError("transform= applies to a Domain or (x, y); a source already has "
-                       "its own transform.")
+      raise ValueError(
+        "transform= applies to a Domain or (x, y); a source already has its own transform."
+      )
     return data
   raise ValueError(
-      "data must be a Domain, an (x, y) tuple or a source with labels/num_classes/"
-      f"__len__/get, got {type(data).__name__}.")
+    "data must be a Domain, an (x, y) tuple or a source with labels/num_classes/"
+    f"__len__/get, got {type(data).__name__}."
+  )
 
 
-def check_same_classes(source: Any, target: Any, *,
-                       what: tuple[str, str] = ("source", "target"),
-                       ordered: bool = True) -> None:
+def check_same_classes(
+  source: Any, target: Any, *, what: tuple[str, str] = ("source", "target"), ordered: bool = True
+) -> None:
   """Raises ``ValueError`` unless ``source`` and ``target`` share the class list.
 
   Args:
@@ -136,11 +147,14 @@ def check_same_classes(source: Any, target: Any, *,
   only_b = sorted(set(b) - set(a))
   if only_a or only_b:
     raise ValueError(
-        f"class lists differ: only in {what[0]}: {only_a}; only in {what[1]}: {only_b}. "
-        "Source and target must share the class list.")
+      f"class lists differ: only in {what[0]}: {only_a}; only in {what[1]}: {only_b}. "
+      "Source and target must share the class list."
+    )
   if len(a) != len(b):
     raise ValueError(f"class lists differ in length ({len(a)} vs {len(b)}): duplicates?")
   if ordered and a != b:
     i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-    raise ValueError(f"class lists have the same names in a different order: label {i} is "
-                     f"{a[i]!r} in {what[0]} but {b[i]!r} in {what[1]}.")
+    raise ValueError(
+      f"class lists have the same names in a different order: label {i} is "
+      f"{a[i]!r} in {what[0]} but {b[i]!r} in {what[1]}."
+    )

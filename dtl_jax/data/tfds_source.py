@@ -39,12 +39,12 @@ from dtl_jax.data.sources import Transform, _apply
 from dtl_jax.data.transforms import resize
 
 TFDS_DATASETS = {
-    "mnist": ("image", "label", "train", "test"),
-    "svhn_cropped": ("image", "label", "train", "test"),
-    "mnist_corrupted": ("image", "label", "train", "test"),
-    "cifar10": ("image", "label", "train", "test"),
-    "cifar10_corrupted": ("image", "label", "test[:50%]", "test[50%:]"),
-    "domainnet": ("image", "label", "train", "test"),
+  "mnist": ("image", "label", "train", "test"),
+  "svhn_cropped": ("image", "label", "train", "test"),
+  "mnist_corrupted": ("image", "label", "train", "test"),
+  "cifar10": ("image", "label", "train", "test"),
+  "cifar10_corrupted": ("image", "label", "test[:50%]", "test[50%:]"),
+  "domainnet": ("image", "label", "train", "test"),
 }
 
 
@@ -56,8 +56,9 @@ def _spec(name: str, image_key, label_key):
   if image_key and label_key:
     return image_key, label_key, "train", "test"
   raise ValueError(
-      f"unknown TFDS dataset {name!r}: known are {sorted(TFDS_DATASETS)} (with '/<config>' "
-      "where the dataset has configs); for another dataset pass image_key= and label_key=.")
+    f"unknown TFDS dataset {name!r}: known are {sorted(TFDS_DATASETS)} (with '/<config>' "
+    "where the dataset has configs); for another dataset pass image_key= and label_key=."
+  )
 
 
 def open_data_source(name: str, *, split: str, data_dir: str | None = None):
@@ -67,6 +68,7 @@ def open_data_source(name: str, *, split: str, data_dir: str | None = None):
     FileNotFoundError: when the prepared data cannot be opened, with instructions.
   """
   import tensorflow_datasets as tfds
+
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # tfds raises several types here.
@@ -77,11 +79,12 @@ def open_data_source(name: str, *, split: str, data_dir: str | None = None):
         where = f" There is no prepared {base!r} folder under data_dir={str(data_dir)!r}."
     detail = " ".join(str(e).split())
     raise FileNotFoundError(
-        f"cannot open TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}).{where}"
-        f" Prepare it where there is internet access with `tfds build {base} "
-        "--file_format=array_record --data_dir=DIR` (or tfds.builder(...)"
-        ".download_and_prepare(file_format='array_record')), copy DIR here and pass "
-        f"data_dir=DIR. (tfds: {type(e).__name__}: {detail})") from e
+      f"cannot open TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}).{where}"
+      f" Prepare it where there is internet access with `tfds build {base} "
+      "--file_format=array_record --data_dir=DIR` (or tfds.builder(...)"
+      ".download_and_prepare(file_format='array_record')), copy DIR here and pass "
+      f"data_dir=DIR. (tfds: {type(e).__name__}: {detail})"
+    ) from e
 
 
 def _to_float_image(img: np.ndarray, size, channels) -> np.ndarray:
@@ -122,10 +125,18 @@ class TFDSSource:
   instead takes labels from the same records as the images.
   """
 
-  def __init__(self, name: str, *, split: str | None = None, data_dir: str | None = None,
-               image_key: str | None = None, label_key: str | None = None,
-               transform: Transform | None = None, size: int | None = None,
-               channels: int | None = None):
+  def __init__(
+    self,
+    name: str,
+    *,
+    split: str | None = None,
+    data_dir: str | None = None,
+    image_key: str | None = None,
+    label_key: str | None = None,
+    transform: Transform | None = None,
+    size: int | None = None,
+    channels: int | None = None,
+  ):
     self.image_key, self.label_key, default_split, _ = _spec(name, image_key, label_key)
     self.name = name
     self.split = split or default_split
@@ -160,12 +171,13 @@ class TFDSSource:
       out = np.empty(len(self), np.int32)
       for start in range(0, len(self), 1024):
         recs = self._records(range(start, min(start + 1024, len(self))))
-        out[start:start + len(recs)] = [int(r[self.label_key]) for r in recs]
+        out[start : start + len(recs)] = [int(r[self.label_key]) for r in recs]
       self._labels = out
     return self._labels
 
-  def get_items(self, indices: np.ndarray, *, seeds: np.ndarray | None = None,
-                executor: Any = None) -> tuple[np.ndarray, np.ndarray]:
+  def get_items(
+    self, indices: np.ndarray, *, seeds: np.ndarray | None = None, executor: Any = None
+  ) -> tuple[np.ndarray, np.ndarray]:
     """``(x [b, ...] float32, y [b] int32)`` decoded from the same records."""
     recs = self._records(np.asarray(indices))
     images = [np.asarray(r[self.image_key]) for r in recs]
@@ -175,19 +187,30 @@ class TFDSSource:
     xs = [_to_float_image(im, self.size, self.channels) for im in images]
     shapes = {x.shape for x in xs}
     if len(shapes) > 1:
-      raise ValueError(f"TFDS {self.name!r} images have different shapes {sorted(shapes)}; "
-                       "pass size= or a transform.")
+      raise ValueError(
+        f"TFDS {self.name!r} images have different shapes {sorted(shapes)}; "
+        "pass size= or a transform."
+      )
     return np.stack(xs), y
 
-  def get(self, indices: np.ndarray, *, seeds: np.ndarray | None = None,
-          executor: Any = None) -> np.ndarray:
+  def get(
+    self, indices: np.ndarray, *, seeds: np.ndarray | None = None, executor: Any = None
+  ) -> np.ndarray:
     return self.get_items(indices, seeds=seeds, executor=executor)[0]
 
 
-def load_tfds(name: str, *, data_dir: str | None = None, train_split: str | None = None,
-              test_split: str | None = None, size: int | None = None,
-              channels: int | None = None, image_key: str | None = None,
-              label_key: str | None = None, max_examples: int | None = None) -> Domain:
+def load_tfds(
+  name: str,
+  *,
+  data_dir: str | None = None,
+  train_split: str | None = None,
+  test_split: str | None = None,
+  size: int | None = None,
+  channels: int | None = None,
+  image_key: str | None = None,
+  label_key: str | None = None,
+  max_examples: int | None = None,
+) -> Domain:
   """Reads a (small) TFDS dataset fully into an in-memory :class:`Domain`.
 
   For MNIST / SVHN-sized data; use :class:`TFDSSource` with a sampler for large
@@ -211,8 +234,15 @@ def load_tfds(name: str, *, data_dir: str | None = None, train_split: str | None
     raise ValueError(f"max_examples must be >= 1, got {max_examples}.")
   arrays = []
   for split in (train_split or tr, test_split or te):
-    source = TFDSSource(name, split=split, data_dir=data_dir, image_key=image_key,
-                        label_key=label_key, size=size, channels=channels)
+    source = TFDSSource(
+      name,
+      split=split,
+      data_dir=data_dir,
+      image_key=image_key,
+      label_key=label_key,
+      size=size,
+      channels=channels,
+    )
     n = len(source) if max_examples is None else min(len(source), max_examples)
     xs, ys = [], []
     for start in range(0, n, 1024):
@@ -220,6 +250,13 @@ def load_tfds(name: str, *, data_dir: str | None = None, train_split: str | None
       xs.append(x)
       ys.append(y)
     arrays.append((np.concatenate(xs), np.concatenate(ys)))
-  return Domain(name=name, x_train=arrays[0][0], y_train=arrays[0][1],
-                x_test=arrays[1][0], y_test=arrays[1][1], num_classes=source.num_classes,
-                class_names=source.class_names, description=f"TFDS {name}")
+  return Domain(
+    name=name,
+    x_train=arrays[0][0],
+    y_train=arrays[0][1],
+    x_test=arrays[1][0],
+    y_test=arrays[1][1],
+    num_classes=source.num_classes,
+    class_names=source.class_names,
+    description=f"TFDS {name}",
+  )

@@ -33,8 +33,9 @@ from dtl_jax.data.domain import Domain, register_domain
 MOONS_CENTER = np.array([0.5, 0.25])
 
 
-def make_moons(n_per_class: int, *, noise: float, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
+def make_moons(
+  n_per_class: int, *, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
   """Two moons as scikit-learn's ``make_moons(shuffle=False)``: ``[2n, 2]``, ``[2n]``."""
   t = np.linspace(0, np.pi, n_per_class)
   upper = np.stack([np.cos(t), np.sin(t)], axis=1)
@@ -66,11 +67,21 @@ def _moons(name, code, seed, n_per_class, noise, angle):
       x = rotate_2d(x, angle)
     perm = rng.permutation(len(y))
     splits.append((x[perm].astype(np.float32), y[perm]))
-  desc = ("two moons (DANN toy), source" if not angle
-          else f"two moons (DANN toy) rotated by {angle} degrees, target")
-  return Domain(name=name, x_train=splits[0][0], y_train=splits[0][1],
-                x_test=splits[1][0], y_test=splits[1][1], num_classes=2,
-                class_names=("upper", "lower"), description=desc)
+  desc = (
+    "two moons (DANN toy), source"
+    if not angle
+    else f"two moons (DANN toy) rotated by {angle} degrees, target"
+  )
+  return Domain(
+    name=name,
+    x_train=splits[0][0],
+    y_train=splits[0][1],
+    x_test=splits[1][0],
+    y_test=splits[1][1],
+    num_classes=2,
+    class_names=("upper", "lower"),
+    description=desc,
+  )
 
 
 @register_domain("moons", "DANN two-moons toy, source: 2 x 150 points, noise 0.1")
@@ -80,8 +91,9 @@ def build_moons(*, seed: int = 0, n_per_class: int = 150, noise: float = 0.1) ->
 
 
 @register_domain("moons_rot", "DANN two-moons toy, target: independent draw rotated 35 deg")
-def build_moons_rot(*, seed: int = 0, n_per_class: int = 150, noise: float = 0.1,
-                    angle: float = 35.0) -> Domain:
+def build_moons_rot(
+  *, seed: int = 0, n_per_class: int = 150, noise: float = 0.1, angle: float = 35.0
+) -> Domain:
   """The DANN toy target: an independent moons draw rotated by ``angle`` degrees."""
   return _moons("moons_rot", 101, seed, n_per_class, noise, float(angle))
 
@@ -104,20 +116,36 @@ def _blobs(name, code, seed, n, dim, mean, std, description):
     rng = np.random.default_rng([seed, code, split])
     x = mu + std * rng.normal(size=(n, dim))
     splits.append((x.astype(np.float32), blobs_label(x)))
-  return Domain(name=name, x_train=splits[0][0], y_train=splits[0][1],
-                x_test=splits[1][0], y_test=splits[1][1], num_classes=3,
-                class_names=("low", "middle", "high"), description=description)
+  return Domain(
+    name=name,
+    x_train=splits[0][0],
+    y_train=splits[0][1],
+    x_test=splits[1][0],
+    y_test=splits[1][1],
+    num_classes=3,
+    class_names=("low", "middle", "high"),
+    description=description,
+  )
 
 
 @register_domain("blobs", "covariate shift source: N(0, 1.5^2 I), parabolic-band labels")
 def build_blobs(*, seed: int = 0, n: int = 500, dim: int = 2) -> Domain:
   """Covariate-shift source domain, ``x``: ``[n, dim]``."""
-  return _blobs("blobs", 200, seed, n, dim, (0.0, 0.0), 1.5,
-                "covariate shift source: x ~ N(0, 1.5^2 I)")
+  return _blobs(
+    "blobs", 200, seed, n, dim, (0.0, 0.0), 1.5, "covariate shift source: x ~ N(0, 1.5^2 I)"
+  )
 
 
 @register_domain("blobs_shift", "covariate shift target: N((1.5, 1), 0.75^2 I), same p(y|x)")
 def build_blobs_shift(*, seed: int = 0, n: int = 500, dim: int = 2) -> Domain:
   """Covariate-shift target domain (same labelling rule), ``x``: ``[n, dim]``."""
-  return _blobs("blobs_shift", 201, seed, n, dim, (1.5, 1.0), 0.75,
-                "covariate shift target: x ~ N((1.5, 1), 0.75^2 I)")
+  return _blobs(
+    "blobs_shift",
+    201,
+    seed,
+    n,
+    dim,
+    (1.5, 1.0),
+    0.75,
+    "covariate shift target: x ~ N((1.5, 1), 0.75^2 I)",
+  )

@@ -29,6 +29,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _to_pil(image):
   from PIL import Image
+
   if isinstance(image, Image.Image):
     return image
   arr = np.asarray(image)
@@ -61,6 +62,7 @@ def resize(image, size: int | Sequence[int]):
   """Bilinear resize to exactly ``size`` (int: ``size x size``; or ``(h, w)``); PIL out."""
   h, w = _size2(size)
   from PIL import Image
+
   return _to_pil(image).resize((w, h), Image.Resampling.BILINEAR)
 
 
@@ -73,6 +75,7 @@ def resize_shorter(image, size: int):
   else:
     new = (int(size), int(size * h / w))
   from PIL import Image
+
   return pil.resize(new, Image.Resampling.BILINEAR)
 
 
@@ -88,9 +91,9 @@ def center_crop(image, size: int | Sequence[int]):
   return pil.crop((left, top, left + cw, top + ch))
 
 
-def random_resized_crop_box(height: int, width: int, rng: np.random.Generator, *,
-                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
-                            ) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+  height: int, width: int, rng: np.random.Generator, *, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
   """``(top, left, h, w)`` of torchvision's ``RandomResizedCrop`` (10 tries, then centre).
 
   Area fraction ``~ U(scale)``, log aspect ratio ``~ U(log ratio)``.
@@ -118,14 +121,21 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator, *
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop(image, rng: np.random.Generator, size: int | Sequence[int], *,
-                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+def random_resized_crop(
+  image,
+  rng: np.random.Generator,
+  size: int | Sequence[int],
+  *,
+  scale=(0.08, 1.0),
+  ratio=(3 / 4, 4 / 3),
+):
   """Random area / aspect crop resized (bilinear) to ``size``; PIL out."""
   oh, ow = _size2(size)
   pil = _to_pil(image)
   w, h = pil.size
   top, left, ch, cw = random_resized_crop_box(h, w, rng, scale=scale, ratio=ratio)
   from PIL import Image
+
   return pil.resize((ow, oh), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
 
 
@@ -134,22 +144,30 @@ def hflip(image) -> np.ndarray:
   return np.asarray(image)[:, ::-1]
 
 
-def normalize(x: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
-              std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+def normalize(
+  x: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> np.ndarray:
   """``(x - mean) / std`` per channel on ``[..., C]`` float32 (ImageNet stats default)."""
   x = np.asarray(x, np.float32)
   m = np.asarray(mean, np.float32)
   s = np.asarray(std, np.float32)
   if m.shape[-1] != x.shape[-1] or s.shape[-1] != x.shape[-1]:
-    raise ValueError(f"mean/std have {m.shape[-1]}/{s.shape[-1]} channels but x "
-                     f"has {x.shape[-1]} (shape {x.shape}).")
+    raise ValueError(
+      f"mean/std have {m.shape[-1]}/{s.shape[-1]} channels but x "
+      f"has {x.shape[-1]} (shape {x.shape})."
+    )
   return (x - m) / s
 
 
-def train_transform(*, resize_size: int | None = 256, crop_size: int = 224,
-                    scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), horizontal_flip: bool = True,
-                    normalize_imagenet: bool = True
-                    ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+def train_transform(
+  *,
+  resize_size: int | None = 256,
+  crop_size: int = 224,
+  scale=(0.08, 1.0),
+  ratio=(3 / 4, 4 / 3),
+  horizontal_flip: bool = True,
+  normalize_imagenet: bool = True,
+) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
   """TLlib's training transform: resize, random-resized crop, flip, normalise.
 
   Args:
@@ -174,9 +192,9 @@ def train_transform(*, resize_size: int | None = 256, crop_size: int = 224,
   return transform
 
 
-def test_transform(*, resize_size: int | None = 256, crop_size: int = 224,
-                   normalize_imagenet: bool = True
-                   ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+def test_transform(
+  *, resize_size: int | None = 256, crop_size: int = 224, normalize_imagenet: bool = True
+) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
   """TLlib's test transform: resize, centre crop, normalise (deterministic)."""
 
   def transform(image, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -193,8 +211,9 @@ def test_transform(*, resize_size: int | None = 256, crop_size: int = 224,
 test_transform.__test__ = False  # type: ignore[attr-defined]
 
 
-def resize_transform(size: int | Sequence[int], *, normalize_imagenet: bool = False
-                     ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+def resize_transform(
+  size: int | Sequence[int], *, normalize_imagenet: bool = False
+) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
   """Plain resize to ``size`` then float32 in [0, 1] (optionally ImageNet-normalised)."""
 
   def transform(image, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -34,10 +34,10 @@ def _split(key, n: int, fraction: float):
   return perm[n_held:], perm[:n_held]
 
 
-@functools.partial(jax.jit, static_argnames=("classifier", "hidden_sizes", "num_steps",
-                                             "calibration_fraction"))
-def _domain_logits(key, xs, xt, *, classifier, hidden_sizes, num_steps, calibration_fraction,
-                   l2):
+@functools.partial(
+  jax.jit, static_argnames=("classifier", "hidden_sizes", "num_steps", "calibration_fraction")
+)
+def _domain_logits(key, xs, xt, *, classifier, hidden_sizes, num_steps, calibration_fraction, l2):
   n_s, n_t = xs.shape[0], xt.shape[0]
   k_s, k_t, k_init = jax.random.split(key, 3)
   tr_s, ca_s = _split(k_s, n_s, calibration_fraction)
@@ -50,12 +50,22 @@ def _domain_logits(key, xs, xt, *, classifier, hidden_sizes, num_steps, calibrat
   y_tr = jnp.concatenate([jnp.zeros(tr_s.shape, jnp.int32), jnp.ones(tr_t.shape, jnp.int32)])
   w_tr = balanced(tr_s.shape[0], tr_t.shape[0])
   if classifier == "logistic":
-    params = learners.fit_logistic_regression(x_tr, y_tr, w_tr, num_classes=2, l2=l2,
-                                              num_steps=num_steps)
+    params = learners.fit_logistic_regression(
+      x_tr, y_tr, w_tr, num_classes=2, l2=l2, num_steps=num_steps
+    )
     logit_fn = lambda x: learners.logistic_regression_logits(params, x)
   else:
-    params = learners.fit_mlp(k_init, x_tr, y_tr, w_tr, hidden_sizes=hidden_sizes,
-                              num_outputs=2, task="classification", l2=l2, num_steps=num_steps)
+    params = learners.fit_mlp(
+      k_init,
+      x_tr,
+      y_tr,
+      w_tr,
+      hidden_sizes=hidden_sizes,
+      num_outputs=2,
+      task="classification",
+      l2=l2,
+      num_steps=num_steps,
+    )
     model = learners.MLP(hidden_sizes, 2)
     logit_fn = lambda x: model.apply(params, x)
 
@@ -66,17 +76,26 @@ def _domain_logits(key, xs, xt, *, classifier, hidden_sizes, num_steps, calibrat
   # Platt scaling on the held-out part: p(target | x) = σ(a · z(x) + b).
   z_ca = jnp.concatenate([log_odds(xs[ca_s]), log_odds(xt[ca_t])])[:, None]
   y_ca = jnp.concatenate([jnp.zeros(ca_s.shape, jnp.int32), jnp.ones(ca_t.shape, jnp.int32)])
-  platt = learners.fit_logistic_regression(z_ca, y_ca, balanced(ca_s.shape[0], ca_t.shape[0]),
-                                           num_classes=2, l2=0.0, num_steps=num_steps)
+  platt = learners.fit_logistic_regression(
+    z_ca, y_ca, balanced(ca_s.shape[0], ca_t.shape[0]), num_classes=2, l2=0.0, num_steps=num_steps
+  )
   a = platt["w"][0, 1] - platt["w"][0, 0]
   b = platt["b"][1] - platt["b"][0]
   return a * log_odds(xs) + b
 
 
-def domain_classifier_weights(source: ArrayLike, target: ArrayLike, *, key: jax.Array,
-                              classifier: str = "logistic", hidden_sizes: tuple[int, ...] = (32,),
-                              calibration_fraction: float = 0.3, max_weight: float = 20.0,
-                              l2: float = 1e-3, num_steps: int = 300) -> jax.Array:
+def domain_classifier_weights(
+  source: ArrayLike,
+  target: ArrayLike,
+  *,
+  key: jax.Array,
+  classifier: str = "logistic",
+  hidden_sizes: tuple[int, ...] = (32,),
+  calibration_fraction: float = 0.3,
+  max_weight: float = 20.0,
+  l2: float = 1e-3,
+  num_steps: int = 300,
+) -> jax.Array:
   """Density-ratio weights from a calibrated source-vs-target classifier.
 
   A classifier ``p(target | x)`` is trained on ``1 − calibration_fraction`` of each domain
@@ -107,8 +126,16 @@ def domain_classifier_weights(source: ArrayLike, target: ArrayLike, *, key: jax.
     raise ValueError(f"`calibration_fraction` must be in (0, 1); got {calibration_fraction}.")
   if not max_weight > 0:
     raise ValueError(f"`max_weight` must be > 0; got {max_weight}.")
-  log_ratio = _domain_logits(key, xs, xt, classifier=classifier, hidden_sizes=tuple(hidden_sizes),
-                             num_steps=num_steps, calibration_fraction=calibration_fraction, l2=l2)
+  log_ratio = _domain_logits(
+    key,
+    xs,
+    xt,
+    classifier=classifier,
+    hidden_sizes=tuple(hidden_sizes),
+    num_steps=num_steps,
+    calibration_fraction=calibration_fraction,
+    l2=l2,
+  )
   w = jnp.clip(jnp.exp(jnp.minimum(log_ratio, jnp.log(max_weight))), 0.0, max_weight)
   return w / jnp.mean(w)
 
@@ -117,13 +144,19 @@ def domain_classifier_weights(source: ArrayLike, target: ArrayLike, *, key: jax.
 # KLIEP
 # --------------------------------------------------------------------------------------
 
-KLIEP_STEP_SIZES = tuple(10.0 ** p for p in range(3, -4, -1))  # 1e3, 1e2, ..., 1e-3
+KLIEP_STEP_SIZES = tuple(10.0**p for p in range(3, -4, -1))  # 1e3, 1e2, ..., 1e-3
 KLIEP_BANDWIDTH_MULTIPLIERS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iterations",))
-def kliep_fit(a: jax.Array, b: jax.Array, *, step_sizes: jax.Array, max_iterations: int = 100,
-              row_mask: jax.Array | None = None) -> jax.Array:
+def kliep_fit(
+  a: jax.Array,
+  b: jax.Array,
+  *,
+  step_sizes: jax.Array,
+  max_iterations: int = 100,
+  row_mask: jax.Array | None = None,
+) -> jax.Array:
   """KLIEP's projected gradient ascent for the coefficients ``α [b]``.
 
   The algorithm of Sugiyama et al. (2008), Fig. 2.
@@ -166,9 +199,16 @@ def kliep_fit(a: jax.Array, b: jax.Array, *, step_sizes: jax.Array, max_iteratio
   return alpha
 
 
-def kliep_weights(source: ArrayLike, target: ArrayLike, *, key: jax.Array | None = None,
-                  sigma2: float | Sequence[float] | None = None, num_centers: int = 100,
-                  num_folds: int = 5, max_iterations: int = 100) -> jax.Array:
+def kliep_weights(
+  source: ArrayLike,
+  target: ArrayLike,
+  *,
+  key: jax.Array | None = None,
+  sigma2: float | Sequence[float] | None = None,
+  num_centers: int = 100,
+  num_folds: int = 5,
+  max_iterations: int = 100,
+) -> jax.Array:
   """KLIEP importance weights ``w(x_i) = Σ_l α_l exp(−‖x_i − c_l‖²/(2σ²))`` for the source.
 
   The bandwidth is chosen as in the paper by likelihood cross-validation: the target
@@ -205,13 +245,16 @@ def kliep_weights(source: ArrayLike, target: ArrayLike, *, key: jax.Array | None
     if sigma2 is not None:
       candidates = jnp.asarray(sigma2, xs.dtype)
       if candidates.ndim != 1 or candidates.shape[0] < 1 or not bool(jnp.all(candidates > 0)):
-        raise ValueError("`sigma2` candidates must be a non-empty 1-D sequence of positive "
-                         f"bandwidths; got {sigma2}.")
+        raise ValueError(
+          "`sigma2` candidates must be a non-empty 1-D sequence of positive "
+          f"bandwidths; got {sigma2}."
+        )
     else:
       candidates = None
     if not 2 <= num_folds <= n_t:
-      raise ValueError(f"`num_folds` must be in [2, n_t={n_t}] for cross-validation; "
-                       f"got {num_folds}.")
+      raise ValueError(
+        f"`num_folds` must be in [2, n_t={n_t}] for cross-validation; got {num_folds}."
+      )
   if n_t > num_centers:
     if key is None:
       raise ValueError("`key` is required to choose the KLIEP centres when n_t > num_centers.")
@@ -221,8 +264,16 @@ def kliep_weights(source: ArrayLike, target: ArrayLike, *, key: jax.Array | None
     centres = xt
     k_f = key
   folds = (jnp.arange(n_t) if k_f is None else jax.random.permutation(k_f, n_t)) % num_folds
-  return _kliep(xs, xt, centres, sigma2 if fixed else candidates, folds,
-                fixed=fixed, num_folds=num_folds, max_iterations=max_iterations)
+  return _kliep(
+    xs,
+    xt,
+    centres,
+    sigma2 if fixed else candidates,
+    folds,
+    fixed=fixed,
+    num_folds=num_folds,
+    max_iterations=max_iterations,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("fixed", "num_folds", "max_iterations"))
@@ -234,22 +285,25 @@ def _kliep(xs, xt, centres, sigma2, folds, *, fixed, num_folds, max_iterations):
   def fit(s2, mask=None):
     a = kernels.gaussian_kernels(d_t, s2)
     k_s = kernels.gaussian_kernels(d_s, s2)
-    alpha = kliep_fit(a, jnp.mean(k_s, axis=0), step_sizes=steps, max_iterations=max_iterations,
-                      row_mask=mask)
+    alpha = kliep_fit(
+      a, jnp.mean(k_s, axis=0), step_sizes=steps, max_iterations=max_iterations, row_mask=mask
+    )
     return a, k_s, alpha
 
   if not fixed:
     if sigma2 is None:
       sigma2 = kernels.median_heuristic(jnp.concatenate([xs, xt])) * jnp.asarray(
-          KLIEP_BANDWIDTH_MULTIPLIERS, xs.dtype)
+        KLIEP_BANDWIDTH_MULTIPLIERS, xs.dtype
+      )
 
     def held_out_score(s2, fold):
       a, _, alpha = fit(s2, folds != fold)
       held = folds == fold
       return jnp.sum(jnp.where(held, jnp.log(a @ alpha), 0.0)) / jnp.sum(held)
 
-    scores = jax.vmap(lambda s2: jax.vmap(lambda f: held_out_score(s2, f))(
-        jnp.arange(num_folds)))(sigma2)  # [num_candidates, num_folds]
+    scores = jax.vmap(lambda s2: jax.vmap(lambda f: held_out_score(s2, f))(jnp.arange(num_folds)))(
+      sigma2
+    )  # [num_candidates, num_folds]
     sigma2 = sigma2[jnp.argmax(jnp.mean(scores, axis=1))]
   _, k_s, alpha = fit(sigma2)
   return k_s @ alpha

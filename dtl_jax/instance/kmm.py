@@ -29,8 +29,9 @@ from dtl_jax import _validation as V
 from dtl_jax.losses import kernels
 
 
-def project_box_sum(v: jax.Array, *, upper: float, sum_low, sum_high,
-                    num_bisection: int = 100) -> jax.Array:
+def project_box_sum(
+  v: jax.Array, *, upper: float, sum_low, sum_high, num_bisection: int = 100
+) -> jax.Array:
   """Euclidean projection of ``v [n]`` onto ``{w : 0 ≤ w ≤ upper, sum_low ≤ Σw ≤ sum_high}``.
 
   The KKT conditions give ``w = clip(v − λ, 0, upper)`` with ``λ = 0`` when that already
@@ -38,6 +39,7 @@ def project_box_sum(v: jax.Array, *, upper: float, sum_low, sum_high,
   the violated bound (monotone in λ, found by bisection). Requires
   ``sum_low ≤ n·upper``.
   """
+
   def s(lam):
     return jnp.sum(jnp.clip(v - lam, 0.0, upper))
 
@@ -58,8 +60,9 @@ def project_box_sum(v: jax.Array, *, upper: float, sum_low, sum_high,
 
 
 @functools.partial(jax.jit, static_argnames=("num_iterations",))
-def kmm_solve(k_ss: jax.Array, kappa: jax.Array, *, upper: float, epsilon: float,
-              num_iterations: int = 1000) -> jax.Array:
+def kmm_solve(
+  k_ss: jax.Array, kappa: jax.Array, *, upper: float, epsilon: float, num_iterations: int = 1000
+) -> jax.Array:
   """Solves the KMM QP for a given source Gram ``k_ss [n, n]`` and ``kappa [n]`` (FISTA)."""
   n = k_ss.shape[0]
   lipschitz = jnp.maximum(jnp.linalg.eigvalsh(k_ss)[-1], jnp.finfo(k_ss.dtype).tiny)
@@ -78,9 +81,15 @@ def kmm_solve(k_ss: jax.Array, kappa: jax.Array, *, upper: float, epsilon: float
   return w
 
 
-def kmm_weights(source: ArrayLike, target: ArrayLike, *, sigma2: float | None = None,
-                upper: float = 1000.0, epsilon: float | None = None,
-                num_iterations: int = 1000) -> jax.Array:
+def kmm_weights(
+  source: ArrayLike,
+  target: ArrayLike,
+  *,
+  sigma2: float | None = None,
+  upper: float = 1000.0,
+  epsilon: float | None = None,
+  num_iterations: int = 1000,
+) -> jax.Array:
   """Kernel-mean-matching importance weights for the source examples.
 
   Args:
@@ -105,7 +114,8 @@ def kmm_weights(source: ArrayLike, target: ArrayLike, *, sigma2: float | None = 
     raise ValueError(f"`epsilon` must be >= 0; got {epsilon}.")
   if not upper >= 1.0:
     raise ValueError(
-        f"`upper` (the bound B) must be >= 1 so that mean(w) = 1 is feasible; got {upper}.")
+      f"`upper` (the bound B) must be >= 1 so that mean(w) = 1 is feasible; got {upper}."
+    )
   if sigma2 is not None and not (math.isfinite(sigma2) and sigma2 > 0):
     raise ValueError(f"`sigma2` must be a finite positive bandwidth; got {sigma2}.")
   return _kmm(xs, xt, sigma2, upper=upper, epsilon=epsilon, num_iterations=num_iterations)

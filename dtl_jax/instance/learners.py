@@ -58,9 +58,16 @@ def _adam_scan(loss_fn, params: Params, *, learning_rate: float, num_steps: int)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_steps"))
-def fit_logistic_regression(x: jax.Array, y: jax.Array, sample_weight: jax.Array | None = None,
-                            *, num_classes: int, l2: float = 1e-3, num_steps: int = 300,
-                            learning_rate: float = 0.05) -> Params:
+def fit_logistic_regression(
+  x: jax.Array,
+  y: jax.Array,
+  sample_weight: jax.Array | None = None,
+  *,
+  num_classes: int,
+  l2: float = 1e-3,
+  num_steps: int = 300,
+  learning_rate: float = 0.05,
+) -> Params:
   """Weighted multinomial logistic regression, full-batch Adam inside one ``lax.scan``.
 
   Minimizes ``Σ_i p_i · CE(softmax(x_i W + b), y_i) + (l2/2)‖W‖²`` with
@@ -102,8 +109,9 @@ def logistic_regression_logits(params: Params, x: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def fit_ridge_regression(x: jax.Array, y: jax.Array, sample_weight: jax.Array | None = None,
-                         *, l2: float = 1e-3) -> Params:
+def fit_ridge_regression(
+  x: jax.Array, y: jax.Array, sample_weight: jax.Array | None = None, *, l2: float = 1e-3
+) -> Params:
   """Weighted ridge regression in closed form (intercept not penalized).
 
   With ``p = w / Σw``, ``x̄ = Σ p_i x_i`` and ``ȳ = Σ p_i y_i``:
@@ -144,10 +152,19 @@ class MLP(nn.Module):
 
 
 @functools.partial(jax.jit, static_argnames=("hidden_sizes", "num_outputs", "task", "num_steps"))
-def fit_mlp(key: jax.Array, x: jax.Array, y: jax.Array, sample_weight: jax.Array | None = None,
-            *, hidden_sizes: tuple[int, ...] = (32,), num_outputs: int,
-            task: str = "classification", l2: float = 1e-4, num_steps: int = 300,
-            learning_rate: float = 0.01) -> Params:
+def fit_mlp(
+  key: jax.Array,
+  x: jax.Array,
+  y: jax.Array,
+  sample_weight: jax.Array | None = None,
+  *,
+  hidden_sizes: tuple[int, ...] = (32,),
+  num_outputs: int,
+  task: str = "classification",
+  l2: float = 1e-4,
+  num_steps: int = 300,
+  learning_rate: float = 0.01,
+) -> Params:
   """Trains a small MLP with a weighted loss by full-batch Adam in one ``lax.scan``.
 
   Loss: ``Σ_i p_i ℓ_i + (l2/2)‖θ‖²`` with ``ℓ`` the cross-entropy (``task="classification"``,
@@ -171,7 +188,7 @@ def fit_mlp(key: jax.Array, x: jax.Array, y: jax.Array, sample_weight: jax.Array
       ell = -jnp.sum(jax.nn.one_hot(y, num_outputs, dtype=x.dtype) * jax.nn.log_softmax(out), -1)
     else:
       ell = (out[:, 0] - y) ** 2
-    reg = sum(jnp.sum(leaf ** 2) for leaf in jax.tree_util.tree_leaves(params))
+    reg = sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(params))
     return jnp.sum(p * ell) + 0.5 * l2 * reg
 
   return _adam_scan(loss_fn, params, learning_rate=learning_rate, num_steps=num_steps)
@@ -188,8 +205,14 @@ class LogisticRegression:
   Training is :func:`fit_logistic_regression` (jit-compiled once per shape).
   """
 
-  def __init__(self, *, num_classes: int | None = None, l2: float = 1e-3, num_steps: int = 300,
-               learning_rate: float = 0.05):
+  def __init__(
+    self,
+    *,
+    num_classes: int | None = None,
+    l2: float = 1e-3,
+    num_steps: int = 300,
+    learning_rate: float = 0.05,
+  ):
     self.num_classes = num_classes
     self.l2 = l2
     self.num_steps = num_steps
@@ -200,9 +223,15 @@ class LogisticRegression:
     y, c = V.check_labels(y, "y", x.shape[0], self.num_classes)
     self.num_classes_ = max(c, 2)
     w = V.check_weights(sample_weight, "sample_weight", x.shape[0], positive_sum=True)
-    self.params_ = fit_logistic_regression(x, y, w, num_classes=self.num_classes_, l2=self.l2,
-                                           num_steps=self.num_steps,
-                                           learning_rate=self.learning_rate)
+    self.params_ = fit_logistic_regression(
+      x,
+      y,
+      w,
+      num_classes=self.num_classes_,
+      l2=self.l2,
+      num_steps=self.num_steps,
+      learning_rate=self.learning_rate,
+    )
     return self
 
   def decision_function(self, x) -> jax.Array:
@@ -236,11 +265,17 @@ class RidgeRegression:
 
 
 class _MLPBase:
-
   _task = "classification"
 
-  def __init__(self, *, hidden_sizes: Sequence[int] = (32,), l2: float = 1e-4,
-               num_steps: int = 300, learning_rate: float = 0.01, seed: int = 0):
+  def __init__(
+    self,
+    *,
+    hidden_sizes: Sequence[int] = (32,),
+    l2: float = 1e-4,
+    num_steps: int = 300,
+    learning_rate: float = 0.01,
+    seed: int = 0,
+  ):
     self.hidden_sizes = tuple(hidden_sizes)
     self.l2 = l2
     self.num_steps = num_steps
@@ -249,9 +284,18 @@ class _MLPBase:
 
   def _fit(self, x, y, sample_weight, num_outputs):
     w = V.check_weights(sample_weight, "sample_weight", x.shape[0], positive_sum=True)
-    self.params_ = fit_mlp(jax.random.key(self.seed), x, y, w, hidden_sizes=self.hidden_sizes,
-                           num_outputs=num_outputs, task=self._task, l2=self.l2,
-                           num_steps=self.num_steps, learning_rate=self.learning_rate)
+    self.params_ = fit_mlp(
+      jax.random.key(self.seed),
+      x,
+      y,
+      w,
+      hidden_sizes=self.hidden_sizes,
+      num_outputs=num_outputs,
+      task=self._task,
+      l2=self.l2,
+      num_steps=self.num_steps,
+      learning_rate=self.learning_rate,
+    )
     self._num_outputs = num_outputs
     return self
 

@@ -54,9 +54,16 @@ def tradaboost_beta(num_source: int, num_rounds: int) -> float:
 
 
 @jax.jit
-def tradaboost_update(source_weights: jax.Array, target_weights: jax.Array,
-                      source_errors: jax.Array, target_errors: jax.Array, *, beta: float,
-                      min_error: float = 1e-10, max_error: float = 0.5) -> BoostingUpdate:
+def tradaboost_update(
+  source_weights: jax.Array,
+  target_weights: jax.Array,
+  source_errors: jax.Array,
+  target_errors: jax.Array,
+  *,
+  beta: float,
+  min_error: float = 1e-10,
+  max_error: float = 0.5,
+) -> BoostingUpdate:
   """One TrAdaBoost round of weight updates (Dai et al. 2007, Algorithm 1, steps 3-5).
 
   ``ε_t = Σ_{i∈T} w_i e_i / Σ_{i∈T} w_i`` (clipped to ``[min_error, max_error]``; the paper
@@ -88,27 +95,31 @@ def check_supports_sample_weight(learner: Any, name: str = "learner") -> None:
   fit = getattr(learner, "fit", None)
   if not callable(fit) or not callable(getattr(learner, "predict", None)):
     raise ValueError(
-        f"`{name}` must have fit(x, y, sample_weight) and predict(x) methods; "
-        f"got {type(learner).__name__}.")
+      f"`{name}` must have fit(x, y, sample_weight) and predict(x) methods; "
+      f"got {type(learner).__name__}."
+    )
   try:
     params = inspect.signature(fit).parameters
   except (TypeError, ValueError):  # builtins without signatures: trust them
     return
-  if "sample_weight" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD
-                                      for p in params.values()):
+  if "sample_weight" in params or any(
+    p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+  ):
     return
   raise ValueError(
-      f"`{name}` ({type(learner).__name__}) does not support per-example weights: its "
-      f"fit{inspect.signature(fit)} has no `sample_weight` argument. Boosting re-weights "
-      "the examples every round, so the base learner must accept fit(x, y, sample_weight); "
-      "use e.g. dtl_jax.instance.LogisticRegression / MLPClassifier / RidgeRegression, or a "
-      "scikit-learn estimator that takes sample_weight.")
+    f"`{name}` ({type(learner).__name__}) does not support per-example weights: its "
+    f"fit{inspect.signature(fit)} has no `sample_weight` argument. Boosting re-weights "
+    "the examples every round, so the base learner must accept fit(x, y, sample_weight); "
+    "use e.g. dtl_jax.instance.LogisticRegression / MLPClassifier / RidgeRegression, or a "
+    "scikit-learn estimator that takes sample_weight."
+  )
 
 
 def _clone(learner):
   if hasattr(learner, "get_params"):
     try:
       from sklearn.base import clone
+
       return clone(learner)
     except Exception:
       pass
@@ -116,7 +127,6 @@ def _clone(learner):
 
 
 class _TrAdaBoostBase:
-
   def __init__(self, learner: Any, *, num_rounds: int = 20, min_error: float = 1e-10):
     check_supports_sample_weight(learner)
     if num_rounds < 1:
@@ -148,8 +158,9 @@ class _TrAdaBoostBase:
       learner = _clone(self.learner)
       learner.fit(x, y, sample_weight=p * (n + m))
       e = self._errors(y, np.asarray(learner.predict(x)))
-      upd = tradaboost_update(ws, wt, jnp.asarray(e[:n]), jnp.asarray(e[n:]), beta=self.beta_,
-                              min_error=self.min_error)
+      upd = tradaboost_update(
+        ws, wt, jnp.asarray(e[:n]), jnp.asarray(e[n:]), beta=self.beta_, min_error=self.min_error
+      )
       ws, wt = upd.source_weights, upd.target_weights
       self.learners_.append(learner)
       errors.append(float(upd.error))
@@ -187,8 +198,14 @@ class TrAdaBoost(_TrAdaBoostBase):
     accuracy = (booster.predict(test_x) == test_y).mean()
   """
 
-  def __init__(self, learner: Any, *, num_rounds: int = 20, num_classes: int | None = None,
-               min_error: float = 1e-10):
+  def __init__(
+    self,
+    learner: Any,
+    *,
+    num_rounds: int = 20,
+    num_classes: int | None = None,
+    min_error: float = 1e-10,
+  ):
     super().__init__(learner, num_rounds=num_rounds, min_error=min_error)
     self.num_classes = num_classes
 
@@ -233,8 +250,9 @@ class TrAdaBoostR2(_TrAdaBoostBase):
   ``t ≥ ⌈N/2⌉`` with weights ``ln(1/β_t)``.
   """
 
-  def __init__(self, learner: Any, *, num_rounds: int = 20, loss: str = "linear",
-               min_error: float = 1e-10):
+  def __init__(
+    self, learner: Any, *, num_rounds: int = 20, loss: str = "linear", min_error: float = 1e-10
+  ):
     if loss not in _R2_LOSSES:
       raise ValueError(f"`loss` must be one of {_R2_LOSSES}; got {loss!r}.")
     super().__init__(learner, num_rounds=num_rounds, min_error=min_error)
@@ -256,7 +274,7 @@ class TrAdaBoostR2(_TrAdaBoostBase):
     d = r.max()
     r = r / d if d > 0 else np.zeros_like(r)
     if self.loss == "square":
-      return r ** 2
+      return r**2
     if self.loss == "exponential":
       return 1.0 - np.exp(-r)
     return r
@@ -285,9 +303,18 @@ class TrAdaBoostResult(NamedTuple):
   weights_history: jax.Array  # [N + 1, n + m], normalized weights, source first
 
 
-def tradaboost_scan(fit_fn, predict_fn, source_x: jax.Array, source_y: jax.Array,
-                    target_x: jax.Array, target_y: jax.Array, *, num_rounds: int,
-                    num_classes: int | None = None, min_error: float = 1e-10) -> TrAdaBoostResult:
+def tradaboost_scan(
+  fit_fn,
+  predict_fn,
+  source_x: jax.Array,
+  source_y: jax.Array,
+  target_x: jax.Array,
+  target_y: jax.Array,
+  *,
+  num_rounds: int,
+  num_classes: int | None = None,
+  min_error: float = 1e-10,
+) -> TrAdaBoostResult:
   """TrAdaBoost (Dai et al. 2007) as one ``lax.scan`` over rounds, for a pure JAX learner.
 
   Same updates as :class:`TrAdaBoost` (see :func:`tradaboost_update`), but every round runs
@@ -310,10 +337,18 @@ def tradaboost_scan(fit_fn, predict_fn, source_x: jax.Array, source_y: jax.Array
   xt = V.check_matrix(target_x, "target_x").astype(xs.dtype)
   V.check_same_dim(xs, "source_x", xt, "target_x")
   unchecked = 1 << 30  # traced labels: values cannot be checked, only shapes
-  ys, _ = V.check_labels(source_y, "source_y", xs.shape[0],
-                         num_classes or (None if V.is_concrete(source_y) else unchecked))
-  yt, _ = V.check_labels(target_y, "target_y", xt.shape[0],
-                         num_classes or (None if V.is_concrete(target_y) else unchecked))
+  ys, _ = V.check_labels(
+    source_y,
+    "source_y",
+    xs.shape[0],
+    num_classes or (None if V.is_concrete(source_y) else unchecked),
+  )
+  yt, _ = V.check_labels(
+    target_y,
+    "target_y",
+    xt.shape[0],
+    num_classes or (None if V.is_concrete(target_y) else unchecked),
+  )
   n, m = xs.shape[0], xt.shape[0]
   beta = tradaboost_beta(n, num_rounds)
   x = jnp.concatenate([xs, xt])
@@ -334,8 +369,9 @@ def tradaboost_scan(fit_fn, predict_fn, source_x: jax.Array, source_y: jax.Array
   return TrAdaBoostResult(params, errors, betas, hist)
 
 
-def tradaboost_predict(predict_fn, result: TrAdaBoostResult, x: jax.Array, *,
-                       num_classes: int = 2) -> jax.Array:
+def tradaboost_predict(
+  predict_fn, result: TrAdaBoostResult, x: jax.Array, *, num_classes: int = 2
+) -> jax.Array:
   """The TrAdaBoost vote of a :func:`tradaboost_scan` result on ``x [k, d]`` -> labels ``[k]``.
 
   Binary: the paper's ``Σ_{t≥⌈N/2⌉} ln(1/β_t) h_t(x) ≥ ½ Σ_{t≥⌈N/2⌉} ln(1/β_t)``; more

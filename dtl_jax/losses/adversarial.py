@@ -28,10 +28,13 @@ def _bce_with_logits(logits: jax.Array, label: float) -> jax.Array:
   return label * jax.nn.softplus(-logits) + (1.0 - label) * jax.nn.softplus(logits)
 
 
-def dann_loss(domain_logits_source: jax.typing.ArrayLike,
-              domain_logits_target: jax.typing.ArrayLike, *,
-              source_weights: jax.typing.ArrayLike | None = None,
-              target_weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def dann_loss(
+  domain_logits_source: jax.typing.ArrayLike,
+  domain_logits_target: jax.typing.ArrayLike,
+  *,
+  source_weights: jax.typing.ArrayLike | None = None,
+  target_weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""Domain-adversarial (DANN) discriminator loss from logits.
 
   .. math::
@@ -58,12 +61,14 @@ def dann_loss(domain_logits_source: jax.typing.ArrayLike,
   dt = V.check_domain_logits(domain_logits_target, "domain_logits_target")
   ws = V.check_weights(source_weights, "source_weights", ds.shape[0], ds.dtype)
   wt = V.check_weights(target_weights, "target_weights", dt.shape[0], dt.dtype)
-  return 0.5 * (V.weighted_mean(_bce_with_logits(ds, 1.0), ws)
-                + V.weighted_mean(_bce_with_logits(dt, 0.0), wt))
+  return 0.5 * (
+    V.weighted_mean(_bce_with_logits(ds, 1.0), ws) + V.weighted_mean(_bce_with_logits(dt, 0.0), wt)
+  )
 
 
-def domain_accuracy(domain_logits_source: jax.typing.ArrayLike,
-                    domain_logits_target: jax.typing.ArrayLike) -> jax.Array:
+def domain_accuracy(
+  domain_logits_source: jax.typing.ArrayLike, domain_logits_target: jax.typing.ArrayLike
+) -> jax.Array:
   r"""Discriminator accuracy, ½(acc_source + acc_target), as a fraction in [0, 1].
 
   An example is predicted "source" when its logit is >= 0 (sigmoid >= 0.5, TLlib's
@@ -85,10 +90,13 @@ def domain_accuracy(domain_logits_source: jax.typing.ArrayLike,
   return 0.5 * (acc_s + acc_t)
 
 
-def adda_discriminator_loss(domain_logits_source: jax.typing.ArrayLike,
-                            domain_logits_target: jax.typing.ArrayLike, *,
-                            source_weights: jax.typing.ArrayLike | None = None,
-                            target_weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def adda_discriminator_loss(
+  domain_logits_source: jax.typing.ArrayLike,
+  domain_logits_target: jax.typing.ArrayLike,
+  *,
+  source_weights: jax.typing.ArrayLike | None = None,
+  target_weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""ADDA discriminator loss (Tzeng et al., "Adversarial Discriminative Domain
   Adaptation", CVPR 2017, Eq. 5).
 
@@ -109,12 +117,17 @@ def adda_discriminator_loss(domain_logits_source: jax.typing.ArrayLike,
   Returns:
     Scalar loss that the discriminator minimises.
   """
-  return dann_loss(domain_logits_source, domain_logits_target,
-                   source_weights=source_weights, target_weights=target_weights)
+  return dann_loss(
+    domain_logits_source,
+    domain_logits_target,
+    source_weights=source_weights,
+    target_weights=target_weights,
+  )
 
 
-def adda_encoder_loss(domain_logits_target: jax.typing.ArrayLike, *,
-                      target_weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def adda_encoder_loss(
+  domain_logits_target: jax.typing.ArrayLike, *, target_weights: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   r"""ADDA target-encoder loss with inverted labels (Tzeng et al., CVPR 2017, Eq. 6).
 
   .. math::
@@ -140,8 +153,10 @@ def adda_encoder_loss(domain_logits_target: jax.typing.ArrayLike, *,
 def _confusion_logits(x, name: str) -> jax.Array:
   x = V.as_float_array(x, name)
   if x.ndim not in (1, 2):
-    raise ValueError(f"`{name}` must have shape [n] / [n, 1] (binary logits) or [n, D] "
-                     f"with D >= 2 domains, got shape {tuple(x.shape)}.")
+    raise ValueError(
+      f"`{name}` must have shape [n] / [n, 1] (binary logits) or [n, D] "
+      f"with D >= 2 domains, got shape {tuple(x.shape)}."
+    )
   V.check_nonempty(x, name)
   return x
 
@@ -153,10 +168,13 @@ def _confusion_per_example(x: jax.Array) -> jax.Array:
   return -jnp.mean(jax.nn.log_softmax(x, axis=-1), axis=-1)
 
 
-def domain_confusion_loss(domain_logits_source: jax.typing.ArrayLike,
-                          domain_logits_target: jax.typing.ArrayLike, *,
-                          source_weights: jax.typing.ArrayLike | None = None,
-                          target_weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def domain_confusion_loss(
+  domain_logits_source: jax.typing.ArrayLike,
+  domain_logits_target: jax.typing.ArrayLike,
+  *,
+  source_weights: jax.typing.ArrayLike | None = None,
+  target_weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""Domain confusion loss (Tzeng et al., "Simultaneous Deep Transfer Across Domains
   and Tasks", ICCV 2015, Eq. 3).
 
@@ -185,17 +203,25 @@ def domain_confusion_loss(domain_logits_source: jax.typing.ArrayLike,
   ds = _confusion_logits(domain_logits_source, "domain_logits_source")
   dt = _confusion_logits(domain_logits_target, "domain_logits_target")
   if ds.shape[1:] != dt.shape[1:] and not (ds.size // ds.shape[0] == dt.size // dt.shape[0] == 1):
-    raise ValueError("`domain_logits_source` and `domain_logits_target` must have the same "
-                     f"number of domains, got shapes {tuple(ds.shape)} and {tuple(dt.shape)}.")
+    raise ValueError(
+      "`domain_logits_source` and `domain_logits_target` must have the same "
+      f"number of domains, got shapes {tuple(ds.shape)} and {tuple(dt.shape)}."
+    )
   ws = V.check_weights(source_weights, "source_weights", ds.shape[0], ds.dtype)
   wt = V.check_weights(target_weights, "target_weights", dt.shape[0], dt.dtype)
-  return 0.5 * (V.weighted_mean(_confusion_per_example(ds), ws)
-                + V.weighted_mean(_confusion_per_example(dt), wt))
+  return 0.5 * (
+    V.weighted_mean(_confusion_per_example(ds), ws)
+    + V.weighted_mean(_confusion_per_example(dt), wt)
+  )
 
 
-def soft_label_loss(logits: jax.typing.ArrayLike, soft_targets: jax.typing.ArrayLike, *,
-                    temperature: float, weights: jax.typing.ArrayLike | None = None
-                    ) -> jax.Array:
+def soft_label_loss(
+  logits: jax.typing.ArrayLike,
+  soft_targets: jax.typing.ArrayLike,
+  *,
+  temperature: float,
+  weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""Soft-label loss (Tzeng et al., ICCV 2015, Eq. 4).
 
   .. math::
@@ -227,8 +253,13 @@ def soft_label_loss(logits: jax.typing.ArrayLike, soft_targets: jax.typing.Array
   return V.weighted_mean(per_example, w)
 
 
-def class_soft_labels(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-                      num_classes: int, temperature: float) -> jax.Array:
+def class_soft_labels(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_classes: int,
+  temperature: float,
+) -> jax.Array:
   r"""Per-class soft labels of Tzeng et al. (ICCV 2015, Sec. 3.2).
 
   .. math::
@@ -250,12 +281,15 @@ def class_soft_labels(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike
   V.check_positive(temperature, "temperature")
   z = V.check_class_logits(logits, "logits")
   if z.shape[1] != num_classes:
-    raise ValueError(f"`logits` must have shape [n, num_classes={num_classes}], got "
-                     f"{tuple(z.shape)}.")
+    raise ValueError(
+      f"`logits` must have shape [n, num_classes={num_classes}], got {tuple(z.shape)}."
+    )
   labels = jnp.asarray(labels)
   if labels.shape != (z.shape[0],) or not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f"`labels` must be integers of shape [{z.shape[0]}], got "
-                     f"{labels.dtype} {tuple(labels.shape)}.")
+    raise ValueError(
+      f"`labels` must be integers of shape [{z.shape[0]}], got "
+      f"{labels.dtype} {tuple(labels.shape)}."
+    )
   p = jax.nn.softmax(jax.lax.stop_gradient(z) / temperature, axis=-1)
   onehot = jax.nn.one_hot(labels, num_classes, dtype=z.dtype)
   sums = onehot.T @ p
@@ -265,6 +299,11 @@ def class_soft_labels(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike
 
 
 __all__ = [
-    "dann_loss", "domain_accuracy", "adda_discriminator_loss", "adda_encoder_loss",
-    "domain_confusion_loss", "soft_label_loss", "class_soft_labels",
+  "dann_loss",
+  "domain_accuracy",
+  "adda_discriminator_loss",
+  "adda_encoder_loss",
+  "domain_confusion_loss",
+  "soft_label_loss",
+  "class_soft_labels",
 ]

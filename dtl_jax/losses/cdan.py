@@ -58,8 +58,9 @@ def multilinear_map(features: jax.typing.ArrayLike, probs: jax.typing.ArrayLike)
   return (g[:, :, None] * f[:, None, :]).reshape(f.shape[0], g.shape[1] * f.shape[1])
 
 
-def randomized_map_matrices(key: jax.Array, feature_dim: int, num_classes: int,
-                            dim: int = 1024, *, dtype=None) -> tuple[jax.Array, jax.Array]:
+def randomized_map_matrices(
+  key: jax.Array, feature_dim: int, num_classes: int, dim: int = 1024, *, dtype=None
+) -> tuple[jax.Array, jax.Array]:
   r"""Draws the fixed Gaussian matrices :math:`(R_f, R_g)` of the randomized map.
 
   Draw them once (e.g. at init, keep them in the train state / checkpoint) and pass
@@ -80,14 +81,20 @@ def randomized_map_matrices(key: jax.Array, feature_dim: int, num_classes: int,
       raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
   dtype = jnp.result_type(float) if dtype is None else dtype
   key_f, key_g = jax.random.split(key)
-  return (jax.random.normal(key_f, (feature_dim, dim), dtype),
-          jax.random.normal(key_g, (num_classes, dim), dtype))
+  return (
+    jax.random.normal(key_f, (feature_dim, dim), dtype),
+    jax.random.normal(key_g, (num_classes, dim), dtype),
+  )
 
 
-def randomized_multilinear_map(features: jax.typing.ArrayLike, probs: jax.typing.ArrayLike, *,
-                               key: jax.Array | None = None, dim: int = 1024,
-                               matrices: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike]
-                               | None = None) -> jax.Array:
+def randomized_multilinear_map(
+  features: jax.typing.ArrayLike,
+  probs: jax.typing.ArrayLike,
+  *,
+  key: jax.Array | None = None,
+  dim: int = 1024,
+  matrices: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike] | None = None,
+) -> jax.Array:
   r"""Randomized multilinear map :math:`T_\odot(f, g) = (f R_f) \odot (g R_g) / \sqrt d`.
 
   Long et al. (NeurIPS 2018, Eq. 8); same math as TLlib's ``RandomizedMultiLinearMap``
@@ -112,19 +119,25 @@ def randomized_multilinear_map(features: jax.typing.ArrayLike, probs: jax.typing
     raise ValueError("Pass exactly one of `key` and `matrices` to randomized_multilinear_map.")
   r_f, r_g = (jnp.asarray(m) for m in matrices)
   if r_f.ndim != 2 or r_f.shape[0] != f.shape[1]:
-    raise ValueError(f"`matrices[0]` (R_f) must have shape [F={f.shape[1]}, d], got "
-                     f"{tuple(r_f.shape)}.")
+    raise ValueError(
+      f"`matrices[0]` (R_f) must have shape [F={f.shape[1]}, d], got {tuple(r_f.shape)}."
+    )
   if r_g.ndim != 2 or r_g.shape != (g.shape[1], r_f.shape[1]):
-    raise ValueError(f"`matrices[1]` (R_g) must have shape [C={g.shape[1]}, "
-                     f"d={r_f.shape[1]}], got {tuple(r_g.shape)}.")
+    raise ValueError(
+      f"`matrices[1]` (R_g) must have shape [C={g.shape[1]}, "
+      f"d={r_f.shape[1]}], got {tuple(r_g.shape)}."
+    )
   d = r_f.shape[1]
   r_f, r_g, g = r_f.astype(f.dtype), r_g.astype(f.dtype), g.astype(f.dtype)
   return (f @ r_f) * (g @ r_g) / jnp.asarray(math.sqrt(d), f.dtype)
 
 
-def cdan_features(features: jax.typing.ArrayLike, logits: jax.typing.ArrayLike, *,
-                  matrices: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike] | None = None
-                  ) -> jax.Array:
+def cdan_features(
+  features: jax.typing.ArrayLike,
+  logits: jax.typing.ArrayLike,
+  *,
+  matrices: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike] | None = None,
+) -> jax.Array:
   r"""The discriminator input of CDAN: :math:`T(f, \mathrm{sg}[\mathrm{softmax}(z)])`.
 
   The class probabilities are detached (``stop_gradient``), as in the paper's code and
@@ -146,13 +159,16 @@ def cdan_features(features: jax.typing.ArrayLike, logits: jax.typing.ArrayLike, 
   return randomized_multilinear_map(features, g, matrices=matrices)
 
 
-def cdan_loss(domain_logits_source: jax.typing.ArrayLike,
-              domain_logits_target: jax.typing.ArrayLike, *,
-              logits_source: jax.typing.ArrayLike | None = None,
-              logits_target: jax.typing.ArrayLike | None = None,
-              entropy_conditioning: bool = False,
-              source_weights: jax.typing.ArrayLike | None = None,
-              target_weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def cdan_loss(
+  domain_logits_source: jax.typing.ArrayLike,
+  domain_logits_target: jax.typing.ArrayLike,
+  *,
+  logits_source: jax.typing.ArrayLike | None = None,
+  logits_target: jax.typing.ArrayLike | None = None,
+  entropy_conditioning: bool = False,
+  source_weights: jax.typing.ArrayLike | None = None,
+  target_weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""CDAN / CDAN+E discriminator loss on logits of the conditioned discriminator.
 
   With :math:`d_i` the discriminator logit of example :math:`i` of the concatenated
@@ -191,25 +207,32 @@ def cdan_loss(domain_logits_source: jax.typing.ArrayLike,
   weights = None
   if entropy_conditioning:
     if logits_source is None or logits_target is None:
-      raise ValueError("`logits_source` and `logits_target` are required when "
-                       "`entropy_conditioning=True`.")
+      raise ValueError(
+        "`logits_source` and `logits_target` are required when `entropy_conditioning=True`."
+      )
     zs = V.check_class_logits(logits_source, "logits_source")
     zt = V.check_class_logits(logits_target, "logits_target")
     V.check_same_batch(zs, "logits_source", ds, "domain_logits_source")
     V.check_same_batch(zt, "logits_target", dt, "domain_logits_target")
     if zs.shape[1] != zt.shape[1]:
-      raise ValueError("`logits_source` and `logits_target` must have the same number of "
-                       f"classes, got shapes {tuple(zs.shape)} and {tuple(zt.shape)}.")
+      raise ValueError(
+        "`logits_source` and `logits_target` must have the same number of "
+        f"classes, got shapes {tuple(zs.shape)} and {tuple(zt.shape)}."
+      )
     g = jax.lax.stop_gradient(jax.nn.softmax(jnp.concatenate([zs, zt.astype(zs.dtype)]), -1))
     weights = _entropy._certainty_weights(g, True, _entropy.TLLIB_EPSILON).astype(d.dtype)
   if ws is not None or wt is not None:
-    extra = jnp.concatenate([
-        jnp.ones_like(ds) if ws is None else ws, jnp.ones_like(dt, ds.dtype) if wt is None else wt])
+    extra = jnp.concatenate(
+      [jnp.ones_like(ds) if ws is None else ws, jnp.ones_like(dt, ds.dtype) if wt is None else wt]
+    )
     weights = extra if weights is None else weights * extra
   return V.weighted_mean(per_example, weights)
 
 
 __all__ = [
-    "multilinear_map", "randomized_map_matrices", "randomized_multilinear_map",
-    "cdan_features", "cdan_loss",
+  "multilinear_map",
+  "randomized_map_matrices",
+  "randomized_multilinear_map",
+  "cdan_features",
+  "cdan_loss",
 ]

@@ -17,9 +17,12 @@ ArrayLike = jax.typing.ArrayLike
 _HI = jax.lax.Precision.HIGHEST
 
 
-def _prepare(source: ArrayLike, target: ArrayLike, source_weights: ArrayLike | None,
-             target_weights: ArrayLike | None
-             ) -> tuple[Array, Array, Array | None, Array | None]:
+def _prepare(
+  source: ArrayLike,
+  target: ArrayLike,
+  source_weights: ArrayLike | None,
+  target_weights: ArrayLike | None,
+) -> tuple[Array, Array, Array | None, Array | None]:
   source = V.check_matrix(source, "source", shape_doc="[n_s, d]")
   target = V.check_matrix(target, "target", shape_doc="[n_t, d]")
   V.check_same_dim(source, "source", target, "target")
@@ -71,12 +74,12 @@ CORAL_METHODS = ("auto", "covariance", "gram")
 
 
 def coral(
-    source: ArrayLike,
-    target: ArrayLike,
-    *,
-    source_weights: ArrayLike | None = None,
-    target_weights: ArrayLike | None = None,
-    method: str = "auto",
+  source: ArrayLike,
+  target: ArrayLike,
+  *,
+  source_weights: ArrayLike | None = None,
+  target_weights: ArrayLike | None = None,
+  method: str = "auto",
 ) -> Array:
   """Deep CORAL loss ``||C_s - C_t||_F^2 / (4 d^2)`` (Sun & Saenko, ECCV-W 2016).
 
@@ -121,8 +124,11 @@ def coral(
   if method == "gram" or (method == "auto" and 2 * (source.shape[0] + target.shape[0]) <= d):
     _, a, za = _centred(source, ws)
     _, b, zb = _centred(target, wt)
-    sq = (_cov_inner(a, ws, a, ws) / (za * za) + _cov_inner(b, wt, b, wt) / (zb * zb)
-          - 2.0 * _cov_inner(a, ws, b, wt) / (za * zb))
+    sq = (
+      _cov_inner(a, ws, a, ws) / (za * za)
+      + _cov_inner(b, wt, b, wt) / (zb * zb)
+      - 2.0 * _cov_inner(a, ws, b, wt) / (za * zb)
+    )
     return sq / (4.0 * d * d)
   _, c_s = _mean_and_cov(source, ws)
   _, c_t = _mean_and_cov(target, wt)
@@ -131,11 +137,11 @@ def coral(
 
 
 def coral_tllib(
-    source: ArrayLike,
-    target: ArrayLike,
-    *,
-    source_weights: ArrayLike | None = None,
-    target_weights: ArrayLike | None = None,
+  source: ArrayLike,
+  target: ArrayLike,
+  *,
+  source_weights: ArrayLike | None = None,
+  target_weights: ArrayLike | None = None,
 ) -> Array:
   """TLlib's CORAL variant: ``mean_k (mu_s - mu_t)_k^2 + mean_{kl} (C_s - C_t)_{kl}^2``.
 
@@ -155,4 +161,3 @@ def coral_tllib(
   mu_s, c_s = _mean_and_cov(source, ws)
   mu_t, c_t = _mean_and_cov(target, wt)
   return jnp.mean((mu_s - mu_t) ** 2) + jnp.mean((c_s - c_t) ** 2)
-

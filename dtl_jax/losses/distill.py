@@ -16,10 +16,14 @@ import jax.numpy as jnp
 from dtl_jax import _validation as V
 
 
-def distillation_loss(student_logits: jax.typing.ArrayLike,
-                      teacher_logits: jax.typing.ArrayLike, *,
-                      temperature: float = 4.0, scale_by_t2: bool = True,
-                      weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def distillation_loss(
+  student_logits: jax.typing.ArrayLike,
+  teacher_logits: jax.typing.ArrayLike,
+  *,
+  temperature: float = 4.0,
+  scale_by_t2: bool = True,
+  weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""Knowledge-distillation loss :math:`T^2\,\mathrm{KL}(p^T_\tau \,\|\, p^S_\tau)`.
 
   .. math::
@@ -57,9 +61,12 @@ def distillation_loss(student_logits: jax.typing.ArrayLike,
   return loss
 
 
-def hint_loss(student_features: jax.typing.ArrayLike,
-              teacher_features: jax.typing.ArrayLike, *,
-              weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def hint_loss(
+  student_features: jax.typing.ArrayLike,
+  teacher_features: jax.typing.ArrayLike,
+  *,
+  weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""FitNets hint loss: mean squared error to the teacher's features.
 
   .. math::
@@ -82,8 +89,9 @@ def hint_loss(student_features: jax.typing.ArrayLike,
   s = V.as_float_array(student_features, "student_features")
   t = V.as_float_array(teacher_features, "teacher_features")
   if s.ndim < 1:
-    raise ValueError(f"`student_features` must have a batch axis [n, ...], got shape "
-                     f"{tuple(s.shape)}.")
+    raise ValueError(
+      f"`student_features` must have a batch axis [n, ...], got shape {tuple(s.shape)}."
+    )
   V.check_nonempty(s, "student_features")
   V.check_same_shape(s, "student_features", t, "teacher_features")
   w = V.check_weights(weights, "weights", s.shape[0], s.dtype)

@@ -28,8 +28,9 @@ def _entropy_of_logits(z: jax.Array) -> jax.Array:
   return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 
 
-def entropy(x: jax.typing.ArrayLike, *, from_logits: bool = False,
-            epsilon: float = TLLIB_EPSILON) -> jax.Array:
+def entropy(
+  x: jax.typing.ArrayLike, *, from_logits: bool = False, epsilon: float = TLLIB_EPSILON
+) -> jax.Array:
   r"""Shannon entropy (nats) of each class distribution along the last axis.
 
   .. math::
@@ -50,8 +51,7 @@ def entropy(x: jax.typing.ArrayLike, *, from_logits: bool = False,
   """
   x = V.as_float_array(x, "x")
   if x.ndim < 1 or x.shape[-1] == 0:
-    raise ValueError(f"`x` must have a non-empty class axis [..., C], got shape "
-                     f"{tuple(x.shape)}.")
+    raise ValueError(f"`x` must have a non-empty class axis [..., C], got shape {tuple(x.shape)}.")
   if from_logits:
     return _entropy_of_logits(x)
   if epsilon < 0:
@@ -67,8 +67,9 @@ def _certainty_weights(p: jax.Array, normalize: bool, epsilon: float) -> jax.Arr
   return w
 
 
-def entropy_weights(probs: jax.typing.ArrayLike, *, normalize: bool = False,
-                    epsilon: float = TLLIB_EPSILON) -> jax.Array:
+def entropy_weights(
+  probs: jax.typing.ArrayLike, *, normalize: bool = False, epsilon: float = TLLIB_EPSILON
+) -> jax.Array:
   r"""CDAN+E certainty weights :math:`w_i = 1 + e^{-H(p_i)}` (Long et al., NeurIPS 2018).
 
   With ``normalize=True`` they are rescaled to average 1 over the batch,
@@ -89,8 +90,9 @@ def entropy_weights(probs: jax.typing.ArrayLike, *, normalize: bool = False,
   return _certainty_weights(p, normalize, epsilon)
 
 
-def entropy_minimization_loss(logits: jax.typing.ArrayLike, *,
-                              weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def entropy_minimization_loss(
+  logits: jax.typing.ArrayLike, *, weights: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   r"""Mean prediction entropy (Grandvalet & Bengio, "Semi-supervised Learning by
   Entropy Minimization", NIPS 2004), exact from logits:
 

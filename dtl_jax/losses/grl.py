@@ -72,8 +72,9 @@ def gradient_reverse(x: Any, coeff: jax.typing.ArrayLike = 1.0) -> Any:
   return _reverse(x, coeff)
 
 
-def warm_start_schedule(*, hi: float = 1.0, lo: float = 0.0, alpha: float = 1.0,
-                        max_iters: float = 1000) -> Schedule:
+def warm_start_schedule(
+  *, hi: float = 1.0, lo: float = 0.0, alpha: float = 1.0, max_iters: float = 1000
+) -> Schedule:
   r"""TLlib's warm-start GRL coefficient, as ``WarmStartGradientReverseLayer`` computes it.
 
   .. math::

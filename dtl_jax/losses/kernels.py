@@ -39,10 +39,10 @@ BANDWIDTH_RULES = ("mean", "median")
 
 
 def pairwise_sq_distances(
-    x: ArrayLike,
-    y: ArrayLike | None = None,
-    *,
-    precision: jax.lax.PrecisionLike = jax.lax.Precision.HIGHEST,
+  x: ArrayLike,
+  y: ArrayLike | None = None,
+  *,
+  precision: jax.lax.PrecisionLike = jax.lax.Precision.HIGHEST,
 ) -> Array:
   """Pairwise squared Euclidean distances in Gram form.
 
@@ -114,10 +114,10 @@ def power_of_two_exponents(multipliers: Sequence[float]) -> tuple[int, ...] | No
 
 
 def gaussian_kernel_sum(
-    sq_dists: ArrayLike,
-    sigma2: ArrayLike,
-    *,
-    multipliers: Sequence[float] = (1.0,),
+  sq_dists: ArrayLike,
+  sigma2: ArrayLike,
+  *,
+  multipliers: Sequence[float] = (1.0,),
 ) -> Array:
   """The multi-kernel ``sum_u exp(-D / (2 beta_u sigma2))`` with ONE exponential.
 
@@ -172,11 +172,13 @@ def _check_multipliers(multipliers) -> tuple[float, ...]:
   try:
     multipliers = tuple(float(m) for m in multipliers)
   except TypeError as e:
-    raise ValueError(f"multipliers must be a sequence of Python floats > 0, got {multipliers!r}."
-                     ) from e
+    raise ValueError(
+      f"multipliers must be a sequence of Python floats > 0, got {multipliers!r}."
+    ) from e
   if not multipliers or any(not math.isfinite(m) or m <= 0 for m in multipliers):
-    raise ValueError(f"multipliers must be a non-empty sequence of finite floats > 0, got "
-                     f"{multipliers!r}.")
+    raise ValueError(
+      f"multipliers must be a non-empty sequence of finite floats > 0, got {multipliers!r}."
+    )
   return multipliers
 
 
@@ -292,7 +294,8 @@ class LinearKernel:
 
 
 jax.tree_util.register_dataclass(
-    GaussianKernel, data_fields=["sigma2"], meta_fields=["multipliers", "rule"])
+  GaussianKernel, data_fields=["sigma2"], meta_fields=["multipliers", "rule"]
+)
 jax.tree_util.register_dataclass(LinearKernel, data_fields=[], meta_fields=[])
 
 Kernel = GaussianKernel | LinearKernel
@@ -306,5 +309,6 @@ def as_kernel(kernel) -> Kernel:
     return LinearKernel()
   if kernel == "gaussian":
     return GaussianKernel()
-  raise ValueError("kernel must be a GaussianKernel, a LinearKernel, 'linear' or 'gaussian', "
-                   f"got {kernel!r}.")
+  raise ValueError(
+    f"kernel must be a GaussianKernel, a LinearKernel, 'linear' or 'gaussian', got {kernel!r}."
+  )

@@ -27,13 +27,16 @@ def _pair(logits, name: str, adv_logits, name_adv: str) -> tuple[jax.Array, jax.
   return y, y_adv
 
 
-def mdd_loss(logits_source: jax.typing.ArrayLike,
-             adversarial_logits_source: jax.typing.ArrayLike,
-             logits_target: jax.typing.ArrayLike,
-             adversarial_logits_target: jax.typing.ArrayLike, *,
-             margin: float = 4.0,
-             source_weights: jax.typing.ArrayLike | None = None,
-             target_weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def mdd_loss(
+  logits_source: jax.typing.ArrayLike,
+  adversarial_logits_source: jax.typing.ArrayLike,
+  logits_target: jax.typing.ArrayLike,
+  adversarial_logits_target: jax.typing.ArrayLike,
+  *,
+  margin: float = 4.0,
+  source_weights: jax.typing.ArrayLike | None = None,
+  target_weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""Margin disparity discrepancy between the main and the adversarial head.
 
   With :math:`h^s_i = \arg\max_c y^s_{ic}` and :math:`h^t_j = \arg\max_c y^t_{jc}` the
@@ -61,13 +64,17 @@ def mdd_loss(logits_source: jax.typing.ArrayLike,
     Scalar.
   """
   V.check_positive(margin, "margin")
-  y_s, y_s_adv = _pair(logits_source, "logits_source", adversarial_logits_source,
-                       "adversarial_logits_source")
-  y_t, y_t_adv = _pair(logits_target, "logits_target", adversarial_logits_target,
-                       "adversarial_logits_target")
+  y_s, y_s_adv = _pair(
+    logits_source, "logits_source", adversarial_logits_source, "adversarial_logits_source"
+  )
+  y_t, y_t_adv = _pair(
+    logits_target, "logits_target", adversarial_logits_target, "adversarial_logits_target"
+  )
   if y_s.shape[1] != y_t.shape[1]:
-    raise ValueError("`logits_source` and `logits_target` must have the same number of "
-                     f"classes, got shapes {tuple(y_s.shape)} and {tuple(y_t.shape)}.")
+    raise ValueError(
+      "`logits_source` and `logits_target` must have the same number of "
+      f"classes, got shapes {tuple(y_s.shape)} and {tuple(y_t.shape)}."
+    )
   ws = V.check_weights(source_weights, "source_weights", y_s.shape[0], y_s_adv.dtype)
   wt = V.check_weights(target_weights, "target_weights", y_t.shape[0], y_t_adv.dtype)
   pred_s = jnp.argmax(jax.lax.stop_gradient(y_s), axis=-1)

@@ -75,14 +75,14 @@ def TLLIB_CONSTANT(n: int) -> float:
 
 
 def mmd(
-    source: ArrayLike,
-    target: ArrayLike,
-    *,
-    kernel: GaussianKernel | LinearKernel | str = GaussianKernel(),
-    estimator: str = "biased",
-    source_weights: ArrayLike | None = None,
-    target_weights: ArrayLike | None = None,
-    tile_size: int | None = None,
+  source: ArrayLike,
+  target: ArrayLike,
+  *,
+  kernel: GaussianKernel | LinearKernel | str = GaussianKernel(),
+  estimator: str = "biased",
+  source_weights: ArrayLike | None = None,
+  target_weights: ArrayLike | None = None,
+  tile_size: int | None = None,
 ) -> Array:
   """Squared maximum mean discrepancy between two samples.
 
@@ -110,20 +110,27 @@ def mmd(
     Scalar with the dtype of the inputs.
   """
   return _joint_mmd(
-      [source], [target], [kernel], estimator=estimator, source_weights=source_weights,
-      target_weights=target_weights, tile_size=tile_size, source_name="source",
-      target_name="target")
+    [source],
+    [target],
+    [kernel],
+    estimator=estimator,
+    source_weights=source_weights,
+    target_weights=target_weights,
+    tile_size=tile_size,
+    source_name="source",
+    target_name="target",
+  )
 
 
 def mk_mmd(
-    source: ArrayLike,
-    target: ArrayLike,
-    *,
-    multipliers: Sequence[float] = DAN_MULTIPLIERS,
-    estimator: str = "biased",
-    source_weights: ArrayLike | None = None,
-    target_weights: ArrayLike | None = None,
-    tile_size: int | None = None,
+  source: ArrayLike,
+  target: ArrayLike,
+  *,
+  multipliers: Sequence[float] = DAN_MULTIPLIERS,
+  estimator: str = "biased",
+  source_weights: ArrayLike | None = None,
+  target_weights: ArrayLike | None = None,
+  tile_size: int | None = None,
 ) -> Array:
   """Multi-kernel MMD^2 of DAN (Long et al., ICML 2015).
 
@@ -147,20 +154,26 @@ def mk_mmd(
   Returns:
     Scalar.
   """
-  return mmd(source, target, kernel=GaussianKernel(multipliers=tuple(multipliers)),
-             estimator=estimator, source_weights=source_weights,
-             target_weights=target_weights, tile_size=tile_size)
+  return mmd(
+    source,
+    target,
+    kernel=GaussianKernel(multipliers=tuple(multipliers)),
+    estimator=estimator,
+    source_weights=source_weights,
+    target_weights=target_weights,
+    tile_size=tile_size,
+  )
 
 
 def jmmd(
-    source_layers: Sequence[ArrayLike],
-    target_layers: Sequence[ArrayLike],
-    *,
-    kernels: Sequence[GaussianKernel | LinearKernel | str] | None = None,
-    estimator: str = "biased",
-    source_weights: ArrayLike | None = None,
-    target_weights: ArrayLike | None = None,
-    tile_size: int | None = None,
+  source_layers: Sequence[ArrayLike],
+  target_layers: Sequence[ArrayLike],
+  *,
+  kernels: Sequence[GaussianKernel | LinearKernel | str] | None = None,
+  estimator: str = "biased",
+  source_weights: ArrayLike | None = None,
+  target_weights: ArrayLike | None = None,
+  tile_size: int | None = None,
 ) -> Array:
   """Joint MMD^2 of JAN (Long et al., "Deep Transfer Learning with Joint Adaptation
   Networks", ICML 2017).
@@ -186,26 +199,41 @@ def jmmd(
     Scalar.
   """
   if isinstance(source_layers, (jax.Array, np.ndarray)) or isinstance(
-      target_layers, (jax.Array, np.ndarray)):
-    raise ValueError("source_layers and target_layers must be sequences of [n, d_l] arrays "
-                     "(one per layer), not a single array.")
+    target_layers, (jax.Array, np.ndarray)
+  ):
+    raise ValueError(
+      "source_layers and target_layers must be sequences of [n, d_l] arrays "
+      "(one per layer), not a single array."
+    )
   source_layers, target_layers = list(source_layers), list(target_layers)
   if not source_layers or len(source_layers) != len(target_layers):
-    raise ValueError("source_layers and target_layers must be non-empty and of equal length, "
-                     f"got {len(source_layers)} and {len(target_layers)} layers.")
+    raise ValueError(
+      "source_layers and target_layers must be non-empty and of equal length, "
+      f"got {len(source_layers)} and {len(target_layers)} layers."
+    )
   if kernels is None:
     if len(source_layers) != 2:
-      raise ValueError("kernels=None selects JAN's defaults, which need exactly 2 layers "
-                       f"(features, softmax); got {len(source_layers)} layers. Pass kernels.")
+      raise ValueError(
+        "kernels=None selects JAN's defaults, which need exactly 2 layers "
+        f"(features, softmax); got {len(source_layers)} layers. Pass kernels."
+      )
     kernels = JAN_KERNELS
   kernels = list(kernels)
   if len(kernels) != len(source_layers):
-    raise ValueError(f"kernels must have one entry per layer ({len(source_layers)}), got "
-                     f"{len(kernels)}.")
+    raise ValueError(
+      f"kernels must have one entry per layer ({len(source_layers)}), got {len(kernels)}."
+    )
   return _joint_mmd(
-      source_layers, target_layers, kernels, estimator=estimator,
-      source_weights=source_weights, target_weights=target_weights, tile_size=tile_size,
-      source_name="source_layers[{}]", target_name="target_layers[{}]")
+    source_layers,
+    target_layers,
+    kernels,
+    estimator=estimator,
+    source_weights=source_weights,
+    target_weights=target_weights,
+    tile_size=tile_size,
+    source_name="source_layers[{}]",
+    target_name="target_layers[{}]",
+  )
 
 
 # ------------------------------------------------------------------------------------
@@ -216,8 +244,18 @@ def _layer_name(template: str, l: int) -> str:
   return template.format(l) if "{}" in template else template
 
 
-def _joint_mmd(source_layers, target_layers, kernels, *, estimator, source_weights,
-               target_weights, tile_size, source_name, target_name):
+def _joint_mmd(
+  source_layers,
+  target_layers,
+  kernels,
+  *,
+  estimator,
+  source_weights,
+  target_weights,
+  tile_size,
+  source_name,
+  target_name,
+):
   if estimator not in ESTIMATORS:
     raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
   source_layers = [jnp.asarray(x) for x in source_layers]
@@ -229,19 +267,24 @@ def _joint_mmd(source_layers, target_layers, kernels, *, estimator, source_weigh
     V.check_matrix(t, tn, shape_doc="[n_t, d]")
     V.check_same_dim(s, sn, t, tn)
     if s.shape[0] != source_layers[0].shape[0] or t.shape[0] != target_layers[0].shape[0]:
-      raise ValueError("all layers must have the same number of rows: got source shapes "
-                       f"{[tuple(x.shape) for x in source_layers]} and target shapes "
-                       f"{[tuple(x.shape) for x in target_layers]}.")
+      raise ValueError(
+        "all layers must have the same number of rows: got source shapes "
+        f"{[tuple(x.shape) for x in source_layers]} and target shapes "
+        f"{[tuple(x.shape) for x in target_layers]}."
+      )
   n_s, n_t = source_layers[0].shape[0], target_layers[0].shape[0]
   if estimator != "biased":
     if estimator != "unbiased" and n_s != n_t:
       raise ValueError(f"estimator={estimator!r} needs n_s == n_t, got n_s={n_s}, n_t={n_t}.")
     if min(n_s, n_t) < 2:
-      raise ValueError(f"estimator={estimator!r} needs at least 2 rows per domain, got "
-                       f"n_s={n_s}, n_t={n_t}.")
+      raise ValueError(
+        f"estimator={estimator!r} needs at least 2 rows per domain, got n_s={n_s}, n_t={n_t}."
+      )
     if estimator != "unbiased" and (source_weights is not None or target_weights is not None):
-      raise ValueError(f"source_weights / target_weights are only supported by the 'biased' "
-                       f"and 'unbiased' estimators, not estimator={estimator!r}.")
+      raise ValueError(
+        f"source_weights / target_weights are only supported by the 'biased' "
+        f"and 'unbiased' estimators, not estimator={estimator!r}."
+      )
   if tile_size is not None and (not isinstance(tile_size, (int, np.integer)) or tile_size < 1):
     raise ValueError(f"tile_size must be a positive int or None, got {tile_size!r}.")
 
@@ -253,14 +296,17 @@ def _joint_mmd(source_layers, target_layers, kernels, *, estimator, source_weigh
   ws = V.check_weights(source_weights, "source_weights", n_s, dtype, normalize=True)
   wt = V.check_weights(target_weights, "target_weights", n_t, dtype, normalize=True)
 
-  joints = [jnp.concatenate([s, t], axis=0)
-            for s, t in zip(source_layers, target_layers, strict=True)]
+  joints = [
+    jnp.concatenate([s, t], axis=0) for s, t in zip(source_layers, target_layers, strict=True)
+  ]
   sigma2s = []
   for kern, z in zip(kernels, joints, strict=True):
     if isinstance(kern, GaussianKernel):
       if tile_size is not None and kern.sigma2 is None and kern.rule == "median":
-        raise ValueError("the median bandwidth rule needs the full [N, N] distance matrix and "
-                         "is not available with tile_size; use rule='mean' or a fixed sigma2.")
+        raise ValueError(
+          "the median bandwidth rule needs the full [N, N] distance matrix and "
+          "is not available with tile_size; use rule='mean' or a fixed sigma2."
+        )
       sigma2s.append(kern.base_sigma2(z))
     else:
       sigma2s.append(None)
@@ -310,8 +356,9 @@ def _num_rows(joints) -> int:
 def _kernel_block(rows, rows_sq, cols, cols_sq, kernels, sigma2s):
   """``prod_l k^l(rows^l, cols^l)``: ``[r, c]`` from per-layer ``[r, d_l]``, ``[c, d_l]``."""
   out = None
-  for x, x_sq, y, y_sq, kern, s2 in zip(rows, rows_sq, cols, cols_sq, kernels, sigma2s,
-                                        strict=True):
+  for x, x_sq, y, y_sq, kern, s2 in zip(
+    rows, rows_sq, cols, cols_sq, kernels, sigma2s, strict=True
+  ):
     if isinstance(kern, LinearKernel):
       block = jnp.matmul(x, y.T, precision=_HI)
     else:
@@ -382,20 +429,26 @@ def _pairwise_estimate(source_layers, target_layers, kernels, sigma2s, estimator
   n = source_layers[0].shape[0]
   if estimator == "linear":
     m = n // 2
-    s1 = [x[0:2 * m:2] for x in source_layers]
-    s2 = [x[1:2 * m:2] for x in source_layers]
-    t1 = [x[0:2 * m:2] for x in target_layers]
-    t2 = [x[1:2 * m:2] for x in target_layers]
-    h = (_pair_kernel(s1, s2, kernels, sigma2s) + _pair_kernel(t1, t2, kernels, sigma2s)
-         - _pair_kernel(s1, t2, kernels, sigma2s) - _pair_kernel(s2, t1, kernels, sigma2s))
+    s1 = [x[0 : 2 * m : 2] for x in source_layers]
+    s2 = [x[1 : 2 * m : 2] for x in source_layers]
+    t1 = [x[0 : 2 * m : 2] for x in target_layers]
+    t2 = [x[1 : 2 * m : 2] for x in target_layers]
+    h = (
+      _pair_kernel(s1, s2, kernels, sigma2s)
+      + _pair_kernel(t1, t2, kernels, sigma2s)
+      - _pair_kernel(s1, t2, kernels, sigma2s)
+      - _pair_kernel(s2, t1, kernels, sigma2s)
+    )
     return jnp.mean(h)
   # TLlib's cyclic pairs (i, i + 1 mod n).
   s_next = [jnp.roll(x, -1, axis=0) for x in source_layers]
   t_next = [jnp.roll(x, -1, axis=0) for x in target_layers]
-  within = (_pair_kernel(source_layers, s_next, kernels, sigma2s)
-            + _pair_kernel(target_layers, t_next, kernels, sigma2s))
-  cross = (_pair_kernel(source_layers, t_next, kernels, sigma2s)
-           + _pair_kernel(s_next, target_layers, kernels, sigma2s))
+  within = _pair_kernel(source_layers, s_next, kernels, sigma2s) + _pair_kernel(
+    target_layers, t_next, kernels, sigma2s
+  )
+  cross = _pair_kernel(source_layers, t_next, kernels, sigma2s) + _pair_kernel(
+    s_next, target_layers, kernels, sigma2s
+  )
   if n == 2:  # TLlib assigns (not adds) index-matrix entries: each cross pair counts once.
     cross = 0.5 * cross
   return jnp.sum(within - cross) / n + TLLIB_CONSTANT(n)

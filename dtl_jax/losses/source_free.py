@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dtl_jax.losses import adversarial_checks as _checks
+from dtl_jax import _validation as V
 from dtl_jax.losses.entropy import TLLIB_EPSILON, _entropy_of_probs, entropy_minimization_loss
 
 #: SHOT's ``epsilon`` inside the logs of its entropies (``loss.Entropy`` and ``gentropy``).
@@ -36,8 +36,9 @@ SHOT_CENTROID_EPSILON = 1e-8
 _DISTANCES = ("cosine", "euclidean")
 
 
-def tent_loss(logits: jax.typing.ArrayLike, *,
-              weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def tent_loss(
+  logits: jax.typing.ArrayLike, *, weights: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   r"""Tent's test-time objective: the mean Shannon entropy of the predictions.
 
   .. math::
@@ -70,9 +71,9 @@ def _check_epsilon(epsilon: float) -> None:
     raise ValueError(f"`epsilon` must be a finite number >= 0, got {epsilon!r}.")
 
 
-def information_maximization_loss(logits: jax.typing.ArrayLike, *,
-                                  diversity_weight: float = 1.0,
-                                  epsilon: float = SHOT_EPSILON) -> jax.Array:
+def information_maximization_loss(
+  logits: jax.typing.ArrayLike, *, diversity_weight: float = 1.0, epsilon: float = SHOT_EPSILON
+) -> jax.Array:
   r"""SHOT's information-maximisation (IM) loss: confident but diverse predictions.
 
   .. math::
@@ -105,7 +106,7 @@ def information_maximization_loss(logits: jax.typing.ArrayLike, *,
     Scalar loss in ``[-log C, log C]`` (float32 at least).
   """
   _check_epsilon(epsilon)
-  z = _checks.class_logits("logits", logits)
+  z = V.check_class_logits(logits, "logits")
   return _im_loss(z.astype(jnp.promote_types(z.dtype, jnp.float32)), diversity_weight, epsilon)
 
 
@@ -119,23 +120,30 @@ def _im_loss(z: jax.Array, diversity_weight, epsilon) -> jax.Array:
   return mean_entropy - diversity_weight * diversity
 
 
-def _check_labels(name: str, labels: jax.typing.ArrayLike, n: int, num_classes: int
-                  ) -> jax.Array:
+def _check_labels(name: str, labels: jax.typing.ArrayLike, n: int, num_classes: int) -> jax.Array:
   y = jnp.asarray(labels)
   if not jnp.issubdtype(y.dtype, jnp.integer):
     raise ValueError(f"`{name}` must be integer class indices, got dtype {y.dtype}.")
   if y.shape != (n,):
-    raise ValueError(f"`{name}` must have shape [{n}] (one label per example), got shape "
-                     f"{tuple(y.shape)}.")
-  if _checks.is_concrete(y) and n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-    raise ValueError(f"`{name}` must lie in [0, {num_classes}), got values in "
-                     f"[{int(y.min())}, {int(y.max())}].")
+    raise ValueError(
+      f"`{name}` must have shape [{n}] (one label per example), got shape {tuple(y.shape)}."
+    )
+  if V.is_concrete(y) and n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    raise ValueError(
+      f"`{name}` must lie in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]."
+    )
   return y
 
 
-def shot_loss(logits: jax.typing.ArrayLike, pseudo_labels: jax.typing.ArrayLike, *,
-              beta: float = SHOT_BETA, im_weight: float = 1.0,
-              diversity_weight: float = 1.0, epsilon: float = SHOT_EPSILON) -> jax.Array:
+def shot_loss(
+  logits: jax.typing.ArrayLike,
+  pseudo_labels: jax.typing.ArrayLike,
+  *,
+  beta: float = SHOT_BETA,
+  im_weight: float = 1.0,
+  diversity_weight: float = 1.0,
+  epsilon: float = SHOT_EPSILON,
+) -> jax.Array:
   r"""SHOT's target objective for one batch (Liang et al., ICML 2020, Eq. 6).
 
   .. math::
@@ -160,7 +168,7 @@ def shot_loss(logits: jax.typing.ArrayLike, pseudo_labels: jax.typing.ArrayLike,
   Returns:
     Scalar loss.
   """
-  p_logits = _checks.class_logits("logits", logits)
+  p_logits = V.check_class_logits(logits, "logits")
   y = _check_labels("pseudo_labels", pseudo_labels, p_logits.shape[0], p_logits.shape[1])
   _check_epsilon(epsilon)
   z = p_logits.astype(jnp.promote_types(p_logits.dtype, jnp.float32))
@@ -184,6 +192,7 @@ class ShotPseudoLabels(NamedTuple):
       classes left out of that round (at most ``threshold`` examples assigned to them).
     initial_labels: ``[n]`` int32 ``argmax`` of the logits (the source prediction).
   """
+
   labels: jax.Array
   centroids: jax.Array
   distances: jax.Array
@@ -201,13 +210,18 @@ def _cosine_distance(f: jax.Array, c: jax.Array) -> jax.Array:
 
 
 def _euclidean_distance(f: jax.Array, c: jax.Array) -> jax.Array:
-  sq = (jnp.sum(f * f, axis=1)[:, None] + jnp.sum(c * c, axis=1)[None, :] - 2.0 * (f @ c.T))
+  sq = jnp.sum(f * f, axis=1)[:, None] + jnp.sum(c * c, axis=1)[None, :] - 2.0 * (f @ c.T)
   return jnp.sqrt(jnp.maximum(sq, 0.0))
 
 
-def shot_pseudo_labels(features: jax.typing.ArrayLike, logits: jax.typing.ArrayLike, *,
-                       distance: str = "cosine", threshold: float = 0,
-                       rounds: int = 2) -> ShotPseudoLabels:
+def shot_pseudo_labels(
+  features: jax.typing.ArrayLike,
+  logits: jax.typing.ArrayLike,
+  *,
+  distance: str = "cosine",
+  threshold: float = 0,
+  rounds: int = 2,
+) -> ShotPseudoLabels:
   r"""SHOT's self-supervised pseudo-labels: weighted k-means-style class centroids.
 
   A transcription of ``obtain_label`` in the released code (tim-learn/SHOT,
@@ -250,22 +264,23 @@ def shot_pseudo_labels(features: jax.typing.ArrayLike, logits: jax.typing.ArrayL
     raise ValueError(f"`distance` must be one of {_DISTANCES}, got {distance!r}.")
   if not isinstance(rounds, (int, np.integer)) or isinstance(rounds, bool) or rounds < 1:
     raise ValueError(f"`rounds` must be an int >= 1, got {rounds!r}.")
-  if not isinstance(threshold, jax.core.Tracer) and not (np.isfinite(threshold)
-                                                         and threshold >= 0):
+  if not isinstance(threshold, jax.core.Tracer) and not (np.isfinite(threshold) and threshold >= 0):
     raise ValueError(f"`threshold` must be a finite number >= 0, got {threshold!r}.")
-  f = _checks.as_float_array("features", features)
-  _checks.check_rank("features", f, (2,), "[n, d]")
-  _checks.check_nonempty("features", f)
-  z = _checks.class_logits("logits", logits)
-  _checks.same_batch("features", f, "logits", z)
+  f = V.as_float_array(features, "features")
+  V.check_rank(f, "features", (2,), "[n, d]")
+  V.check_nonempty(f, "features")
+  z = V.check_class_logits(logits, "logits")
+  V.check_same_batch(f, "features", z, "logits")
   dtype = jnp.promote_types(jnp.promote_types(f.dtype, z.dtype), jnp.float32)
-  return _pseudo_labels(f.astype(dtype), z.astype(dtype), threshold, distance=distance,
-                        rounds=int(rounds))
+  return _pseudo_labels(
+    f.astype(dtype), z.astype(dtype), threshold, distance=distance, rounds=int(rounds)
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("distance", "rounds"))
-def _pseudo_labels(f: jax.Array, z: jax.Array, threshold, *, distance: str, rounds: int
-                   ) -> ShotPseudoLabels:
+def _pseudo_labels(
+  f: jax.Array, z: jax.Array, threshold, *, distance: str, rounds: int
+) -> ShotPseudoLabels:
   f = jax.lax.stop_gradient(f)
   z = jax.lax.stop_gradient(z)
   dtype = f.dtype
@@ -289,9 +304,17 @@ def _pseudo_labels(f: jax.Array, z: jax.Array, threshold, *, distance: str, roun
   centroids, dists, labels = assign(probs, initial)  # round 1: soft weights
   for _ in range(rounds - 1):  # later rounds: hard labels of the round before
     centroids, dists, labels = assign(jax.nn.one_hot(labels, num_classes, dtype=dtype), labels)
-  return ShotPseudoLabels(labels=labels, centroids=centroids, distances=dists,
-                          initial_labels=initial)
+  return ShotPseudoLabels(
+    labels=labels, centroids=centroids, distances=dists, initial_labels=initial
+  )
 
 
-__all__ = ["SHOT_BETA", "SHOT_EPSILON", "ShotPseudoLabels", "information_maximization_loss",
-           "shot_loss", "shot_pseudo_labels", "tent_loss"]
+__all__ = [
+  "SHOT_BETA",
+  "SHOT_EPSILON",
+  "ShotPseudoLabels",
+  "information_maximization_loss",
+  "shot_loss",
+  "shot_pseudo_labels",
+  "tent_loss",
+]

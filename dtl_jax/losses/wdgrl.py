@@ -23,16 +23,20 @@ from dtl_jax import _validation as V
 def _critic_values(x, name: str) -> jax.Array:
   x = V.as_float_array(x, name)
   if not (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
-    raise ValueError(f"`{name}` must be critic outputs of shape [n] or [n, 1], got shape "
-                     f"{tuple(x.shape)}.")
+    raise ValueError(
+      f"`{name}` must be critic outputs of shape [n] or [n, 1], got shape {tuple(x.shape)}."
+    )
   V.check_nonempty(x, name)
   return x.reshape(x.shape[0])
 
 
-def wasserstein_critic_loss(critic_source: jax.typing.ArrayLike,
-                            critic_target: jax.typing.ArrayLike, *,
-                            source_weights: jax.typing.ArrayLike | None = None,
-                            target_weights: jax.typing.ArrayLike | None = None) -> jax.Array:
+def wasserstein_critic_loss(
+  critic_source: jax.typing.ArrayLike,
+  critic_target: jax.typing.ArrayLike,
+  *,
+  source_weights: jax.typing.ArrayLike | None = None,
+  target_weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   r"""WDGRL's domain critic loss :math:`\mathcal{L}_{wd}` (Shen et al., AAAI 2018, Eq. 4).
 
   .. math::
@@ -66,11 +70,15 @@ def _paired(source, target) -> tuple[jax.Array, jax.Array]:
   V.check_rank(t, "target", (2,), "[n, d]")
   V.check_nonempty(s, "source")
   if s.shape[0] != t.shape[0]:
-    raise ValueError("`source` and `target` must have the same batch size (examples are "
-                     f"paired), got {s.shape[0]} and {t.shape[0]}.")
+    raise ValueError(
+      "`source` and `target` must have the same batch size (examples are "
+      f"paired), got {s.shape[0]} and {t.shape[0]}."
+    )
   if s.shape[1] != t.shape[1]:
-    raise ValueError("`source` and `target` must have the same feature dimension, got "
-                     f"{s.shape[1]} and {t.shape[1]}.")
+    raise ValueError(
+      "`source` and `target` must have the same feature dimension, got "
+      f"{s.shape[1]} and {t.shape[1]}."
+    )
   return s, t.astype(s.dtype)
 
 
@@ -81,9 +89,13 @@ def _safe_norm(x: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def gradient_penalty(critic_fn: Callable[[jax.Array], jax.Array],
-                     source: jax.typing.ArrayLike, target: jax.typing.ArrayLike, *,
-                     key: jax.Array) -> jax.Array:
+def gradient_penalty(
+  critic_fn: Callable[[jax.Array], jax.Array],
+  source: jax.typing.ArrayLike,
+  target: jax.typing.ArrayLike,
+  *,
+  key: jax.Array,
+) -> jax.Array:
   r"""Gradient penalty on random interpolates (Gulrajani et al., NeurIPS 2017; WDGRL Eq. 5).
 
   .. math::
@@ -112,18 +124,24 @@ def gradient_penalty(critic_fn: Callable[[jax.Array], jax.Array],
   def total_critic(h):
     out = jnp.asarray(critic_fn(h))
     if out.shape not in ((h.shape[0],), (h.shape[0], 1)):
-      raise ValueError(f"`critic_fn` must return shape [n] or [n, 1] for input {h.shape}, "
-                       f"got {out.shape}.")
+      raise ValueError(
+        f"`critic_fn` must return shape [n] or [n, 1] for input {h.shape}, got {out.shape}."
+      )
     return jnp.sum(out)
 
   grads = jax.grad(total_critic)(interpolates)
   return jnp.mean((_safe_norm(grads) - 1.0) ** 2)
 
 
-def sliced_wasserstein(source: jax.typing.ArrayLike, target: jax.typing.ArrayLike, *,
-                       key: jax.Array | None = None, num_projections: int = 128,
-                       projections: jax.typing.ArrayLike | None = None,
-                       p: float = 2.0) -> jax.Array:
+def sliced_wasserstein(
+  source: jax.typing.ArrayLike,
+  target: jax.typing.ArrayLike,
+  *,
+  key: jax.Array | None = None,
+  num_projections: int = 128,
+  projections: jax.typing.ArrayLike | None = None,
+  p: float = 2.0,
+) -> jax.Array:
   r"""Sliced Wasserstein discrepancy (Rabin et al., 2011; Bonneel et al., 2015).
 
   .. math::
@@ -159,8 +177,9 @@ def sliced_wasserstein(source: jax.typing.ArrayLike, target: jax.typing.ArrayLik
   elif projections is not None and key is None:
     theta = V.as_float_array(projections, "projections")
     if theta.ndim != 2 or theta.shape[0] != s.shape[1]:
-      raise ValueError(f"`projections` must have shape [d={s.shape[1]}, L], got "
-                       f"{tuple(theta.shape)}.")
+      raise ValueError(
+        f"`projections` must have shape [d={s.shape[1]}, L], got {tuple(theta.shape)}."
+      )
     theta = theta.astype(s.dtype)
   else:
     raise ValueError("Pass exactly one of `key` and `projections` to sliced_wasserstein.")

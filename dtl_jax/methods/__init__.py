@@ -11,35 +11,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtl_jax.methods.adversarial import ADDA, CDAN, CDANE, DANN, MDD, WDGRL, Distill, DomainConfusion
+from dtl_jax.methods.adversarial import (
+  ADDA,
+  CDAN,
+  CDANE,
+  DANN,
+  MDD,
+  WDGRL,
+  Distill,
+  DomainConfusion,
+)
 from dtl_jax.methods.base import Extra, LossMethod, Method, MethodInputs, Setup, SetupContext
 from dtl_jax.methods.discrepancy import (
-    DAN,
-    DDC,
-    JAN,
-    WEIGHTINGS,
-    DeepCORAL,
-    Finetune,
-    InstanceWeighted,
-    SourceOnly,
+  DAN,
+  DDC,
+  JAN,
+  WEIGHTINGS,
+  DeepCORAL,
+  Finetune,
+  InstanceWeighted,
+  SourceOnly,
 )
 
 METHODS: dict[str, type[Method]] = {
-    "source_only": SourceOnly,
-    "ddc": DDC,
-    "dan": DAN,
-    "jan": JAN,
-    "deep_coral": DeepCORAL,
-    "dann": DANN,
-    "cdan": CDAN,
-    "cdan_e": CDANE,
-    "mdd": MDD,
-    "adda": ADDA,
-    "wdgrl": WDGRL,
-    "domain_confusion": DomainConfusion,
-    "instance_weighted": InstanceWeighted,
-    "finetune": Finetune,
-    "distill": Distill,
+  "source_only": SourceOnly,
+  "ddc": DDC,
+  "dan": DAN,
+  "jan": JAN,
+  "deep_coral": DeepCORAL,
+  "dann": DANN,
+  "cdan": CDAN,
+  "cdan_e": CDANE,
+  "mdd": MDD,
+  "adda": ADDA,
+  "wdgrl": WDGRL,
+  "domain_confusion": DomainConfusion,
+  "instance_weighted": InstanceWeighted,
+  "finetune": Finetune,
+  "distill": Distill,
 }
 
 
@@ -59,7 +68,29 @@ def build(name: str, **kwargs: Any) -> Method:
     raise ValueError(f"bad hyperparameters for method {name!r}: {e}") from None
 
 
-__all__ = ["METHODS", "build", "Method", "MethodInputs", "Extra", "LossMethod", "Setup",
-           "SetupContext", "SourceOnly", "DDC", "DAN", "JAN", "DeepCORAL", "DANN", "CDAN",
-           "CDANE", "MDD", "ADDA", "WDGRL", "DomainConfusion", "InstanceWeighted",
-           "WEIGHTINGS", "Finetune", "Distill"]
+__all__ = [
+  "METHODS",
+  "build",
+  "Method",
+  "MethodInputs",
+  "Extra",
+  "LossMethod",
+  "Setup",
+  "SetupContext",
+  "SourceOnly",
+  "DDC",
+  "DAN",
+  "JAN",
+  "DeepCORAL",
+  "DANN",
+  "CDAN",
+  "CDANE",
+  "MDD",
+  "ADDA",
+  "WDGRL",
+  "DomainConfusion",
+  "InstanceWeighted",
+  "WEIGHTINGS",
+  "Finetune",
+  "Distill",
+]

@@ -21,8 +21,9 @@ from dtl_jax.methods.base import Extra, Method, MethodInputs, Setup, SetupContex
 from dtl_jax.methods.discrepancy import _feature
 
 
-def _schedule(kind: str, total_steps: int, *, hi: float = 1.0, max_iters: float = 1000.0,
-              gamma: float = 10.0) -> Callable[[jax.Array], jax.Array]:
+def _schedule(
+  kind: str, total_steps: int, *, hi: float = 1.0, max_iters: float = 1000.0, gamma: float = 10.0
+) -> Callable[[jax.Array], jax.Array]:
   if kind == "dann":
     return losses.dann_schedule(total_steps=max(total_steps, 1), gamma=gamma)
   if kind == "warm_start":
@@ -34,8 +35,9 @@ def _schedule(kind: str, total_steps: int, *, hi: float = 1.0, max_iters: float 
 
 def _reversal_coeff(method: Any, inputs: MethodInputs) -> jax.Array:
   """The GRL coefficient at this step from ``method.schedule`` / ``hi`` / ``max_iters``."""
-  return _schedule(method.schedule, inputs.total_steps, hi=method.hi,
-                   max_iters=method.max_iters)(inputs.step)
+  return _schedule(method.schedule, inputs.total_steps, hi=method.hi, max_iters=method.max_iters)(
+    inputs.step
+  )
 
 
 class DANN(Method):
@@ -63,10 +65,19 @@ class DANN(Method):
 
   name = "dann"
 
-  def __init__(self, *, trade_off: float = 1.0, schedule: str = "warm_start", hi: float = 1.0,
-               max_iters: float = 1000.0, feature_key: str = "bottleneck",
-               hidden: tuple[int, ...] = (1024, 1024), batch_norm: bool = True,
-               discriminator: nn.Module | None = None, lr_mult: float = 1.0):
+  def __init__(
+    self,
+    *,
+    trade_off: float = 1.0,
+    schedule: str = "warm_start",
+    hi: float = 1.0,
+    max_iters: float = 1000.0,
+    feature_key: str = "bottleneck",
+    hidden: tuple[int, ...] = (1024, 1024),
+    batch_norm: bool = True,
+    discriminator: nn.Module | None = None,
+    lr_mult: float = 1.0,
+  ):
     self.trade_off = trade_off
     self.schedule = schedule
     self.hi = hi
@@ -84,11 +95,11 @@ class DANN(Method):
     return _feature(example, self.feature_key).shape[-1]
 
   def extra_modules(self, example):
-    module = self.discriminator or models.DomainDiscriminator(hidden=self.hidden,
-                                                              batch_norm=self.batch_norm)
+    module = self.discriminator or models.DomainDiscriminator(
+      hidden=self.hidden, batch_norm=self.batch_norm
+    )
     dim = self._disc_input_dim(example)
-    return {"discriminator": Extra(module, jnp.zeros((2, dim), jnp.float32),
-                                   lr_mult=self.lr_mult)}
+    return {"discriminator": Extra(module, jnp.zeros((2, dim), jnp.float32), lr_mult=self.lr_mult)}
 
   def coeff(self, inputs: MethodInputs) -> jax.Array:
     return _reversal_coeff(self, inputs)
@@ -105,9 +116,13 @@ class DANN(Method):
     d = inputs.apply("discriminator", h)
     d_s, d_t = d[:n_s], d[n_s:]
     transfer = self.domain_loss(inputs, d_s, d_t)
-    metrics = {"ce": ce, "transfer": transfer, "grl_coeff": jnp.asarray(coeff, jnp.float32),
-               "domain_acc": losses.domain_accuracy(d_s, d_t),
-               "source_acc": inputs.source_accuracy()}
+    metrics = {
+      "ce": ce,
+      "transfer": transfer,
+      "grl_coeff": jnp.asarray(coeff, jnp.float32),
+      "domain_acc": losses.domain_accuracy(d_s, d_t),
+      "source_acc": inputs.source_accuracy(),
+    }
     return ce + self.trade_off * transfer, metrics
 
 
@@ -123,9 +138,16 @@ class CDAN(DANN):
 
   name = "cdan"
 
-  def __init__(self, *, entropy_conditioning: bool = False, randomized: bool | None = None,
-               randomized_dim: int = 1024, map_seed: int = 0, schedule: str = "warm_start",
-               **kwargs):
+  def __init__(
+    self,
+    *,
+    entropy_conditioning: bool = False,
+    randomized: bool | None = None,
+    randomized_dim: int = 1024,
+    map_seed: int = 0,
+    schedule: str = "warm_start",
+    **kwargs,
+  ):
     super().__init__(schedule=schedule, **kwargs)
     self.entropy_conditioning = entropy_conditioning
     self.randomized = randomized
@@ -146,8 +168,9 @@ class CDAN(DANN):
     f_dim, c = f.shape[-1], logits.shape[-1]
     matrices = None
     if self._use_random(f_dim, c):
-      matrices = losses.randomized_map_matrices(jax.random.key(self.map_seed), f_dim, c,
-                                               self.randomized_dim, dtype=f.dtype)
+      matrices = losses.randomized_map_matrices(
+        jax.random.key(self.map_seed), f_dim, c, self.randomized_dim, dtype=f.dtype
+      )
     return losses.cdan_features(f, logits, matrices=matrices)
 
   def _disc_input(self, inputs):
@@ -156,9 +179,13 @@ class CDAN(DANN):
     return self._map(f_s, inputs.source["logits"]), self._map(f_t, inputs.target["logits"])
 
   def domain_loss(self, inputs, d_s, d_t):
-    return losses.cdan_loss(d_s, d_t, logits_source=inputs.source["logits"],
-                           logits_target=inputs.target["logits"],
-                           entropy_conditioning=self.entropy_conditioning)
+    return losses.cdan_loss(
+      d_s,
+      d_t,
+      logits_source=inputs.source["logits"],
+      logits_target=inputs.target["logits"],
+      entropy_conditioning=self.entropy_conditioning,
+    )
 
 
 class CDANE(CDAN):
@@ -182,10 +209,18 @@ class MDD(Method):
 
   name = "mdd"
 
-  def __init__(self, *, trade_off: float = 1.0, margin: float = 4.0,
-               feature_key: str = "bottleneck", hidden: int = 0, hi: float = 0.1,
-               max_iters: float = 1000.0, schedule: str = "warm_start",
-               head: nn.Module | None = None):
+  def __init__(
+    self,
+    *,
+    trade_off: float = 1.0,
+    margin: float = 4.0,
+    feature_key: str = "bottleneck",
+    hidden: int = 0,
+    hi: float = 0.1,
+    max_iters: float = 1000.0,
+    schedule: str = "warm_start",
+    head: nn.Module | None = None,
+  ):
     self.trade_off = trade_off
     self.margin = margin
     self.feature_key = feature_key
@@ -198,8 +233,9 @@ class MDD(Method):
   def extra_modules(self, example):
     c = example["logits"].shape[-1]
     dim = _feature(example, self.feature_key).shape[-1]
-    head = self.head or models.Classifier(c, hidden=(self.hidden,) if self.hidden else (),
-                                          init_scheme="mdd")
+    head = self.head or models.Classifier(
+      c, hidden=(self.hidden,) if self.hidden else (), init_scheme="mdd"
+    )
     return {"adversarial_head": Extra(head, jnp.zeros((1, dim), jnp.float32))}
 
   def loss(self, inputs):
@@ -208,12 +244,17 @@ class MDD(Method):
     f_t = _feature(inputs.target, self.feature_key)
     n_s = f_s.shape[0]
     coeff = _reversal_coeff(self, inputs)
-    adv = inputs.apply("adversarial_head",
-                       losses.gradient_reverse(jnp.concatenate([f_s, f_t]), coeff))
-    transfer = losses.mdd_loss(inputs.source["logits"], adv[:n_s], inputs.target["logits"],
-                              adv[n_s:], margin=self.margin)
-    return ce + self.trade_off * transfer, {"ce": ce, "transfer": transfer,
-                                            "source_acc": inputs.source_accuracy()}
+    adv = inputs.apply(
+      "adversarial_head", losses.gradient_reverse(jnp.concatenate([f_s, f_t]), coeff)
+    )
+    transfer = losses.mdd_loss(
+      inputs.source["logits"], adv[:n_s], inputs.target["logits"], adv[n_s:], margin=self.margin
+    )
+    return ce + self.trade_off * transfer, {
+      "ce": ce,
+      "transfer": transfer,
+      "source_acc": inputs.source_accuracy(),
+    }
 
 
 class ADDA(Method):
@@ -247,10 +288,17 @@ class ADDA(Method):
 
   name = "adda"
 
-  def __init__(self, *, stage: int = 1, source_model: Any = None,
-               feature_key: str = "bottleneck", hidden: tuple[int, ...] = (500, 500),
-               batch_norm: bool = False, head_patterns: tuple[str, ...] = ("head/.*",),
-               discriminator: nn.Module | None = None):
+  def __init__(
+    self,
+    *,
+    stage: int = 1,
+    source_model: Any = None,
+    feature_key: str = "bottleneck",
+    hidden: tuple[int, ...] = (500, 500),
+    batch_norm: bool = False,
+    head_patterns: tuple[str, ...] = ("head/.*",),
+    discriminator: nn.Module | None = None,
+  ):
     if stage not in (1, 2):
       raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     self.stage = stage
@@ -270,8 +318,9 @@ class ADDA(Method):
     if self.stage == 1:
       return Setup()
     if not context.init_from:
-      raise ValueError("adda stage 2 needs init_from = the stage-1 run directory "
-                       "(config key 'init_from')")
+      raise ValueError(
+        "adda stage 2 needs init_from = the stage-1 run directory (config key 'init_from')"
+      )
     if self.source_model is None:
       self.source_model = context.model
     # Own buffers: the main model's copy is donated to the jitted step.
@@ -282,13 +331,18 @@ class ADDA(Method):
     if self.stage == 1:
       return {}
     if self.source_model is None:
-      raise ValueError("ADDA stage 2 needs source_model (the stage-1 model module); fit "
-                       "sets it from config.init_from")
+      raise ValueError(
+        "ADDA stage 2 needs source_model (the stage-1 model module); fit "
+        "sets it from config.init_from"
+      )
     dim = _feature(example, self.feature_key).shape[-1]
     return {
-        "source_model": Extra(self.source_model, example["x"], trainable=False),
-        "discriminator": Extra(self.discriminator or models.DomainDiscriminator(
-            hidden=self.hidden, batch_norm=self.batch_norm), jnp.zeros((2, dim), jnp.float32)),
+      "source_model": Extra(self.source_model, example["x"], trainable=False),
+      "discriminator": Extra(
+        self.discriminator
+        or models.DomainDiscriminator(hidden=self.hidden, batch_norm=self.batch_norm),
+        jnp.zeros((2, dim), jnp.float32),
+      ),
     }
 
   def loss(self, inputs):
@@ -303,8 +357,11 @@ class ADDA(Method):
     d_loss = losses.adda_discriminator_loss(d[:n_s], d[n_s:])
     d_t = inputs.apply("discriminator", f_t, stop_gradient_params=True)
     g_loss = losses.adda_encoder_loss(d_t)
-    return d_loss + g_loss, {"discriminator_loss": d_loss, "encoder_loss": g_loss,
-                             "domain_acc": losses.domain_accuracy(d[:n_s], d[n_s:])}
+    return d_loss + g_loss, {
+      "discriminator_loss": d_loss,
+      "encoder_loss": g_loss,
+      "domain_acc": losses.domain_accuracy(d[:n_s], d[n_s:]),
+    }
 
 
 class WDGRL(Method):
@@ -323,10 +380,18 @@ class WDGRL(Method):
 
   name = "wdgrl"
 
-  def __init__(self, *, trade_off: float = 1.0, gp_weight: float = 10.0,
-               schedule: str = "warm_start", hi: float = 1.0, max_iters: float = 1000.0,
-               feature_key: str = "bottleneck", hidden: tuple[int, ...] = (100,),
-               critic: nn.Module | None = None):
+  def __init__(
+    self,
+    *,
+    trade_off: float = 1.0,
+    gp_weight: float = 10.0,
+    schedule: str = "warm_start",
+    hi: float = 1.0,
+    max_iters: float = 1000.0,
+    feature_key: str = "bottleneck",
+    hidden: tuple[int, ...] = (100,),
+    critic: nn.Module | None = None,
+  ):
     self.trade_off = trade_off
     self.schedule = schedule
     self.hi = hi
@@ -354,9 +419,13 @@ class WDGRL(Method):
     fs, ft = jax.lax.stop_gradient(f_s[:n]), jax.lax.stop_gradient(f_t[:n])
     gp = losses.gradient_penalty(lambda z: inputs.apply("critic", z), fs, ft, key=inputs.rng)
     loss = ce - self.trade_off * w + self.trade_off * self.gp_weight * gp
-    return loss, {"ce": ce, "wasserstein": w, "gradient_penalty": gp,
-                  "grl_coeff": jnp.asarray(coeff, jnp.float32),
-                  "source_acc": inputs.source_accuracy()}
+    return loss, {
+      "ce": ce,
+      "wasserstein": w,
+      "gradient_penalty": gp,
+      "grl_coeff": jnp.asarray(coeff, jnp.float32),
+      "source_acc": inputs.source_accuracy(),
+    }
 
 
 class DomainConfusion(Method):
@@ -372,9 +441,15 @@ class DomainConfusion(Method):
 
   name = "domain_confusion"
 
-  def __init__(self, *, trade_off: float = 0.1, feature_key: str = "bottleneck",
-               hidden: tuple[int, ...] = (500,), batch_norm: bool = False,
-               discriminator: nn.Module | None = None):
+  def __init__(
+    self,
+    *,
+    trade_off: float = 0.1,
+    feature_key: str = "bottleneck",
+    hidden: tuple[int, ...] = (500,),
+    batch_norm: bool = False,
+    discriminator: nn.Module | None = None,
+  ):
     self.trade_off = trade_off
     self.feature_key = feature_key
     self.hidden = tuple(hidden)
@@ -383,8 +458,13 @@ class DomainConfusion(Method):
 
   def extra_modules(self, example):
     dim = _feature(example, self.feature_key).shape[-1]
-    return {"domain_classifier": Extra(self.discriminator or models.DomainDiscriminator(
-        hidden=self.hidden, batch_norm=self.batch_norm), jnp.zeros((2, dim), jnp.float32))}
+    return {
+      "domain_classifier": Extra(
+        self.discriminator
+        or models.DomainDiscriminator(hidden=self.hidden, batch_norm=self.batch_norm),
+        jnp.zeros((2, dim), jnp.float32),
+      )
+    }
 
   def loss(self, inputs):
     ce = inputs.source_cross_entropy()
@@ -397,9 +477,12 @@ class DomainConfusion(Method):
     d2 = inputs.apply("domain_classifier", f, stop_gradient_params=True)
     conf = losses.domain_confusion_loss(d2[:n_s], d2[n_s:])
     return ce + d_loss + self.trade_off * conf, {
-        "ce": ce, "domain_loss": d_loss, "confusion": conf,
-        "domain_acc": losses.domain_accuracy(d[:n_s], d[n_s:]),
-        "source_acc": inputs.source_accuracy()}
+      "ce": ce,
+      "domain_loss": d_loss,
+      "confusion": conf,
+      "domain_acc": losses.domain_accuracy(d[:n_s], d[n_s:]),
+      "source_acc": inputs.source_accuracy(),
+    }
 
 
 class Distill(Method):
@@ -418,11 +501,19 @@ class Distill(Method):
 
   name = "distill"
 
-  def __init__(self, teacher: Any = None, *, teacher_workdir: str = "",
-               temperature: float = 4.0, alpha: float = 0.9, on_target: bool = False):
+  def __init__(
+    self,
+    teacher: Any = None,
+    *,
+    teacher_workdir: str = "",
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    on_target: bool = False,
+  ):
     if teacher is None and not teacher_workdir:
-      raise ValueError("distill needs a teacher: method_kwargs.teacher_workdir = a trained "
-                       "run directory")
+      raise ValueError(
+        "distill needs a teacher: method_kwargs.teacher_workdir = a trained run directory"
+      )
     self.teacher = teacher
     self.teacher_workdir = str(teacher_workdir)
     self.temperature = temperature
@@ -451,4 +542,7 @@ class Distill(Method):
       t_t = t_t["logits"] if isinstance(t_t, dict) else t_t
       kd = 0.5 * (kd + kd_fn(inputs.target["logits"], t_t, temperature=self.temperature))
     return (1 - self.alpha) * ce + self.alpha * kd, {
-        "ce": ce, "distill": kd, "source_acc": inputs.source_accuracy()}
+      "ce": ce,
+      "distill": kd,
+      "source_acc": inputs.source_accuracy(),
+    }

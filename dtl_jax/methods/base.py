@@ -56,6 +56,7 @@ class Extra:
     train_mode: apply with ``train=True`` (BatchNorm batch statistics, dropout) when
       trainable.
   """
+
   module: nn.Module
   init_input: Any
   trainable: bool = True
@@ -77,6 +78,7 @@ class MethodInputs:
     source_weights: optional per-example source weights ``[n_s]``.
     total_steps: planned number of steps (for schedules), a Python int.
   """
+
   source: Outputs
   target: Outputs
   labels: jax.Array
@@ -84,8 +86,8 @@ class MethodInputs:
   rng: jax.Array
   source_weights: jax.Array | None
   total_steps: int
-  _apply: Callable[..., Any] = dataclasses.field(repr=False, default=None)
-  _apply_to_inputs: Callable[..., Any] = dataclasses.field(repr=False, default=None)
+  _apply: Any = dataclasses.field(repr=False, default=None)
+  _apply_to_inputs: Any = dataclasses.field(repr=False, default=None)
 
   def apply(self, name: str, x: Any, *, stop_gradient_params: bool = False) -> Any:
     """Applies the extra module ``name`` to a global-batch input ``x``.
@@ -225,8 +227,13 @@ class LossMethod(Method):
     extra_modules: optional function ``example -> {name: Extra}``.
   """
 
-  def __init__(self, fn: Callable[[MethodInputs], Any], *, name: str = "custom",
-               extra_modules: Callable[[Mapping[str, jax.Array]], dict[str, Extra]] | None = None):
+  def __init__(
+    self,
+    fn: Callable[[MethodInputs], Any],
+    *,
+    name: str = "custom",
+    extra_modules: Callable[[Mapping[str, jax.Array]], dict[str, Extra]] | None = None,
+  ):
     self.fn = fn
     self.name = name
     self._extra = extra_modules

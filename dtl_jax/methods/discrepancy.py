@@ -51,8 +51,11 @@ class _Discrepancy(Method):
   def loss(self, inputs: MethodInputs):
     ce = inputs.source_cross_entropy()
     d = self.discrepancy(inputs)
-    return ce + self.trade_off * d, {"ce": ce, "transfer": d,
-                                     "source_acc": inputs.source_accuracy()}
+    return ce + self.trade_off * d, {
+      "ce": ce,
+      "transfer": d,
+      "source_acc": inputs.source_accuracy(),
+    }
 
 
 class DDC(_Discrepancy):
@@ -83,9 +86,14 @@ class DAN(_Discrepancy):
 
   name = "dan"
 
-  def __init__(self, *, trade_off: float = 1.0, feature_key: str = "bottleneck",
-               multipliers: Sequence[float] = (0.125, 0.25, 0.5, 1.0, 2.0),
-               estimator: str = "biased"):
+  def __init__(
+    self,
+    *,
+    trade_off: float = 1.0,
+    feature_key: str = "bottleneck",
+    multipliers: Sequence[float] = (0.125, 0.25, 0.5, 1.0, 2.0),
+    estimator: str = "biased",
+  ):
     super().__init__(trade_off=trade_off, feature_key=feature_key)
     self.multipliers = tuple(multipliers)
     self.estimator = estimator
@@ -105,8 +113,9 @@ class JAN(_Discrepancy):
 
   name = "jan"
 
-  def __init__(self, *, trade_off: float = 1.0, feature_key: str = "bottleneck",
-               estimator: str = "biased"):
+  def __init__(
+    self, *, trade_off: float = 1.0, feature_key: str = "bottleneck", estimator: str = "biased"
+  ):
     super().__init__(trade_off=trade_off, feature_key=feature_key)
     self.estimator = estimator
 
@@ -171,12 +180,18 @@ class InstanceWeighted(Method):
 
   name = "instance_weighted"
 
-  def __init__(self, base: Method | str | None = None, *, base_kwargs: dict | None = None,
-               weights: str | None = "kmm"):
+  def __init__(
+    self,
+    base: Method | str | None = None,
+    *,
+    base_kwargs: dict | None = None,
+    weights: str | None = "kmm",
+  ):
     if weights is not None and weights not in WEIGHTINGS:
       raise ValueError(f"weights must be one of {WEIGHTINGS} or None, got {weights!r}")
     if isinstance(base, str) or base is None:
       from dtl_jax.methods import build
+
       base = build(base or "source_only", **dict(base_kwargs or {}))
     elif base_kwargs:
       raise ValueError("base_kwargs is for a base given by name")
@@ -192,6 +207,7 @@ class InstanceWeighted(Method):
     import jax
 
     from dtl_jax import instance
+
     xs = np.asarray(context.source_inputs, np.float32).reshape(len(context.source_inputs), -1)
     xt = np.asarray(context.target_inputs, np.float32).reshape(len(context.target_inputs), -1)
     key = jax.random.key(context.seed)
@@ -214,6 +230,8 @@ class InstanceWeighted(Method):
 
   def loss(self, inputs: MethodInputs):
     if inputs.source_weights is None:
-      raise ValueError("instance_weighted needs source weights: batch['w_s'] [n_s] "
-                       "(fit estimates them with method_kwargs.weights)")
+      raise ValueError(
+        "instance_weighted needs source weights: batch['w_s'] [n_s] "
+        "(fit estimates them with method_kwargs.weights)"
+      )
     return self.base.loss(inputs)

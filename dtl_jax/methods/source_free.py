@@ -67,8 +67,11 @@ def bn_modules(batch_stats: Mapping[str, Any]) -> tuple[str, ...]:
   out: list[str] = []
 
   def rec(tree, prefix):
-    if isinstance(tree, Mapping) and set(tree) == {"mean", "var"} and not any(
-        isinstance(v, Mapping) for v in tree.values()):
+    if (
+      isinstance(tree, Mapping)
+      and set(tree) == {"mean", "var"}
+      and not any(isinstance(v, Mapping) for v in tree.values())
+    ):
       out.append("/".join(prefix))
       return
     if isinstance(tree, Mapping):
@@ -77,8 +80,10 @@ def bn_modules(batch_stats: Mapping[str, Any]) -> tuple[str, ...]:
 
   rec(batch_stats, ())
   if not out:
-    raise ValueError("batch_stats holds no BatchNorm layer (no {'mean', 'var'} sub-tree); "
-                     "Tent and AdaBN need a model with BatchNorm")
+    raise ValueError(
+      "batch_stats holds no BatchNorm layer (no {'mean', 'var'} sub-tree); "
+      "Tent and AdaBN need a model with BatchNorm"
+    )
   return tuple(sorted(out))
 
 
@@ -108,18 +113,26 @@ def tent_param_labels(params: Any, batch_stats: Mapping[str, Any]) -> Any:
   """
   mods = bn_modules(batch_stats)
   labels = params_lib.label_params(params, bn_affine_rules(mods), allow_unused=True)
-  got = {params_lib.path_str(p) for p, lab in jax.tree_util.tree_flatten_with_path(labels)[0]
-         if lab == BN_LABEL}
+  got = {
+    params_lib.path_str(p)
+    for p, lab in jax.tree_util.tree_flatten_with_path(labels)[0]
+    if lab == BN_LABEL
+  }
   want = {f"{m}/{v}" for m in mods for v in ("scale", "bias")}
   if got != want:
-    raise ValueError(f"params lack the affine parameters of BatchNorm layers "
-                     f"{sorted(want - got)} found in batch_stats")
+    raise ValueError(
+      f"params lack the affine parameters of BatchNorm layers "
+      f"{sorted(want - got)} found in batch_stats"
+    )
   return labels
 
 
-def tent_optimizer(variables: Mapping[str, Any], *, learning_rate: float = 1e-3,
-                   base_tx: optax.GradientTransformation | None = None
-                   ) -> optax.GradientTransformation:
+def tent_optimizer(
+  variables: Mapping[str, Any],
+  *,
+  learning_rate: float = 1e-3,
+  base_tx: optax.GradientTransformation | None = None,
+) -> optax.GradientTransformation:
   """Tent's optimizer over ``variables["params"]``: only BatchNorm scale / bias move.
 
   Every other leaf gets :func:`optax.set_to_zero` (no update, no optimizer state), so it
@@ -175,15 +188,19 @@ def _bn_interceptor(moments: dict, order: list, single_pass: bool):
     if context.method_name != "__call__":
       return next_fun(*args, **kwargs)
     if isinstance(mod, nn.BatchNorm):
-      raise TypeError(f"adabn supports dtl_jax.models.BatchNorm layers; "
-                       f"{'/'.join(mod.path)!r} is a flax.linen.BatchNorm")
+      raise TypeError(
+        f"adabn supports dtl_jax.models.BatchNorm layers; "
+        f"{'/'.join(mod.path)!r} is a flax.linen.BatchNorm"
+      )
     if not isinstance(mod, models.BatchNorm):
       return next_fun(*args, **kwargs)
     x = args[0] if args else kwargs["x"]
     path = "/".join(mod.path)
     if path in moments:
-      raise ValueError(f"BatchNorm {path!r} is called more than once per forward pass; "
-                       "adabn needs one call per layer")
+      raise ValueError(
+        f"BatchNorm {path!r} is called more than once per forward pass; "
+        "adabn needs one call per layer"
+      )
     xs = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(-1, x.shape[-1])
     mean = jnp.mean(xs, axis=0)
     m2 = jnp.sum(jnp.square(xs - mean), axis=0)
@@ -208,8 +225,10 @@ def _set_stats(batch_stats: Mapping[str, Any], path: str, mean, var) -> dict:
     node[k] = dict(node[k])
     node = node[k]
   old = node[keys[-1]]
-  node[keys[-1]] = {"mean": jnp.asarray(mean, old["mean"].dtype),
-                    "var": jnp.asarray(var, old["var"].dtype)}
+  node[keys[-1]] = {
+    "mean": jnp.asarray(mean, old["mean"].dtype),
+    "var": jnp.asarray(var, old["var"].dtype),
+  }
   return out
 
 
@@ -217,14 +236,22 @@ def _batch_iterable(batches: Any, passes: int) -> Callable[[], Iterable[Any]]:
   if callable(batches):
     return batches
   if iter(batches) is batches and passes > 1:
-    raise ValueError("batches is a one-shot iterator but adabn(mode='sequential') passes "
-                     "over the target data once per BatchNorm layer: give a list or a "
-                     "callable that returns a fresh iterable")
+    raise ValueError(
+      "batches is a one-shot iterator but adabn(mode='sequential') passes "
+      "over the target data once per BatchNorm layer: give a list or a "
+      "callable that returns a fresh iterable"
+    )
   return lambda: batches
 
 
-def adabn(model: nn.Module, variables: Mapping[str, Any], batches: Any, *,
-          mode: str = "sequential", unbiased: bool = True) -> dict[str, Any]:
+def adabn(
+  model: nn.Module,
+  variables: Mapping[str, Any],
+  batches: Any,
+  *,
+  mode: str = "sequential",
+  unbiased: bool = True,
+) -> dict[str, Any]:
   r"""AdaBN: replaces every BatchNorm layer's statistics by the target population's.
 
   Li, Wang, Shi, Liu & Hou, "Revisiting Batch Normalization For Practical Domain
@@ -301,8 +328,9 @@ def adabn(model: nn.Module, variables: Mapping[str, Any], batches: Any, *,
     for x in get_batches():
       x = jnp.asarray(x)
       if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"every target batch must be a non-empty array [n, ...], got "
-                         f"shape {tuple(x.shape)}")
+        raise ValueError(
+          f"every target batch must be a non-empty array [n, ...], got shape {tuple(x.shape)}"
+        )
       n_total += x.shape[0]
       got = jax.device_get(moments_fn(v, x))
       for path, (mean, m2, rows) in got.items():
@@ -342,8 +370,9 @@ def adabn(model: nn.Module, variables: Mapping[str, Any], batches: Any, *,
       new_stats = _set_stats(new_stats, path, *finish(acc[path]))
   missing = sorted(set(stats_paths) - set(order))
   if missing:
-    raise ValueError(f"BatchNorm layers {missing} have statistics but were not called by "
-                     "the model's forward pass")
+    raise ValueError(
+      f"BatchNorm layers {missing} have statistics but were not called by the model's forward pass"
+    )
   return {**variables, "batch_stats": new_stats}
 
 
@@ -361,6 +390,7 @@ class SourceFreeInputs(MethodInputs):
       looks them up by example index in the array :meth:`SHOT.refresh` returned at
       the start of the epoch), gathered over devices like the outputs.
   """
+
   target_pseudo_labels: jax.Array | None = None
 
 
@@ -403,8 +433,9 @@ class Tent(_SourceFree):
 
   def __init__(self, *, bn_modules: Sequence[str] | None = None):
     if bn_modules is not None and (isinstance(bn_modules, str) or not bn_modules):
-      raise ValueError(f"bn_modules must be a non-empty sequence of module paths, got "
-                       f"{bn_modules!r}")
+      raise ValueError(
+        f"bn_modules must be a non-empty sequence of module paths, got {bn_modules!r}"
+      )
     self.bn_modules = None if bn_modules is None else tuple(bn_modules)
 
   def bn_module_pattern(self) -> str:
@@ -470,13 +501,21 @@ class SHOT(_SourceFree):
 
   name = "shot"
 
-  def __init__(self, *, beta: float = sf_losses.SHOT_BETA, im_weight: float = 1.0,
-               diversity_weight: float = 1.0, epsilon: float = sf_losses.SHOT_EPSILON,
-               distance: str = "cosine", threshold: float = 0, rounds: int = 2,
-               feature_key: str = "bottleneck", head_pattern: str = "head/.*"):
+  def __init__(
+    self,
+    *,
+    beta: float = sf_losses.SHOT_BETA,
+    im_weight: float = 1.0,
+    diversity_weight: float = 1.0,
+    epsilon: float = sf_losses.SHOT_EPSILON,
+    distance: str = "cosine",
+    threshold: float = 0,
+    rounds: int = 2,
+    feature_key: str = "bottleneck",
+    head_pattern: str = "head/.*",
+  ):
     if beta < 0 or im_weight < 0:
-      raise ValueError(f"beta and im_weight must be >= 0, got beta={beta}, "
-                       f"im_weight={im_weight}")
+      raise ValueError(f"beta and im_weight must be >= 0, got beta={beta}, im_weight={im_weight}")
     if distance not in ("cosine", "euclidean"):
       raise ValueError(f"distance must be 'cosine' or 'euclidean', got {distance!r}")
     self.beta = beta
@@ -504,21 +543,25 @@ class SHOT(_SourceFree):
       features: ``[N_t, d]`` the ``feature_key`` output over the target training set.
       logits: ``[N_t, C]`` the logits over the same examples, same order.
     """
-    return sf_losses.shot_pseudo_labels(features, logits, distance=self.distance,
-                                        threshold=self.threshold, rounds=self.rounds).labels
+    return sf_losses.shot_pseudo_labels(
+      features, logits, distance=self.distance, threshold=self.threshold, rounds=self.rounds
+    ).labels
 
   def loss(self, inputs: MethodInputs):
     logits = inputs.target["logits"]
     pseudo = getattr(inputs, "target_pseudo_labels", None)
-    im = losses.information_maximization_loss(logits, diversity_weight=self.diversity_weight,
-                                              epsilon=self.epsilon)
+    im = losses.information_maximization_loss(
+      logits, diversity_weight=self.diversity_weight, epsilon=self.epsilon
+    )
     metrics = {"im": im}
     total = self.im_weight * im
     if self.beta > 0:
       if pseudo is None:
-        raise ValueError("SHOT needs the target batch's pseudo-labels: pass "
-                         "SourceFreeInputs(target_pseudo_labels=pseudo[idx]) with pseudo from "
-                         "SHOT.refresh over the whole target set (or beta=0 for SHOT-IM)")
+        raise ValueError(
+          "SHOT needs the target batch's pseudo-labels: pass "
+          "SourceFreeInputs(target_pseudo_labels=pseudo[idx]) with pseudo from "
+          "SHOT.refresh over the whole target set (or beta=0 for SHOT-IM)"
+        )
       ce = losses.shot_loss(logits, pseudo, beta=1.0, im_weight=0.0)
       total = total + self.beta * ce
       metrics["pseudo_ce"] = ce
@@ -552,16 +595,27 @@ class AdaBN(_SourceFree):
   def model_frozen(self) -> bool:
     return True
 
-  def adapt(self, model: nn.Module, variables: Mapping[str, Any], batches: Any
-            ) -> dict[str, Any]:
+  def adapt(self, model: nn.Module, variables: Mapping[str, Any], batches: Any) -> dict[str, Any]:
     """:func:`adabn` with this method's ``mode`` and ``unbiased``."""
     return adabn(model, variables, batches, mode=self.mode, unbiased=self.unbiased)
 
   def loss(self, inputs: MethodInputs):
-    raise ValueError("AdaBN takes no gradient step: call method.adapt(model, variables, "
-                     "target_batches) instead of training (takes_gradient_steps is False)")
+    raise ValueError(
+      "AdaBN takes no gradient step: call method.adapt(model, variables, "
+      "target_batches) instead of training (takes_gradient_steps is False)"
+    )
 
 
-__all__ = ["DEFAULT_BN_MODULE_PATTERN", "SHOT", "AdaBN", "SourceFreeInputs", "Tent", "adabn",
-           "bn_affine_rules", "bn_modules", "tent_apply_fn", "tent_optimizer",
-           "tent_param_labels"]
+__all__ = [
+  "DEFAULT_BN_MODULE_PATTERN",
+  "SHOT",
+  "AdaBN",
+  "SourceFreeInputs",
+  "Tent",
+  "adabn",
+  "bn_affine_rules",
+  "bn_modules",
+  "tent_apply_fn",
+  "tent_optimizer",
+  "tent_param_labels",
+]

@@ -33,14 +33,18 @@ RESETS = ("shift", "never")
 
 class TentState(NamedTuple):
   """The adapted model and its optimizer state (a pytree)."""
+
   params: Any
   batch_stats: Any
   opt_state: Any
 
 
-def make_tent_step(model: nn.Module, tx: optax.GradientTransformation, *,
-                   loss_fn: Callable[[jax.Array], jax.Array] = losses.tent_loss
-                   ) -> Callable[[TentState, jax.Array], tuple[TentState, jax.Array, jax.Array]]:
+def make_tent_step(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  *,
+  loss_fn: Callable[[jax.Array], jax.Array] = losses.tent_loss,
+) -> Callable[[TentState, jax.Array], tuple[TentState, jax.Array, jax.Array]]:
   """The jitted Tent step ``(state, x [n, ...]) -> (new_state, logits [n, C], loss)``.
 
   One forward pass in Tent's model mode (:func:`~dtl_jax.methods.source_free.tent_apply_fn`:
@@ -62,8 +66,7 @@ def make_tent_step(model: nn.Module, tx: optax.GradientTransformation, *,
   def step(state: TentState, x: jax.Array):
 
     def objective(params):
-      out, new_state = apply({"params": params, "batch_stats": state.batch_stats}, x,
-                             train=True)
+      out, new_state = apply({"params": params, "batch_stats": state.batch_stats}, x, train=True)
       return loss_fn(out["logits"]), (out["logits"], new_state["batch_stats"])
 
     (loss, (logits, stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -88,6 +91,7 @@ class OnlineTTAResult:
       that do not compute it).
     variables: ``{"params", "batch_stats"}`` at the end of the stream.
   """
+
   per_batch: dict[str, np.ndarray]
   batch_sizes: dict[str, np.ndarray]
   per_shift: dict[str, float]
@@ -98,22 +102,30 @@ class OnlineTTAResult:
 
 def _check_batch(shift: str, i: int, batch: Any) -> tuple[jax.Array, np.ndarray]:
   if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-    raise ValueError(f"shift {shift!r}, batch {i}: expected an (x, y) pair, got "
-                     f"{type(batch).__name__}")
+    raise ValueError(
+      f"shift {shift!r}, batch {i}: expected an (x, y) pair, got {type(batch).__name__}"
+    )
   x, y = jnp.asarray(batch[0]), np.asarray(batch[1])
   if x.ndim < 1 or x.shape[0] == 0:
-    raise ValueError(f"shift {shift!r}, batch {i}: x must be a non-empty [n, ...] array, "
-                     f"got shape {tuple(x.shape)}")
+    raise ValueError(
+      f"shift {shift!r}, batch {i}: x must be a non-empty [n, ...] array, "
+      f"got shape {tuple(x.shape)}"
+    )
   if y.shape != (x.shape[0],):
-    raise ValueError(f"shift {shift!r}, batch {i}: y must have shape [{x.shape[0]}], got "
-                     f"{y.shape}")
+    raise ValueError(f"shift {shift!r}, batch {i}: y must have shape [{x.shape[0]}], got {y.shape}")
   return x, y
 
 
-def online_tta(model: nn.Module, variables: Mapping[str, Any],
-               shifts: Mapping[str, Iterable[tuple[Any, Any]]], *, mode: str = "tent",
-               reset: str = "shift", learning_rate: float = 1e-3,
-               base_tx: optax.GradientTransformation | None = None) -> OnlineTTAResult:
+def online_tta(
+  model: nn.Module,
+  variables: Mapping[str, Any],
+  shifts: Mapping[str, Iterable[tuple[Any, Any]]],
+  *,
+  mode: str = "tent",
+  reset: str = "shift",
+  learning_rate: float = 1e-3,
+  base_tx: optax.GradientTransformation | None = None,
+) -> OnlineTTAResult:
   """Online test-time adaptation over a stream of target batches, scored before each update.
 
   For every batch ``(x, y)`` of every shift, in order: predict ``x``, record the accuracy
@@ -159,8 +171,9 @@ def online_tta(model: nn.Module, variables: Mapping[str, Any],
 
   @jax.jit
   def predict(state: TentState, x: jax.Array) -> jax.Array:
-    out, _ = apply({"params": state.params, "batch_stats": state.batch_stats}, x,
-                   train=(mode == "norm"))
+    out, _ = apply(
+      {"params": state.params, "batch_stats": state.batch_stats}, x, train=(mode == "norm")
+    )
     return out["logits"]
 
   state = fresh
@@ -191,9 +204,14 @@ def online_tta(model: nn.Module, variables: Mapping[str, Any],
     per_shift[shift] = correct / int(np.sum(sizes[shift]))
     correct_all += correct
     total_all += int(np.sum(sizes[shift]))
-  return OnlineTTAResult(per_batch=per_batch, batch_sizes=sizes, per_shift=per_shift,
-                         accuracy=correct_all / total_all, losses=loss_log,
-                         variables={"params": state.params, "batch_stats": state.batch_stats})
+  return OnlineTTAResult(
+    per_batch=per_batch,
+    batch_sizes=sizes,
+    per_shift=per_shift,
+    accuracy=correct_all / total_all,
+    losses=loss_log,
+    variables={"params": state.params, "batch_stats": state.batch_stats},
+  )
 
 
 __all__ = ["MODES", "OnlineTTAResult", "TentState", "make_tent_step", "online_tta"]

@@ -6,11 +6,23 @@ looked up in :data:`BACKBONES` (:func:`register_backbone` adds one).
 Every module is called as ``module(x, train=...)``; images are NHWC.
 """
 
-from dtl_jax.models.build import (BACKBONES, build, build_backbone, load_pretrained,
-                                  register_backbone)
-from dtl_jax.models.convert import (MergeReport, StateDictMismatchError, flax_to_torch,
-                                    load_state_dict, load_torchvision_resnet, merge_variables,
-                                    resnet_depth_of, torch_to_flax)
+from dtl_jax.models.build import (
+  BACKBONES,
+  build,
+  build_backbone,
+  load_pretrained,
+  register_backbone,
+)
+from dtl_jax.models.convert import (
+  MergeReport,
+  StateDictMismatchError,
+  flax_to_torch,
+  load_state_dict,
+  load_torchvision_resnet,
+  merge_variables,
+  resnet_depth_of,
+  torch_to_flax,
+)
 from dtl_jax.models.dtn import DTN, DANNSVHNNet
 from dtl_jax.models.heads import Bottleneck, Classifier, DomainDiscriminator
 from dtl_jax.models.layers import BatchNorm, PatchConv, max_pool_2x2
@@ -20,10 +32,36 @@ from dtl_jax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet10
 from dtl_jax.models.transfer import TransferModel, init_variables, make_apply_fn
 
 __all__ = [
-    "BACKBONES", "build", "build_backbone", "load_pretrained", "register_backbone",
-    "BatchNorm", "Bottleneck", "Classifier", "DANNMNISTNet", "DANNSVHNNet", "DTN",
-    "DomainDiscriminator", "LeNet", "MLP", "MergeReport", "PatchConv", "ResNet", "ResNet18",
-    "ResNet34", "ResNet50", "ResNet101", "StateDictMismatchError", "TransferModel", "flax_to_torch",
-    "init_variables", "load_state_dict", "load_torchvision_resnet", "make_apply_fn",
-    "max_pool_2x2", "merge_variables", "resnet_depth_of", "torch_to_flax",
+  "BACKBONES",
+  "build",
+  "build_backbone",
+  "load_pretrained",
+  "register_backbone",
+  "BatchNorm",
+  "Bottleneck",
+  "Classifier",
+  "DANNMNISTNet",
+  "DANNSVHNNet",
+  "DTN",
+  "DomainDiscriminator",
+  "LeNet",
+  "MLP",
+  "MergeReport",
+  "PatchConv",
+  "ResNet",
+  "ResNet18",
+  "ResNet34",
+  "ResNet50",
+  "ResNet101",
+  "StateDictMismatchError",
+  "TransferModel",
+  "flax_to_torch",
+  "init_variables",
+  "load_state_dict",
+  "load_torchvision_resnet",
+  "make_apply_fn",
+  "max_pool_2x2",
+  "merge_variables",
+  "resnet_depth_of",
+  "torch_to_flax",
 ]

@@ -20,7 +20,7 @@ from dtl_jax.models.dtn import DTN
 from dtl_jax.models.heads import Bottleneck, Classifier
 from dtl_jax.models.lenet import DANNMNISTNet, LeNet
 from dtl_jax.models.mlp import MLP
-from dtl_jax.models.resnet import ResNet18, ResNet34, ResNet50, ResNet101
+from dtl_jax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101
 from dtl_jax.models.transfer import TransferModel
 
 #: ``loader(path, backbone_module) -> {"params", "batch_stats"}`` of the backbone.
@@ -38,8 +38,9 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, factory: Callable[..., nn.Module], *,
-                      load_pretrained: PretrainedLoader | None = None) -> None:
+def register_backbone(
+  name: str, factory: Callable[..., nn.Module], *, load_pretrained: PretrainedLoader | None = None
+) -> None:
   """Makes ``model.backbone = name`` build ``factory(**model.backbone_kwargs)``.
 
   Args:
@@ -54,14 +55,29 @@ def register_backbone(name: str, factory: Callable[..., nn.Module], *,
 
 
 def _load_resnet(path: str, module: nn.Module) -> dict[str, Any]:
+  if not isinstance(module, ResNet):
+    raise ValueError(
+      f"model.pretrained: a torchvision ResNet state dict needs a ResNet "
+      f"backbone, got {type(module).__name__}"
+    )
   return load_torchvision_resnet(path, module)
 
 
-for _name, _factory in (("lenet", LeNet), ("dann_mnist", DANNMNISTNet), ("dtn", DTN),
-                        ("mlp", MLP)):
+_SMALL: tuple[tuple[str, Callable[..., nn.Module]], ...] = (
+  ("lenet", LeNet),
+  ("dann_mnist", DANNMNISTNet),
+  ("dtn", DTN),
+  ("mlp", MLP),
+)
+_RESNETS: tuple[tuple[str, Callable[..., nn.Module]], ...] = (
+  ("resnet18", ResNet18),
+  ("resnet34", ResNet34),
+  ("resnet50", ResNet50),
+  ("resnet101", ResNet101),
+)
+for _name, _factory in _SMALL:
   register_backbone(_name, _factory)
-for _name, _factory in (("resnet18", ResNet18), ("resnet34", ResNet34),
-                        ("resnet50", ResNet50), ("resnet101", ResNet101)):
+for _name, _factory in _RESNETS:
   register_backbone(_name, _factory, load_pretrained=_load_resnet)
 
 
@@ -73,16 +89,16 @@ def _kwargs(d: Mapping[str, Any]) -> dict[str, Any]:
 def build_backbone(name: str, **kwargs: Any) -> nn.Module:
   """The registered backbone ``name`` with keyword arguments ``kwargs``."""
   if name not in BACKBONES:
-    raise ValueError(f"model.backbone must be one of {', '.join(sorted(BACKBONES))}, "
-                     f"got {name!r}")
+    raise ValueError(f"model.backbone must be one of {', '.join(sorted(BACKBONES))}, got {name!r}")
   try:
     return BACKBONES[name].factory(**_kwargs(kwargs))
   except TypeError as e:
     raise ValueError(f"model.backbone_kwargs for {name!r}: {e}") from None
 
 
-def build(model_config: Mapping[str, Any], *, num_classes: int,
-          bn_axis_name: str | None = None) -> TransferModel:
+def build(
+  model_config: Mapping[str, Any], *, num_classes: int, bn_axis_name: str | None = None
+) -> TransferModel:
   """The :class:`TransferModel` described by a config's ``model`` group.
 
   Args:
@@ -100,23 +116,29 @@ def build(model_config: Mapping[str, Any], *, num_classes: int,
   backbone = build_backbone(c["backbone"], **(c.get("backbone_kwargs") or {}))
   bottleneck = None
   if c["bottleneck_dim"]:
-    bottleneck = Bottleneck(features=int(c["bottleneck_dim"]),
-                            dropout=float(c["bottleneck_dropout"]),
-                            batch_norm=bool(c["bottleneck_batch_norm"]))
+    bottleneck = Bottleneck(
+      features=int(c["bottleneck_dim"]),
+      dropout=float(c["bottleneck_dropout"]),
+      batch_norm=bool(c["bottleneck_batch_norm"]),
+    )
   head = Classifier(num_classes, hidden=tuple(c.get("head_hidden", ())))
-  return TransferModel(backbone, bottleneck, head, bn_axis_name=bn_axis_name,
-                       frozen_bn=tuple(c.get("freeze", ())))
+  return TransferModel(
+    backbone, bottleneck, head, bn_axis_name=bn_axis_name, frozen_bn=tuple(c.get("freeze", ()))
+  )
 
 
-def load_pretrained(model_config: Mapping[str, Any], backbone: nn.Module,
-                    path: str | os.PathLike) -> dict[str, Any]:
+def load_pretrained(
+  model_config: Mapping[str, Any], backbone: nn.Module, path: str | os.PathLike
+) -> dict[str, Any]:
   """The backbone variables stored in ``path`` (``model.pretrained``)."""
   name = model_config["backbone"]
   loader = BACKBONES[name].load_pretrained if name in BACKBONES else None
   if loader is None:
     with_loader = sorted(n for n, s in BACKBONES.items() if s.load_pretrained)
-    raise ValueError(f"model.pretrained: backbone {name!r} has no pretrained-weight loader "
-                     f"(backbones with one: {', '.join(with_loader)})")
+    raise ValueError(
+      f"model.pretrained: backbone {name!r} has no pretrained-weight loader "
+      f"(backbones with one: {', '.join(with_loader)})"
+    )
   if not os.path.isfile(path):
     raise ValueError(f"model.pretrained: no file {str(path)!r}")
   return loader(str(path), backbone)

@@ -68,6 +68,7 @@ def load_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
   lower = path.lower()
   if lower.endswith(".safetensors"):
     from safetensors.numpy import load_file
+
     return dict(load_file(path))
   if lower.endswith(".npz"):
     with np.load(path, allow_pickle=False) as data:
@@ -76,15 +77,17 @@ def load_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
     try:
       import torch
     except ImportError as e:  # pragma: no cover - depends on the environment
-      raise ImportError(f"loading {path!r} needs torch; convert it to .safetensors or .npz "
-                        "to load without torch") from e
+      raise ImportError(
+        f"loading {path!r} needs torch; convert it to .safetensors or .npz to load without torch"
+      ) from e
     obj = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
       if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
         obj = obj[key]
     return load_state_dict(obj)
-  raise ValueError(f"source: unsupported file type {path!r}; expected .safetensors, .npz, "
-                   ".pth or .pt")
+  raise ValueError(
+    f"source: unsupported file type {path!r}; expected .safetensors, .npz, .pth or .pt"
+  )
 
 
 def _torch_key(collection: str, path: Sequence[str], ndim: int) -> tuple[str, str]:
@@ -128,8 +131,13 @@ def _listing(title: str, items: Sequence[str], limit: int = 25) -> str:
   return f"  {title} ({len(items)}):\n    {shown}{more}"
 
 
-def torch_to_flax(state_dict: StateDict, target: Any, *, ignore: Sequence[str] = (),
-                  strip_prefix: Sequence[str] = ("module.",)) -> dict[str, Any]:
+def torch_to_flax(
+  state_dict: StateDict,
+  target: Any,
+  *,
+  ignore: Sequence[str] = (),
+  strip_prefix: Sequence[str] = ("module.",),
+) -> dict[str, Any]:
   """Converts a PyTorch state dict into Flax variables shaped like ``target``.
 
   Args:
@@ -151,7 +159,7 @@ def torch_to_flax(state_dict: StateDict, target: Any, *, ignore: Sequence[str] =
   for k, v in state_dict.items():
     for p in strip_prefix:
       if k.startswith(p):
-        k = k[len(p):]
+        k = k[len(p) :]
     sd[k] = v
   ignore_re = [re.compile(p) for p in ignore]
   wanted = {}
@@ -177,8 +185,13 @@ def torch_to_flax(state_dict: StateDict, target: Any, *, ignore: Sequence[str] =
       misshaped.append(f"{key}: state dict {tuple(value.shape)}, model expects {want}")
       continue
     converted[key] = jnp.asarray(_to_flax(value, kind), dtype=leaf.dtype)
-  unexpected = [k for k in sd if k not in wanted and not k.endswith("num_batches_tracked")
-                and not any(r.fullmatch(k) for r in ignore_re)]
+  unexpected = [
+    k
+    for k in sd
+    if k not in wanted
+    and not k.endswith("num_batches_tracked")
+    and not any(r.fullmatch(k) for r in ignore_re)
+  ]
   if missing or unexpected or misshaped:
     lines = ["state dict does not match the model:"]
     if missing:
@@ -190,8 +203,10 @@ def torch_to_flax(state_dict: StateDict, target: Any, *, ignore: Sequence[str] =
     raise StateDictMismatchError("\n".join(lines))
   out = {}
   for collection, (flat, treedef) in leaves_out.items():
-    vals = [converted[_torch_key(collection, tuple(_path_str(p).split("/")), len(l.shape))[0]]
-            for p, l in flat]
+    vals = [
+      converted[_torch_key(collection, tuple(_path_str(p).split("/")), len(l.shape))[0]]
+      for p, l in flat
+    ]
     out[collection] = jax.tree_util.tree_unflatten(treedef, vals)
   return out
 
@@ -231,8 +246,9 @@ def resnet_depth_of(state_dict: StateDict) -> int | None:
   return None
 
 
-def load_torchvision_resnet(source: str | os.PathLike | StateDict, model: ResNet, *,
-                            ignore: Sequence[str] = ()) -> dict[str, Any]:
+def load_torchvision_resnet(
+  source: str | os.PathLike | StateDict, model: ResNet, *, ignore: Sequence[str] = ()
+) -> dict[str, Any]:
   """Loads a torchvision (or timm) ResNet state dict into ``model``'s Flax variables.
 
   Args:
@@ -252,14 +268,16 @@ def load_torchvision_resnet(source: str | os.PathLike | StateDict, model: ResNet
   found = resnet_depth_of(sd)
   if found is not None and found != model.depth:
     block, layers = RESNET_CONFIGS[found]
-    raise ValueError(f"state dict is a ResNet-{found} ({block} blocks {list(layers)}) but the "
-                     f"model is a ResNet-{model.depth} "
-                     f"({RESNET_CONFIGS[model.depth][0]} blocks "
-                     f"{list(RESNET_CONFIGS[model.depth][1])}); use ResNet(depth={found})")
+    raise ValueError(
+      f"state dict is a ResNet-{found} ({block} blocks {list(layers)}) but the "
+      f"model is a ResNet-{model.depth} "
+      f"({RESNET_CONFIGS[model.depth][0]} blocks "
+      f"{list(RESNET_CONFIGS[model.depth][1])}); use ResNet(depth={found})"
+    )
   ignore = tuple(ignore) + ((r"fc\..*",) if model.num_classes is None else ())
-  target = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3),
-                                                                          jnp.float32),
-                                             train=False))
+  target = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
+  )
   return torch_to_flax(sd, target, ignore=ignore)
 
 
@@ -287,8 +305,9 @@ def _flat_dict(tree: Any) -> dict[str, Any]:
   return {_path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def merge_variables(init: Any, loaded: Any, *, at: str | None = None,
-                    include: str | None = None) -> tuple[Any, MergeReport]:
+def merge_variables(
+  init: Any, loaded: Any, *, at: str | None = None, include: str | None = None
+) -> tuple[Any, MergeReport]:
   """Copies loaded leaves into freshly initialized variables (new head, same backbone).
 
   Big-transfer style ``merge_params``: every leaf of ``init`` whose path exists in
@@ -329,8 +348,9 @@ def merge_variables(init: Any, loaded: Any, *, at: str | None = None,
         report.loaded.append(key)
         used.add(key)
         continue
-      report.mismatched.append(f"{key}: source {tuple(np.shape(value))}, "
-                               f"model {tuple(np.shape(leaf))}")
+      report.mismatched.append(
+        f"{key}: source {tuple(np.shape(value))}, model {tuple(np.shape(leaf))}"
+      )
       used.add(key)
     out.append(leaf)
     report.initialized.append(key)

@@ -31,8 +31,15 @@ class DTN(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     _check_image(x, "DTN")
     for i, (c, rate) in enumerate(zip((64, 128, 256), (0.1, 0.3, 0.5), strict=True), start=1):
-      x = nn.Conv(c, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)), dtype=self.dtype,
-                  param_dtype=jnp.float32, name=f"conv{i}")(x)
+      x = nn.Conv(
+        c,
+        (5, 5),
+        strides=(2, 2),
+        padding=((2, 2), (2, 2)),
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        name=f"conv{i}",
+      )(x)
       x = BatchNorm(name=f"bn{i}")(x, train=train)
       x = nn.Dropout(rate, broadcast_dims=(1, 2), deterministic=not train)(x)
       x = nn.relu(x)

@@ -27,10 +27,17 @@ _INITS = ("default", "mdd", "dann")
 
 
 def _dense(features: int, *, std: float | None, bias: float, name: str, dtype: Any) -> nn.Dense:
-  kernel_init = (nn.initializers.lecun_normal() if std is None
-                 else nn.initializers.normal(stddev=std))
-  return nn.Dense(features, kernel_init=kernel_init, bias_init=nn.initializers.constant(bias),
-                  dtype=dtype, param_dtype=jnp.float32, name=name)
+  kernel_init = (
+    nn.initializers.lecun_normal() if std is None else nn.initializers.normal(stddev=std)
+  )
+  return nn.Dense(
+    features,
+    kernel_init=kernel_init,
+    bias_init=nn.initializers.constant(bias),
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name=name,
+  )
 
 
 def _check_init(init: str) -> None:
@@ -155,6 +162,7 @@ class DomainDiscriminator(nn.Module):
       x = nn.relu(x)
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = _dense(1, std=0.3 if dann else None, bias=0.0, name=f"fc{len(widths) + 1}",
-               dtype=self.dtype)(x)
+    x = _dense(
+      1, std=0.3 if dann else None, bias=0.0, name=f"fc{len(widths) + 1}", dtype=self.dtype
+    )(x)
     return x[:, 0]

@@ -96,7 +96,7 @@ class BatchNorm(nn.Module):
     for anc in _ancestors(self):
       patterns = getattr(anc, "frozen_bn", None)
       if patterns:
-        rel = own[len(tuple(anc.path)):]
+        rel = own[len(tuple(anc.path)) :]
         if is_frozen_path(rel, patterns):
           return True
     return False
@@ -198,17 +198,21 @@ class PatchConv(nn.Module):
     n, h, w, c = x.shape
     if h < kh or w < kw:
       raise ValueError(f"PatchConv: input {h}x{w} is smaller than the kernel {kh}x{kw}")
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features),
-                        self.param_dtype)
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features), self.param_dtype
+    )
     dtype = self.dtype or x.dtype
     x = x.astype(dtype)
     ho, wo = h - kh + 1, w - kw + 1
-    cols = jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
-                           axis=-1)
-    y = cols.reshape(n * ho * wo, kh * kw * c) @ kernel.astype(dtype).reshape(kh * kw * c,
-                                                                               self.features)
+    cols = jnp.concatenate(
+      [x[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)], axis=-1
+    )
+    y = cols.reshape(n * ho * wo, kh * kw * c) @ kernel.astype(dtype).reshape(
+      kh * kw * c, self.features
+    )
     y = y.reshape(n, ho, wo, self.features)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,),
-                         self.param_dtype).astype(dtype)
+      y = y + self.param(
+        "bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype
+      ).astype(dtype)
     return y

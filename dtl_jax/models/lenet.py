@@ -48,14 +48,16 @@ class LeNet(nn.Module):
     _check_image(x, "LeNet")
     unknown = set(self.patch_convs) - {"conv1", "conv2"}
     if unknown:
-      raise ValueError(f"LeNet: patch_convs must name 'conv1' and/or 'conv2', got "
-                       f"{sorted(unknown)}")
+      raise ValueError(
+        f"LeNet: patch_convs must name 'conv1' and/or 'conv2', got {sorted(unknown)}"
+      )
 
     def conv(features, name):
       if name in self.patch_convs:
         return PatchConv(features, (5, 5), dtype=self.dtype, name=name)
-      return nn.Conv(features, (5, 5), padding="VALID", dtype=self.dtype,
-                     param_dtype=jnp.float32, name=name)
+      return nn.Conv(
+        features, (5, 5), padding="VALID", dtype=self.dtype, param_dtype=jnp.float32, name=name
+      )
 
     x = conv(20, "conv1")(x)
     x = nn.relu(max_pool_2x2(x))

@@ -25,9 +25,17 @@ _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def _conv(features: int, kernel: int, stride: int, padding: int, name: str, dtype: Any) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)), use_bias=False,
-                 kernel_init=_conv_init, dtype=dtype, param_dtype=jnp.float32, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((padding, padding), (padding, padding)),
+    use_bias=False,
+    kernel_init=_conv_init,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name=name,
+  )
 
 
 class Downsample(nn.Module):
@@ -104,11 +112,11 @@ class ResLayer(nn.Module):
 
 
 RESNET_CONFIGS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
+  18: ("basic", (2, 2, 2, 2)),
+  34: ("basic", (3, 4, 6, 3)),
+  50: ("bottleneck", (3, 4, 6, 3)),
+  101: ("bottleneck", (3, 4, 23, 3)),
+  152: ("bottleneck", (3, 8, 36, 3)),
 }
 
 
@@ -155,7 +163,8 @@ class ResNet(nn.Module):
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
       x = ResLayer(block, planes, n, 1 if i == 0 else 2, self.dtype, name=f"layer{i + 1}")(
-          x, train=train)
+        x, train=train
+      )
     x = jnp.mean(x, axis=(1, 2))
     if self.num_classes is not None:
       x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="fc")(x)

@@ -119,17 +119,27 @@ def make_apply_fn(model: nn.Module, *, layers: Sequence[str] = ()) -> ApplyFn:
   def capture(mdl: nn.Module, method_name: str) -> bool:
     return method_name == "__call__" and "/".join(mdl.path) in wanted_set
 
-  def apply_fn(variables: Mapping[str, Any], x: jax.Array, *, train: bool,
-               rngs: Mapping[str, jax.Array] | None = None):
+  def apply_fn(
+    variables: Mapping[str, Any],
+    x: jax.Array,
+    *,
+    train: bool,
+    rngs: Mapping[str, jax.Array] | None = None,
+  ):
     variables = dict(variables)
     if not variables.get("batch_stats"):
       variables.pop("batch_stats", None)
     mutable = ["batch_stats"] if (train and "batch_stats" in variables) else []
     if wanted:
       mutable.append("intermediates")
-    result = model.apply(variables, x, train=train, rngs=None if rngs is None else dict(rngs),
-                         mutable=mutable or False,
-                         capture_intermediates=capture if wanted else False)
+    result = model.apply(
+      variables,
+      x,
+      train=train,
+      rngs=None if rngs is None else dict(rngs),
+      mutable=mutable or False,
+      capture_intermediates=capture if wanted else False,
+    )
     out, state = result if mutable else (result, {})
     state = dict(state)
     inter = state.pop("intermediates", {})
@@ -138,11 +148,16 @@ def make_apply_fn(model: nn.Module, *, layers: Sequence[str] = ()) -> ApplyFn:
       found = _lookup(inter, name.split("/") + ["__call__"])
       if found is None:
         everything = jax.eval_shape(
-            lambda v, x: model.apply(v, x, train=False, capture_intermediates=True,
-                                     mutable=["intermediates"])[1]["intermediates"],
-            {k: v for k, v in variables.items()}, x)
-        raise ValueError(f"layers: no module {name!r}; module paths are "
-                         f"{sorted(p for p in _module_paths(everything) if p)}")
+          lambda v, x: model.apply(
+            v, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+          )[1]["intermediates"],
+          {k: v for k, v in variables.items()},
+          x,
+        )
+        raise ValueError(
+          f"layers: no module {name!r}; module paths are "
+          f"{sorted(p for p in _module_paths(everything) if p)}"
+        )
       outputs[name] = found[-1]
     if train and "batch_stats" in variables:
       new_state = {"batch_stats": state["batch_stats"]}

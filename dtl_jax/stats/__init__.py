@@ -15,7 +15,15 @@ from dtl_jax.stats.report import MeasureReport, measure_report
 from dtl_jax.stats.transferability import h_score, leep, logme
 
 __all__ = [
-    "MMDTestResult", "MeasureReport", "NegativeTransferReport", "h_score", "leep", "logme",
-    "measure_report", "mmd_statistic_from_gram", "mmd_test", "negative_transfer_report",
-    "proxy_a_distance",
+  "MMDTestResult",
+  "MeasureReport",
+  "NegativeTransferReport",
+  "h_score",
+  "leep",
+  "logme",
+  "measure_report",
+  "mmd_statistic_from_gram",
+  "mmd_test",
+  "negative_transfer_report",
+  "proxy_a_distance",
 ]

@@ -25,9 +25,15 @@ class MMDTestResult(NamedTuple):
   p_value: jax.Array
 
 
-def mmd_test(source: ArrayLike, target: ArrayLike, *, key: jax.Array,
-             num_permutations: int = 1000, kernel=None,
-             estimator: str = "biased") -> MMDTestResult:
+def mmd_test(
+  source: ArrayLike,
+  target: ArrayLike,
+  *,
+  key: jax.Array,
+  num_permutations: int = 1000,
+  kernel=None,
+  estimator: str = "biased",
+) -> MMDTestResult:
   """Permutation test of ``H0: p_S = p_T`` with the MMD² statistic.
 
   The pooled sample ``Z = [source; target]`` (``N = n_s + n_t`` rows) gets ONE kernel
@@ -68,8 +74,9 @@ def mmd_test(source: ArrayLike, target: ArrayLike, *, key: jax.Array,
   return _mmd_test(key, xs, xt, kernel, num_permutations=num_permutations, estimator=estimator)
 
 
-def mmd_statistic_from_gram(k: jax.Array, in_source: jax.Array, *, num_source: int,
-                            estimator: str = "biased") -> jax.Array:
+def mmd_statistic_from_gram(
+  k: jax.Array, in_source: jax.Array, *, num_source: int, estimator: str = "biased"
+) -> jax.Array:
   """MMD² of the split ``in_source`` (0/1 indicator ``[N]``) of a pooled Gram matrix ``[N, N]``."""
   n, m = num_source, k.shape[0] - num_source
   a = in_source.astype(k.dtype)
@@ -78,7 +85,7 @@ def mmd_statistic_from_gram(k: jax.Array, in_source: jax.Array, *, num_source: i
     v = a / n - b / m
     return v @ k @ v
   k0 = k - jnp.diag(jnp.diag(k))
-  return (a @ k0 @ a / (n * (n - 1)) + b @ k0 @ b / (m * (m - 1)) - 2.0 * (a @ k @ b) / (n * m))
+  return a @ k0 @ a / (n * (n - 1)) + b @ k0 @ b / (m * (m - 1)) - 2.0 * (a @ k @ b) / (n * m)
 
 
 @functools.partial(jax.jit, static_argnames=("num_permutations", "estimator"))

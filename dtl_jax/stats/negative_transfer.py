@@ -43,20 +43,25 @@ class NegativeTransferReport:
 
   def __str__(self) -> str:
     flag = "  <-- NEGATIVE TRANSFER" if self.negative_transfer else ""
-    return (f"adapted {self.mean_adapted:.4f} (n={self.num_adapted}) vs source-only "
-            f"{self.mean_source_only:.4f} (n={self.num_source_only}): difference "
-            f"{self.difference:+.4f}, {100 * self.confidence:.0f}% CI "
-            f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}] -> {self.verdict}{flag}")
+    return (
+      f"adapted {self.mean_adapted:.4f} (n={self.num_adapted}) vs source-only "
+      f"{self.mean_source_only:.4f} (n={self.num_source_only}): difference "
+      f"{self.difference:+.4f}, {100 * self.confidence:.0f}% CI "
+      f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}] -> {self.verdict}{flag}"
+    )
 
 
 def _runs(x, name):
   a = np.asarray(x, np.float64)
   if a.ndim != 1:
-    raise ValueError(f"`{name}` must be a 1-D sequence of per-seed accuracies [num_runs]; "
-                     f"got shape {a.shape}.")
+    raise ValueError(
+      f"`{name}` must be a 1-D sequence of per-seed accuracies [num_runs]; got shape {a.shape}."
+    )
   if a.shape[0] < 2:
-    raise ValueError(f"`{name}` needs at least 2 runs (seeds) for a bootstrap interval; "
-                     f"got {a.shape[0]}" + (" (empty input)." if a.shape[0] == 0 else "."))
+    raise ValueError(
+      f"`{name}` needs at least 2 runs (seeds) for a bootstrap interval; "
+      f"got {a.shape[0]}" + (" (empty input)." if a.shape[0] == 0 else ".")
+    )
   if not np.all(np.isfinite(a)):
     raise ValueError(f"`{name}` must be finite.")
   return a
@@ -75,10 +80,15 @@ def _bootstrap(key, a, s, *, num_bootstrap, paired):
   return jnp.mean(a[ia], axis=1) - jnp.mean(s[is_], axis=1)
 
 
-def negative_transfer_report(adapted_runs: ArrayLike, source_only_runs: ArrayLike, *,
-                             key: jax.Array, num_bootstrap: int = 10_000,
-                             confidence: float = 0.95,
-                             paired: bool = False) -> NegativeTransferReport:
+def negative_transfer_report(
+  adapted_runs: ArrayLike,
+  source_only_runs: ArrayLike,
+  *,
+  key: jax.Array,
+  num_bootstrap: int = 10_000,
+  confidence: float = 0.95,
+  paired: bool = False,
+) -> NegativeTransferReport:
   """Bootstraps the target-accuracy difference between adapted and source-only runs.
 
   Unpaired (default): each group's seeds are resampled with replacement independently
@@ -105,14 +115,24 @@ def negative_transfer_report(adapted_runs: ArrayLike, source_only_runs: ArrayLik
   if num_bootstrap < 1:
     raise ValueError(f"`num_bootstrap` must be >= 1; got {num_bootstrap}.")
   if paired and a.shape != s.shape:
-    raise ValueError("`paired=True` needs as many adapted_runs as source_only_runs; got "
-                     f"{a.shape[0]} and {s.shape[0]}.")
-  reps = np.asarray(_bootstrap(key, jnp.asarray(a), jnp.asarray(s), num_bootstrap=num_bootstrap,
-                               paired=paired))
+    raise ValueError(
+      "`paired=True` needs as many adapted_runs as source_only_runs; got "
+      f"{a.shape[0]} and {s.shape[0]}."
+    )
+  reps = np.asarray(
+    _bootstrap(key, jnp.asarray(a), jnp.asarray(s), num_bootstrap=num_bootstrap, paired=paired)
+  )
   lo, hi = np.quantile(reps, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
   verdict = "hurts" if hi < 0 else ("helps" if lo > 0 else "inconclusive")
   return NegativeTransferReport(
-      mean_adapted=float(a.mean()), mean_source_only=float(s.mean()),
-      difference=float(a.mean() - s.mean()), ci_low=float(lo), ci_high=float(hi),
-      confidence=confidence, num_adapted=int(a.shape[0]), num_source_only=int(s.shape[0]),
-      verdict=verdict, negative_transfer=bool(hi < 0))
+    mean_adapted=float(a.mean()),
+    mean_source_only=float(s.mean()),
+    difference=float(a.mean() - s.mean()),
+    ci_low=float(lo),
+    ci_high=float(hi),
+    confidence=confidence,
+    num_adapted=int(a.shape[0]),
+    num_source_only=int(s.shape[0]),
+    verdict=verdict,
+    negative_transfer=bool(hi < 0),
+  )

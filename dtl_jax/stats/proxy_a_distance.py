@@ -12,10 +12,18 @@ from dtl_jax import _validation as V
 from dtl_jax.instance import learners
 
 
-def proxy_a_distance(source_features: ArrayLike, target_features: ArrayLike, *, key: jax.Array,
-                     test_fraction: float = 0.5, classifier: str = "logistic",
-                     hidden_sizes: tuple[int, ...] = (32,), l2: float = 1e-3,
-                     num_steps: int = 300, learning_rate: float | None = None) -> jax.Array:
+def proxy_a_distance(
+  source_features: ArrayLike,
+  target_features: ArrayLike,
+  *,
+  key: jax.Array,
+  test_fraction: float = 0.5,
+  classifier: str = "logistic",
+  hidden_sizes: tuple[int, ...] = (32,),
+  l2: float = 1e-3,
+  num_steps: int = 300,
+  learning_rate: float | None = None,
+) -> jax.Array:
   """``PAD = 2 (1 − 2ε)`` with ``ε`` the held-out error of a source-vs-target classifier.
 
   Each domain is split at random (``test_fraction`` held out); a domain classifier
@@ -44,9 +52,17 @@ def proxy_a_distance(source_features: ArrayLike, target_features: ArrayLike, *, 
     raise ValueError(f"`test_fraction` must be in (0, 1); got {test_fraction}.")
   if learning_rate is None:
     learning_rate = 0.05 if classifier == "logistic" else 0.01
-  return _pad(key, xs, xt, test_fraction=test_fraction, classifier=classifier,
-              hidden_sizes=tuple(hidden_sizes), l2=l2, num_steps=num_steps,
-              learning_rate=learning_rate)
+  return _pad(
+    key,
+    xs,
+    xt,
+    test_fraction=test_fraction,
+    classifier=classifier,
+    hidden_sizes=tuple(hidden_sizes),
+    l2=l2,
+    num_steps=num_steps,
+    learning_rate=learning_rate,
+  )
 
 
 def _split(key, n, fraction):
@@ -55,24 +71,39 @@ def _split(key, n, fraction):
   return perm[n_test:], perm[:n_test]
 
 
-@functools.partial(jax.jit, static_argnames=("test_fraction", "classifier", "hidden_sizes",
-                                             "num_steps"))
+@functools.partial(
+  jax.jit, static_argnames=("test_fraction", "classifier", "hidden_sizes", "num_steps")
+)
 def _pad(key, xs, xt, *, test_fraction, classifier, hidden_sizes, l2, num_steps, learning_rate):
   k_s, k_t, k_init = jax.random.split(key, 3)
   tr_s, te_s = _split(k_s, xs.shape[0], test_fraction)
   tr_t, te_t = _split(k_t, xt.shape[0], test_fraction)
   x_tr = jnp.concatenate([xs[tr_s], xt[tr_t]])
   y_tr = jnp.concatenate([jnp.zeros(tr_s.shape, jnp.int32), jnp.ones(tr_t.shape, jnp.int32)])
-  w_tr = jnp.concatenate([jnp.full(tr_s.shape, 0.5 / tr_s.shape[0], xs.dtype),
-                          jnp.full(tr_t.shape, 0.5 / tr_t.shape[0], xs.dtype)])
+  w_tr = jnp.concatenate(
+    [
+      jnp.full(tr_s.shape, 0.5 / tr_s.shape[0], xs.dtype),
+      jnp.full(tr_t.shape, 0.5 / tr_t.shape[0], xs.dtype),
+    ]
+  )
   if classifier == "logistic":
-    params = learners.fit_logistic_regression(x_tr, y_tr, w_tr, num_classes=2, l2=l2,
-                                              num_steps=num_steps, learning_rate=learning_rate)
+    params = learners.fit_logistic_regression(
+      x_tr, y_tr, w_tr, num_classes=2, l2=l2, num_steps=num_steps, learning_rate=learning_rate
+    )
     predict = lambda x: jnp.argmax(learners.logistic_regression_logits(params, x), axis=-1)
   else:
-    params = learners.fit_mlp(k_init, x_tr, y_tr, w_tr, hidden_sizes=hidden_sizes, num_outputs=2,
-                              task="classification", l2=l2, num_steps=num_steps,
-                              learning_rate=learning_rate)
+    params = learners.fit_mlp(
+      k_init,
+      x_tr,
+      y_tr,
+      w_tr,
+      hidden_sizes=hidden_sizes,
+      num_outputs=2,
+      task="classification",
+      l2=l2,
+      num_steps=num_steps,
+      learning_rate=learning_rate,
+    )
     model = learners.MLP(hidden_sizes, 2)
     predict = lambda x: jnp.argmax(model.apply(params, x), axis=-1)
   err_s = jnp.mean((predict(xs[te_s]) != 0).astype(xs.dtype))

@@ -48,10 +48,10 @@ class MeasureReport:
   def format(self) -> str:
     """A plain-text table, as printed by ``dtl-jax measure``."""
     lines = [
-        f"source/target: n_s={self.num_source}, n_t={self.num_target}",
-        f"MMD^2 = {self.mmd_statistic:.6g}, permutation p-value = {self.mmd_p_value:.4g}"
-        + ("  (distributions differ)" if self.mmd_p_value < 0.05 else ""),
-        f"proxy A-distance = {self.proxy_a_distance:.4f}  (0: indistinguishable, 2: separable)",
+      f"source/target: n_s={self.num_source}, n_t={self.num_target}",
+      f"MMD^2 = {self.mmd_statistic:.6g}, permutation p-value = {self.mmd_p_value:.4g}"
+      + ("  (distributions differ)" if self.mmd_p_value < 0.05 else ""),
+      f"proxy A-distance = {self.proxy_a_distance:.4f}  (0: indistinguishable, 2: separable)",
     ]
     if self.ranking:
       cols = [c for c in RANK_BY if any(c in s for s in self.candidate_scores.values())]
@@ -68,12 +68,19 @@ class MeasureReport:
     return self.format()
 
 
-def measure_report(source_features: ArrayLike, target_features: ArrayLike, *, key: jax.Array,
-                   target_labels: ArrayLike | None = None,
-                   candidates: Mapping[str, ArrayLike] | None = None,
-                   candidate_source_probs: Mapping[str, ArrayLike] | None = None,
-                   num_classes: int | None = None, num_permutations: int = 1000,
-                   mmd_kernel=None, rank_by: str = "logme") -> MeasureReport:
+def measure_report(
+  source_features: ArrayLike,
+  target_features: ArrayLike,
+  *,
+  key: jax.Array,
+  target_labels: ArrayLike | None = None,
+  candidates: Mapping[str, ArrayLike] | None = None,
+  candidate_source_probs: Mapping[str, ArrayLike] | None = None,
+  num_classes: int | None = None,
+  num_permutations: int = 1000,
+  mmd_kernel=None,
+  rank_by: str = "logme",
+) -> MeasureReport:
   """MMD test, proxy A-distance and transferability scores for a source/target pair.
 
   Args:
@@ -99,11 +106,17 @@ def measure_report(source_features: ArrayLike, target_features: ArrayLike, *, ke
   candidates = dict(candidates or {})
   probs = dict(candidate_source_probs or {})
   if (candidates or probs) and target_labels is None:
-    raise ValueError("`target_labels` [n_l] is required to score `candidates` / "
-                     "`candidate_source_probs`.")
+    raise ValueError(
+      "`target_labels` [n_l] is required to score `candidates` / `candidate_source_probs`."
+    )
   k_mmd, k_pad = jax.random.split(key)
-  test = mmd_test(source_features, target_features, key=k_mmd,
-                  num_permutations=num_permutations, kernel=mmd_kernel)
+  test = mmd_test(
+    source_features,
+    target_features,
+    key=k_mmd,
+    num_permutations=num_permutations,
+    kernel=mmd_kernel,
+  )
   pad = proxy_a_distance(source_features, target_features, key=k_pad)
   scores: dict[str, dict[str, float]] = {}
   if target_labels is not None:  # else there are no candidates (checked above)
@@ -117,6 +130,12 @@ def measure_report(source_features: ArrayLike, target_features: ArrayLike, *, ke
   ranked.sort(key=lambda n: -scores[n][rank_by])
   ranked += [n for n in scores if n not in ranked]
   return MeasureReport(
-      num_source=int(np.shape(source_features)[0]), num_target=int(np.shape(target_features)[0]),
-      mmd_statistic=float(test.statistic), mmd_p_value=float(test.p_value),
-      proxy_a_distance=float(pad), candidate_scores=scores, ranking=ranked, rank_by=rank_by)
+    num_source=int(np.shape(source_features)[0]),
+    num_target=int(np.shape(target_features)[0]),
+    mmd_statistic=float(test.statistic),
+    mmd_p_value=float(test.p_value),
+    proxy_a_distance=float(pad),
+    candidate_scores=scores,
+    ranking=ranked,
+    rank_by=rank_by,
+  )

@@ -23,9 +23,9 @@ from dtl_jax import _validation as V
 _EPSILON = 1e-5  # LogME: as in the authors' released code
 
 
-
-def leep(source_probs: ArrayLike, target_labels: ArrayLike, *,
-         num_classes: int | None = None) -> jax.Array:
+def leep(
+  source_probs: ArrayLike, target_labels: ArrayLike, *, num_classes: int | None = None
+) -> jax.Array:
   """LEEP score of a pretrained source classifier for a labelled target task (higher is better).
 
   With ``θ(x_i) ∈ Δ^Z`` the source model's predicted distribution over its ``Z`` classes:
@@ -43,8 +43,12 @@ def leep(source_probs: ArrayLike, target_labels: ArrayLike, *,
     Scalar, ``≤ 0``.
   """
   theta = V.check_matrix(source_probs, "source_probs", shape_doc="[n, Z]")
-  V.check_probabilities(theta, "source_probs", atol=1e-4,
-                        hint="Pass softmax(logits) over the source classes, not logits.")
+  V.check_probabilities(
+    theta,
+    "source_probs",
+    atol=1e-4,
+    hint="Pass softmax(logits) over the source classes, not logits.",
+  )
   y, num_classes = V.check_labels(target_labels, "target_labels", theta.shape[0], num_classes)
   return _leep(theta, y, num_classes=num_classes)
 
@@ -60,9 +64,15 @@ def _leep(theta, y, *, num_classes):
   return jnp.mean(jnp.log(eep))
 
 
-
-def logme(features: ArrayLike, labels: ArrayLike, *, num_classes: int | None = None,
-          regression: bool = False, max_iterations: int = 100, tol: float = 0.01) -> jax.Array:
+def logme(
+  features: ArrayLike,
+  labels: ArrayLike,
+  *,
+  num_classes: int | None = None,
+  regression: bool = False,
+  max_iterations: int = 100,
+  tol: float = 0.01,
+) -> jax.Array:
   """LogME score of features for a target task (higher is better).
 
   For each target column ``y`` (one-hot column per class for classification, each output
@@ -99,8 +109,10 @@ def logme(features: ArrayLike, labels: ArrayLike, *, num_classes: int | None = N
     if y.ndim == 1:
       y = y[:, None]
     if y.ndim != 2 or y.shape[0] != n:
-      raise ValueError(f"`labels` must have shape [{n}] or [{n}, K] for regression; "
-                       f"got {tuple(jnp.shape(labels))}.")
+      raise ValueError(
+        f"`labels` must have shape [{n}] or [{n}, K] for regression; "
+        f"got {tuple(jnp.shape(labels))}."
+      )
   else:
     yi, num_classes = V.check_labels(labels, "labels", n, num_classes)
     y = jax.nn.one_hot(yi, num_classes, dtype=f.dtype)
@@ -134,18 +146,26 @@ def _logme(f, y, *, max_iterations, tol):
 
     init = (one, one, one, 0.0 * one, 0.0 * one, 0, False)
     alpha, beta, _, alpha_de, beta_de, _, _ = jax.lax.while_loop(cond, step, init)
-    ev = (d / 2.0 * jnp.log(alpha) + n / 2.0 * jnp.log(beta)
-          - 0.5 * jnp.sum(jnp.log(alpha + beta * sigma))
-          - beta / 2.0 * (beta_de + _EPSILON) - alpha / 2.0 * (alpha_de + _EPSILON)
-          - n / 2.0 * math.log(2.0 * math.pi))
+    ev = (
+      d / 2.0 * jnp.log(alpha)
+      + n / 2.0 * jnp.log(beta)
+      - 0.5 * jnp.sum(jnp.log(alpha + beta * sigma))
+      - beta / 2.0 * (beta_de + _EPSILON)
+      - alpha / 2.0 * (alpha_de + _EPSILON)
+      - n / 2.0 * math.log(2.0 * math.pi)
+    )
     return ev / n
 
   return jnp.mean(jax.vmap(evidence, in_axes=1)(y))
 
 
-
-def h_score(features: ArrayLike, labels: ArrayLike, *, num_classes: int | None = None,
-            rtol: float | None = None) -> jax.Array:
+def h_score(
+  features: ArrayLike,
+  labels: ArrayLike,
+  *,
+  num_classes: int | None = None,
+  rtol: float | None = None,
+) -> jax.Array:
   """H-score of features for a labelled target task (higher is better).
 
     ``H(f) = tr( cov(f)⁺ · cov(E[f | y]) )``

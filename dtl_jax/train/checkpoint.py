@@ -57,16 +57,25 @@ class Checkpointer:
     async_save: write in a background thread (call :meth:`wait` before reading).
   """
 
-  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3,
-               save_interval_steps: int = 1, async_save: bool = False):
+  def __init__(
+    self,
+    directory: str | os.PathLike,
+    *,
+    max_to_keep: int = 3,
+    save_interval_steps: int = 1,
+    async_save: bool = False,
+  ):
     if max_to_keep < 1:
       raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
     if save_interval_steps < 1:
       raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
     self.directory = os.path.abspath(os.fspath(directory))
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           save_interval_steps=save_interval_steps,
-                                           enable_async_checkpointing=async_save)
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      create=True,
+      save_interval_steps=save_interval_steps,
+      enable_async_checkpointing=async_save,
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   @property
@@ -116,8 +125,10 @@ class Checkpointer:
     abstract = _keys_to_data(target)
     restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     return jax.tree_util.tree_map(
-        lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t)
-        else r, target, restored)
+      lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r,
+      target,
+      restored,
+    )
 
   def latest_step(self) -> int | None:
     """The most recent saved step, ``None`` when there is none."""
@@ -136,7 +147,7 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
-  def __enter__(self) -> "Checkpointer":
+  def __enter__(self) -> Checkpointer:
     return self
 
   def __exit__(self, *exc) -> None:
@@ -146,12 +157,16 @@ class Checkpointer:
 def _to_global(state: Any) -> Any:
   """Host-local replicated arrays (from ``pmap``) -> global arrays orbax can save."""
   from orbax.checkpoint import utils as ocp_utils
+
   local = jax.sharding.NamedSharding(
-      jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",)),
-      jax.sharding.PartitionSpec())
+    jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",)), jax.sharding.PartitionSpec()
+  )
   return jax.tree_util.tree_map(
-      lambda x: ocp_utils.fully_replicated_host_local_array_to_global_array(
-          jax.device_put(jnp.asarray(x), local)), state)
+    lambda x: ocp_utils.fully_replicated_host_local_array_to_global_array(
+      jax.device_put(jnp.asarray(x), local)
+    ),
+    state,
+  )
 
 
 class SelectedCheckpoints:
@@ -178,6 +193,7 @@ class SelectedCheckpoints:
     """Saves ``state`` (of the last record in ``history``) if a criterion picks it,
     drops checkpoints nobody picks; returns the current picks."""
     from dtl_jax.train.selection import select
+
     picks = select(history, self.criteria)
     needed = {v["step"] for k, v in picks.items() if k != "last"}
     step = int(history[-1]["step"])
@@ -196,15 +212,17 @@ class SelectedCheckpoints:
     self._ckpt.close()
 
 
-def save_checkpoint(directory: str | os.PathLike, step: int, state: Any, *,
-                    max_to_keep: int = 3) -> None:
+def save_checkpoint(
+  directory: str | os.PathLike, step: int, state: Any, *, max_to_keep: int = 3
+) -> None:
   """One-shot :meth:`Checkpointer.save` (keeps the last ``max_to_keep``)."""
   with Checkpointer(directory, max_to_keep=max_to_keep) as ckpt:
     ckpt.save(step, state, force=True)
 
 
-def restore_checkpoint(directory: str | os.PathLike, target: Any = None, *,
-                       step: int | None = None) -> Any:
+def restore_checkpoint(
+  directory: str | os.PathLike, target: Any = None, *, step: int | None = None
+) -> Any:
   """One-shot :meth:`Checkpointer.restore`."""
   with Checkpointer(directory) as ckpt:
     return ckpt.restore(target, step=step)
@@ -216,12 +234,16 @@ def _get(tree: Any, name: str) -> Any:
   return getattr(tree, name, None)
 
 
-def restore_into(source: str | os.PathLike | Checkpointer | Mapping[str, Any],
-                 new_variables: Mapping[str, Any], *,
-                 collections: Sequence[str] = ("params", "batch_stats"),
-                 subtree: str | None = None, at: str | None = None,
-                 include: str | None = None, step: int | None = None
-                 ) -> tuple[dict[str, Any], MergeReport]:
+def restore_into(
+  source: str | os.PathLike | Checkpointer | Mapping[str, Any],
+  new_variables: Mapping[str, Any],
+  *,
+  collections: Sequence[str] = ("params", "batch_stats"),
+  subtree: str | None = None,
+  at: str | None = None,
+  include: str | None = None,
+  step: int | None = None,
+) -> tuple[dict[str, Any], MergeReport]:
   """Loads saved variables into a new model (e.g. same backbone, new head).
 
   Every leaf of ``new_variables`` whose path and shape exist in the source takes the

@@ -73,8 +73,7 @@ class Driver:
 def driver_axis_name(name: str) -> str | None:
   """The device axis the step body and the model's BatchNorm use under driver ``name``."""
   if name not in DRIVERS:
-    raise ValueError(f"train.driver must be one of {', '.join(map(repr, DRIVERS))}, got "
-                     f"{name!r}")
+    raise ValueError(f"train.driver must be one of {', '.join(map(repr, DRIVERS))}, got {name!r}")
   return AXIS if name in ("pmap", "shard_map") else None
 
 
@@ -86,10 +85,9 @@ def process_slice(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   out = {}
   for k, v in batch.items():
     if v.shape[0] % n:
-      raise ValueError(f"global batch {k!r} of {v.shape[0]} rows is not divisible by {n} "
-                       "processes")
+      raise ValueError(f"global batch {k!r} of {v.shape[0]} rows is not divisible by {n} processes")
     m = v.shape[0] // n
-    out[k] = v[p * m:(p + 1) * m]
+    out[k] = v[p * m : (p + 1) * m]
   return out
 
 
@@ -101,32 +99,50 @@ def make_driver(name: str, step_body: step_lib.StepFn) -> Driver:
   axis = driver_axis_name(name)
   del axis  # checked; the body carries it
   if name == "jit":
-    return Driver(name, step_lib.jit_step(step_body), put_state=_identity,
-                  put_batch=_identity, to_host=_identity)
+    return Driver(
+      name,
+      step_lib.jit_step(step_body),
+      put_state=_identity,
+      put_batch=_identity,
+      to_host=_identity,
+    )
   if name == "pmap":
     n_dev = jax.local_device_count()
-    return Driver(name, step_lib.pmap_step(step_body, axis_name=AXIS),
-                  put_state=step_lib.replicate,
-                  put_batch=lambda b: step_lib.shard_batch_for_pmap(process_slice(b), n_dev),
-                  to_host=step_lib.unreplicate)
+    return Driver(
+      name,
+      step_lib.pmap_step(step_body, axis_name=AXIS),
+      put_state=step_lib.replicate,
+      put_batch=lambda b: step_lib.shard_batch_for_pmap(process_slice(b), n_dev),
+      to_host=step_lib.unreplicate,
+    )
   if jax.process_count() > 1:
-    raise ValueError(f"train.driver={name!r} runs in one process only (multi-host: use "
-                     "'pmap')")
+    raise ValueError(f"train.driver={name!r} runs in one process only (multi-host: use 'pmap')")
   if name == "shard_map":
     mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
     replicated = NamedSharding(mesh, P())
-    return Driver(name, step_lib.shard_map_step(step_body, mesh, axis_name=AXIS),
-                  put_state=lambda s: jax.device_put(s, replicated),
-                  put_batch=lambda b: step_lib.place_batch(b, mesh, AXIS),
-                  to_host=_identity)
+    return Driver(
+      name,
+      step_lib.shard_map_step(step_body, mesh, axis_name=AXIS),
+      put_state=lambda s: jax.device_put(s, replicated),
+      put_batch=lambda b: step_lib.place_batch(b, mesh, AXIS),
+      to_host=_identity,
+    )
   mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
   replicated = NamedSharding(mesh, P())
   split = NamedSharding(mesh, P(DATA_AXIS))
-  compiled = jax.jit(step_body, in_shardings=(replicated, split),
-                     out_shardings=(replicated, replicated), donate_argnums=(0,))
-  return Driver(name, compiled, put_state=lambda s: jax.device_put(s, replicated),
-                put_batch=lambda b: {k: jax.device_put(v, split) for k, v in b.items()},
-                to_host=_identity)
+  compiled = jax.jit(
+    step_body,
+    in_shardings=(replicated, split),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )
+  return Driver(
+    name,
+    compiled,
+    put_state=lambda s: jax.device_put(s, replicated),
+    put_batch=lambda b: {k: jax.device_put(v, split) for k, v in b.items()},
+    to_host=_identity,
+  )
 
 
 def _identity(x: Any) -> Any:

@@ -22,6 +22,7 @@ import numpy as np
 from dtl_jax.train import selection as selection_lib
 from dtl_jax.train.state import TrainState, apply_model
 
+
 def make_eval_step(model: Any) -> Callable[[TrainState, jax.Array], dict]:
   """Jitted inference ``(state, x [n, ...]) -> outputs dict`` (``"logits"``,
   ``"probs"`` and feature outputs) with BatchNorm in inference mode."""
@@ -37,15 +38,21 @@ def make_eval_step(model: Any) -> Callable[[TrainState, jax.Array], dict]:
   return eval_step
 
 
-def predict(eval_step, state: TrainState, x: np.ndarray, *, batch_size: int = 512,
-            keys: tuple[str, ...] = ("logits", "probs", "bottleneck")) -> dict[str, np.ndarray]:
+def predict(
+  eval_step,
+  state: TrainState,
+  x: np.ndarray,
+  *,
+  batch_size: int = 512,
+  keys: tuple[str, ...] = ("logits", "probs", "bottleneck"),
+) -> dict[str, np.ndarray]:
   """Runs ``eval_step`` over ``x`` in batches (last one padded); returns numpy arrays."""
   n = len(x)
   if n == 0:
     raise ValueError("x must hold at least one example")
   chunks: dict[str, list] = {}
   for i in range(0, n, batch_size):
-    xb = np.asarray(x[i:i + batch_size])
+    xb = np.asarray(x[i : i + batch_size])
     m = len(xb)
     if m < batch_size:
       xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - m, 0)], 0)
@@ -56,8 +63,9 @@ def predict(eval_step, state: TrainState, x: np.ndarray, *, batch_size: int = 51
   return {k: np.concatenate(v, 0) for k, v in chunks.items()}
 
 
-def accuracy_report(logits: np.ndarray, labels: np.ndarray,
-                    num_classes: int | None = None) -> dict[str, Any]:
+def accuracy_report(
+  logits: np.ndarray, labels: np.ndarray, num_classes: int | None = None
+) -> dict[str, Any]:
   """Accuracy and per-class accuracy (``nan`` for classes absent from ``labels``)."""
   labels = np.asarray(labels)
   num_classes = num_classes or logits.shape[-1]
@@ -101,8 +109,16 @@ class Evaluator:
     seed: seed of the selection criteria's domain classifier.
   """
 
-  def __init__(self, model: Any, *, source: Any, target: Any,
-               source_val: tuple[np.ndarray, np.ndarray], batch_size: int, seed: int):
+  def __init__(
+    self,
+    model: Any,
+    *,
+    source: Any,
+    target: Any,
+    source_val: tuple[np.ndarray, np.ndarray],
+    batch_size: int,
+    seed: int,
+  ):
     self.source, self.target, self.source_val = source, target, source_val
     self.batch_size = batch_size
     self.seed = seed
@@ -110,39 +126,56 @@ class Evaluator:
 
   def __call__(self, state: TrainState, step: int) -> dict[str, Any]:
     """One evaluation record ``{"step", "scores", "source_test_acc", ...}``."""
+
     def predict_(x, keys):
-      return predict(self._eval_step, state, np.asarray(x), batch_size=self.batch_size,
-                     keys=keys)
+      return predict(self._eval_step, state, np.asarray(x), batch_size=self.batch_size, keys=keys)
 
     keys = ("logits", "probs", "bottleneck")
     out_val = predict_(self.source_val[0], keys)
     out_tt = predict_(self.target.x_train, keys)
-    src = accuracy_report(predict_(self.source.x_test, ("logits",))["logits"],
-                          np.asarray(self.source.y_test))
-    tgt = accuracy_report(predict_(self.target.x_test, ("logits",))["logits"],
-                          np.asarray(self.target.y_test))
+    src = accuracy_report(
+      predict_(self.source.x_test, ("logits",))["logits"], np.asarray(self.source.y_test)
+    )
+    tgt = accuracy_report(
+      predict_(self.target.x_test, ("logits",))["logits"], np.asarray(self.target.y_test)
+    )
     scores = selection_lib.criteria_scores(
-        source_val_logits=out_val["logits"], source_val_labels=self.source_val[1],
-        source_val_features=out_val["bottleneck"], target_probs=out_tt["probs"],
-        target_features=out_tt["bottleneck"], seed=self.seed)
-    return {"step": int(step), "scores": scores, "source_test_acc": src["accuracy"],
-            "source_test_per_class": src["per_class"], "oracle_target_acc": tgt["accuracy"],
-            "oracle_target_per_class": tgt["per_class"]}
+      source_val_logits=out_val["logits"],
+      source_val_labels=self.source_val[1],
+      source_val_features=out_val["bottleneck"],
+      target_probs=out_tt["probs"],
+      target_features=out_tt["bottleneck"],
+      seed=self.seed,
+    )
+    return {
+      "step": int(step),
+      "scores": scores,
+      "source_test_acc": src["accuracy"],
+      "source_test_per_class": src["per_class"],
+      "oracle_target_acc": tgt["accuracy"],
+      "oracle_target_per_class": tgt["per_class"],
+    }
 
   def chance_warning(self, record: dict[str, Any]) -> str | None:
     """A message when the record's source test accuracy is at chance, else ``None``."""
     bad, threshold = at_chance(record["source_test_acc"], np.asarray(self.source.y_test))
     if not bad:
       return None
-    return (f"source test accuracy {100 * record['source_test_acc']:.1f}% at step "
-            f"{record['step']} is at chance (below {100 * threshold:.1f}%, three standard "
-            "errors above always guessing the majority class): the run has not learned "
-            "the source task; check optim.learning_rate and the method's trade_off")
+    return (
+      f"source test accuracy {100 * record['source_test_acc']:.1f}% at step "
+      f"{record['step']} is at chance (below {100 * threshold:.1f}%, three standard "
+      "errors above always guessing the majority class): the run has not learned "
+      "the source task; check optim.learning_rate and the method's trade_off"
+    )
 
 
 def flat_record(record: dict[str, Any]) -> dict[str, Any]:
   """An evaluation record as flat numbers (``metrics.jsonl`` / TensorBoard)."""
-  out = {"kind": "eval", "step": record["step"], "source_test_acc": record["source_test_acc"],
-         "oracle_target_acc": record["oracle_target_acc"]}
+  out = {
+    "kind": "eval",
+    "step": record["step"],
+    "source_test_acc": record["source_test_acc"],
+    "oracle_target_acc": record["oracle_target_acc"],
+  }
   out.update({f"select_{k}": v for k, v in record["scores"].items()})
   return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType, TracebackType
+from typing import Any
 
 
 class StopRequest:
@@ -18,7 +19,7 @@ class StopRequest:
 
   def __init__(self) -> None:
     self.requested = False
-    self._old = None
+    self._old: Any = None
 
   def _handler(self, signum: int, frame: FrameType | None) -> None:
     del signum, frame
@@ -29,8 +30,9 @@ class StopRequest:
       self._old = signal.signal(signal.SIGINT, self._handler)
     return self
 
-  def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-               tb: TracebackType | None) -> None:
+  def __exit__(
+    self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+  ) -> None:
     if self._old is not None:
       signal.signal(signal.SIGINT, self._old)
       self._old = None

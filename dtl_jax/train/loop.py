@@ -32,6 +32,7 @@ from typing import Any
 
 import flax.errors
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -52,8 +53,9 @@ class TrainingDiverged(RuntimeError):
   """The loss or the parameters became NaN / Inf (the message names the step)."""
 
 
-def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-        overwrite: bool = False) -> dict[str, Any]:
+def fit(
+  config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, overwrite: bool = False
+) -> dict[str, Any]:
   """Trains ``config.method`` as ``config`` says and selects checkpoints without target labels.
 
   Args:
@@ -90,32 +92,57 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
 
   # Everything is built before anything is written: a bad config leaves no trace.
   source, target = load_domains(config)
-  source_train, source_val = split_source_val(source, config.data.source_val_fraction,
-                                              config.seed)
+  source_train, source_val = split_source_val(source, config.data.source_val_fraction, config.seed)
   axis = drivers.driver_axis_name(tc.driver)
   _check_batch_sizes(config)
-  model = _keyed("model", models.build, config.model, num_classes=source.num_classes,
-                 bn_axis_name=axis)
+  model = _keyed(
+    "model", models.build, config.model, num_classes=source.num_classes, bn_axis_name=axis
+  )
   eval_model = models.build(config.model, num_classes=source.num_classes)
-  method = _keyed("method_kwargs", methods.build, config.method,
-                  **dict(config.method_kwargs))
+  method = _keyed("method_kwargs", methods.build, config.method, **dict(config.method_kwargs))
   key = jax.random.key(config.seed)
   variables = initial_variables(config, eval_model, key, source_train.x_train[:1])
-  setup = method.setup(methods.SetupContext(
-      model=eval_model, model_variables=variables, init_from=config.init_from,
-      source_inputs=source_train.x_train, target_inputs=target.x_train, seed=config.seed,
-      load_run=_load_run_model))
-  state, tx = _keyed("optim", create_train_state, eval_model, method, key=key,
-                     example_x=source_train.x_train[:2], model_variables=variables,
-                     extra_variables=setup.extra_variables, freeze=tuple(config.model.freeze),
-                     **dict(config.optim))
-  driver = drivers.make_driver(tc.driver, make_train_step(
-      model, method, tx, axis_name=axis, total_steps=tc.num_steps))
-  sampler = data.PairSampler(source_train, target, batch_size=config.data.batch_size,
-                             target_batch_size=config.data.target_batch_size
-                             or config.data.batch_size, seed=config.seed)
-  evaluator = Evaluator(eval_model, source=source, target=target, source_val=source_val,
-                        batch_size=config.data.eval_batch_size, seed=config.seed)
+  setup = method.setup(
+    methods.SetupContext(
+      model=eval_model,
+      model_variables=variables,
+      init_from=config.init_from,
+      source_inputs=source_train.x_train,
+      target_inputs=target.x_train,
+      seed=config.seed,
+      load_run=_load_run_model,
+    )
+  )
+  state, tx = _keyed(
+    "optim",
+    create_train_state,
+    eval_model,
+    method,
+    key=key,
+    example_x=source_train.x_train[:2],
+    model_variables=variables,
+    extra_variables=setup.extra_variables,
+    freeze=tuple(config.model.freeze),
+    **dict(config.optim),
+  )
+  driver = drivers.make_driver(
+    tc.driver, make_train_step(model, method, tx, axis_name=axis, total_steps=tc.num_steps)
+  )
+  sampler = data.PairSampler(
+    source_train,
+    target,
+    batch_size=config.data.batch_size,
+    target_batch_size=config.data.target_batch_size or config.data.batch_size,
+    seed=config.seed,
+  )
+  evaluator = Evaluator(
+    eval_model,
+    source=source,
+    target=target,
+    source_val=source_val,
+    batch_size=config.data.eval_batch_size,
+    seed=config.seed,
+  )
 
   # The run directory: config.json (the one writer), then resume from a checkpoint.
   if is_main:
@@ -127,10 +154,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     state = ckpt.restore(state)
     start = int(state.step)
   history = workdir_lib.read_history(workdir, upto=start) if start else []
-  writer = MetricWriter(workdir, start_step=start, enabled=is_main,
-                        tensorboard=tc.tensorboard)
-  selected = (SelectedCheckpoints(workdir / workdir_lib.SELECTED, tc.selection)
-              if tc.keep_selected else None)
+  writer = MetricWriter(workdir, start_step=start, enabled=is_main, tensorboard=tc.tensorboard)
+  selected = (
+    SelectedCheckpoints(workdir / workdir_lib.SELECTED, tc.selection) if tc.keep_selected else None
+  )
   warnings: list[str] = []
 
   def evaluate(dev_state: Any, step: int) -> None:
@@ -142,8 +169,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
       workdir_lib.write_json(workdir / workdir_lib.HISTORY_FILE, history, indent=None)
     if selected is not None:
       selected.update(history, host_state)
-    if (tc.chance_check and not warnings and step >= tc.chance_check * tc.num_steps
-        and (message := evaluator.chance_warning(record))):
+    if (
+      tc.chance_check
+      and not warnings
+      and step >= tc.chance_check * tc.num_steps
+      and (message := evaluator.chance_warning(record))
+    ):
       warnings.append(message)
       if is_main:
         print(f"dtl-jax: warning: {message}", file=sys.stderr, flush=True)
@@ -163,14 +194,20 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
       step += 1
       window.append(metrics)
       if step % tc.log_every == 0 or step == tc.num_steps:
-        record = _train_record(window, step, steps_per_second=(step - start) / (
-            time.perf_counter() - t0), last_checkpoint=ckpt.latest_step(),
-                               checkpoints=ckpt.directory)
+        record = _train_record(
+          window,
+          step,
+          steps_per_second=(step - start) / (time.perf_counter() - t0),
+          last_checkpoint=ckpt.latest_step(),
+          checkpoints=ckpt.directory,
+        )
         window = []
         writer.write(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}",
-                        acc=f"{record.get('source_acc', math.nan):.3f}",
-                        sps=f"{record['steps_per_second']:.1f}")
+        bar.set_postfix(
+          loss=f"{record['loss']:.3f}",
+          acc=f"{record.get('source_acc', math.nan):.3f}",
+          sps=f"{record['steps_per_second']:.1f}",
+        )
       bar.update(1)
       if step % tc.eval_every == 0 or step == tc.num_steps:
         evaluate(dev_state, step)
@@ -188,9 +225,17 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     evaluate(dev_state, step)
   if selected is not None:
     selected.close()
-  result = _result(method.name, history, tc.selection, step=step, interrupted=interrupted,
-                   steps_per_second=(step - start) / elapsed if elapsed > 0 else math.nan,
-                   warnings=warnings, workdir=workdir, kept_selected=selected is not None)
+  result = _result(
+    method.name,
+    history,
+    tc.selection,
+    step=step,
+    interrupted=interrupted,
+    steps_per_second=(step - start) / elapsed if elapsed > 0 else math.nan,
+    warnings=warnings,
+    workdir=workdir,
+    kept_selected=selected is not None,
+  )
   if is_main:
     workdir_lib.write_json(workdir / workdir_lib.RESULT_FILE, result)
   writer.close()
@@ -219,19 +264,26 @@ def load_domains(config: Mapping[str, Any]) -> tuple[data.Domain, data.Domain]:
     options["normalize"] = d["normalize"]
   try:
     if d["source"] != d["target"]:
-      return data.load_pair(d["source"], d["target"], seed=int(config["seed"]),
-                            image_size=int(d["image_size"]) or None, **options)
+      return data.load_pair(
+        d["source"],
+        d["target"],
+        seed=int(config["seed"]),
+        image_size=int(d["image_size"]) or None,
+        **options,
+      )
     if d["image_size"] and "size" in data.domain_options(d["source"]):
       options["size"] = int(d["image_size"])
     domain = data.load_domain(d["source"], seed=int(config["seed"]), **options)
   except (ValueError, OSError) as e:
-    raise config_lib.ConfigError(f"data ({d['source']} -> {d['target']}): "
-                                 f"{str(e).splitlines()[0]}") from e
+    raise config_lib.ConfigError(
+      f"data ({d['source']} -> {d['target']}): {str(e).splitlines()[0]}"
+    ) from e
   return domain, domain
 
 
-def split_source_val(source: data.Domain, fraction: float, seed: int
-                     ) -> tuple[data.Domain, tuple[np.ndarray, np.ndarray]]:
+def split_source_val(
+  source: data.Domain, fraction: float, seed: int
+) -> tuple[data.Domain, tuple[np.ndarray, np.ndarray]]:
   """Holds out ``fraction`` of each class of the source training split (by ``seed``).
 
   Returns:
@@ -249,37 +301,45 @@ def split_source_val(source: data.Domain, fraction: float, seed: int
   train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
   if len(train_idx) == 0 or len(val_idx) < 2:
     raise config_lib.ConfigError(
-        f"data.source_val_fraction={fraction} leaves {len(train_idx)} training and "
-        f"{len(val_idx)} validation images of {len(y)}; the source is too small for it")
-  train = dataclasses.replace(source, x_train=x[train_idx], y_train=y[train_idx],
-                              ids_train=None)
+      f"data.source_val_fraction={fraction} leaves {len(train_idx)} training and "
+      f"{len(val_idx)} validation images of {len(y)}; the source is too small for it"
+    )
+  train = dataclasses.replace(source, x_train=x[train_idx], y_train=y[train_idx], ids_train=None)
   return train, (x[val_idx], y[val_idx])
 
 
-def initial_variables(config: Mapping[str, Any], model: Any, key: jax.Array,
-                      example_x: np.ndarray) -> dict[str, Any]:
+def initial_variables(
+  config: Mapping[str, Any], model: Any, key: jax.Array, example_x: np.ndarray
+) -> dict[str, Any]:
   """The model's variables before training: a fresh initialization, then
   ``model.pretrained`` (the backbone) and ``init_from`` (every leaf of that run's model
   whose path and shape match) loaded over it."""
   init_key = jax.random.split(key, 3)[0]  # as create_train_state splits it
   x = np.asarray(example_x)[:1]
   try:
-    variables = models.init_variables(model, init_key, x)
+    variables = models.init_variables(model, init_key, jnp.asarray(x))
   except (ValueError, TypeError, ArithmeticError, flax.errors.FlaxError) as e:
     raise config_lib.ConfigError(
-        f"model: backbone {config['model']['backbone']!r} cannot take inputs of shape "
-        f"{tuple(x.shape[1:])} (data.image_size={config['data']['image_size']}): "
-        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+      f"model: backbone {config['model']['backbone']!r} cannot take inputs of shape "
+      f"{tuple(x.shape[1:])} (data.image_size={config['data']['image_size']}): "
+      f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    ) from e
   if config["model"]["pretrained"]:
-    loaded = _keyed("model.pretrained", models.load_pretrained, config["model"],
-                    model.backbone, config["model"]["pretrained"])
+    loaded = _keyed(
+      "model.pretrained",
+      models.load_pretrained,
+      config["model"],
+      model.backbone,
+      config["model"]["pretrained"],
+    )
     variables, _ = models.merge_variables(variables, loaded, at="backbone")
   if config["init_from"]:
     _, _, restored, _ = workdir_lib.restore_model(config["init_from"])
     variables, report = models.merge_variables(variables, restored)
     if not report.loaded:
-      raise config_lib.ConfigError(f"init_from: no parameter of {config['init_from']!r} fits "
-                                   "this model")
+      raise config_lib.ConfigError(
+        f"init_from: no parameter of {config['init_from']!r} fits this model"
+      )
   return variables
 
 
@@ -297,7 +357,8 @@ def _keyed(config_key: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
   except ValueError as e:
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise config_lib.ConfigError(
-        message if message.startswith(config_key) else f"{config_key}: {message}") from e
+      message if message.startswith(config_key) else f"{config_key}: {message}"
+    ) from e
 
 
 def _check_batch_sizes(config: Mapping[str, Any]) -> None:
@@ -308,8 +369,9 @@ def _check_batch_sizes(config: Mapping[str, Any]) -> None:
   for key in ("batch_size", "target_batch_size"):
     b = config["data"][key] or config["data"]["batch_size"]
     if b % devices:
-      raise config_lib.ConfigError(f"data.{key}={b} must be divisible by the {devices} "
-                                   f"devices of the {driver!r} driver")
+      raise config_lib.ConfigError(
+        f"data.{key}={b} must be divisible by the {devices} devices of the {driver!r} driver"
+      )
 
 
 def _init_distributed(tc: Mapping[str, Any]) -> None:
@@ -317,19 +379,24 @@ def _init_distributed(tc: Mapping[str, Any]) -> None:
     return
   kwargs = {}
   if tc["coordinator_address"]:
-    kwargs = dict(coordinator_address=tc["coordinator_address"],
-                  num_processes=tc["num_processes"], process_id=tc["process_id"])
+    kwargs = dict(
+      coordinator_address=tc["coordinator_address"],
+      num_processes=tc["num_processes"],
+      process_id=tc["process_id"],
+    )
   jax.distributed.initialize(**kwargs)
 
 
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(name)
 
 
-def _batch(sampler: data.PairSampler, step: int, source_weights: np.ndarray | None
-           ) -> dict[str, np.ndarray]:
+def _batch(
+  sampler: data.PairSampler, step: int, source_weights: np.ndarray | None
+) -> dict[str, np.ndarray]:
   b = sampler.batch(step)
   batch = {"x_s": b.x_source, "y_s": b.y_source, "x_t": b.x_target}
   if source_weights is not None:
@@ -337,28 +404,40 @@ def _batch(sampler: data.PairSampler, step: int, source_weights: np.ndarray | No
   return batch
 
 
-def _train_record(window: list[dict], step: int, *, steps_per_second: float,
-                  last_checkpoint: int | None, checkpoints: str) -> dict[str, Any]:
+def _train_record(
+  window: list[dict],
+  step: int,
+  *,
+  steps_per_second: float,
+  last_checkpoint: int | None,
+  checkpoints: str,
+) -> dict[str, Any]:
   """The mean metrics of the steps since the last record; stops a diverged run."""
   means = {k: float(np.mean([np.mean(np.asarray(m[k])) for m in window])) for k in window[0]}
   if not all(math.isfinite(v) for v in means.values()):
-    first = next((i for i, m in enumerate(window)
-                  if not all(np.all(np.isfinite(np.asarray(v))) for v in m.values())),
-                 len(window) - 1)
+    first = next(
+      (
+        i
+        for i, m in enumerate(window)
+        if not all(np.all(np.isfinite(np.asarray(v))) for v in m.values())
+      ),
+      len(window) - 1,
+    )
     raise TrainingDiverged(
-        f"loss is NaN/Inf at step {step - len(window) + first + 1} (mean metrics of steps "
-        f"{step - len(window) + 1}-{step}: {means}); last good checkpoint: "
-        f"{'step ' + str(last_checkpoint) if last_checkpoint is not None else 'none'} in "
-        f"{checkpoints}")
+      f"loss is NaN/Inf at step {step - len(window) + first + 1} (mean metrics of steps "
+      f"{step - len(window) + 1}-{step}: {means}); last good checkpoint: "
+      f"{'step ' + str(last_checkpoint) if last_checkpoint is not None else 'none'} in "
+      f"{checkpoints}"
+    )
   return {"kind": "train", "step": step, "steps_per_second": steps_per_second, **means}
 
 
-def _check_finite(state: TrainState, step: int, last_good: int | None, checkpoints: str
-                  ) -> None:
+def _check_finite(state: TrainState, step: int, last_good: int | None, checkpoints: str) -> None:
   if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(state.params)):
     raise TrainingDiverged(
-        f"parameters are NaN/Inf at step {step}; last good checkpoint: "
-        f"{'step ' + str(last_good) if last_good is not None else 'none'} in {checkpoints}")
+      f"parameters are NaN/Inf at step {step}; last good checkpoint: "
+      f"{'step ' + str(last_good) if last_good is not None else 'none'} in {checkpoints}"
+    )
 
 
 class _NoBar:
@@ -379,12 +458,22 @@ def _progress_bar(tc: Mapping[str, Any], start: int, desc: str, is_main: bool) -
   if not (tc["progress"] and is_main):
     return _NoBar()
   from tqdm.auto import tqdm
+
   return tqdm(total=tc["num_steps"], initial=start, desc=desc, dynamic_ncols=True)
 
 
-def _result(method: str, history: list[dict[str, Any]], criteria: Any, *, step: int,
-            interrupted: bool, steps_per_second: float, warnings: list[str], workdir: Path,
-            kept_selected: bool) -> dict[str, Any]:
+def _result(
+  method: str,
+  history: list[dict[str, Any]],
+  criteria: Any,
+  *,
+  step: int,
+  interrupted: bool,
+  steps_per_second: float,
+  warnings: list[str],
+  workdir: Path,
+  kept_selected: bool,
+) -> dict[str, Any]:
   picks = selection_lib.select(history, tuple(criteria))
   for criterion, pick in picks.items():
     if criterion == "last":
@@ -393,9 +482,16 @@ def _result(method: str, history: list[dict[str, Any]], criteria: Any, *, step: 
       pick["checkpoint"] = str(workdir / workdir_lib.SELECTED / str(pick["step"]))
   last = history[-1]
   return {
-      "method": method, "steps": step, "interrupted": interrupted,
-      "steps_per_second": steps_per_second, "warnings": list(warnings),
-      "last": {"step": last["step"], "target_acc": last["oracle_target_acc"],
-               "source_acc": last["source_test_acc"]},
-      "selected": picks, "history": history,
+    "method": method,
+    "steps": step,
+    "interrupted": interrupted,
+    "steps_per_second": steps_per_second,
+    "warnings": list(warnings),
+    "last": {
+      "step": last["step"],
+      "target_acc": last["oracle_target_acc"],
+      "source_acc": last["source_test_acc"],
+    },
+    "selected": picks,
+    "history": history,
   }

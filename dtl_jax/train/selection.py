@@ -20,7 +20,8 @@ is an oracle. These criteria use source labels and unlabelled target data only
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,13 +39,15 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
   return -lp[np.arange(len(labels)), np.asarray(labels)]
 
 
-def domain_importance_weights(source_features: np.ndarray, target_features: np.ndarray, *,
-                              clip: float = 20.0, seed: int = 0) -> np.ndarray:
+def domain_importance_weights(
+  source_features: np.ndarray, target_features: np.ndarray, *, clip: float = 20.0, seed: int = 0
+) -> np.ndarray:
   """``w(x) = p(target|x)/p(source|x) * n_s/n_t`` for the source rows, from a
   logistic-regression domain classifier (standardized features), clipped to
   ``[0, clip]``. ``[n_s, d], [n_t, d] -> [n_s]``.
   """
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+
   xs = np.asarray(source_features, np.float64).reshape(len(source_features), -1)
   xt = np.asarray(target_features, np.float64).reshape(len(target_features), -1)
   if len(xs) < 2 or len(xt) < 2:
@@ -55,7 +58,7 @@ def domain_importance_weights(source_features: np.ndarray, target_features: np.n
   d = np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
   clf = LogisticRegression(C=1.0, max_iter=500, random_state=seed)
   clf.fit(x, d)
-  p = clf.predict_proba(x[:len(xs)])[:, 1]
+  p = clf.predict_proba(x[: len(xs)])[:, 1]
   p = np.clip(p, 1e-6, 1 - 1e-6)
   w = p / (1 - p) * len(xs) / len(xt)
   return np.clip(w, 0.0, clip)
@@ -105,24 +108,31 @@ def snd(probs: np.ndarray, *, temperature: float = 0.05) -> float:
   return float(np.mean(ent))
 
 
-def criteria_scores(*, source_val_logits: np.ndarray, source_val_labels: np.ndarray,
-                    source_val_features: np.ndarray, target_probs: np.ndarray,
-                    target_features: np.ndarray, seed: int = 0) -> dict[str, float]:
+def criteria_scores(
+  *,
+  source_val_logits: np.ndarray,
+  source_val_labels: np.ndarray,
+  source_val_features: np.ndarray,
+  target_probs: np.ndarray,
+  target_features: np.ndarray,
+  seed: int = 0,
+) -> dict[str, float]:
   """All label-free criteria as scores (higher is better) for one checkpoint."""
   losses = cross_entropy(source_val_logits, source_val_labels)
   acc = float(np.mean(np.argmax(source_val_logits, -1) == np.asarray(source_val_labels)))
   w = domain_importance_weights(source_val_features, target_features, seed=seed)
   return {
-      "source_val_acc": acc,
-      "iwv": -iwv_risk(losses, w),
-      "dev": -dev_risk(losses, w),
-      "entropy": -prediction_entropy(target_probs),
-      "snd": snd(target_probs),
+    "source_val_acc": acc,
+    "iwv": -iwv_risk(losses, w),
+    "dev": -dev_risk(losses, w),
+    "entropy": -prediction_entropy(target_probs),
+    "snd": snd(target_probs),
   }
 
 
-def select(history: Sequence[Mapping[str, Any]],
-           criteria: Sequence[str] = CRITERIA) -> dict[str, dict[str, Any]]:
+def select(
+  history: Sequence[Mapping[str, Any]], criteria: Sequence[str] = CRITERIA
+) -> dict[str, dict[str, Any]]:
   """Picks, per criterion, the evaluation record with the best score.
 
   Args:
@@ -147,9 +157,15 @@ def select(history: Sequence[Mapping[str, Any]],
       if best is None or s >= best["scores"][c]:
         best = rec
     if best is not None:
-      out[c] = {"step": int(best["step"]), "score": float(best["scores"][c]),
-                "target_acc": best.get("oracle_target_acc")}
+      out[c] = {
+        "step": int(best["step"]),
+        "score": float(best["scores"][c]),
+        "target_acc": best.get("oracle_target_acc"),
+      }
   last = history[-1]
-  out["last"] = {"step": int(last["step"]), "score": None,
-                 "target_acc": last.get("oracle_target_acc")}
+  out["last"] = {
+    "step": int(last["step"]),
+    "score": None,
+    "target_acc": last.get("oracle_target_acc"),
+  }
   return out

@@ -29,6 +29,7 @@ class TrainState:
     rng: the base PRNG key; step ``i`` uses ``fold_in(rng, i)`` so a resumed run
       draws exactly the same random numbers.
   """
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -36,24 +37,31 @@ class TrainState:
   rng: jax.Array
 
 
-def apply_model(model: Any, variables: Mapping[str, Any], x: jax.Array, *, train: bool,
-                rngs: Mapping[str, jax.Array] | None = None) -> tuple[dict, Any]:
+def apply_model(
+  model: Any,
+  variables: Mapping[str, Any],
+  x: jax.Array,
+  *,
+  train: bool,
+  rngs: Mapping[str, jax.Array] | None = None,
+) -> tuple[dict, Any]:
   """Calls a model per the DESIGN contract: ``(outputs_dict, new_batch_stats)``.
 
   ``model`` is either a Flax Linen module whose ``__call__(x, *, train)`` returns a
   dict of named outputs (or a bare logits array), or a callable
   ``apply_fn(variables, x, *, train, rngs=None) -> (outputs, new_model_state)``.
   """
+  rngs_dict = None if rngs is None else dict(rngs)
   if isinstance(model, nn.Module):
     variables = {k: v for k, v in variables.items() if v or k == "params"}
     if train and "batch_stats" in variables:
-      out, mutated = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+      out, mutated = model.apply(variables, x, train=True, rngs=rngs_dict, mutable=["batch_stats"])
       new_stats = mutated.get("batch_stats", variables["batch_stats"])
     else:
-      out = model.apply(variables, x, train=train, rngs=rngs)
+      out = model.apply(variables, x, train=train, rngs=rngs_dict)
       new_stats = variables.get("batch_stats", {})
   else:
-    out, new_state = model(variables, x, train=train, rngs=rngs)
+    out, new_state = model(variables, x, train=train, rngs=rngs_dict)
     if isinstance(new_state, Mapping) and "batch_stats" in new_state:
       new_stats = new_state["batch_stats"]
     elif new_state:
@@ -68,15 +76,23 @@ def apply_model(model: Any, variables: Mapping[str, Any], x: jax.Array, *, train
 def _init_variables(module: Any, key: jax.Array, x: jax.Array) -> dict:
   if isinstance(module, nn.Module):
     return init_variables(module, key, x)
-  raise ValueError(f"cannot initialize {type(module).__name__}: pass model_variables= for a "
-                   "model that is not a flax.linen.Module")
+  raise ValueError(
+    f"cannot initialize {type(module).__name__}: pass model_variables= for a "
+    "model that is not a flax.linen.Module"
+  )
 
 
-def create_train_state(model: Any, method: Method, *, key: jax.Array, example_x: jax.Array,
-                       model_variables: Mapping[str, Any] | None = None,
-                       extra_variables: Mapping[str, Mapping[str, Any]] | None = None,
-                       freeze: Sequence[str] = (), **optimizer_kwargs: Any
-                       ) -> tuple[TrainState, optax.GradientTransformation]:
+def create_train_state(
+  model: Any,
+  method: Method,
+  *,
+  key: jax.Array,
+  example_x: jax.Array,
+  model_variables: Mapping[str, Any] | None = None,
+  extra_variables: Mapping[str, Mapping[str, Any]] | None = None,
+  freeze: Sequence[str] = (),
+  **optimizer_kwargs: Any,
+) -> tuple[TrainState, optax.GradientTransformation]:
   """The one way to build a :class:`TrainState` and its optimizer.
 
   1. The model's variables: ``model_variables`` (pretrained or restored weights) or a
@@ -101,39 +117,53 @@ def create_train_state(model: Any, method: Method, *, key: jax.Array, example_x:
   """
   init_key, extra_key, run_key = jax.random.split(key, 3)
   example_x = jnp.asarray(example_x)[:1]
-  variables = (dict(model_variables) if model_variables is not None
-               else _init_variables(model, init_key, example_x))
+  variables = (
+    dict(model_variables)
+    if model_variables is not None
+    else _init_variables(model, init_key, example_x)
+  )
   variables.setdefault("batch_stats", {})
   outputs, _ = apply_model(model, variables, example_x, train=False)
   extras = method.extra_modules({"x": example_x, **outputs})
   given = dict(extra_variables or {})
   unknown = sorted(set(given) - set(extras))
   if unknown:
-    raise ValueError(f"extra_variables for {unknown}, but method {method.name!r} declares "
-                     f"the extra modules {sorted(extras)}")
+    raise ValueError(
+      f"extra_variables for {unknown}, but method {method.name!r} declares "
+      f"the extra modules {sorted(extras)}"
+    )
   extra_params, extra_stats = {}, {}
   for i, (name, extra) in enumerate(sorted(extras.items())):
     ev = given.get(name)
     if ev is None:
-      ev = _init_variables(extra.module, jax.random.fold_in(extra_key, i),
-                           jnp.asarray(extra.init_input))
+      ev = _init_variables(
+        extra.module, jax.random.fold_in(extra_key, i), jnp.asarray(extra.init_input)
+      )
     extra_params[name] = ev["params"]
     extra_stats[name] = ev.get("batch_stats", {})
   params = {"model": variables["params"], "extra": extra_params}
   batch_stats = {"model": variables["batch_stats"], "extra": extra_stats}
   rules, extra_mults = params_lib.train_rules(
-      freeze=tuple(freeze) + tuple(method.freeze_patterns()), extras=extras,
-      model_frozen=method.model_frozen())
+    freeze=tuple(freeze) + tuple(method.freeze_patterns()),
+    extras=extras,
+    model_frozen=method.model_frozen(),
+  )
   labels = params_lib.label_params(params, rules, allow_unused=True)
   present = set(jax.tree.leaves(labels))
   groups = {"backbone", "head", *(f"extra/{n}" for n in extras)}
   asked = dict(optimizer_kwargs.pop("multipliers", None) or {})
   unknown = sorted(set(asked) - groups)
   if unknown:
-    raise ValueError(f"optim.multipliers: no parameter group {unknown}; the groups are "
-                     f"{sorted(groups)}")
+    raise ValueError(
+      f"optim.multipliers: no parameter group {unknown}; the groups are {sorted(groups)}"
+    )
   multipliers = {k: float(v) for k, v in {**extra_mults, **asked}.items() if k in present}
   tx = params_lib.make_optimizer(labels, multipliers=multipliers, **optimizer_kwargs)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                     opt_state=tx.init(params), rng=run_key)
+  state = TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+    rng=run_key,
+  )
   return state, tx

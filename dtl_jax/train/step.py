@@ -26,13 +26,16 @@ along axis 0.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from dtl_jax.methods.base import Method, MethodInputs
 from dtl_jax.train.state import TrainState, apply_model
@@ -43,18 +46,28 @@ StepFn = Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict]
 def _check_batch(batch: Mapping[str, Any]) -> None:
   for k in ("x_s", "y_s", "x_t"):
     if k not in batch:
-      raise ValueError(f"batch must have keys 'x_s', 'y_s', 'x_t'; missing {k!r} "
-                       f"(got {sorted(batch)})")
+      raise ValueError(
+        f"batch must have keys 'x_s', 'y_s', 'x_t'; missing {k!r} (got {sorted(batch)})"
+      )
   if batch["x_s"].shape[1:] != batch["x_t"].shape[1:]:
-    raise ValueError(f"batch['x_s'] {batch['x_s'].shape} and batch['x_t'] "
-                     f"{batch['x_t'].shape} must have the same per-example shape")
+    raise ValueError(
+      f"batch['x_s'] {batch['x_s'].shape} and batch['x_t'] "
+      f"{batch['x_t'].shape} must have the same per-example shape"
+    )
   if batch["y_s"].shape != batch["x_s"].shape[:1]:
-    raise ValueError(f"batch['y_s'] must have shape [n_s]={batch['x_s'].shape[:1]}, "
-                     f"got {batch['y_s'].shape}")
+    raise ValueError(
+      f"batch['y_s'] must have shape [n_s]={batch['x_s'].shape[:1]}, got {batch['y_s'].shape}"
+    )
 
 
-def make_train_step(model: Any, method: Method, tx: optax.GradientTransformation, *,
-                    axis_name: str | None = None, total_steps: int = 10_000) -> StepFn:
+def make_train_step(
+  model: Any,
+  method: Method,
+  tx: optax.GradientTransformation,
+  *,
+  axis_name: str | None = None,
+  total_steps: int = 10_000,
+) -> StepFn:
   """Builds the pure step ``(state, batch) -> (state, metrics)``.
 
   Args:
@@ -93,8 +106,9 @@ def make_train_step(model: Any, method: Method, tx: optax.GradientTransformation
       variables = {"params": params["model"], "batch_stats": state.batch_stats["model"]}
       x = jnp.concatenate([x_s, x_t], axis=0)
       train_model = not method.model_frozen()
-      outputs, new_model_stats = apply_model(model, variables, x, train=train_model,
-                                             rngs={"dropout": model_rng})
+      outputs, new_model_stats = apply_model(
+        model, variables, x, train=train_model, rngs={"dropout": model_rng}
+      )
       out_s = {k: gather(v[:n_s]) for k, v in outputs.items()}
       out_t = {k: gather(v[n_s:]) for k, v in outputs.items()}
       example = {"x": x_s[:1], **{k: v[:1] for k, v in outputs.items()}}
@@ -104,8 +118,9 @@ def make_train_step(model: Any, method: Method, tx: optax.GradientTransformation
 
       def apply_extra(name, inp, *, stop_gradient_params=False):
         if name not in extras:
-          raise ValueError(f"method {method.name!r} declares no extra module {name!r} "
-                           f"(declared: {sorted(extras)})")
+          raise ValueError(
+            f"method {method.name!r} declares no extra module {name!r} (declared: {sorted(extras)})"
+          )
         spec = extras[name]
         p = params["extra"][name]
         if stop_gradient_params or not spec.trainable:
@@ -113,9 +128,13 @@ def make_train_step(model: Any, method: Method, tx: optax.GradientTransformation
         train = spec.trainable and spec.train_mode
         counter[0] += 1
         rng = jax.random.fold_in(method_rng, counter[0])
-        out, stats = apply_model(spec.module,
-                                 {"params": p, "batch_stats": state.batch_stats["extra"][name]},
-                                 inp, train=train, rngs={"dropout": rng})
+        out, stats = apply_model(
+          spec.module,
+          {"params": p, "batch_stats": state.batch_stats["extra"][name]},
+          inp,
+          train=train,
+          rngs={"dropout": rng},
+        )
         if train and not stop_gradient_params:
           new_extra_stats[name] = stats
         return out if set(out) != {"logits"} else out["logits"]
@@ -128,25 +147,37 @@ def make_train_step(model: Any, method: Method, tx: optax.GradientTransformation
         return jax.tree.map(gather, out)
 
       inputs = MethodInputs(
-          source=out_s, target=out_t, labels=gather(y_s), step=state.step, rng=method_rng,
-          source_weights=None if w_s is None else gather(w_s), total_steps=total_steps,
-          _apply=apply_extra, _apply_to_inputs=apply_to_inputs)
+        source=out_s,
+        target=out_t,
+        labels=gather(y_s),
+        step=state.step,
+        rng=method_rng,
+        source_weights=None if w_s is None else gather(w_s),
+        total_steps=total_steps,
+        _apply=apply_extra,
+        _apply_to_inputs=apply_to_inputs,
+      )
       loss, metrics = method.loss(inputs)
       if not train_model:
         new_model_stats = state.batch_stats["model"]
       return loss, (metrics, new_model_stats, new_extra_stats)
 
-    (loss, (metrics, model_stats, extra_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    (loss, (metrics, model_stats, extra_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params
+    )
     metrics = {"loss": loss, **metrics}
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
       metrics = jax.lax.pmean(metrics, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state,
-        batch_stats={"model": model_stats, "extra": extra_stats})
+    new_state = dataclasses.replace(
+      state,
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      batch_stats={"model": model_stats, "extra": extra_stats},
+    )
     return new_state, metrics
 
   return step
@@ -160,21 +191,25 @@ def jit_step(step_fn: StepFn, *, donate: bool = True) -> StepFn:
   return jax.jit(step_fn, donate_argnums=(0,) if donate else ())
 
 
-def pmap_step(step_fn: StepFn, *, axis_name: str = "batch", donate: bool = True,
-              devices=None) -> StepFn:
+def pmap_step(
+  step_fn: StepFn, *, axis_name: str = "batch", donate: bool = True, devices=None
+) -> StepFn:
   """``jax.pmap`` driver: state replicated (see :func:`replicate`), batch leaves
   shaped ``[num_devices, per_device, ...]`` (see :func:`shard_batch_for_pmap`)."""
-  return jax.pmap(step_fn, axis_name=axis_name, donate_argnums=(0,) if donate else (),
-                  devices=devices)
+  return jax.pmap(
+    step_fn, axis_name=axis_name, donate_argnums=(0,) if donate else (), devices=devices
+  )
 
 
-def shard_map_step(step_fn: StepFn, mesh: Mesh, *, axis_name: str = "batch",
-                   donate: bool = True) -> StepFn:
+def shard_map_step(
+  step_fn: StepFn, mesh: Mesh, *, axis_name: str = "batch", donate: bool = True
+) -> StepFn:
   """``jax.shard_map`` driver over ``mesh``: the state is replicated (``P()``), batch
   leaves are split along axis 0 over ``axis_name``. Same body as the pmap driver
   (``check_vma=False``: the body reduces gradients itself with ``pmean``)."""
-  mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(axis_name)),
-                         out_specs=(P(), P()), check_vma=False)
+  mapped = jax.shard_map(
+    step_fn, mesh=mesh, in_specs=(P(), P(axis_name)), out_specs=(P(), P()), check_vma=False
+  )
   return jax.jit(mapped, donate_argnums=(0,) if donate else ())
 
 
@@ -182,8 +217,7 @@ def replicate(tree: Any, devices=None) -> Any:
   """Copies ``tree`` to every local device (leading device axis) for ``pmap``."""
   devices = devices or jax.local_devices()
   n = len(devices)
-  return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x)[None], (n,) + jnp.shape(x)),
-                      tree)
+  return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x)[None], (n,) + jnp.shape(x)), tree)
 
 
 def unreplicate(tree: Any) -> Any:
@@ -198,8 +232,9 @@ def shard_batch_for_pmap(batch: Mapping[str, Any], num_devices: int | None = Non
   for k, v in batch.items():
     v = np.asarray(v) if not isinstance(v, jax.Array) else v
     if v.shape[0] % num_devices:
-      raise ValueError(f"batch[{k!r}] has {v.shape[0]} examples, not divisible by "
-                       f"{num_devices} devices")
+      raise ValueError(
+        f"batch[{k!r}] has {v.shape[0]} examples, not divisible by {num_devices} devices"
+      )
     out[k] = v.reshape((num_devices, v.shape[0] // num_devices) + v.shape[1:])
   return out
 

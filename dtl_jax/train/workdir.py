@@ -47,8 +47,7 @@ TB_DIR = "tb"
 #: Keys that may differ between a run and its continuation (``train.resume``).
 RESUMABLE_KEYS = ("train.resume", "train.progress", "train.stop_at_step")
 #: The entries a run writes (what ``overwrite`` and a restart remove).
-RUN_ENTRIES = (CONFIG_FILE, CHECKPOINTS, SELECTED, METRICS_FILE, HISTORY_FILE, RESULT_FILE,
-               TB_DIR)
+RUN_ENTRIES = (CONFIG_FILE, CHECKPOINTS, SELECTED, METRICS_FILE, HISTORY_FILE, RESULT_FILE, TB_DIR)
 
 
 class WorkdirError(ValueError):
@@ -61,9 +60,11 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
   try:
     return config_lib.from_dict(json.loads(path.read_text()))
   except (OSError, json.JSONDecodeError) as e:
-    raise WorkdirError(f"{str(workdir)!r} holds no dtl-jax run (no readable {CONFIG_FILE}); "
-                       "pass the "
-                       "directory of a `dtl-jax train` run") from e
+    raise WorkdirError(
+      f"{str(workdir)!r} holds no dtl-jax run (no readable {CONFIG_FILE}); "
+      "pass the "
+      "directory of a `dtl-jax train` run"
+    ) from e
 
 
 def checkpoint_steps(workdir: str | os.PathLike, where: str = CHECKPOINTS) -> list[int]:
@@ -79,8 +80,13 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in flat.items() if k not in RESUMABLE_KEYS}
 
 
-def check(workdir: str | os.PathLike, config: Mapping[str, Any], *, resume: bool = False,
-          overwrite: bool = False) -> str:
+def check(
+  workdir: str | os.PathLike,
+  config: Mapping[str, Any],
+  *,
+  resume: bool = False,
+  overwrite: bool = False,
+) -> str:
   """Decides what :func:`prepare` will do with ``workdir``; writes nothing.
 
   Returns:
@@ -98,33 +104,46 @@ def check(workdir: str | os.PathLike, config: Mapping[str, Any], *, resume: bool
     return "new"
   marker = path / CONFIG_FILE
   if not marker.is_file():
-    raise WorkdirError(f"workdir {str(path)!r} is not empty and holds no dtl-jax run "
-                       f"({CONFIG_FILE} missing); choose another workdir (nothing was "
-                       "deleted)")
+    raise WorkdirError(
+      f"workdir {str(path)!r} is not empty and holds no dtl-jax run "
+      f"({CONFIG_FILE} missing); choose another workdir (nothing was "
+      "deleted)"
+    )
   try:
     old = _comparable(json.loads(marker.read_text()))
   except (OSError, json.JSONDecodeError) as e:
-    raise WorkdirError(f"workdir {str(path)!r} has an unreadable {CONFIG_FILE} ({e}); "
-                       "choose another workdir") from e
+    raise WorkdirError(
+      f"workdir {str(path)!r} has an unreadable {CONFIG_FILE} ({e}); choose another workdir"
+    ) from e
   if overwrite or not checkpoint_steps(path):
     return "restart"
   new = _comparable(config)
   if old != new:
-    diff = sorted(k for k in set(old) | set(new) if old.get(k, "<missing>") != new.get(
-        k, "<missing>"))
+    diff = sorted(
+      k for k in set(old) | set(new) if old.get(k, "<missing>") != new.get(k, "<missing>")
+    )
     shown = ", ".join(diff[:5]) + (", ..." if len(diff) > 5 else "")
-    raise WorkdirError(f"workdir {str(path)!r} holds a run of a different config (differs "
-                       f"in: {shown}); use another workdir, or --overwrite to delete that "
-                       "run")
+    raise WorkdirError(
+      f"workdir {str(path)!r} holds a run of a different config (differs "
+      f"in: {shown}); use another workdir, or --overwrite to delete that "
+      "run"
+    )
   if not resume:
-    raise WorkdirError(f"workdir {str(path)!r} already holds a run of this config; pass "
-                       "--resume (train.resume = True) to continue it or --overwrite to "
-                       "start again")
+    raise WorkdirError(
+      f"workdir {str(path)!r} already holds a run of this config; pass "
+      "--resume (train.resume = True) to continue it or --overwrite to "
+      "start again"
+    )
   return "resume"
 
 
-def prepare(workdir: str | os.PathLike, config: Mapping[str, Any], *, resume: bool = False,
-            overwrite: bool = False) -> str:
+def prepare(
+  workdir: str | os.PathLike,
+  config: Mapping[str, Any],
+  *,
+  resume: bool = False,
+  overwrite: bool = False,
+) -> str:
   """Applies :func:`check`'s decision: removes a previous attempt's files when
   restarting, creates the directory and writes ``config.json``. Returns the decision."""
   decision = check(workdir, config, resume=resume, overwrite=overwrite)
@@ -167,9 +186,9 @@ def read_history(workdir: str | os.PathLike, *, upto: int) -> list[dict[str, Any
   return [r for r in json.loads(p.read_text()) if r["step"] <= upto]
 
 
-def restore_model(workdir: str | os.PathLike, *, step: int | None = None,
-                  selected: str | None = None) -> tuple[ml_collections.ConfigDict, Any,
-                                                        dict[str, Any], int]:
+def restore_model(
+  workdir: str | os.PathLike, *, step: int | None = None, selected: str | None = None
+) -> tuple[ml_collections.ConfigDict, Any, dict[str, Any], int]:
   """Re-opens a run's model: ``(config, model, variables, step)``.
 
   The model is rebuilt from the run's ``config.json`` (its class count read from the
@@ -201,15 +220,19 @@ def restore_model(workdir: str | os.PathLike, *, step: int | None = None,
     step = saved[-1]
   elif where == CHECKPOINTS and step not in saved:
     if step not in picked:
-      raise WorkdirError(f"no checkpoint at step {step} in {str(path)!r}; available: "
-                         f"{sorted(set(saved) | set(picked))}")
+      raise WorkdirError(
+        f"no checkpoint at step {step} in {str(path)!r}; available: "
+        f"{sorted(set(saved) | set(picked))}"
+      )
     where = SELECTED
   if step not in checkpoint_steps(path, where):
     raise WorkdirError(f"the checkpoint of step {step} is not in {str(path / where)!r}")
   with Checkpointer(path / where, max_to_keep=1_000_000) as ckpt:
     raw = ckpt.restore(None, step=step)
-  variables = {"params": raw["params"]["model"],
-               "batch_stats": raw.get("batch_stats", {}).get("model", {})}
+  variables = {
+    "params": raw["params"]["model"],
+    "batch_stats": raw.get("batch_stats", {}).get("model", {}),
+  }
   num_classes = int(np.shape(variables["params"]["head"]["fc"]["bias"])[0])
   model = models.build(config.model, num_classes=num_classes)
   return config, model, variables, int(step)
@@ -221,12 +244,15 @@ def selected_step(workdir: str | os.PathLike, criterion: str) -> int:
   try:
     picks = json.loads(p.read_text())["selected"]
   except (OSError, json.JSONDecodeError, KeyError) as e:
-    raise WorkdirError(f"{str(workdir)!r} has no {RESULT_FILE} with selections (has the "
-                       "run finished?)") from e
+    raise WorkdirError(
+      f"{str(workdir)!r} has no {RESULT_FILE} with selections (has the run finished?)"
+    ) from e
   choices = sorted(k for k in picks if k != "last")
   if criterion not in picks or criterion == "last":
-    raise WorkdirError(f"no selection {criterion!r} in {str(workdir)!r}; choose one of "
-                       f"{', '.join(choices)} (or --step N)")
+    raise WorkdirError(
+      f"no selection {criterion!r} in {str(workdir)!r}; choose one of "
+      f"{', '.join(choices)} (or --step N)"
+    )
   return int(picks[criterion]["step"])
 
 
@@ -235,8 +261,11 @@ def truncate_jsonl(path: str | os.PathLike, *, upto: int) -> None:
   p = Path(path)
   if not p.is_file():
     return
-  keep: Sequence[str] = [line for line in p.read_text().splitlines()
-                         if line.strip() and json.loads(line).get("step", 0) <= upto]
+  keep: Sequence[str] = [
+    line
+    for line in p.read_text().splitlines()
+    if line.strip() and json.loads(line).get("step", 0) <= upto
+  ]
   tmp = p.with_name(p.name + ".tmp")
   tmp.write_text("".join(line + "\n" for line in keep))
   os.replace(tmp, p)

@@ -27,8 +27,14 @@ class MetricWriter:
     tensorboard: also write TensorBoard events.
   """
 
-  def __init__(self, workdir: str | os.PathLike, *, start_step: int = 0,
-               enabled: bool = True, tensorboard: bool = True):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    *,
+    start_step: int = 0,
+    enabled: bool = True,
+    tensorboard: bool = True,
+  ):
     self.enabled = enabled
     self._file = None
     self._tb = None
@@ -36,11 +42,13 @@ class MetricWriter:
       return
     path = os.path.join(workdir, workdir_lib.METRICS_FILE)
     workdir_lib.truncate_jsonl(path, upto=start_step)
-    self._file = open(path, "a")  # noqa: SIM115 - closed in close()
+    self._file = open(path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, workdir_lib.TB_DIR),
-                               purge_step=start_step + 1 if start_step else None)
+
+      self._tb = SummaryWriter(
+        os.path.join(workdir, workdir_lib.TB_DIR), purge_step=start_step + 1 if start_step else None
+      )
 
   def write(self, record: Mapping[str, Any]) -> None:
     """Writes one record (numbers become TensorBoard scalars ``<kind>/<name>``)."""

@@ -21,8 +21,14 @@ from dtl_jax.config import load_config
 
 # Stage 2's optimizer: Adam at lr 2e-4 with beta1 = 0.5, constant, no weight decay (the
 # GAN-style settings of the ADDA paper's adversarial stage).
-STAGE2_OPTIM = {"kind": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999,
-                "lr_gamma": 0.0, "weight_decay": 0.0}
+STAGE2_OPTIM = {
+  "kind": "adam",
+  "learning_rate": 2e-4,
+  "b1": 0.5,
+  "b2": 0.999,
+  "lr_gamma": 0.0,
+  "weight_decay": 0.0,
+}
 
 # Backbones with a ``dropout`` option (``model.backbone_kwargs.dropout``).
 DROPOUT_BACKBONES = ("lenet", "mlp")
@@ -57,7 +63,9 @@ def adda_stage2(config: ml_collections.ConfigDict, init_from: str) -> ml_collect
 
 def get_config(arg=None):
   if not arg:
-    raise ValueError("adda.py needs the stage-1 run directory: "
-                     "--config experiments/configs/adda.py:<stage-1 workdir>")
+    raise ValueError(
+      "adda.py needs the stage-1 run directory: "
+      "--config experiments/configs/adda.py:<stage-1 workdir>"
+    )
   c = load_config(f"{Path(__file__).with_name('digits.py')}:source_only")
   return adda_stage2(c, arg)

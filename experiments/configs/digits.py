@@ -23,10 +23,10 @@ from dtl_jax.config import default_config
 # Per-method hyperparameters of this protocol (the others keep the library defaults,
 # TLlib's where they exist).
 METHOD_KWARGS = {
-    # WDGRL's default trade_off 1.0 wipes out the source classifier here: with a
-    # constant reversal the source accuracy fell to chance within 100 steps on every
-    # shift; with the warm start still on digits_m -> digits (seed 0: source 21%).
-    "wdgrl": {"trade_off": 0.1},
+  # WDGRL's default trade_off 1.0 wipes out the source classifier here: with a
+  # constant reversal the source accuracy fell to chance within 100 steps on every
+  # shift; with the warm start still on digits_m -> digits (seed 0: source 21%).
+  "wdgrl": {"trade_off": 0.1},
 }
 
 

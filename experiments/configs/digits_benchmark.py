@@ -5,14 +5,26 @@ SGD, 32 + 32 images per step). ``adda`` runs in two stages: its stage 1 is the
 ``source_only`` run of the same pair and seed (``init_from``), stage 2 adapts the target
 encoder.
 
-  python -m experiments.digits_benchmark            # full size -> experiments/results/digits_benchmark/
+  python -m experiments.digits_benchmark            # full size, experiments/results/...
   python -m experiments.digits_benchmark --quick    # CI smoke size
 """
 
 import ml_collections
 
-METHODS = ("source_only", "ddc", "dan", "jan", "deep_coral", "dann", "cdan", "cdan_e",
-           "mdd", "wdgrl", "domain_confusion", "adda")
+METHODS = (
+  "source_only",
+  "ddc",
+  "dan",
+  "jan",
+  "deep_coral",
+  "dann",
+  "cdan",
+  "cdan_e",
+  "mdd",
+  "wdgrl",
+  "domain_confusion",
+  "adda",
+)
 PAIRS = (("digits", "digits_m"), ("digits", "digits_rot"), ("digits_m", "digits"))
 
 

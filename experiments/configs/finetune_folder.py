@@ -24,8 +24,6 @@ Tutorial reference: fine-tuning the whole ResNet-18 reaches about 94-95% val acc
 and the linear probe ("ConvNet as fixed feature extractor") about 95% on ants/bees.
 """
 
-import ml_collections
-
 from dtl_jax.config import default_config
 
 RESNET_STAGES = ("conv1|bn1", "layer1", "layer2", "layer3", "layer4")
@@ -40,13 +38,13 @@ def get_config(arg=None):
   c.data.normalize = "imagenet"
   c.data.source = "folder:data/hymenoptera_data"
   c.data.target = "folder:data/hymenoptera_data"
-  c.data.batch_size = 4             # the tutorial's batch size
+  c.data.batch_size = 4  # the tutorial's batch size
   c.data.source_val_fraction = 0.1
   c.data.eval_batch_size = 32
   c.model.backbone = "resnet18"
   c.model.bottleneck_dim = 0
   c.optim.kind = "sgd"
-  c.optim.learning_rate = 0.001     # tutorial: SGD lr 0.001, momentum 0.9
+  c.optim.learning_rate = 0.001  # tutorial: SGD lr 0.001, momentum 0.9
   c.optim.momentum = 0.9
   c.optim.nesterov = False
   c.optim.weight_decay = 0.0
@@ -55,14 +53,14 @@ def get_config(arg=None):
     c.optim.multipliers.backbone = 0.1
   elif recipe == "linear_probe":
     c.model.freeze = ("backbone/.*",)
-  elif recipe.startswith("freeze") and recipe[len("freeze"):].isdigit():
-    k = int(recipe[len("freeze"):])
+  elif recipe.startswith("freeze") and recipe[len("freeze") :].isdigit():
+    k = int(recipe[len("freeze") :])
     if not 1 <= k <= 4:
       raise ValueError(f"freeze<k> needs k in 1..4, got {k}")
     c.model.freeze = (f"backbone/({'|'.join(RESNET_STAGES[:k])})/.*",)
   else:
     raise ValueError(f"unknown recipe {recipe!r}; use finetune, linear_probe or freeze1..freeze4")
-  c.train.num_steps = 1500          # ~25 epochs of the 244 training images at batch 4
+  c.train.num_steps = 1500  # ~25 epochs of the 244 training images at batch 4
   c.train.eval_every = 250
   c.train.checkpoint_every = 250
   return c

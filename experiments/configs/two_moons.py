@@ -38,9 +38,15 @@ def get_config(arg=None):
   c.model.backbone_kwargs = ml_collections.ConfigDict({"hidden": (15 if paper else 32,)})
   c.model.bottleneck_dim = 0
   if method == "dann":
-    c.method_kwargs = ml_collections.ConfigDict(dict(
-        schedule="constant", hi=6.0 if paper else 1.0, hidden=() if paper else (32, 32),
-        batch_norm=False, feature_key="features"))
+    c.method_kwargs = ml_collections.ConfigDict(
+      dict(
+        schedule="constant",
+        hi=6.0 if paper else 1.0,
+        hidden=() if paper else (32, 32),
+        batch_norm=False,
+        feature_key="features",
+      )
+    )
   c.optim.kind = "sgd"
   if paper:
     c.optim.learning_rate = 0.05

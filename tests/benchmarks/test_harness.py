@@ -45,16 +45,20 @@ def test_torch_gram_mk_mmd_matches_numpy_float64(rng):
   dist = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
   k = sum(np.exp(-dist / (2 * a * dist.mean())) for a in (0.125, 0.25, 0.5, 1.0, 2.0))
   off = ~np.eye(n, dtype=bool)
-  want = (k[:n, :n][off].sum() + k[n:, n:][off].sum()) / (n * (n - 1)) \
-      - 2 * k[:n, n:].sum() / n**2 + 2 / (n - 1)
+  want = (
+    (k[:n, :n][off].sum() + k[n:, n:][off].sum()) / (n * (n - 1))
+    - 2 * k[:n, n:].sum() / n**2
+    + 2 / (n - 1)
+  )
   got = torch_refs.mk_mmd(torch.from_numpy(zs), torch.from_numpy(zt)).item()
   np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
 @pytest.mark.parametrize("loss", losses.LOSSES)
 def test_loss_implementations_agree_then_time(loss):
-  row = losses.run_config(loss, 8, 16, impls=["jax", "torch_gram", "dalib"], repeats=1,
-                          min_sample_s=0.0, cap_bytes=2**30)
+  row = losses.run_config(
+    loss, 8, 16, impls=["jax", "torch_gram", "dalib"], repeats=1, min_sample_s=0.0, cap_bytes=2**30
+  )
   assert "error" not in row, row.get("error")
   impls = row["impls"]
   expected = {"jax", "torch_gram"} | ({"dalib"} if loss != "coral" else set())
@@ -70,13 +74,13 @@ def test_agreement_check_rejects_a_wrong_value():
   ref = (np.float32(1.0), (np.ones(3), np.ones(3)))
   assert losses._agree(ref, (1.0, (np.ones(3), np.ones(3))), check_grads=True, rtol=1e-3)[0]
   assert not losses._agree(ref, (1.01, (np.ones(3), np.ones(3))), check_grads=True, rtol=1e-3)[0]
-  assert not losses._agree(ref, (1.0, (np.ones(3), 2 * np.ones(3))), check_grads=True,
-                           rtol=1e-3)[0]
+  assert not losses._agree(ref, (1.0, (np.ones(3), 2 * np.ones(3))), check_grads=True, rtol=1e-3)[0]
 
 
 def test_dalib_oom_is_predicted_not_run():
-  row = losses.run_config("mk_mmd", 64, 256, impls=["jax", "dalib"], repeats=1,
-                          min_sample_s=0.0, cap_bytes=2**20)
+  row = losses.run_config(
+    "mk_mmd", 64, 256, impls=["jax", "dalib"], repeats=1, min_sample_s=0.0, cap_bytes=2**20
+  )
   assert row["impls"]["dalib"]["status"] == "oom"
   assert row["impls"]["jax"]["status"] == "ok"
 
@@ -92,14 +96,29 @@ def test_memory_subprocess_reports_peak_and_oom():
 
 
 def test_report_writes_files_and_targets(tmp_path):
-  row = losses.run_config("coral", 8, 16, impls=["jax", "torch_gram"], repeats=1,
-                          min_sample_s=0.0, cap_bytes=2**30)
-  results = {"machine_slug": "test", "machine": harness.machine_info(harness_settings()),
-             "command": "test", "started": "now", "wall_s": 1.0, "losses": [row],
-             "memory": [{"impl": "jax_tiled", "n": 1024, "d": 256, "cap_gib": 1.0, "status": "ok",
-                         "peak_extra": 2**20, "seconds": 0.1},
-                        {"impl": "dalib", "n": 1024, "d": 256, "cap_gib": 1.0, "status": "oom",
-                         "error": "x"}]}
+  row = losses.run_config(
+    "coral", 8, 16, impls=["jax", "torch_gram"], repeats=1, min_sample_s=0.0, cap_bytes=2**30
+  )
+  results = {
+    "machine_slug": "test",
+    "machine": harness.machine_info(harness_settings()),
+    "command": "test",
+    "started": "now",
+    "wall_s": 1.0,
+    "losses": [row],
+    "memory": [
+      {
+        "impl": "jax_tiled",
+        "n": 1024,
+        "d": 256,
+        "cap_gib": 1.0,
+        "status": "ok",
+        "peak_extra": 2**20,
+        "seconds": 0.1,
+      },
+      {"impl": "dalib", "n": 1024, "d": 256, "cap_gib": 1.0, "status": "oom", "error": "x"},
+    ],
+  }
   results["targets"] = report.evaluate_targets(results)
   status = {t["target"]: t["status"] for t in results["targets"]}
   assert status["memory: dalib runs out of memory where tiled mk_mmd still runs"] == "PASS"
@@ -116,9 +135,25 @@ def harness_settings():
 
 
 def test_cli_runs_one_section(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "limit",
-                        "--threads", "1", "--out", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "benchmarks.run",
+      "--quick",
+      "--only",
+      "limit",
+      "--threads",
+      "1",
+      "--out",
+      str(tmp_path),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   res = json.load(open(tmp_path / "results.json"))
   assert res["machine"]["threads"]["threads"] == 1
@@ -126,10 +161,29 @@ def test_cli_runs_one_section(tmp_path):
   assert any(t["target"].startswith("mk_mmd time / matmul time") for t in res["targets"])
   assert res["sections"]["limit"][0]["threads"] == 1
   # --update adds a section (here one loss) and keeps what was measured before.
-  out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "losses",
-                        "--losses", "coral", "--no-compile", "--threads", "1", "--update",
-                        "--out", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "benchmarks.run",
+      "--quick",
+      "--only",
+      "losses",
+      "--losses",
+      "coral",
+      "--no-compile",
+      "--threads",
+      "1",
+      "--update",
+      "--out",
+      str(tmp_path),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   res2 = json.load(open(tmp_path / "results.json"))
   assert res2["limit"] == res["limit"]
@@ -147,34 +201,51 @@ def test_step_variants_have_the_library_lenet_parameters(rng):
   import jax.numpy as jnp
 
   from benchmarks import steps
+
   x = jnp.asarray(rng.standard_normal((2, 28, 28, 1)), jnp.float32)
   base = steps._backbone("jax")
   variables = base.init(jax.random.key(0), x, train=False)
   want = np.asarray(base.apply(variables, x, train=False))
   for name in steps.VARIANTS:
     model = steps._backbone(name)
-    assert (jax.tree.structure(model.init(jax.random.key(0), x, train=False))
-            == jax.tree.structure(variables)), name
+    assert jax.tree.structure(model.init(jax.random.key(0), x, train=False)) == jax.tree.structure(
+      variables
+    ), name
     tol = 5e-2 if name == "jax_bf16" else 1e-5
-    np.testing.assert_allclose(np.asarray(model.apply(variables, x, train=False), np.float32),
-                               want, rtol=tol, atol=tol, err_msg=name)
+    np.testing.assert_allclose(
+      np.asarray(model.apply(variables, x, train=False), np.float32),
+      want,
+      rtol=tol,
+      atol=tol,
+      err_msg=name,
+    )
 
 
 def test_coral_agrees_on_both_algorithm_paths():
   """n << d takes the Gram path in both frameworks, n ~ d the covariance path."""
   for n, d in ((4, 32), (8, 16)):
-    row = losses.run_config("coral", n, d, impls=["jax", "torch_gram"], repeats=1,
-                            min_sample_s=0.0, cap_bytes=2**30)
+    row = losses.run_config(
+      "coral", n, d, impls=["jax", "torch_gram"], repeats=1, min_sample_s=0.0, cap_bytes=2**30
+    )
     assert "error" not in row, row.get("error")
     assert {r["status"] for r in row["impls"].values()} == {"ok"}
 
 
-@pytest.mark.parametrize("loss,n,d", [("mk_mmd", 64, 512), ("jmmd", 64, 512),
-                                      ("coral", 16, 512), ("coral", 256, 64),
-                                      ("dann", 64, 256), ("cdan", 32, 64)])
+@pytest.mark.parametrize(
+  "loss,n,d",
+  [
+    ("mk_mmd", 64, 512),
+    ("jmmd", 64, 512),
+    ("coral", 16, 512),
+    ("coral", 256, 64),
+    ("dann", 64, 256),
+    ("cdan", 32, 64),
+  ],
+)
 def test_matmul_work_model_is_a_tight_lower_bound_of_xla_flops(loss, n, d):
   """report.matmul_flops (the evidence for 'matmul-bound') against XLA's own count."""
   import jax
+
   p = losses.make_problem(loss, n, d)
   cost = jax.jit(p.jax_fn).lower(*p.jax_args).compile().cost_analysis()
   xla = (cost[0] if isinstance(cost, list) else cost)["flops"]

@@ -20,11 +20,12 @@ def reference_upsample(ids, size=28):
   raw = load_digits().images[ids] / 16.0
   inner = int(round(20 * size / 28))
   t = torch.from_numpy(raw[:, None].astype(np.float64))
-  up = torch.nn.functional.interpolate(t, size=(inner, inner), mode="bilinear",
-                                       align_corners=False)[:, 0].numpy()
+  up = torch.nn.functional.interpolate(
+    t, size=(inner, inner), mode="bilinear", align_corners=False
+  )[:, 0].numpy()
   out = np.zeros((len(ids), size, size))
   off = (size - inner) // 2
-  out[:, off:off + inner, off:off + inner] = up
+  out[:, off : off + inner, off : off + inner] = up
   return np.clip(out, 0, 1)
 
 
@@ -113,8 +114,9 @@ def test_rotate_matches_scipy():
   out = digits_lib._rotate(imgs, angles)
   for i in range(4):
     # scipy's rotate turns an image counter-clockwise as displayed (row 0 at top).
-    ref = scipy.ndimage.rotate(imgs[i].astype(np.float64), angles[i], reshape=False,
-                               order=1, mode="constant", cval=0.0)
+    ref = scipy.ndimage.rotate(
+      imgs[i].astype(np.float64), angles[i], reshape=False, order=1, mode="constant", cval=0.0
+    )
     np.testing.assert_allclose(out[i], np.clip(ref, 0, 1), atol=1e-4)
   d = load_domain("digits_rot")
   assert d.x_train.shape == (d.num_train, 28, 28, 1)
@@ -125,17 +127,20 @@ def test_digits_m_is_abs_difference_with_a_photo_crop():
   base = _by_id(load_domain("digits", pool="all"))[..., 0]
   m = _by_id(d)
   photos = [np.asarray(p, np.float64) / 255.0 for p in load_sample_images().images]
-  windows = [np.lib.stride_tricks.sliding_window_view(p, (4, 4, 3))[..., 0, :, :, :]
-             for p in photos]
+  windows = [
+    np.lib.stride_tricks.sliding_window_view(p, (4, 4, 3))[..., 0, :, :, :] for p in photos
+  ]
   for i in [0, 1, 500, 1796]:
     # The 4-pixel border is background (digit 0), where the blend equals the photo.
     corner = m[i, :4, :4]
-    hits = [(k, *np.argwhere(np.all(np.abs(w - corner) < 1e-6, axis=(2, 3, 4)))[0])
-            for k, w in enumerate(windows)
-            if np.any(np.all(np.abs(w - corner) < 1e-6, axis=(2, 3, 4)))]
+    hits = [
+      (k, *np.argwhere(np.all(np.abs(w - corner) < 1e-6, axis=(2, 3, 4)))[0])
+      for k, w in enumerate(windows)
+      if np.any(np.all(np.abs(w - corner) < 1e-6, axis=(2, 3, 4)))
+    ]
     assert hits, f"image {i}: no photo crop found"
     k, top, left = hits[0]
-    crop = photos[k][top:top + 28, left:left + 28]
+    crop = photos[k][top : top + 28, left : left + 28]
     np.testing.assert_allclose(m[i], np.abs(base[i][..., None] - crop), atol=1e-5)
 
 

@@ -118,8 +118,9 @@ def test_image_list(tree):
   ds = ImageList(list_file, classes=("ants", "bees"))
   assert len(ds) == 5 and ds.class_names == ("ants", "bees")
   np.testing.assert_array_equal(ds.labels, [int(l.split()[-1]) for l in lines])
-  np.testing.assert_array_equal(np.round(ds.get(np.arange(5)) * 255).astype(np.uint8),
-                                np.stack(list(pixels.values())))
+  np.testing.assert_array_equal(
+    np.round(ds.get(np.arange(5)) * 255).astype(np.uint8), np.stack(list(pixels.values()))
+  )
   assert ImageList(list_file).class_names == ("0", "1")
   (root / "bad_label.txt").write_text(f"{rel[0]} 5\n")
   with pytest.raises(ValueError, match=r"label 5 .* outside \[0, 2\)"):
@@ -152,8 +153,9 @@ def test_folder_sampler_with_transforms_workers_and_prefetch(tree):
   step = 1
   idx = b.source_indices(step)
   seeds = np.random.default_rng([1, 2, step]).integers(2**63 - 1, size=4, dtype=np.int64)
-  ref = np.stack([tf(src.decode(i), np.random.default_rng(int(s)))
-                  for i, s in zip(idx, seeds, strict=True)])
+  ref = np.stack(
+    [tf(src.decode(i), np.random.default_rng(int(s))) for i, s in zip(idx, seeds, strict=True)]
+  )
   np.testing.assert_array_equal(got[step].x_source, ref)
   with pytest.raises(ValueError, match="different shapes"):
     nested = ImageFolder(root)

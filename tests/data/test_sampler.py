@@ -26,7 +26,7 @@ def test_drop_last_epochs_are_permutations_without_repeats():
   per_epoch = 50 // 8
   seen = [_ids(next(s).x_source) for _ in range(2 * per_epoch)]
   for e in range(2):
-    ep = np.concatenate(seen[e * per_epoch:(e + 1) * per_epoch])
+    ep = np.concatenate(seen[e * per_epoch : (e + 1) * per_epoch])
     assert len(set(ep)) == per_epoch * 8  # no repeats within an epoch
   # Reference order: documented rule default_rng([seed, 0, epoch]).permutation(n).
   ref = np.random.default_rng([3, 0, 1]).permutation(50)[:8]
@@ -83,15 +83,19 @@ def test_pmap_layout_for_8_devices_keeps_per_device_balance():
   assert b.x_target.shape == (8, 2, 4, 4, 1)
   assert s.target_labels(0).shape == (8, 2)
   for d in range(8):
-    np.testing.assert_array_equal(b.x_source[d], fb.x_source[4 * d:4 * d + 4])
-    np.testing.assert_array_equal(b.x_target[d], fb.x_target[2 * d:2 * d + 2])
+    np.testing.assert_array_equal(b.x_source[d], fb.x_source[4 * d : 4 * d + 4])
+    np.testing.assert_array_equal(b.x_target[d], fb.x_target[2 * d : 2 * d + 2])
   # Under pmap every device sees its own 4 source and 2 target examples.
   counts = jax.pmap(lambda xs, xt: (xs.shape[0] + 0 * xs.sum(), xt.shape[0] + 0 * xt.sum()))(
-      b.x_source, b.x_target)
+    b.x_source, b.x_target
+  )
   np.testing.assert_array_equal(np.asarray(counts[0]), [4] * 8)
   np.testing.assert_array_equal(np.asarray(counts[1]), [2] * 8)
-  with pytest.raises(ValueError, match=r"target_batch_size \(12\) must be divisible by "
-                     r"num_devices \(8\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"target_batch_size \(12\) must be divisible by "
+    r"num_devices \(8\)",
+  ):
     PairSampler(src, tgt, batch_size=32, target_batch_size=12, num_devices=8)
 
 
@@ -107,7 +111,7 @@ def test_named_sharding_layout():
   assert len(shards) == 8
   for k, sh in enumerate(shards):
     assert sh.data.shape == (2, 2, 2, 3)
-    np.testing.assert_array_equal(np.asarray(sh.data), fb.x_target[2 * k:2 * k + 2])
+    np.testing.assert_array_equal(np.asarray(sh.data), fb.x_target[2 * k : 2 * k + 2])
   mesh = Mesh(np.asarray(jax.devices()).reshape(4, 2), ("data", "model"))
   two_d = NamedSharding(mesh, PartitionSpec("data"))
   b2 = next(PairSampler(src, tgt, batch_size=16, sharding=two_d))
@@ -173,6 +177,7 @@ def test_sampler_errors():
 def test_prefetcher_threads_stop_on_close_and_when_abandoned():
   import gc
   import itertools
+
   it = Prefetcher(itertools.count(), buffer_size=2)
   assert next(it) == 0
   thread = it._thread

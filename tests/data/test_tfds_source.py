@@ -21,8 +21,10 @@ def mock_tfds():
 
 def _reference(name, split):
   ds = tfds.data_source(name, split=split, data_dir="/tmp/unused")
-  return (np.stack([np.asarray(ds[i]["image"]) for i in range(len(ds))]),
-          np.asarray([int(ds[i]["label"]) for i in range(len(ds))]))
+  return (
+    np.stack([np.asarray(ds[i]["image"]) for i in range(len(ds))]),
+    np.asarray([int(ds[i]["label"]) for i in range(len(ds))]),
+  )
 
 
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("svhn_cropped", (32, 32, 3))])
@@ -80,7 +82,8 @@ def test_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown TFDS dataset 'imagenette'.*pass image_key"):
     load_tfds("imagenette")
   # Not mocked: a data_dir without prepared data gives instructions, never a download.
-  with pytest.raises(FileNotFoundError,
-                     match=r"'mnist'.*no prepared 'mnist' folder.*tfds build mnist"):
+  with pytest.raises(
+    FileNotFoundError, match=r"'mnist'.*no prepared 'mnist' folder.*tfds build mnist"
+  ):
     TFDSSource("mnist", data_dir=str(tmp_path))
   assert "tensorflow" not in sys.modules

@@ -39,8 +39,7 @@ def test_moons_rot_is_rotated_by_35_degrees_about_the_centre():
   # The angle option is honoured: the centroid turns by 90 degrees about the centre.
   d90 = load_domain("moons_rot", noise=0.0, angle=90.0)
   rot90 = np.array([[0.0, -1.0], [1.0, 0.0]])
-  np.testing.assert_allclose(d90.x_train.mean(0), (ref_x.mean(0) - c) @ rot90.T + c,
-                             atol=1e-6)
+  np.testing.assert_allclose(d90.x_train.mean(0), (ref_x.mean(0) - c) @ rot90.T + c, atol=1e-6)
 
 
 def test_moons_noise_and_independent_draws():
@@ -81,6 +80,7 @@ def test_blobs_covariate_shift():
 @pytest.mark.parametrize("name", ["moons", "moons_rot", "blobs", "blobs_shift"])
 def test_toy_determinism(name):
   from dtl_jax.data import toy
+
   build = getattr(toy, f"build_{name}")  # uncached: each call builds anew
   a, b, c = build(seed=4), build(seed=4), build(seed=5)
   np.testing.assert_array_equal(a.x_train, b.x_train)

@@ -19,15 +19,14 @@ def test_center_crop_matches_slicing(image):
   np.testing.assert_array_equal(out, image[10:30, 15:45])
   out = np.asarray(T.center_crop(image, 25))
   top, left = int(round(15 / 2)), int(round(35 / 2))
-  np.testing.assert_array_equal(out, image[top:top + 25, left:left + 25])
+  np.testing.assert_array_equal(out, image[top : top + 25, left : left + 25])
   with pytest.raises(ValueError, match="exceeds the image size"):
     T.center_crop(image, 41)
 
 
 def test_normalize_and_flip(image):
   x = image.astype(np.float32) / 255
-  ref = (x.astype(np.float64) - np.array([0.485, 0.456, 0.406])) / np.array(
-      [0.229, 0.224, 0.225])
+  ref = (x.astype(np.float64) - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
   out = T.normalize(x)
   assert out.dtype == np.float32
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
@@ -55,8 +54,7 @@ def test_random_resized_crop_box_distribution():
   assert 0.18 < min(areas) and max(areas) < 0.62
   assert 3 / 4 - 0.05 < min(ratios) and max(ratios) < 4 / 3 + 0.05
   # Fallback (no valid try): a centred crop clipped to the ratio range.
-  top, left, h, w = T.random_resized_crop_box(10, 100, np.random.default_rng(0),
-                                              scale=(0.99, 1.0))
+  top, left, h, w = T.random_resized_crop_box(10, 100, np.random.default_rng(0), scale=(0.99, 1.0))
   assert h == 10 and w == int(round(10 * 4 / 3)) and left == (100 - w) // 2
 
 
@@ -85,8 +83,9 @@ def test_train_and_test_transforms(image):
 
 def test_flip_probability_is_one_half(image):
   # With a full-image crop, the output is either the resize or its mirror.
-  train = T.train_transform(resize_size=None, crop_size=40, scale=(1, 1), ratio=(1, 1),
-                            normalize_imagenet=False)
+  train = T.train_transform(
+    resize_size=None, crop_size=40, scale=(1, 1), ratio=(1, 1), normalize_imagenet=False
+  )
   sq = image[:, :40]
   base = np.asarray(Image.fromarray(sq).resize((40, 40), Image.BILINEAR)) / 255.0
   flips = 0

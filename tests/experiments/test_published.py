@@ -47,23 +47,37 @@ def test_finetune_folder_freeze2_keeps_pretrained_stages(tmp_path, resnet18_npz)
   _write_folder(root / "train")
   _write_folder(root / "val", seed=1)
   c = load_config(f"{CONFIGS / 'finetune_folder.py'}:freeze2")
-  apply_overrides(c, [
-      f"model.pretrained={path}", f"data.source=folder:{root}", f"data.target=folder:{root}",
-      "data.image_size=32", "data.batch_size=4", "data.eval_batch_size=8",
-      "data.source_val_fraction=0.25", "train.num_steps=2", "train.eval_every=1",
-      "train.checkpoint_every=2", "train.log_every=1", "optim.learning_rate=0.1",
-      "train.progress=false"])
+  apply_overrides(
+    c,
+    [
+      f"model.pretrained={path}",
+      f"data.source=folder:{root}",
+      f"data.target=folder:{root}",
+      "data.image_size=32",
+      "data.batch_size=4",
+      "data.eval_batch_size=8",
+      "data.source_val_fraction=0.25",
+      "train.num_steps=2",
+      "train.eval_every=1",
+      "train.checkpoint_every=2",
+      "train.log_every=1",
+      "optim.learning_rate=0.1",
+      "train.progress=false",
+    ],
+  )
   wd = tmp_path / "run"
   result = fit(c, wd)
   bb = result["state"].params["model"]["backbone"]
   ref = variables["params"]  # the weights written to the .npz
   # Frozen stages (stem + layer1) are bit-identical to the converted state dict ...
   for name in ("conv1", "bn1", "layer1"):
-    for a, b in zip(jax.tree.leaves(bb[name]), jax.tree.leaves(ref[name])):
+    for a, b in zip(jax.tree.leaves(bb[name]), jax.tree.leaves(ref[name]), strict=True):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # ... and the trainable ones moved away from it.
-  moved = [not np.array_equal(np.asarray(a), np.asarray(b))
-           for a, b in zip(jax.tree.leaves(bb["layer3"]), jax.tree.leaves(ref["layer3"]))]
+  moved = [
+    not np.array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(bb["layer3"]), jax.tree.leaves(ref["layer3"]), strict=True)
+  ]
   assert any(moved)
   saved = json.loads((wd / "config.json").read_text())
   assert saved["model"]["pretrained"] == str(path) and saved["data"]["image_size"] == 32
@@ -81,12 +95,24 @@ def test_published_office31_config_runs_on_mock_data(tmp_path):
   assert c.model.backbone == "resnet50" and c.data.batch_size == 32
   assert c.model.bottleneck_dim == 256 and c.optim.multipliers.backbone == 0.1
   assert c.train.num_steps == 20000 and c.data.normalize == "imagenet"
-  apply_overrides(c, [
-      "model.pretrained=", "model.backbone=lenet", "model.bottleneck_dim=8",
-      f"data.source=folder:{amazon}", f"data.target=folder:{webcam}", "data.image_size=28",
-      "data.batch_size=4", "data.source_val_fraction=0.25", "train.num_steps=1",
-      "train.eval_every=1", "train.checkpoint_every=1", "train.log_every=1",
-      "train.progress=false"])
+  apply_overrides(
+    c,
+    [
+      "model.pretrained=",
+      "model.backbone=lenet",
+      "model.bottleneck_dim=8",
+      f"data.source=folder:{amazon}",
+      f"data.target=folder:{webcam}",
+      "data.image_size=28",
+      "data.batch_size=4",
+      "data.source_val_fraction=0.25",
+      "train.num_steps=1",
+      "train.eval_every=1",
+      "train.checkpoint_every=1",
+      "train.log_every=1",
+      "train.progress=false",
+    ],
+  )
   c.method_kwargs.hidden = (8,)
   result = fit(c, tmp_path / "r")
   assert result["steps"] == 1 and 0.0 <= result["last"]["target_acc"] <= 1.0
@@ -99,10 +125,20 @@ def test_published_digit_configs_run_on_mock_folders(tmp_path, spec, backbone, s
   assert str(c.data.source).startswith("tfds:")
   src = _write_folder(tmp_path / "s", classes=tuple("0123456789"), n=2, size=size)
   tgt = _write_folder(tmp_path / "t", classes=tuple("0123456789"), n=2, size=size, seed=3)
-  apply_overrides(c, [f"data.source=folder:{src}", f"data.target=folder:{tgt}",
-                      "data.batch_size=10", "data.source_val_fraction=0.5",
-                      "train.num_steps=1", "train.eval_every=1",
-                      "train.checkpoint_every=1", "train.log_every=1", "train.progress=false"])
+  apply_overrides(
+    c,
+    [
+      f"data.source=folder:{src}",
+      f"data.target=folder:{tgt}",
+      "data.batch_size=10",
+      "data.source_val_fraction=0.5",
+      "train.num_steps=1",
+      "train.eval_every=1",
+      "train.checkpoint_every=1",
+      "train.log_every=1",
+      "train.progress=false",
+    ],
+  )
   if c.method == "dann":
     c.method_kwargs = {"hidden": (8,)}
   result = fit(c, tmp_path / "r")
@@ -113,9 +149,9 @@ def test_every_published_config_loads_and_lists_references(capsys):
   for spec in published.EXAMPLES:
     c = load_config(f"{CONFIGS / 'published.py'}:{spec}")
     assert c.method == spec.split(":")[2]
-    if c.method != "adda":     # adda's stage 1 (init_from) does not exist here
+    if c.method != "adda":  # adda's stage 1 (init_from) does not exist here
       c.model.pretrained = ""  # nor do the ImageNet weights or the data folders: every
-      try:                     # other key is valid
+      try:  # other key is valid
         validate(c)
       except ValueError as e:
         assert str(e).startswith(("data.source: data folder", "data.target: data folder")), e
@@ -128,15 +164,29 @@ def test_every_published_config_loads_and_lists_references(capsys):
 
 
 def test_missing_data_folder_and_weights_are_one_line_errors(capsys, tmp_path):
-  code = cli.main(["train", "--config", f"{CONFIGS / 'finetune_folder.py'}:linear_probe",
-                   "--config.model.pretrained=",
-                   f"--config.data.source=folder:{tmp_path}/nope",
-                   "--workdir", str(tmp_path / "w")])
+  code = cli.main(
+    [
+      "train",
+      "--config",
+      f"{CONFIGS / 'finetune_folder.py'}:linear_probe",
+      "--config.model.pretrained=",
+      f"--config.data.source=folder:{tmp_path}/nope",
+      "--workdir",
+      str(tmp_path / "w"),
+    ]
+  )
   err = capsys.readouterr().err
   assert code == 2 and "data folder" in err and "does not exist" in err
   assert err.count("\n") == 1 and not (tmp_path / "w").exists()
-  code = cli.main(["train", "--config", f"{CONFIGS / 'published.py'}:office31:A-W:dann",
-                   "--workdir", str(tmp_path / "w")])
+  code = cli.main(
+    [
+      "train",
+      "--config",
+      f"{CONFIGS / 'published.py'}:office31:A-W:dann",
+      "--workdir",
+      str(tmp_path / "w"),
+    ]
+  )
   err = capsys.readouterr().err
   assert code == 2 and "model.pretrained: no file" in err and err.count("\n") == 1
 
@@ -150,16 +200,21 @@ def test_tllib_reference_is_consistent_with_configs_and_methods(capsys):
   import statistics
 
   from dtl_jax.methods import METHODS
+
   mod = _published_cfg_module()
   tl = mod.TLLIB_REFERENCE
   assert set(tl) == {"office31", "office_home", "mnist_usps", "svhn_mnist"}
   # Every ordered pair of the Office domains (full tables), and the one digit pair each
   # digit config is for, from the domain letters rather than from the table.
-  expected = {b: {f"{s}-{t}" for s, t in itertools.permutations(names, 2)}
-              for b, names in (("office31", mod.OFFICE31), ("office_home", mod.OFFICE_HOME))}
+  expected = {
+    b: {f"{s}-{t}" for s, t in itertools.permutations(names, 2)}
+    for b, names in (("office31", mod.OFFICE31), ("office_home", mod.OFFICE_HOME))
+  }
   expected.update(mnist_usps={"M-U"}, svhn_mnist={"S-M"})
-  digit_data = {"M-U": ("tfds:mnist", "folder:data/usps"),
-                "S-M": ("tfds:svhn_cropped", "tfds:mnist")}
+  digit_data = {
+    "M-U": ("tfds:mnist", "folder:data/usps"),
+    "S-M": ("tfds:svhn_cropped", "tfds:mnist"),
+  }
   for bench, methods in tl.items():
     assert set(methods) <= set(METHODS), (bench, set(methods) - set(METHODS))
     assert {"source_only", "dann", "cdan"} <= set(methods)
@@ -189,10 +244,14 @@ def test_tllib_reference_is_consistent_with_configs_and_methods(capsys):
     mod.reference("office31", "mdd", source="dalib")
   # --list prints both columns: paper, then TLlib ("-" where a source has no row).
   assert published.main(["--list"]) == 0
-  rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")]
-          for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+  rows = {
+    tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")]
+    for line in capsys.readouterr().out.splitlines()
+    if line.startswith("| ")
+  }
   assert rows[("office31", "mdd")][3].startswith("A-W 94.5")
-  assert rows[("office31", "mdd")][4] == ("A-W 95.6, D-W 98.6, W-D 100.0, A-D 94.4, "
-                                          "D-A 76.6, W-A 72.2, avg 89.6")
+  assert rows[("office31", "mdd")][4] == (
+    "A-W 95.6, D-W 98.6, W-D 100.0, A-D 94.4, D-A 76.6, W-A 72.2, avg 89.6"
+  )
   assert rows[("office31", "cdan")][3] == "-" and rows[("office31", "cdan_e")][4] == "-"
   assert rows[("svhn_mnist", "cdan")][4] == "S-M 93.8"

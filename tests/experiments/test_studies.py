@@ -38,8 +38,9 @@ def test_two_moons_quick(tmp_path, capsys):
 
 
 def test_two_moons_unknown_config_key(tmp_path, capsys):
-  assert two_moons.main(["--quick", "--out", str(tmp_path / "m"),
-                         "--config.train.num_stepz=3"]) == 2
+  assert (
+    two_moons.main(["--quick", "--out", str(tmp_path / "m"), "--config.train.num_stepz=3"]) == 2
+  )
   err = capsys.readouterr().err
   assert "unknown config key 'train.num_stepz'" in err and err.count("\n") == 1
   assert not (tmp_path / "m").exists()
@@ -47,8 +48,7 @@ def test_two_moons_unknown_config_key(tmp_path, capsys):
 
 def test_digits_benchmark_quick(tmp_path):
   out = tmp_path / "db"
-  assert digits_benchmark.main(["--quick", "--out", str(out), "--no-progress",
-                                "--no-cache"]) == 0
+  assert digits_benchmark.main(["--quick", "--out", str(out), "--no-progress", "--no-cache"]) == 0
   data = json.loads((out / "digits_benchmark.json").read_text())
   runs = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines()]
   assert {r["method"] for r in runs} == {"source_only", "dann", "adda"}
@@ -65,39 +65,54 @@ def test_digits_benchmark_quick(tmp_path):
   # every run records the commit of its code; the notes count runs per commit
   from dtl_jax.config import load_config
   from dtl_jax.provenance import git_commit
+
   assert all(r["git_commit"] == git_commit() for r in runs)
   assert digits_benchmark.commit_note(runs) in data["notes"]
   # the scale note counts the test images of the domains actually loaded
   from dtl_jax.train import load_domains
-  n_test = len(load_domains(digits_benchmark.run_config(
-      "dann", "digits", "digits_m", 0, load_config(f"{digits_benchmark.CONFIG}:quick")))[0]
-      .x_test)
+
+  n_test = len(
+    load_domains(
+      digits_benchmark.run_config(
+        "dann", "digits", "digits_m", 0, load_config(f"{digits_benchmark.CONFIG}:quick")
+      )
+    )[0].x_test
+  )
   assert any(f" {n_test} test images" in n for n in data["notes"])
 
 
 def test_digits_benchmark_runs_without_a_commit_take_the_previous_reports(tmp_path):
   """Runs recorded before runs carried their commit were reported by the previous report
   in --out; a continued study attributes them to its commit and counts each commit."""
-  runs = [{"pair": "a→b", "method": "dann", "seed": 0, "git_commit": "new1234"},
-          {"pair": "a→b", "method": "source_only", "seed": 0},
-          {"pair": "a→b", "method": "dann", "seed": 1}]
+  runs = [
+    {"pair": "a→b", "method": "dann", "seed": 0, "git_commit": "new1234"},
+    {"pair": "a→b", "method": "source_only", "seed": 0},
+    {"pair": "a→b", "method": "dann", "seed": 1},
+  ]
   assert digits_benchmark.attribute_commits(runs, tmp_path) == runs  # no previous report
   (tmp_path / "digits_benchmark.json").write_text(
-      json.dumps({"metadata": {"git_commit": "old5678"}}))
+    json.dumps({"metadata": {"git_commit": "old5678"}})
+  )
   got = digits_benchmark.attribute_commits(runs, tmp_path)
   assert [r["git_commit"] for r in got] == ["new1234", "old5678", "old5678"]
   assert digits_benchmark.commit_note(got) == (
-      "Runs by code commit: new1234: 1 runs (dann); old5678: 2 runs (dann, source_only).")
+    "Runs by code commit: new1234: 1 runs (dann); old5678: 2 runs (dann, source_only)."
+  )
   # a second continuation: the previous report already attributed its runs; keep that
-  (tmp_path / "digits_benchmark.json").write_text(json.dumps(
-      {"metadata": {"git_commit": "mid9999"}, "extra": {"runs": got}}))
+  (tmp_path / "digits_benchmark.json").write_text(
+    json.dumps({"metadata": {"git_commit": "mid9999"}, "extra": {"runs": got}})
+  )
   got2 = digits_benchmark.attribute_commits(runs, tmp_path)
   assert [r["git_commit"] for r in got2] == ["new1234", "old5678", "old5678"]
 
 
 def test_digits_benchmark_unknown_method(tmp_path, capsys):
-  assert digits_benchmark.main(["--quick", "--out", str(tmp_path / "x"),
-                                "--methods", "source_only,danny"]) == 2
+  assert (
+    digits_benchmark.main(
+      ["--quick", "--out", str(tmp_path / "x"), "--methods", "source_only,danny"]
+    )
+    == 2
+  )
   err = capsys.readouterr().err
   assert "method must be one of" in err and "'danny'" in err and err.count("\n") == 1
   assert not (tmp_path / "x").exists()
@@ -118,9 +133,11 @@ def test_transferability_quick(tmp_path):
 
 def test_transferability_task_split_is_by_class():
   from dtl_jax.config import load_config
+
   c = load_config(f"{transferability.CONFIG}:quick")
   tasks = transferability.load_tasks(c)
   from dtl_jax.data import load_domain
+
   dom = load_domain(c.domain, seed=0, size=c.image_size, pool=c.pool)
   for name, classes in (("A", c.classes_a), ("B", c.classes_b)):
     xtr, ytr, xte, yte = tasks[name]
@@ -136,6 +153,7 @@ def test_demo_runs_are_seed_zero_of_the_digits_benchmark():
   runs."""
   from dtl_jax import demo
   from dtl_jax.config import config_to_dict, load_config
+
   study = load_config(str(digits_benchmark.CONFIG))
   for method in demo.DEMO_METHODS:
     bench = digits_benchmark.run_config(method, "digits", "digits_m", 0, study)
@@ -146,19 +164,24 @@ def test_adda_stage2_configs_switch_dropout_off_and_use_adam():
   """ADDA's frozen source model runs in inference mode; dropout only on the target
   branch would let the discriminator separate the domains by the noise."""
   from dtl_jax.config import load_config
+
   study = load_config(str(digits_benchmark.CONFIG))
   c = digits_benchmark.run_config("adda", "digits", "digits_m", 0, study, init_from="runs/so")
   assert (c.method, c.method_kwargs.stage, c.init_from) == ("adda", 2, "runs/so")
   assert c.model.bottleneck_dropout == 0.0 and c.model.backbone_kwargs.dropout == 0.0
   # stage 2's GAN-style optimizer (Adam 2e-4, beta1 0.5, constant lr, no weight decay)
-  want = {"kind": "adam", "learning_rate": 2e-4, "b1": 0.5, "lr_gamma": 0.0,
-          "weight_decay": 0.0}
+  want = {"kind": "adam", "learning_rate": 2e-4, "b1": 0.5, "lr_gamma": 0.0, "weight_decay": 0.0}
   assert {k: c.optim[k] for k in want} == want
-  office = load_config(str(digits_benchmark.HERE / "configs" / "published.py")
-                       + ":office31:A-W:adda")
+  office = load_config(
+    str(digits_benchmark.HERE / "configs" / "published.py") + ":office31:A-W:adda"
+  )
   assert office.model.bottleneck_dropout == 0.0 and "dropout" not in office.model.backbone_kwargs
   assert {k: office.optim[k] for k in want} == want
   assert office.init_from == "runs/office31_A-W_source_only"
   # Stage 1 (source_only) keeps the protocol's dropout.
-  assert digits_benchmark.run_config("source_only", "digits", "digits_m", 0,
-                                     study).model.bottleneck_dropout > 0
+  assert (
+    digits_benchmark.run_config(
+      "source_only", "digits", "digits_m", 0, study
+    ).model.bottleneck_dropout
+    > 0
+  )

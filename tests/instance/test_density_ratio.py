@@ -66,8 +66,9 @@ def test_domain_classifier_recovers_log_ratio(rng, classifier):
   mu = np.array([0.8, -0.4])
   xs = rng.normal(size=(600, 2))
   xt = rng.normal(size=(600, 2)) + mu
-  w = np.asarray(domain_classifier_weights(xs, xt, key=jax.random.key(1), classifier=classifier,
-                                           max_weight=50.0))
+  w = np.asarray(
+    domain_classifier_weights(xs, xt, key=jax.random.key(1), classifier=classifier, max_weight=50.0)
+  )
   assert w.mean() == pytest.approx(1.0, abs=1e-8)
   true = _true_log_ratio(xs, mu)
   slope, _ = np.polyfit(true, np.log(w), 1)

@@ -17,8 +17,11 @@ def _weighted_mmd2(xs, xt, w, sigma2):
   """Biased MMD² between the w-weighted source (weights normalized to mean 1) and the target."""
   p = w / w.sum()
   q = np.full(len(xt), 1.0 / len(xt))
-  return (p @ _gauss(xs, xs, sigma2) @ p + q @ _gauss(xt, xt, sigma2) @ q
-          - 2 * p @ _gauss(xs, xt, sigma2) @ q)
+  return (
+    p @ _gauss(xs, xs, sigma2) @ p
+    + q @ _gauss(xt, xt, sigma2) @ q
+    - 2 * p @ _gauss(xs, xt, sigma2) @ q
+  )
 
 
 @pytest.fixture
@@ -47,13 +50,21 @@ def test_matches_scipy_qp_solution(rng):
   k = _gauss(xs, xs, sigma2)
   kappa = n_s / n_t * _gauss(xs, xt, sigma2).sum(1)
   obj = lambda b: 0.5 * b @ k @ b - kappa @ b
-  cons = [{"type": "ineq", "fun": lambda b: n_s * (1 + eps) - b.sum()},
-          {"type": "ineq", "fun": lambda b: b.sum() - n_s * (1 - eps)}]
-  ref = minimize(obj, np.ones(n_s), jac=lambda b: k @ b - kappa, bounds=[(0, upper)] * n_s,
-                 constraints=cons, method="SLSQP", options={"ftol": 1e-14, "maxiter": 1000})
+  cons = [
+    {"type": "ineq", "fun": lambda b: n_s * (1 + eps) - b.sum()},
+    {"type": "ineq", "fun": lambda b: b.sum() - n_s * (1 - eps)},
+  ]
+  ref = minimize(
+    obj,
+    np.ones(n_s),
+    jac=lambda b: k @ b - kappa,
+    bounds=[(0, upper)] * n_s,
+    constraints=cons,
+    method="SLSQP",
+    options={"ftol": 1e-14, "maxiter": 1000},
+  )
   assert ref.success
-  w = np.asarray(kmm_weights(xs, xt, sigma2=sigma2, upper=upper, epsilon=eps,
-                             num_iterations=3000))
+  w = np.asarray(kmm_weights(xs, xt, sigma2=sigma2, upper=upper, epsilon=eps, num_iterations=3000))
   assert obj(w) <= ref.fun + 1e-7 * abs(ref.fun)
   np.testing.assert_allclose(w, ref.x, atol=2e-3)
 
@@ -62,10 +73,18 @@ def test_projection_matches_scipy(rng):
   v = rng.normal(size=8) * 2.0
   for lo, hi in [(6.0, 7.0), (0.5, 1.0), (-1.0, 100.0)]:
     got = np.asarray(project_box_sum(jnp.asarray(v), upper=1.5, sum_low=lo, sum_high=hi))
-    cons = [{"type": "ineq", "fun": lambda w, hi=hi: hi - w.sum()},
-            {"type": "ineq", "fun": lambda w, lo=lo: w.sum() - lo}]
-    ref = minimize(lambda w: ((w - v) ** 2).sum(), np.clip(v, 0, 1.5), bounds=[(0, 1.5)] * 8,
-                   constraints=cons, method="SLSQP", options={"ftol": 1e-14})
+    cons = [
+      {"type": "ineq", "fun": lambda w, hi=hi: hi - w.sum()},
+      {"type": "ineq", "fun": lambda w, lo=lo: w.sum() - lo},
+    ]
+    ref = minimize(
+      lambda w: ((w - v) ** 2).sum(),
+      np.clip(v, 0, 1.5),
+      bounds=[(0, 1.5)] * 8,
+      constraints=cons,
+      method="SLSQP",
+      options={"ftol": 1e-14},
+    )
     np.testing.assert_allclose(got, ref.x, atol=1e-6)
 
 
@@ -96,6 +115,7 @@ def test_weights_plug_into_mmd_loss(shifted):
   """KMM weights are the losses' `source_weights`: the weighted MMD loss drops."""
   from dtl_jax.losses import mmd
   from dtl_jax.losses.kernels import GaussianKernel
+
   xs, xt = shifted
   w = kmm_weights(xs, xt, sigma2=1.0)
   kernel = GaussianKernel(sigma2=1.0)

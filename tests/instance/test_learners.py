@@ -48,8 +48,9 @@ def test_zero_weight_equals_dropping_examples(binary):
 def test_fit_is_vmappable_over_weights(binary):
   x, y, _ = binary
   ws = jnp.asarray(np.random.default_rng(1).uniform(0, 1, size=(3, 120)))
-  fit = lambda w: fit_logistic_regression(jnp.asarray(x), jnp.asarray(y), w, num_classes=2,
-                                          num_steps=50)
+  fit = lambda w: fit_logistic_regression(
+    jnp.asarray(x), jnp.asarray(y), w, num_classes=2, num_steps=50
+  )
   batched = jax.vmap(fit)(ws)
   for i in range(3):
     np.testing.assert_allclose(batched["w"][i], fit(ws[i])["w"], rtol=1e-6, atol=1e-9)
@@ -78,11 +79,13 @@ def test_mlp_learners_fit_and_respect_weights(rng):
   y_reg = np.sin(2 * x[:, 0])
   w = (x[:, 0] > 0).astype(float)  # only the right half counts
   reg = MLPRegressor(hidden_sizes=(32,), num_steps=600, learning_rate=0.02).fit(
-      x, y_reg, sample_weight=w)
+    x, y_reg, sample_weight=w
+  )
   err = (np.asarray(reg.predict(x)) - y_reg) ** 2
   assert err[w > 0].mean() < 0.02 < err[w == 0].mean()
-  params = jax.vmap(lambda k: fit_mlp(k, jnp.asarray(x), jnp.asarray(y_cls), num_outputs=2,
-                                      num_steps=5))(jax.random.split(jax.random.key(0), 2))
+  params = jax.vmap(
+    lambda k: fit_mlp(k, jnp.asarray(x), jnp.asarray(y_cls), num_outputs=2, num_steps=5)
+  )(jax.random.split(jax.random.key(0), 2))
   assert jax.tree_util.tree_leaves(params)[0].shape[0] == 2
 
 

@@ -108,8 +108,11 @@ def _reference_r2(xs, ys, xt, yt, num_rounds, make_learner, loss="linear"):
   for _ in range(num_rounds):
     h = make_learner().fit(x, y, sample_weight=w * (n + m))
     r = np.abs(y - h.predict(x))
-    e = {"linear": r / r.max(), "square": (r / r.max()) ** 2,
-         "exponential": 1 - np.exp(-r / r.max())}[loss]
+    e = {
+      "linear": r / r.max(),
+      "square": (r / r.max()) ** 2,
+      "exponential": 1 - np.exp(-r / r.max()),
+    }[loss]
     eps = np.sum(w[n:] * e[n:]) / np.sum(w[n:])
     eps = min(max(eps, 1e-10), 0.5)
     beta_t = eps / (1.0 - eps)
@@ -123,7 +126,7 @@ def _reference_r2(xs, ys, xt, yt, num_rounds, make_learner, loss="linear"):
     first = int(np.ceil(num_rounds / 2)) - 1
     out = []
     for row in range(len(xq)):
-      vals = np.array([hyps[t].predict(xq[row:row + 1])[0] for t in range(first, num_rounds)])
+      vals = np.array([hyps[t].predict(xq[row : row + 1])[0] for t in range(first, num_rounds)])
       a = np.log(1.0 / np.array(beta_ts[first:]))
       order = np.argsort(vals)
       c = np.cumsum(a[order])
@@ -209,6 +212,7 @@ def test_scan_version_matches_class_and_vmaps_over_seeds():
     tradaboost_predict,
     tradaboost_scan,
   )
+
   fit = functools.partial(fit_logistic_regression, num_classes=2)
   predict = lambda params, x: jnp.argmax(logistic_regression_logits(params, x), axis=-1)
   data = [_controlled_shift(seed) for seed in (0, 1)]

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("fast_compile")
 
 # ---- float64 NumPy references -------------------------------------------------------
 
+
 def np_sigmoid(z):
   return 1.0 / (1.0 + np.exp(-z))
 
@@ -64,11 +65,13 @@ def assert_jit_vmap_agree(fn, *args, rtol=1e-12, args2=None):
   args2 = [a * 0.9 for a in args] if args2 is None else args2
   stacked = [jnp.stack([jnp.asarray(a), jnp.asarray(b)]) for a, b in zip(args, args2, strict=True)]
   batched = np.asarray(jax.vmap(fn)(*stacked))
-  np.testing.assert_allclose(batched, np.stack([eager, np.asarray(fn(*args2))]), rtol=rtol,
-                             atol=1e-14)
+  np.testing.assert_allclose(
+    batched, np.stack([eager, np.asarray(fn(*args2))]), rtol=rtol, atol=1e-14
+  )
 
 
 # ---- DANN ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape_s,shape_t", [((6,), (6,)), ((5, 1), (7, 1)), ((4,), (3, 1))])
 def test_dann_loss_matches_numpy(rng, shape_s, shape_t):
@@ -82,8 +85,9 @@ def test_dann_loss_weights(rng):
   got = dann_loss(ds, dt, source_weights=ws, target_weights=wt)
   np.testing.assert_allclose(float(got), np_dann(ds, dt, ws, wt), rtol=1e-12)
   # all-ones weights are no weights
-  np.testing.assert_allclose(float(dann_loss(ds, dt, source_weights=np.ones(5))),
-                             np_dann(ds, dt), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(dann_loss(ds, dt, source_weights=np.ones(5))), np_dann(ds, dt), rtol=1e-12
+  )
 
 
 def test_dann_loss_stable_for_large_logits():
@@ -103,23 +107,22 @@ def test_dann_loss_grads_jit_vmap(rng):
   assert_jit_vmap_agree(fn, ds, dt, ws, wt)
   # analytic gradient: d/dz softplus(-z) = sigmoid(z) - 1
   g = jax.grad(dann_loss)(ds, dt)
-  np.testing.assert_allclose(np.asarray(g), 0.5 * (np_sigmoid(np.asarray(ds)) - 1) / 5,
-                             rtol=1e-12)
+  np.testing.assert_allclose(np.asarray(g), 0.5 * (np_sigmoid(np.asarray(ds)) - 1) / 5, rtol=1e-12)
 
 
 def test_domain_accuracy(rng):
-  ds = np.array([0.5, -0.1, 0.0, 2.0])      # 3/4 predicted source (logit >= 0)
-  dt = np.array([[-1.0], [0.2], [-3.0]])    # 2/3 predicted target
+  ds = np.array([0.5, -0.1, 0.0, 2.0])  # 3/4 predicted source (logit >= 0)
+  dt = np.array([[-1.0], [0.2], [-3.0]])  # 2/3 predicted target
   np.testing.assert_allclose(float(domain_accuracy(ds, dt)), 0.5 * (0.75 + 2 / 3), rtol=1e-12)
   np.testing.assert_allclose(float(jax.jit(domain_accuracy)(ds, dt)), 0.5 * (0.75 + 2 / 3))
 
 
-@pytest.mark.parametrize("fn", [dann_loss, domain_accuracy, adda_discriminator_loss,
-                                domain_confusion_loss])
+@pytest.mark.parametrize(
+  "fn", [dann_loss, domain_accuracy, adda_discriminator_loss, domain_confusion_loss]
+)
 def test_domain_logit_shape_errors(fn):
   with pytest.raises(ValueError, match="domain_logits_source"):
-    fn(jnp.ones((4, 3)) if fn is not domain_confusion_loss else jnp.ones((4, 2, 1)),
-       jnp.ones((4,)))
+    fn(jnp.ones((4, 3)) if fn is not domain_confusion_loss else jnp.ones((4, 2, 1)), jnp.ones((4,)))
   with pytest.raises(ValueError, match="domain_logits_target"):
     fn(jnp.ones((4,)), jnp.ones((0,)))
 
@@ -136,12 +139,16 @@ def test_weight_errors():
 
 # ---- ADDA ---------------------------------------------------------------------------
 
+
 def test_adda_losses(rng):
   ds, dt = rng.normal(size=(5,)) * 2, rng.normal(size=(4, 1)) * 2
   np.testing.assert_allclose(float(adda_discriminator_loss(ds, dt)), np_dann(ds, dt), rtol=1e-12)
   wt = rng.uniform(size=4)
-  np.testing.assert_allclose(float(adda_encoder_loss(dt, target_weights=wt)),
-                             np.mean(wt * -np.log(np_sigmoid(np.ravel(dt)))), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(adda_encoder_loss(dt, target_weights=wt)),
+    np.mean(wt * -np.log(np_sigmoid(np.ravel(dt)))),
+    rtol=1e-12,
+  )
   dt_j = jnp.asarray(np.ravel(dt))
   grads_ok(adda_encoder_loss, (dt_j,))
   assert_jit_vmap_agree(adda_encoder_loss, dt_j)
@@ -150,6 +157,7 @@ def test_adda_losses(rng):
 
 
 # ---- domain confusion and soft labels -----------------------------------------------
+
 
 @pytest.mark.parametrize("shape_s,shape_t", [((5,), (3, 1)), ((5, 2), (4, 2)), ((3, 4), (6, 4))])
 def test_domain_confusion_matches_numpy(rng, shape_s, shape_t):
@@ -162,10 +170,12 @@ def test_domain_confusion_matches_numpy(rng, shape_s, shape_t):
 
 def test_domain_confusion_minimum_and_grads(rng):
   # minimum log(D) at a uniform (maximally confused) prediction
-  np.testing.assert_allclose(float(domain_confusion_loss(jnp.zeros(3), jnp.zeros((2, 1)))),
-                             np.log(2), rtol=1e-12)
-  np.testing.assert_allclose(float(domain_confusion_loss(jnp.ones((3, 3)), jnp.ones((2, 3)))),
-                             np.log(3), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(domain_confusion_loss(jnp.zeros(3), jnp.zeros((2, 1)))), np.log(2), rtol=1e-12
+  )
+  np.testing.assert_allclose(
+    float(domain_confusion_loss(jnp.ones((3, 3)), jnp.ones((2, 3)))), np.log(3), rtol=1e-12
+  )
   ds, dt = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray(rng.normal(size=(5, 3)))
   grads_ok(domain_confusion_loss, (ds, dt))
   assert_jit_vmap_agree(domain_confusion_loss, ds, dt)
@@ -183,15 +193,23 @@ def test_soft_label_loss(rng):
   targets = np.exp(np_log_softmax(rng.normal(size=(6, 4))))
   w = rng.uniform(size=6)
   for tau in (1.0, 2.0, 5.0):
-    np.testing.assert_allclose(float(soft_label_loss(z, targets, temperature=tau, weights=w)),
-                               np_soft_label(z, targets, tau, w), rtol=1e-12)
+    np.testing.assert_allclose(
+      float(soft_label_loss(z, targets, temperature=tau, weights=w)),
+      np_soft_label(z, targets, tau, w),
+      rtol=1e-12,
+    )
   fn = lambda z, t: soft_label_loss(z, t, temperature=2.0)
   grads_ok(lambda z: fn(z, jnp.asarray(targets)), (jnp.asarray(z),))
   # soft targets receive no gradient
   assert not np.asarray(jax.grad(fn, argnums=1)(jnp.asarray(z), jnp.asarray(targets))).any()
   targets2 = np.exp(np_log_softmax(rng.normal(size=(6, 4))))
-  assert_jit_vmap_agree(fn, jnp.asarray(z), jnp.asarray(targets), rtol=1e-10,
-                        args2=[jnp.asarray(z) * 0.9, jnp.asarray(targets2)])
+  assert_jit_vmap_agree(
+    fn,
+    jnp.asarray(z),
+    jnp.asarray(targets),
+    rtol=1e-10,
+    args2=[jnp.asarray(z) * 0.9, jnp.asarray(targets2)],
+  )
 
 
 def test_soft_label_loss_errors(rng):

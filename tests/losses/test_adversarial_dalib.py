@@ -55,8 +55,12 @@ def t64(x, requires_grad=True):
 def make_discriminator(in_features, seed, hidden=8):
   """Linear-ReLU-Linear-Sigmoid in torch, and the same network's *logits* in JAX."""
   torch.manual_seed(seed)
-  net = torch.nn.Sequential(torch.nn.Linear(in_features, hidden), torch.nn.ReLU(),
-                            torch.nn.Linear(hidden, 1), torch.nn.Sigmoid()).double()
+  net = torch.nn.Sequential(
+    torch.nn.Linear(in_features, hidden),
+    torch.nn.ReLU(),
+    torch.nn.Linear(hidden, 1),
+    torch.nn.Sigmoid(),
+  ).double()
   params = {k: jnp.asarray(v.detach().numpy()) for k, v in net.state_dict().items()}
 
   def logits_fn(params, h):
@@ -72,23 +76,26 @@ def torch_param_grads(net):
 
 # ---- gradient reversal --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("coeff", [0.0, 0.37, 1.0, 3.0])
 def test_gradient_reverse_function(rng, coeff):
   x = rng.normal(size=(4, 3))
   xt = t64(x)
   y = GradientReverseFunction.apply(xt, coeff)
-  (torch.sin(y) * y ** 2).sum().backward()
-  f = lambda x: jnp.sum(jnp.sin(x) * x ** 2)
+  (torch.sin(y) * y**2).sum().backward()
+  f = lambda x: jnp.sum(jnp.sin(x) * x**2)
   out = gradient_reverse(jnp.asarray(x), coeff)
   close(out, y)
   close(jax.jit(jax.grad(lambda x, c: f(gradient_reverse(x, c))))(jnp.asarray(x), coeff), xt.grad)
 
 
-@pytest.mark.parametrize("hi,lo,alpha,max_iters", [(1.0, 0.0, 1.0, 1000), (0.1, 0.0, 1.0, 1000),
-                                                   (2.0, 0.5, 5.0, 40)])
+@pytest.mark.parametrize(
+  "hi,lo,alpha,max_iters", [(1.0, 0.0, 1.0, 1000), (0.1, 0.0, 1.0, 1000), (2.0, 0.5, 5.0, 40)]
+)
 def test_warm_start_layer(rng, hi, lo, alpha, max_iters):
-  layer = WarmStartGradientReverseLayer(alpha=alpha, lo=lo, hi=hi, max_iters=max_iters,
-                                        auto_step=True)
+  layer = WarmStartGradientReverseLayer(
+    alpha=alpha, lo=lo, hi=hi, max_iters=max_iters, auto_step=True
+  )
   schedule = warm_start_schedule(hi=hi, lo=lo, alpha=alpha, max_iters=max_iters)
   grad_fn = jax.jit(jax.grad(lambda x, i: jnp.sum(gradient_reverse(x, schedule(i)) ** 3)))
   x = rng.normal(size=(5,))
@@ -100,6 +107,7 @@ def test_warm_start_layer(rng, hi, lo, alpha, max_iters):
 
 
 # ---- DANN ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("iter_num", [0, 250])
 def test_domain_adversarial_loss(rng, iter_num):
@@ -120,18 +128,23 @@ def test_domain_adversarial_loss(rng, iter_num):
     return dann_loss(logits[:n], logits[n:]), logits
 
   (value, logits), grads = jax.jit(jax.value_and_grad(ours, argnums=(0, 1, 2), has_aux=True))(
-      jnp.asarray(f_s), jnp.asarray(f_t), params)
+    jnp.asarray(f_s), jnp.asarray(f_t), params
+  )
   close(value, out)
   close(grads[0], fs_t.grad)
   close(grads[1], ft_t.grad)
   for k, g in torch_param_grads(net).items():
     close(grads[2][k], g)
   # dalib's binary_accuracy is computed in float32 (a percentage): compare at float32 precision
-  np.testing.assert_allclose(100 * float(domain_accuracy(logits[:n], logits[n:])),
-                             float(dalib_loss.domain_discriminator_accuracy), rtol=1e-6)
+  np.testing.assert_allclose(
+    100 * float(domain_accuracy(logits[:n], logits[n:])),
+    float(dalib_loss.domain_discriminator_accuracy),
+    rtol=1e-6,
+  )
 
 
 # ---- CDAN ---------------------------------------------------------------------------
+
 
 def _corrected_randomized_forward(self, f, g):
   """dalib 0.2's ``RandomizedMultiLinearMap.forward`` multiplies ``mm(Rf, f)`` (operands
@@ -143,6 +156,7 @@ def _corrected_randomized_forward(self, f, g):
 def test_dalib_02_randomized_map_is_broken():
   """Why the comparison below patches the map's forward (see _corrected_randomized_forward)."""
   from dalib.adaptation.cdan import RandomizedMultiLinearMap
+
   with pytest.raises(RuntimeError):
     RandomizedMultiLinearMap(6, 3, 16)(torch.randn(4, 6), torch.randn(4, 3))
 
@@ -156,8 +170,13 @@ def test_conditional_domain_adversarial_loss(rng, randomized, entropy_conditioni
   in_dim = rdim if randomized else feat * classes
   net, params, logits_fn = make_discriminator(in_dim, seed=2)
   dalib_loss = ConditionalDomainAdversarialLoss(
-      net, entropy_conditioning=entropy_conditioning, randomized=randomized,
-      num_classes=classes, features_dim=feat, randomized_dim=rdim)
+    net,
+    entropy_conditioning=entropy_conditioning,
+    randomized=randomized,
+    num_classes=classes,
+    features_dim=feat,
+    randomized_dim=rdim,
+  )
   matrices = None
   if randomized:
     r_f, r_g = rng.normal(size=(feat, rdim)), rng.normal(size=(classes, rdim))
@@ -176,24 +195,34 @@ def test_conditional_domain_adversarial_loss(rng, randomized, entropy_conditioni
     z = jnp.concatenate([g_s, g_t])
     h = cdan_features(jnp.concatenate([f_s, f_t]), z, matrices=matrices)
     logits = logits_fn(params, gradient_reverse(h, coeff))
-    loss = cdan_loss(logits[:n], logits[n:], logits_source=g_s, logits_target=g_t,
-                     entropy_conditioning=entropy_conditioning)
+    loss = cdan_loss(
+      logits[:n],
+      logits[n:],
+      logits_source=g_s,
+      logits_target=g_t,
+      entropy_conditioning=entropy_conditioning,
+    )
     return loss, logits
 
   args = [jnp.asarray(a) for a in (g_s, f_s, g_t, f_t)]
-  (value, logits), grads = jax.jit(
-      jax.value_and_grad(ours, argnums=(0, 1, 2, 3, 4), has_aux=True))(*args, params)
+  (value, logits), grads = jax.jit(jax.value_and_grad(ours, argnums=(0, 1, 2, 3, 4), has_aux=True))(
+    *args, params
+  )
   close(value, out)
   for ours_g, t in zip(grads[:4], tensors, strict=True):
     close(ours_g, t.grad if t.grad is not None else torch.zeros_like(t))
   for k, g in torch_param_grads(net).items():
     close(grads[4][k], g)
   # dalib's binary_accuracy is computed in float32 (a percentage): compare at float32 precision
-  np.testing.assert_allclose(100 * float(domain_accuracy(logits[:n], logits[n:])),
-                             float(dalib_loss.domain_discriminator_accuracy), rtol=1e-6)
+  np.testing.assert_allclose(
+    100 * float(domain_accuracy(logits[:n], logits[n:])),
+    float(dalib_loss.domain_discriminator_accuracy),
+    rtol=1e-6,
+  )
 
 
 # ---- MDD ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("margin", [1.0, 4.0])
 def test_margin_disparity_discrepancy(rng, margin):
@@ -209,8 +238,9 @@ def test_margin_disparity_discrepancy(rng, margin):
   out = MarginDisparityDiscrepancy(margin=margin)(*tensors)
   out.backward()
   args = [jnp.asarray(a) for a in (y_s, y_s_adv, y_t, y_t_adv)]
-  value, grads = jax.jit(jax.value_and_grad(
-      lambda *a: mdd_loss(*a, margin=margin), argnums=(0, 1, 2, 3)))(*args)
+  value, grads = jax.jit(
+    jax.value_and_grad(lambda *a: mdd_loss(*a, margin=margin), argnums=(0, 1, 2, 3))
+  )(*args)
   close(value, out)
   for ours_g, t in zip(grads, tensors, strict=True):
     close(ours_g, t.grad if t.grad is not None else torch.zeros_like(t))

@@ -83,8 +83,11 @@ def test_randomized_map_matrices_are_standard_normal(key):
 
 def test_cdan_features_detaches_probs(rng):
   f, z = jnp.asarray(rng.normal(size=(3, 4))), jnp.asarray(rng.normal(size=(3, 2)))
-  np.testing.assert_allclose(np.asarray(cdan_features(f, z)),
-                             np_multilinear(np.asarray(f), np_softmax(np.asarray(z))), rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(cdan_features(f, z)),
+    np_multilinear(np.asarray(f), np_softmax(np.asarray(z))),
+    rtol=1e-12,
+  )
   loss = lambda f, z: jnp.sum(jnp.sin(cdan_features(f, z)))
   g_f, g_z = jax.grad(loss, argnums=(0, 1))(f, z)
   assert not np.asarray(g_z).any()
@@ -100,10 +103,10 @@ def test_cdan_features_detaches_probs(rng):
 def test_cdan_loss_matches_numpy(rng, entropy_conditioning):
   ds, dt = rng.normal(size=(5, 1)) * 2, rng.normal(size=(3,)) * 2
   zs, zt = rng.normal(size=(5, 4)) * 3, rng.normal(size=(3, 4)) * 3
-  got = cdan_loss(ds, dt, logits_source=zs, logits_target=zt,
-                  entropy_conditioning=entropy_conditioning)
-  np.testing.assert_allclose(float(got), np_cdan(ds, dt, zs, zt, entropy_conditioning),
-                             rtol=1e-12)
+  got = cdan_loss(
+    ds, dt, logits_source=zs, logits_target=zt, entropy_conditioning=entropy_conditioning
+  )
+  np.testing.assert_allclose(float(got), np_cdan(ds, dt, zs, zt, entropy_conditioning), rtol=1e-12)
 
 
 def test_cdan_loss_extra_weights_and_dann_equivalence(rng):
@@ -118,8 +121,9 @@ def test_cdan_loss_extra_weights_and_dann_equivalence(rng):
 def test_cdan_loss_grads_jit_vmap(rng):
   ds, dt = jnp.asarray(rng.normal(size=(4,))), jnp.asarray(rng.normal(size=(5,)))
   zs, zt = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray(rng.normal(size=(5, 3)))
-  fn = lambda a, b, c, d: cdan_loss(a, b, logits_source=c, logits_target=d,
-                                    entropy_conditioning=True)
+  fn = lambda a, b, c, d: cdan_loss(
+    a, b, logits_source=c, logits_target=d, entropy_conditioning=True
+  )
   check_grads(jax.jit(lambda a, b: fn(a, b, zs, zt)), (ds, dt), order=1)
   # the class logits enter detached: no gradient
   g = jax.grad(fn, argnums=(2, 3))(ds, dt, zs, zt)
@@ -148,11 +152,21 @@ def test_cdan_errors(rng):
   with pytest.raises(ValueError, match="logits_source"):
     cdan_loss(jnp.ones(3), jnp.ones(3), entropy_conditioning=True)
   with pytest.raises(ValueError, match="logits_target"):
-    cdan_loss(jnp.ones(3), jnp.ones(2), logits_source=jnp.ones((3, 2)),
-              logits_target=jnp.ones((3, 2)), entropy_conditioning=True)
+    cdan_loss(
+      jnp.ones(3),
+      jnp.ones(2),
+      logits_source=jnp.ones((3, 2)),
+      logits_target=jnp.ones((3, 2)),
+      entropy_conditioning=True,
+    )
   with pytest.raises(ValueError, match="logits_source"):
-    cdan_loss(jnp.ones(3), jnp.ones(2), logits_source=jnp.ones(3),
-              logits_target=jnp.ones((2, 2)), entropy_conditioning=True)
+    cdan_loss(
+      jnp.ones(3),
+      jnp.ones(2),
+      logits_source=jnp.ones(3),
+      logits_target=jnp.ones((2, 2)),
+      entropy_conditioning=True,
+    )
   with pytest.raises(ValueError, match="features"):
     multilinear_map(jnp.ones((3, 2)), jnp.ones((4, 2)))
   with pytest.raises(ValueError, match="probs"):
@@ -160,10 +174,12 @@ def test_cdan_errors(rng):
   with pytest.raises(ValueError, match="key"):
     randomized_multilinear_map(jnp.ones((3, 2)), jnp.ones((3, 2)))
   with pytest.raises(ValueError, match="R_f"):
-    randomized_multilinear_map(jnp.ones((3, 2)), jnp.ones((3, 2)),
-                               matrices=(jnp.ones((3, 8)), jnp.ones((2, 8))))
+    randomized_multilinear_map(
+      jnp.ones((3, 2)), jnp.ones((3, 2)), matrices=(jnp.ones((3, 8)), jnp.ones((2, 8)))
+    )
   with pytest.raises(ValueError, match="R_g"):
-    randomized_multilinear_map(jnp.ones((3, 2)), jnp.ones((3, 2)),
-                               matrices=(jnp.ones((2, 8)), jnp.ones((2, 4))))
+    randomized_multilinear_map(
+      jnp.ones((3, 2)), jnp.ones((3, 2)), matrices=(jnp.ones((2, 8)), jnp.ones((2, 4)))
+    )
   with pytest.raises(ValueError, match="dim"):
     randomized_map_matrices(jax.random.key(0), 2, 2, 0)

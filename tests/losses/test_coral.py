@@ -38,10 +38,12 @@ def test_coral_weighted_matches_numpy(rng):
   s, t = _data(rng, 8, 7, 3)
   ws, wt = rng.uniform(0.1, 2.0, 8), rng.uniform(0.1, 2.0, 7)
   # np.cov(aweights=w, ddof=1) is the reliability-weighted unbiased covariance.
-  np.testing.assert_allclose(coral(s, t, source_weights=ws, target_weights=wt),
-                             np_coral(s, t, ws, wt), rtol=1e-10)
-  np.testing.assert_allclose(coral(s, t, source_weights=np.full(8, 3.0)), np_coral(s, t),
-                             rtol=1e-10)
+  np.testing.assert_allclose(
+    coral(s, t, source_weights=ws, target_weights=wt), np_coral(s, t, ws, wt), rtol=1e-10
+  )
+  np.testing.assert_allclose(
+    coral(s, t, source_weights=np.full(8, 3.0)), np_coral(s, t), rtol=1e-10
+  )
 
 
 def test_coral_is_zero_for_shifted_copies(rng):
@@ -59,11 +61,16 @@ def test_coral_tllib_matches_numpy(rng):
 def test_coral_grads_vmap_jit(rng):
   s, t = _data(rng, 5, 4, 3)
   check_grads(coral, (s, t), order=2, modes=("rev",))
-  check_grads(lambda a, b, w: coral(a, b, source_weights=w), (s, t, rng.uniform(0.5, 1, 5)),
-              order=2, modes=("rev",))
+  check_grads(
+    lambda a, b, w: coral(a, b, source_weights=w),
+    (s, t, rng.uniform(0.5, 1, 5)),
+    order=2,
+    modes=("rev",),
+  )
   sb, tb = rng.normal(size=(3, 5, 2)), rng.normal(size=(3, 6, 2))
-  np.testing.assert_allclose(jax.vmap(coral)(sb, tb), [coral(sb[i], tb[i]) for i in range(3)],
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    jax.vmap(coral)(sb, tb), [coral(sb[i], tb[i]) for i in range(3)], rtol=1e-12
+  )
   traces = []
 
   def f(a, b):
@@ -78,7 +85,7 @@ def test_coral_grads_vmap_jit(rng):
 
 def test_coral_errors(rng):
   s, t = _data(rng, 5, 4, 3)
-  with pytest.raises(ValueError, match=r"source must have shape \[n_s, d\]"):
+  with pytest.raises(ValueError, match=r"`source` must have shape \[n_s, d\]"):
     coral(s[0], t)
   with pytest.raises(ValueError, match="same feature dimension"):
     coral(s, t[:, :2])
@@ -103,18 +110,25 @@ def test_coral_gram_matches_numpy(rng, weighted):
   for method in ("gram", "covariance", "auto"):
     got = coral(s, t, source_weights=ws, target_weights=wt, method=method)
     np.testing.assert_allclose(got, ref, rtol=1e-10)
-  check_grads(lambda a, b: coral(a, b, source_weights=ws, target_weights=wt, method="gram"),
-              (s, t), order=1, modes=("rev",))
+  check_grads(
+    lambda a, b: coral(a, b, source_weights=ws, target_weights=wt, method="gram"),
+    (s, t),
+    order=1,
+    modes=("rev",),
+  )
 
 
 def test_coral_auto_never_forms_d_by_d_matrices_when_n_is_small(rng):
   s, t = _data(rng, 6, 6, 64)
-  shapes = {tuple(v.aval.shape) for eqn in jax.make_jaxpr(jax.grad(coral))(s, t).eqns
-            for v in eqn.outvars}
+  shapes = {
+    tuple(v.aval.shape) for eqn in jax.make_jaxpr(jax.grad(coral))(s, t).eqns for v in eqn.outvars
+  }
   assert (64, 64) not in shapes and (6, 6) in shapes
-  shapes_cov = {tuple(v.aval.shape) for eqn in
-                jax.make_jaxpr(jax.grad(lambda a, b: coral(a, b, method="covariance")))(s, t).eqns
-                for v in eqn.outvars}
+  shapes_cov = {
+    tuple(v.aval.shape)
+    for eqn in jax.make_jaxpr(jax.grad(lambda a, b: coral(a, b, method="covariance")))(s, t).eqns
+    for v in eqn.outvars
+  }
   assert (64, 64) in shapes_cov
 
 

@@ -21,7 +21,7 @@ def np_kd(zs, zt, tau, scale=True, w=None):
   ps, pt = np_softmax(zs / tau), np_softmax(zt / tau)
   kl = np.sum(pt * (np.log(pt) - np.log(ps)), axis=1)
   loss = np.mean(kl if w is None else w * kl)
-  return loss * tau ** 2 if scale else loss
+  return loss * tau**2 if scale else loss
 
 
 @pytest.mark.parametrize("tau", [1.0, 4.0, 10.0])
@@ -29,12 +29,20 @@ def test_distillation_matches_numpy_and_torch(rng, tau):
   zs, zt = rng.normal(size=(6, 5)) * 3, rng.normal(size=(6, 5)) * 3
   got = float(distillation_loss(zs, zt, temperature=tau))
   np.testing.assert_allclose(got, np_kd(zs, zt, tau), rtol=1e-12)
-  ref = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(zs) / tau, 1),
-                                   torch.softmax(torch.tensor(zt) / tau, 1),
-                                   reduction="batchmean") * tau ** 2
+  ref = (
+    torch.nn.functional.kl_div(
+      torch.log_softmax(torch.tensor(zs) / tau, 1),
+      torch.softmax(torch.tensor(zt) / tau, 1),
+      reduction="batchmean",
+    )
+    * tau**2
+  )
   np.testing.assert_allclose(got, ref.item(), rtol=1e-12)
-  np.testing.assert_allclose(float(distillation_loss(zs, zt, temperature=tau, scale_by_t2=False)),
-                             np_kd(zs, zt, tau, scale=False), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(distillation_loss(zs, zt, temperature=tau, scale_by_t2=False)),
+    np_kd(zs, zt, tau, scale=False),
+    rtol=1e-12,
+  )
 
 
 def test_distillation_properties(rng):
@@ -42,11 +50,13 @@ def test_distillation_properties(rng):
   assert float(distillation_loss(zs, zs)) == pytest.approx(0.0, abs=1e-14)
   # shift invariance of softmax
   zt = rng.normal(size=(4, 3))
-  np.testing.assert_allclose(float(distillation_loss(zs + 7.0, zt - 3.0)),
-                             float(distillation_loss(zs, zt)), rtol=1e-10)
+  np.testing.assert_allclose(
+    float(distillation_loss(zs + 7.0, zt - 3.0)), float(distillation_loss(zs, zt)), rtol=1e-10
+  )
   w = rng.uniform(size=4)
-  np.testing.assert_allclose(float(distillation_loss(zs, zt, weights=w)),
-                             np_kd(zs, zt, 4.0, w=w), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(distillation_loss(zs, zt, weights=w)), np_kd(zs, zt, 4.0, w=w), rtol=1e-12
+  )
   # a teacher with underflowing probabilities stays finite (log-softmax, not log(p))
   big = jnp.asarray([[2000.0, -2000.0, 0.0]])
   assert np.isfinite(float(distillation_loss(jnp.zeros((1, 3)), big, temperature=1.0)))
@@ -83,8 +93,11 @@ def test_hint_loss(rng):
   s, t = rng.normal(size=(3, 4, 2)), rng.normal(size=(3, 4, 2))
   np.testing.assert_allclose(float(hint_loss(s, t)), np.mean((s - t) ** 2), rtol=1e-12)
   w = rng.uniform(size=3)
-  np.testing.assert_allclose(float(hint_loss(s, t, weights=w)),
-                             np.mean(w * np.mean((s - t).reshape(3, -1) ** 2, axis=1)), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(hint_loss(s, t, weights=w)),
+    np.mean(w * np.mean((s - t).reshape(3, -1) ** 2, axis=1)),
+    rtol=1e-12,
+  )
   fn = lambda a, b: hint_loss(a, b)
   sj, tj = jnp.asarray(s), jnp.asarray(t)
   check_grads(jax.jit(lambda a: fn(a, tj)), (sj,), order=1)

@@ -23,14 +23,19 @@ def np_entropy_exact(p):
 def test_entropy_probs_and_logits(rng):
   z = rng.normal(size=(5, 4)) * 2
   p = np_softmax(z)
-  np.testing.assert_allclose(np.asarray(entropy(p)), -np.sum(p * np.log(p + 1e-5), axis=1),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(entropy(p)), -np.sum(p * np.log(p + 1e-5), axis=1), rtol=1e-12
+  )
   np.testing.assert_allclose(np.asarray(entropy(p, epsilon=0.0)), np_entropy_exact(p), rtol=1e-12)
-  np.testing.assert_allclose(np.asarray(entropy(z, from_logits=True)), np_entropy_exact(p),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(entropy(z, from_logits=True)), np_entropy_exact(p), rtol=1e-12
+  )
   # closed forms: uniform -> log C, one-hot -> 0; extra leading axes are kept
-  np.testing.assert_allclose(np.asarray(entropy(jnp.zeros((2, 3, 4)), from_logits=True)),
-                             np.full((2, 3), np.log(4)), rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(entropy(jnp.zeros((2, 3, 4)), from_logits=True)),
+    np.full((2, 3), np.log(4)),
+    rtol=1e-12,
+  )
   onehot = jnp.eye(3)
   np.testing.assert_allclose(np.asarray(entropy(onehot, epsilon=0.0)), np.zeros(3), atol=0)
   # finite gradient at a one-hot with TLlib's epsilon and from logits
@@ -47,13 +52,17 @@ def test_entropy_grads_jit_vmap(rng):
   p = jax.nn.softmax(z)
   fp = lambda p: jnp.sum(entropy(p) * jnp.arange(4.0))
   check_grads(jax.jit(fp), (p,), order=1, modes=("rev",))
-  np.testing.assert_allclose(np.asarray(jax.jit(lambda p: entropy(p))(p)),
-                             np.asarray(entropy(p)), rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(jax.jit(lambda p: entropy(p))(p)), np.asarray(entropy(p)), rtol=1e-12
+  )
   batched = jax.vmap(lambda z: entropy(z, from_logits=True))(jnp.stack([z, 2 * z]))
-  np.testing.assert_allclose(np.asarray(batched),
-                             np.stack([np_entropy_exact(np_softmax(np.asarray(z))),
-                                       np_entropy_exact(np_softmax(2 * np.asarray(z)))]),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(batched),
+    np.stack(
+      [np_entropy_exact(np_softmax(np.asarray(z))), np_entropy_exact(np_softmax(2 * np.asarray(z)))]
+    ),
+    rtol=1e-12,
+  )
   assert entropy(z.astype(jnp.float32), from_logits=True).dtype == jnp.float32
 
 
@@ -74,8 +83,9 @@ def test_entropy_weights(rng):
   p = np_softmax(rng.normal(size=(6, 3)) * 3)
   w = 1 + np.exp(np.sum(p * np.log(p + 1e-5), axis=1))
   np.testing.assert_allclose(np.asarray(entropy_weights(p)), w, rtol=1e-12)
-  np.testing.assert_allclose(np.asarray(entropy_weights(p, normalize=True)), w / w.sum() * 6,
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(entropy_weights(p, normalize=True)), w / w.sum() * 6, rtol=1e-12
+  )
   assert (np.asarray(entropy_weights(p)) > 1).all()
   assert (np.asarray(entropy_weights(p)) <= 2).all()
   with pytest.raises(ValueError, match="probs"):
@@ -89,13 +99,15 @@ def test_entropy_minimization_loss(rng):
   w = rng.uniform(size=5)
   h = np_entropy_exact(np_softmax(z))
   np.testing.assert_allclose(float(entropy_minimization_loss(z)), h.mean(), rtol=1e-12)
-  np.testing.assert_allclose(float(entropy_minimization_loss(z, weights=w)), np.mean(w * h),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    float(entropy_minimization_loss(z, weights=w)), np.mean(w * h), rtol=1e-12
+  )
   zj = jnp.asarray(z)
   check_grads(jax.jit(entropy_minimization_loss), (zj,), order=1)
   batched = jax.vmap(entropy_minimization_loss)(jnp.stack([zj, zj * 3]))
-  np.testing.assert_allclose(np.asarray(batched),
-                             [h.mean(), np_entropy_exact(np_softmax(3 * z)).mean()], rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(batched), [h.mean(), np_entropy_exact(np_softmax(3 * z)).mean()], rtol=1e-12
+  )
   with pytest.raises(ValueError, match="logits"):
     entropy_minimization_loss(jnp.ones(4))
 
@@ -139,13 +151,14 @@ def test_mcc_properties_grads_jit_vmap(rng):
     e = np.zeros_like(z0)
     e[idx] = 1e-6
     numeric[idx] = (np_mcc(z0 + e, 2.5, w0) - np_mcc(z0 - e, 2.5, w0)) / 2e-6
-  np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(mcc_loss))(zj)), numeric, rtol=1e-6,
-                             atol=1e-9)
+  np.testing.assert_allclose(
+    np.asarray(jax.jit(jax.grad(mcc_loss))(zj)), numeric, rtol=1e-6, atol=1e-9
+  )
   np.testing.assert_allclose(float(jax.jit(mcc_loss)(zj)), float(mcc_loss(zj)), rtol=1e-12)
   batched = jax.vmap(mcc_loss)(jnp.stack([zj, 2 * zj]))
-  np.testing.assert_allclose(np.asarray(batched),
-                             [np_mcc(np.asarray(zj), 2.5), np_mcc(2 * np.asarray(zj), 2.5)],
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(batched), [np_mcc(np.asarray(zj), 2.5), np_mcc(2 * np.asarray(zj), 2.5)], rtol=1e-12
+  )
   assert mcc_loss(zj.astype(jnp.float32)).dtype == jnp.float32
   with pytest.raises(ValueError, match="temperature"):
     mcc_loss(zj, temperature=0.0)

@@ -11,7 +11,7 @@ from dtl_jax.losses import dann_schedule, gradient_reverse, warm_start_schedule
 
 def _f(x):
   """A non-linear scalar function with a non-trivial gradient."""
-  return jnp.sum(jnp.sin(x) * x ** 2) + jnp.prod(jnp.cos(x[:2]))
+  return jnp.sum(jnp.sin(x) * x**2) + jnp.prod(jnp.cos(x[:2]))
 
 
 def test_forward_is_identity(rng):
@@ -28,8 +28,7 @@ def test_grad_is_minus_coeff_times_grad_with_traced_coeff(rng, coeff):
     return jax.grad(lambda x: _f(gradient_reverse(x, c)))(x)
 
   expected = -coeff * np.asarray(jax.grad(_f)(x))
-  np.testing.assert_allclose(np.asarray(reversed_grad(x, coeff)), expected, rtol=1e-12,
-                             atol=1e-14)
+  np.testing.assert_allclose(np.asarray(reversed_grad(x, coeff)), expected, rtol=1e-12, atol=1e-14)
 
 
 def test_schedule_coeff_traced_from_step_counter(rng):
@@ -42,8 +41,9 @@ def test_schedule_coeff_traced_from_step_counter(rng):
 
   for i in (0, 10, 55):
     lam = 2.0 / (1.0 + np.exp(-10.0 * i / 100)) - 1.0
-    np.testing.assert_allclose(np.asarray(step(x, i)), -lam * np.asarray(jax.grad(_f)(x)),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+      np.asarray(step(x, i)), -lam * np.asarray(jax.grad(_f)(x)), rtol=1e-12, atol=1e-14
+    )
 
 
 def test_coefficient_gets_zero_gradient(rng):
@@ -57,8 +57,11 @@ def test_coefficient_gets_zero_gradient(rng):
 
 
 def test_pytree_with_integer_leaf(rng):
-  tree = {"a": jnp.asarray(rng.normal(size=(3,))), "b": (jnp.asarray(rng.normal(size=(2, 2))),),
-          "n": jnp.arange(3)}
+  tree = {
+    "a": jnp.asarray(rng.normal(size=(3,))),
+    "b": (jnp.asarray(rng.normal(size=(2, 2))),),
+    "n": jnp.arange(3),
+  }
 
   def loss(t):
     return jnp.sum(t["a"] ** 3) + jnp.sum(jnp.exp(t["b"][0])) + jnp.sum(t["n"])
@@ -80,8 +83,9 @@ def test_float32_preserved_and_vmap(rng):
   np.testing.assert_allclose(np.asarray(g), -np.asarray(x), rtol=1e-6)
   coeffs = jnp.asarray([0.0, 1.0, 3.0])
   per_row = jax.vmap(jax.grad(lambda r, c: jnp.sum(gradient_reverse(r, c) ** 2)))(x, coeffs)
-  np.testing.assert_allclose(np.asarray(per_row), -2 * np.asarray(coeffs)[:, None] * np.asarray(x),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(per_row), -2 * np.asarray(coeffs)[:, None] * np.asarray(x), rtol=1e-6
+  )
 
 
 def test_check_grads_reversed(rng):
@@ -96,16 +100,18 @@ def test_non_scalar_coeff_raises():
     gradient_reverse(jnp.ones(3), jnp.ones(2))
 
 
-@pytest.mark.parametrize("hi,lo,alpha,max_iters", [(1.0, 0.0, 1.0, 1000), (0.1, 0.0, 1.0, 1000),
-                                                   (2.0, 0.5, 10.0, 300)])
+@pytest.mark.parametrize(
+  "hi,lo,alpha,max_iters", [(1.0, 0.0, 1.0, 1000), (0.1, 0.0, 1.0, 1000), (2.0, 0.5, 10.0, 300)]
+)
 def test_warm_start_schedule_formula(hi, lo, alpha, max_iters):
   schedule = warm_start_schedule(hi=hi, lo=lo, alpha=alpha, max_iters=max_iters)
   steps = np.array([0, 1, 50, 299, 1000, 5000])
   expected = 2.0 * (hi - lo) / (1.0 + np.exp(-alpha * steps / max_iters)) - (hi - lo) + lo
   got = np.array([float(schedule(int(s))) for s in steps])
   np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
-  np.testing.assert_allclose(np.asarray(jax.jit(schedule)(jnp.asarray(steps))), expected,
-                             rtol=1e-12, atol=1e-15)
+  np.testing.assert_allclose(
+    np.asarray(jax.jit(schedule)(jnp.asarray(steps))), expected, rtol=1e-12, atol=1e-15
+  )
   assert float(schedule(0)) == pytest.approx(lo)
 
 
@@ -114,8 +120,9 @@ def test_dann_schedule_formula():
   steps = np.array([0, 1, 100, 250, 499, 500])
   p = steps / 500
   expected = 2.0 / (1.0 + np.exp(-10.0 * p)) - 1.0
-  np.testing.assert_allclose(np.asarray(jax.jit(schedule)(jnp.asarray(steps))), expected,
-                             rtol=1e-12, atol=1e-15)
+  np.testing.assert_allclose(
+    np.asarray(jax.jit(schedule)(jnp.asarray(steps))), expected, rtol=1e-12, atol=1e-15
+  )
   # progress is clipped at 1 after total_steps
   assert float(schedule(10_000)) == pytest.approx(expected[-1], rel=1e-12)
   # DANN's schedule is TLlib's warm start with lo=0, hi=1, alpha=gamma, N=total_steps

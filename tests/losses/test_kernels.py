@@ -42,8 +42,9 @@ def test_gaussian_kernels_all_bandwidths_from_one_matrix(rng):
   np.testing.assert_allclose(K.gaussian_kernels(d2, 2.0), np.exp(-d2 / 4.0), rtol=1e-12)
 
 
-@pytest.mark.parametrize("multipliers", [(0.125, 0.25, 0.5, 1.0, 2.0), (1.0, 0.25), (0.3, 1.7),
-                                         (1.0, 1.0, 0.5)])
+@pytest.mark.parametrize(
+  "multipliers", [(0.125, 0.25, 0.5, 1.0, 2.0), (1.0, 0.25), (0.3, 1.7), (1.0, 1.0, 0.5)]
+)
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_gaussian_kernel_sum_matches_separate_exps(rng, multipliers, dtype, rtol):
   # Includes distances large enough that the narrowest kernels underflow.
@@ -57,8 +58,9 @@ def test_gaussian_kernel_sum_matches_separate_exps(rng, multipliers, dtype, rtol
 
 def test_power_of_two_path_uses_one_exp():
   d2 = jnp.ones((4, 4))
-  jaxpr = jax.make_jaxpr(lambda d: K.gaussian_kernel_sum(
-      d, 1.0, multipliers=(0.125, 0.25, 0.5, 1.0, 2.0)))(d2)
+  jaxpr = jax.make_jaxpr(
+    lambda d: K.gaussian_kernel_sum(d, 1.0, multipliers=(0.125, 0.25, 0.5, 1.0, 2.0))
+  )(d2)
   assert sum(eqn.primitive.name == "exp" for eqn in jaxpr.eqns) == 1
   assert K.power_of_two_exponents((0.125, 0.25, 0.5, 1.0, 2.0)) == (4, 3, 2, 1, 0)
   assert K.power_of_two_exponents((0.3, 1.0)) is None
@@ -91,14 +93,17 @@ def test_gaussian_kernel_spec(rng):
   s2 = np_sq_dists(joint, joint).mean()
   ref = sum(np.exp(-np_sq_dists(x, y) / (2 * m * s2)) for m in (0.5, 1.0, 2.0))
   np.testing.assert_allclose(spec(x, y), ref, rtol=1e-10)
-  np.testing.assert_allclose(spec.bandwidths(jnp.asarray(joint)), s2 * np.array([0.5, 1., 2.]),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    spec.bandwidths(jnp.asarray(joint)), s2 * np.array([0.5, 1.0, 2.0]), rtol=1e-12
+  )
   fixed = K.GaussianKernel(sigma2=0.7)
   np.testing.assert_allclose(fixed(x, y), np.exp(-np_sq_dists(x, y) / 1.4), rtol=1e-10)
   med = K.GaussianKernel(rule="median")
   np.testing.assert_allclose(
-      med.base_sigma2(jnp.asarray(joint)),
-      np.median(np_sq_dists(joint, joint)[np.triu_indices(9, k=1)]), rtol=1e-12)
+    med.base_sigma2(jnp.asarray(joint)),
+    np.median(np_sq_dists(joint, joint)[np.triu_indices(9, k=1)]),
+    rtol=1e-12,
+  )
   np.testing.assert_allclose(K.LinearKernel()(x, y), x @ y.T, rtol=1e-12)
 
 
@@ -107,8 +112,7 @@ def test_gaussian_kernel_is_a_pytree_vmappable_over_sigma2(rng):
   sig = jnp.array([0.5, 1.0, 3.0])
   got = jax.vmap(lambda s: K.GaussianKernel(sigma2=s)(x))(sig)
   for i, s in enumerate([0.5, 1.0, 3.0]):
-    np.testing.assert_allclose(got[i], np.exp(-np_sq_dists(x, x) / (2 * s)), rtol=1e-10,
-                               atol=1e-14)
+    np.testing.assert_allclose(got[i], np.exp(-np_sq_dists(x, x) / (2 * s)), rtol=1e-10, atol=1e-14)
 
 
 def test_errors(rng):
@@ -119,9 +123,9 @@ def test_errors(rng):
     K.pairwise_sq_distances(x, x[:, :2])
   with pytest.raises(ValueError, match="non-empty"):
     K.pairwise_sq_distances(x[:0])
-  with pytest.raises(ValueError, match="sigma2s must be finite and > 0"):
+  with pytest.raises(ValueError, match="`sigma2s` must be finite and > 0"):
     K.gaussian_kernels(np_sq_dists(x, x), np.array([1.0, -1.0]))
-  with pytest.raises(ValueError, match="sigma2 must be finite and > 0"):
+  with pytest.raises(ValueError, match="`sigma2` must be finite and > 0"):
     K.GaussianKernel(sigma2=0.0)
   with pytest.raises(ValueError, match="sigma2 must be a scalar"):
     K.GaussianKernel(sigma2=np.ones(2))

@@ -41,12 +41,15 @@ def _inputs(rng, n_s=5, n_t=4, c=3, scale=2.0):
 @pytest.mark.parametrize("margin", [1.0, 4.0])
 def test_mdd_matches_numpy(rng, margin):
   args = _inputs(rng)
-  np.testing.assert_allclose(float(mdd_loss(*args, margin=margin)), np_mdd(*args, margin),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    float(mdd_loss(*args, margin=margin)), np_mdd(*args, margin), rtol=1e-12
+  )
   ws, wt = rng.uniform(size=5), rng.uniform(size=4)
   np.testing.assert_allclose(
-      float(mdd_loss(*args, margin=margin, source_weights=ws, target_weights=wt)),
-      np_mdd(*args, margin, ws, wt), rtol=1e-12)
+    float(mdd_loss(*args, margin=margin, source_weights=ws, target_weights=wt)),
+    np_mdd(*args, margin, ws, wt),
+    rtol=1e-12,
+  )
 
 
 def test_mdd_clamp_when_adversary_is_certain():
@@ -58,8 +61,11 @@ def test_mdd_clamp_when_adversary_is_certain():
   np.testing.assert_allclose(got, expected, rtol=1e-9)
   # adversarial head disagrees completely: 1 - p + 1e-6 > 1 is clamped to 1 -> 0, gradient 0
   y_adv2 = jnp.asarray([[-60.0, 60.0]])
-  np.testing.assert_allclose(float(mdd_loss(y, y, y, y_adv2, margin=1.0)),
-                             -np.log(np_softmax(np.asarray(y))[0, 0]), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(mdd_loss(y, y, y, y_adv2, margin=1.0)),
+    -np.log(np_softmax(np.asarray(y))[0, 0]),
+    rtol=1e-12,
+  )
   g = jax.grad(lambda a: mdd_loss(y, y, y, a, margin=1.0))(y_adv2)
   assert not np.asarray(g).any()
 

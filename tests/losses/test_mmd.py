@@ -49,9 +49,13 @@ def np_mmd(s_layers, t_layers, specs, estimator, ws=None, wt=None):
   ws = np.ones(n_s) if ws is None else np.asarray(ws, np.float64)
   wt = np.ones(n_t) if wt is None else np.asarray(wt, np.float64)
   if estimator == "biased":
-    return (ws @ kss @ ws / ws.sum() ** 2 + wt @ ktt @ wt / wt.sum() ** 2
-            - 2 * ws @ kst @ wt / (ws.sum() * wt.sum()))
+    return (
+      ws @ kss @ ws / ws.sum() ** 2
+      + wt @ ktt @ wt / wt.sum() ** 2
+      - 2 * ws @ kst @ wt / (ws.sum() * wt.sum())
+    )
   if estimator in ("unbiased", "tllib"):
+
     def within(kk, w):
       num = den = 0.0
       for i in range(len(w)):
@@ -60,13 +64,16 @@ def np_mmd(s_layers, t_layers, specs, estimator, ws=None, wt=None):
             num += w[i] * w[j] * kk[i, j]
             den += w[i] * w[j]
       return num / den
+
     val = within(kss, ws) + within(ktt, wt) - 2 * ws @ kst @ wt / (ws.sum() * wt.sum())
     return val + (2.0 / (n_s - 1) if estimator == "tllib" else 0.0)
   n = n_s
   if estimator == "linear":
     m = n // 2
-    h = [kss[2 * i, 2 * i + 1] + ktt[2 * i, 2 * i + 1] - kst[2 * i, 2 * i + 1]
-         - kst[2 * i + 1, 2 * i] for i in range(m)]
+    h = [
+      kss[2 * i, 2 * i + 1] + ktt[2 * i, 2 * i + 1] - kst[2 * i, 2 * i + 1] - kst[2 * i + 1, 2 * i]
+      for i in range(m)
+    ]
     return np.mean(h)
   if estimator == "tllib_linear":  # TLlib's index matrix, built entry by entry
     idx = np.zeros((2 * n, 2 * n))
@@ -92,20 +99,27 @@ def _data(rng, n_s, n_t, d, dtype=np.float64, shift=0.7):
 # Values.
 
 CASES = [  # (jax kernel, numpy spec)
-    (GaussianKernel(), ("mean", None, (1.0,))),
-    (GaussianKernel(multipliers=DAN_MULTIPLIERS), DAN_SPEC),
-    (GaussianKernel(multipliers=(0.3, 1.0, 2.5)), ("mean", None, (0.3, 1.0, 2.5))),
-    (GaussianKernel(sigma2=2.0, multipliers=(1.0, 4.0)), ("fixed", 2.0, (1.0, 4.0))),
-    (LinearKernel(), "linear"),
+  (GaussianKernel(), ("mean", None, (1.0,))),
+  (GaussianKernel(multipliers=DAN_MULTIPLIERS), DAN_SPEC),
+  (GaussianKernel(multipliers=(0.3, 1.0, 2.5)), ("mean", None, (0.3, 1.0, 2.5))),
+  (GaussianKernel(sigma2=2.0, multipliers=(1.0, 4.0)), ("fixed", 2.0, (1.0, 4.0))),
+  (LinearKernel(), "linear"),
 ]
 
 
-@pytest.mark.parametrize("case,dtype,rtol", [
+@pytest.mark.parametrize(
+  "case,dtype,rtol",
+  [
     *[(c, np.float64, 1e-10) for c in range(len(CASES))],
-    (1, np.float32, 1e-5), (2, np.float32, 1e-5), (4, np.float32, 1e-5)])
-@pytest.mark.parametrize("estimator,n_s,n_t", [
-    ("biased", 9, 6), ("unbiased", 9, 6), ("linear", 9, 9), ("tllib", 9, 9),
-    ("tllib_linear", 9, 9)])
+    (1, np.float32, 1e-5),
+    (2, np.float32, 1e-5),
+    (4, np.float32, 1e-5),
+  ],
+)
+@pytest.mark.parametrize(
+  "estimator,n_s,n_t",
+  [("biased", 9, 6), ("unbiased", 9, 6), ("linear", 9, 9), ("tllib", 9, 9), ("tllib_linear", 9, 9)],
+)
 def test_mmd_matches_numpy(rng, case, estimator, n_s, n_t, dtype, rtol):
   kernel, spec = CASES[case]
   s, t = _data(rng, n_s, n_t, 5, dtype)
@@ -140,13 +154,22 @@ def test_linear_kernel_is_squared_mean_difference(rng):
 def test_mk_mmd_is_mmd_with_dan_kernel(rng):
   s, t = _data(rng, 10, 10, 3)
   for est in ("biased", "unbiased", "linear", "tllib", "tllib_linear"):
-    np.testing.assert_allclose(mk_mmd(s, t, estimator=est),
-                               np_mmd([s], [t], [DAN_SPEC], est), rtol=1e-10)
+    np.testing.assert_allclose(
+      mk_mmd(s, t, estimator=est), np_mmd([s], [t], [DAN_SPEC], est), rtol=1e-10
+    )
 
 
-@pytest.mark.parametrize("estimator,n_s,n_t", [
-    ("biased", 8, 5), ("unbiased", 8, 5), ("linear", 7, 7), ("tllib", 6, 6),
-    ("tllib_linear", 6, 6), ("tllib_linear", 2, 2)])
+@pytest.mark.parametrize(
+  "estimator,n_s,n_t",
+  [
+    ("biased", 8, 5),
+    ("unbiased", 8, 5),
+    ("linear", 7, 7),
+    ("tllib", 6, 6),
+    ("tllib_linear", 6, 6),
+    ("tllib_linear", 2, 2),
+  ],
+)
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 def test_jmmd_matches_numpy(rng, estimator, n_s, n_t, dtype, rtol):
   s1, t1 = _data(rng, n_s, n_t, 4, dtype)
@@ -200,15 +223,19 @@ def test_unbiased_mmd_of_one_distribution_averages_to_zero():
 DAN_FIXED = GaussianKernel(multipliers=DAN_MULTIPLIERS, sigma2=3.0)
 
 
-@pytest.mark.parametrize("fn", [
+@pytest.mark.parametrize(
+  "fn",
+  [
     functools.partial(mmd, kernel=DAN_FIXED, estimator="biased"),
     functools.partial(mmd, kernel=DAN_FIXED, estimator="unbiased", tile_size=4),
     functools.partial(mmd, kernel=DAN_FIXED, estimator="linear"),
     functools.partial(mmd, kernel=DAN_FIXED, estimator="tllib_linear"),
-    functools.partial(mmd, kernel=GaussianKernel(sigma2=1.5, multipliers=(0.3, 1.0)),
-                      estimator="tllib"),
+    functools.partial(
+      mmd, kernel=GaussianKernel(sigma2=1.5, multipliers=(0.3, 1.0)), estimator="tllib"
+    ),
     functools.partial(mmd, kernel="linear", estimator="unbiased"),
-])
+  ],
+)
 def test_check_grads_order_2(rng, fn):
   s, t = _data(rng, 6, 6, 3)
   check_grads(jax.jit(fn), (s, t), order=2, modes=("rev",), atol=1e-5, rtol=1e-5)
@@ -218,13 +245,23 @@ def test_check_grads_jmmd_and_weights(rng):
   s1, t1 = _data(rng, 5, 4, 3)
   s2, t2 = jax.nn.softmax(rng.normal(size=(5, 2))), jax.nn.softmax(rng.normal(size=(4, 2)))
   kernels = (DAN_FIXED, GaussianKernel(sigma2=0.92 * 0.92))
-  check_grads(jax.jit(lambda a, b, c, d: jmmd([a, b], [c, d], kernels=kernels,
-                                               estimator="unbiased")),
-              (s1, s2, t1, t2), order=2, modes=("rev",), atol=1e-5, rtol=1e-5)
+  check_grads(
+    jax.jit(lambda a, b, c, d: jmmd([a, b], [c, d], kernels=kernels, estimator="unbiased")),
+    (s1, s2, t1, t2),
+    order=2,
+    modes=("rev",),
+    atol=1e-5,
+    rtol=1e-5,
+  )
   ws, wt = rng.uniform(0.5, 1.5, 5), rng.uniform(0.5, 1.5, 4)
-  check_grads(jax.jit(lambda a, b, u, v: mmd(a, b, kernel=DAN_FIXED, source_weights=u,
-                                             target_weights=v)),
-              (s1, t1, ws, wt), order=2, modes=("rev",), atol=1e-5, rtol=1e-5)
+  check_grads(
+    jax.jit(lambda a, b, u, v: mmd(a, b, kernel=DAN_FIXED, source_weights=u, target_weights=v)),
+    (s1, t1, ws, wt),
+    order=2,
+    modes=("rev",),
+    atol=1e-5,
+    rtol=1e-5,
+  )
 
 
 @pytest.mark.parametrize("estimator", ["biased", "tllib", "tllib_linear"])
@@ -242,8 +279,10 @@ def test_mean_heuristic_bandwidth_is_a_constant_for_grad(rng, estimator):
 def test_vmap_equals_python_loop(rng):
   s = rng.normal(size=(4, 7, 3))
   t = rng.normal(size=(4, 5, 3)) + 0.5
-  for fn in (functools.partial(mk_mmd, estimator="unbiased"),
-             functools.partial(mk_mmd, estimator="biased", tile_size=4)):
+  for fn in (
+    functools.partial(mk_mmd, estimator="unbiased"),
+    functools.partial(mk_mmd, estimator="biased", tile_size=4),
+  ):
     batched = jax.vmap(fn)(s, t)
     np.testing.assert_allclose(batched, [fn(s[i], t[i]) for i in range(4)], rtol=1e-12)
   # A set of fixed bandwidths: the kernel spec is a pytree.
@@ -278,8 +317,11 @@ def test_tiled_equals_dense(rng, estimator, tile):
   s, t = _data(rng, 17, 17, 4, np.float32)
 
   def value_and_grads(tile_size):
-    return jax.jit(jax.value_and_grad(
-        lambda a, b: mk_mmd(a, b, estimator=estimator, tile_size=tile_size), (0, 1)))(s, t)
+    return jax.jit(
+      jax.value_and_grad(
+        lambda a, b: mk_mmd(a, b, estimator=estimator, tile_size=tile_size), (0, 1)
+      )
+    )(s, t)
 
   dense, grads_dense = value_and_grads(None)
   tiled, grads_tiled = value_and_grads(tile)
@@ -292,10 +334,14 @@ def test_tiled_jmmd_with_weights_equals_dense(rng):
   s1, t1 = _data(rng, 11, 8, 3)
   s2, t2 = _data(rng, 11, 8, 2)
   ws = rng.uniform(0.1, 1.0, 11)
-  kw = dict(kernels=(GaussianKernel(multipliers=DAN_MULTIPLIERS), GaussianKernel(sigma2=0.8)),
-            estimator="unbiased", source_weights=ws)
-  np.testing.assert_allclose(jmmd([s1, s2], [t1, t2], tile_size=4, **kw),
-                             jmmd([s1, s2], [t1, t2], **kw), rtol=1e-10)
+  kw = dict(
+    kernels=(GaussianKernel(multipliers=DAN_MULTIPLIERS), GaussianKernel(sigma2=0.8)),
+    estimator="unbiased",
+    source_weights=ws,
+  )
+  np.testing.assert_allclose(
+    jmmd([s1, s2], [t1, t2], tile_size=4, **kw), jmmd([s1, s2], [t1, t2], **kw), rtol=1e-10
+  )
 
 
 def test_large_n_tiled_runs_with_bounded_memory():
@@ -327,7 +373,7 @@ def test_large_n_tiled_runs_with_bounded_memory():
 
 def test_errors(rng):
   s, t = _data(rng, 5, 4, 3)
-  with pytest.raises(ValueError, match=r"source must have shape \[n_s, d\]"):
+  with pytest.raises(ValueError, match=r"`source` must have shape \[n_s, d\]"):
     mmd(s[0], t)
   with pytest.raises(ValueError, match=r"target must have shape \[n_t, d\]"):
     mmd(s, t[None])

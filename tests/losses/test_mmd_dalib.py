@@ -57,14 +57,15 @@ def test_mk_mmd_matches_dalib(rng, linear, n, d):
   t = rng.normal(size=(n, d)) * 1.2 + 0.4
   estimator = "tllib_linear" if linear else "tllib"
   ref_value, ref_grads = torch_value_and_grads(
-      MultipleKernelMaximumMeanDiscrepancy(dan_kernels(), linear=linear), [s], [t], single=True)
-  value, grads = jax.value_and_grad(
-      lambda a, b: mk_mmd(a, b, estimator=estimator), (0, 1))(s, t)
+    MultipleKernelMaximumMeanDiscrepancy(dan_kernels(), linear=linear), [s], [t], single=True
+  )
+  value, grads = jax.value_and_grad(lambda a, b: mk_mmd(a, b, estimator=estimator), (0, 1))(s, t)
   assert_close(value, grads, ref_value, ref_grads)
   # Tiled evaluation gives the same TLlib value.
   if not linear:
     value, grads = jax.value_and_grad(
-        lambda a, b: mk_mmd(a, b, estimator=estimator, tile_size=3), (0, 1))(s, t)
+      lambda a, b: mk_mmd(a, b, estimator=estimator, tile_size=3), (0, 1)
+    )(s, t)
     assert_close(value, grads, ref_value, ref_grads)
 
 
@@ -72,12 +73,14 @@ def test_mk_mmd_matches_dalib(rng, linear, n, d):
 def test_mmd_fixed_sigma_matches_dalib(rng, linear):
   s, t = rng.normal(size=(7, 3)), rng.normal(size=(7, 3)) + 0.3
   module = MultipleKernelMaximumMeanDiscrepancy(
-      [TorchGaussianKernel(sigma=1.7, track_running_stats=False)], linear=linear)
+    [TorchGaussianKernel(sigma=1.7, track_running_stats=False)], linear=linear
+  )
   ref_value, ref_grads = torch_value_and_grads(module, [s], [t], single=True)
   kernel = GaussianKernel(sigma2=1.7 * 1.7)
   estimator = "tllib_linear" if linear else "tllib"
   value, grads = jax.value_and_grad(
-      lambda a, b: mmd(a, b, kernel=kernel, estimator=estimator), (0, 1))(s, t)
+    lambda a, b: mmd(a, b, kernel=kernel, estimator=estimator), (0, 1)
+  )(s, t)
   assert_close(value, grads, ref_value, ref_grads)
 
 
@@ -88,13 +91,13 @@ def test_jmmd_matches_dalib_with_jan_defaults(rng, linear, n):
   s2 = np.asarray(jax.nn.softmax(rng.normal(size=(n, 4)) * 2.0))
   t2 = np.asarray(jax.nn.softmax(rng.normal(size=(n, 4)) * 2.0))
   module = JointMultipleKernelMaximumMeanDiscrepancy(
-      (dan_kernels(), (TorchGaussianKernel(sigma=0.92, track_running_stats=False),)),
-      linear=linear)
+    (dan_kernels(), (TorchGaussianKernel(sigma=0.92, track_running_stats=False),)), linear=linear
+  )
   ref_value, ref_grads = torch_value_and_grads(module, [s1, s2], [t1, t2])
   estimator = "tllib_linear" if linear else "tllib"
   value, grads = jax.value_and_grad(
-      lambda a, b, c, e: jmmd([a, b], [c, e], estimator=estimator), (0, 1, 2, 3))(
-          s1, s2, t1, t2)
+    lambda a, b, c, e: jmmd([a, b], [c, e], estimator=estimator), (0, 1, 2, 3)
+  )(s1, s2, t1, t2)
   assert_close(value, grads, ref_value, ref_grads)
 
 
@@ -104,15 +107,21 @@ def test_jmmd_custom_kernels_matches_dalib(rng, linear):
   layers_s = [rng.normal(size=(n, 3)), rng.normal(size=(n, 2)), rng.normal(size=(n, 4))]
   layers_t = [rng.normal(size=(n, 3)) + 0.2, rng.normal(size=(n, 2)), rng.normal(size=(n, 4))]
   module = JointMultipleKernelMaximumMeanDiscrepancy(
-      ([TorchGaussianKernel(alpha=0.5), TorchGaussianKernel(alpha=1.0)],
-       [TorchGaussianKernel(alpha=2.0)],
-       [TorchGaussianKernel(sigma=1.3, track_running_stats=False)]),
-      linear=linear)
+    (
+      [TorchGaussianKernel(alpha=0.5), TorchGaussianKernel(alpha=1.0)],
+      [TorchGaussianKernel(alpha=2.0)],
+      [TorchGaussianKernel(sigma=1.3, track_running_stats=False)],
+    ),
+    linear=linear,
+  )
   ref_value, ref_grads = torch_value_and_grads(module, layers_s, layers_t)
-  kernels = (GaussianKernel(multipliers=(0.5, 1.0)), GaussianKernel(multipliers=(2.0,)),
-             GaussianKernel(sigma2=1.3 * 1.3))
+  kernels = (
+    GaussianKernel(multipliers=(0.5, 1.0)),
+    GaussianKernel(multipliers=(2.0,)),
+    GaussianKernel(sigma2=1.3 * 1.3),
+  )
   estimator = "tllib_linear" if linear else "tllib"
   value, grads = jax.value_and_grad(
-      lambda *z: jmmd(z[:3], z[3:], kernels=kernels, estimator=estimator),
-      tuple(range(6)))(*layers_s, *layers_t)
+    lambda *z: jmmd(z[:3], z[3:], kernels=kernels, estimator=estimator), tuple(range(6))
+  )(*layers_s, *layers_t)
   assert_close(value, grads, ref_value, ref_grads)

@@ -12,8 +12,7 @@ import pytest
 from jax.test_util import check_grads
 from scipy.spatial.distance import cdist
 
-from dtl_jax.losses import (information_maximization_loss, shot_loss, shot_pseudo_labels,
-                            tent_loss)
+from dtl_jax.losses import information_maximization_loss, shot_loss, shot_pseudo_labels, tent_loss
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -83,13 +82,15 @@ def test_tent_loss_grad_jit_vmap(rng):
   check_grads(jax.jit(tent_loss), (z,), order=2, modes=("rev",))
   np.testing.assert_allclose(float(jax.jit(tent_loss)(z)), np_tent(np.asarray(z)), rtol=1e-12)
   zs = jnp.stack([z, 2 * z, -z])
-  np.testing.assert_allclose(np.asarray(jax.vmap(tent_loss)(zs)),
-                             [np_tent(np.asarray(v)) for v in zs], rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(jax.vmap(tent_loss)(zs)), [np_tent(np.asarray(v)) for v in zs], rtol=1e-12
+  )
   # analytic gradient of the mean entropy: dH/dz_k = -p_k (log p_k + H)
   p = np_softmax(np.asarray(z))
   h = -np.sum(p * np.log(p), 1, keepdims=True)
-  np.testing.assert_allclose(np.asarray(jax.grad(tent_loss)(z)),
-                             -p * (np.log(p) + h) / z.shape[0], rtol=1e-10, atol=1e-14)
+  np.testing.assert_allclose(
+    np.asarray(jax.grad(tent_loss)(z)), -p * (np.log(p) + h) / z.shape[0], rtol=1e-10, atol=1e-14
+  )
 
 
 def test_tent_loss_errors():
@@ -114,24 +115,27 @@ def test_im_loss_matches_numpy(rng, lam, eps):
 def test_im_loss_closed_forms():
   # one confident prediction per class: entropy ~0, diversity = log C -> IM ~ -log C
   z = 60.0 * jnp.eye(4)
-  np.testing.assert_allclose(float(information_maximization_loss(z, epsilon=0.0)), -np.log(4),
-                             atol=1e-12)
+  np.testing.assert_allclose(
+    float(information_maximization_loss(z, epsilon=0.0)), -np.log(4), atol=1e-12
+  )
   # all examples confident on the same class: entropy ~0 and diversity ~0
   same = jnp.tile(jnp.asarray([[60.0, 0.0, 0.0, 0.0]]), (5, 1))
   assert abs(float(information_maximization_loss(same, epsilon=0.0))) < 1e-12
   # uniform predictions: mean entropy log C, diversity log C -> 0
-  np.testing.assert_allclose(float(information_maximization_loss(jnp.zeros((3, 5)),
-                                                                 epsilon=0.0)), 0.0, atol=1e-12)
+  np.testing.assert_allclose(
+    float(information_maximization_loss(jnp.zeros((3, 5)), epsilon=0.0)), 0.0, atol=1e-12
+  )
 
 
 def test_im_loss_grad_jit_vmap(rng):
   z = jnp.asarray(rng.normal(size=(5, 3)))
-  fn = lambda z: information_maximization_loss(z, diversity_weight=0.7)  # noqa: E731
+  fn = lambda z: information_maximization_loss(z, diversity_weight=0.7)
   check_grads(jax.jit(fn), (z,), order=2, modes=("rev",))
   np.testing.assert_allclose(float(jax.jit(fn)(z)), np_im(np.asarray(z), 0.7), rtol=1e-12)
   zs = jnp.stack([z, 3 * z])
-  np.testing.assert_allclose(np.asarray(jax.vmap(fn)(zs)),
-                             [np_im(np.asarray(v), 0.7) for v in zs], rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(jax.vmap(fn)(zs)), [np_im(np.asarray(v), 0.7) for v in zs], rtol=1e-12
+  )
   assert information_maximization_loss(z.astype(jnp.float32)).dtype == jnp.float32
 
 
@@ -148,14 +152,15 @@ def test_shot_loss_matches_numpy(rng):
   np.testing.assert_allclose(float(shot_loss(z, y)), np_shot(z, y), rtol=1e-12)
   np.testing.assert_allclose(float(shot_loss(z, y, beta=0.0)), np_im(z), rtol=1e-12)
   np.testing.assert_allclose(
-      float(shot_loss(z, y, beta=1.3, im_weight=0.5, diversity_weight=0.2, epsilon=0.0)),
-      np_shot(z, y, 1.3, 0.5, 0.2, 0.0), rtol=1e-12)
-  fn = lambda z: shot_loss(z, jnp.asarray(y))  # noqa: E731
+    float(shot_loss(z, y, beta=1.3, im_weight=0.5, diversity_weight=0.2, epsilon=0.0)),
+    np_shot(z, y, 1.3, 0.5, 0.2, 0.0),
+    rtol=1e-12,
+  )
+  fn = lambda z: shot_loss(z, jnp.asarray(y))
   check_grads(jax.jit(fn), (jnp.asarray(z),), order=1, modes=("rev",))
   np.testing.assert_allclose(float(jax.jit(shot_loss)(z, y)), np_shot(z, y), rtol=1e-12)
   batched = jax.vmap(shot_loss)(jnp.stack([z, -z]), jnp.stack([y, y[::-1]]))
-  np.testing.assert_allclose(np.asarray(batched),
-                             [np_shot(z, y), np_shot(-z, y[::-1])], rtol=1e-12)
+  np.testing.assert_allclose(np.asarray(batched), [np_shot(z, y), np_shot(-z, y[::-1])], rtol=1e-12)
 
 
 def test_shot_loss_errors():
@@ -180,17 +185,24 @@ def _clustered(rng, n=60, d=5, c=4):
   return fea, logits
 
 
-@pytest.mark.parametrize("distance,threshold,rounds", [
-    ("cosine", 0, 2), ("cosine", 0, 1), ("cosine", 0, 3), ("euclidean", 0, 2),
-    ("cosine", 12, 2), ("euclidean", 12, 2)])
+@pytest.mark.parametrize(
+  "distance,threshold,rounds",
+  [
+    ("cosine", 0, 2),
+    ("cosine", 0, 1),
+    ("cosine", 0, 3),
+    ("euclidean", 0, 2),
+    ("cosine", 12, 2),
+    ("euclidean", 12, 2),
+  ],
+)
 def test_pseudo_labels_match_released_obtain_label(rng, distance, threshold, rounds):
   for trial in range(4):
     fea, logits = _clustered(rng)
     if trial == 3:  # a class the source classifier never predicts
       logits[:, 2] -= 100.0
     want, initc, dd, labelset = np_obtain_label(fea, logits, distance, threshold, rounds)
-    got = shot_pseudo_labels(fea, logits, distance=distance, threshold=threshold,
-                             rounds=rounds)
+    got = shot_pseudo_labels(fea, logits, distance=distance, threshold=threshold, rounds=rounds)
     np.testing.assert_array_equal(np.asarray(got.labels), want)
     np.testing.assert_array_equal(np.asarray(got.initial_labels), np.argmax(logits, 1))
     np.testing.assert_allclose(np.asarray(got.centroids), initc, rtol=1e-10, atol=1e-12)
@@ -204,17 +216,19 @@ def test_pseudo_labels_match_released_obtain_label(rng, distance, threshold, rou
 
 def test_pseudo_labels_jit_vmap_and_stop_gradient(rng):
   fea, logits = _clustered(rng)
-  fn = lambda f, z: shot_pseudo_labels(f, z).labels  # noqa: E731
+  fn = lambda f, z: shot_pseudo_labels(f, z).labels
   want = np_obtain_label(fea, logits)[0]
   np.testing.assert_array_equal(np.asarray(jax.jit(fn)(fea, logits)), want)
   fea2, logits2 = _clustered(rng)
   batched = jax.vmap(fn)(jnp.stack([fea, fea2]), jnp.stack([logits, logits2]))
-  np.testing.assert_array_equal(np.asarray(batched),
-                                np.stack([want, np_obtain_label(fea2, logits2)[0]]))
+  np.testing.assert_array_equal(
+    np.asarray(batched), np.stack([want, np_obtain_label(fea2, logits2)[0]])
+  )
   g = jax.grad(lambda f: jnp.sum(shot_pseudo_labels(f, logits).centroids))(jnp.asarray(fea))
   np.testing.assert_array_equal(np.asarray(g), 0.0)
-  assert shot_pseudo_labels(fea.astype(np.float32), logits.astype(np.float32)).labels.dtype == \
-      jnp.int32
+  assert (
+    shot_pseudo_labels(fea.astype(np.float32), logits.astype(np.float32)).labels.dtype == jnp.int32
+  )
 
 
 def test_pseudo_labels_correct_source_mistakes():

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.usefixtures("fast_compile")
 def test_wasserstein_critic_loss(rng):
   cs, ct = rng.normal(size=(5, 1)), rng.normal(size=(3,))
   ws, wt = rng.uniform(size=5), rng.uniform(size=3)
-  np.testing.assert_allclose(float(wasserstein_critic_loss(cs, ct)), cs.mean() - ct.mean(),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    float(wasserstein_critic_loss(cs, ct)), cs.mean() - ct.mean(), rtol=1e-12
+  )
   got = wasserstein_critic_loss(cs, ct, source_weights=ws, target_weights=wt)
   np.testing.assert_allclose(float(got), np.mean(ws * cs[:, 0]) - np.mean(wt * ct), rtol=1e-12)
   g_s, g_t = jax.grad(wasserstein_critic_loss, argnums=(0, 1))(jnp.asarray(cs), jnp.asarray(ct))
@@ -32,8 +33,9 @@ def test_gradient_penalty_linear_critic(rng, key):
   norm = np.linalg.norm(np.asarray(w))
   np.testing.assert_allclose(float(gp(w)), (norm - 1) ** 2, rtol=1e-12)
   # differentiable w.r.t. the critic's parameters (double backprop)
-  np.testing.assert_allclose(np.asarray(jax.grad(gp)(w)),
-                             2 * (norm - 1) * np.asarray(w) / norm, rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(jax.grad(gp)(w)), 2 * (norm - 1) * np.asarray(w) / norm, rtol=1e-12
+  )
   # zero gradient (constant critic): penalty 1, finite gradient
   zero = jnp.zeros(4)
   np.testing.assert_allclose(float(gp(zero)), 1.0)
@@ -44,7 +46,7 @@ def test_gradient_penalty_quadratic_critic_matches_numpy(rng, key):
   n, d = 5, 3
   s, t = rng.normal(size=(n, d)), rng.normal(size=(n, d))
   a = jnp.asarray(rng.normal(size=(d, d)))
-  critic = lambda a: (lambda h: 0.5 * jnp.sum((h @ a) * h, axis=-1, keepdims=True))
+  critic = lambda a: lambda h: 0.5 * jnp.sum((h @ a) * h, axis=-1, keepdims=True)
   got = gradient_penalty(critic(a), s, t, key=key)
   alpha = np.asarray(jax.random.uniform(key, (n, 1), jnp.float64))
   h = alpha * s + (1 - alpha) * t
@@ -93,20 +95,24 @@ def np_sliced(s, t, theta, p):
 def test_sliced_wasserstein_with_projections(rng, p):
   s, t = rng.normal(size=(7, 3)), rng.normal(size=(7, 3)) + 1.0
   theta = rng.normal(size=(3, 5))
-  np.testing.assert_allclose(float(sliced_wasserstein(s, t, projections=theta, p=p)),
-                             np_sliced(s, t, theta, p), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(sliced_wasserstein(s, t, projections=theta, p=p)), np_sliced(s, t, theta, p), rtol=1e-12
+  )
 
 
 def test_sliced_wasserstein_closed_forms(rng, key):
   # 1-D data: every unit direction is +-1, SW_p^p is the exact W_p^p of sorted samples
   x, y = rng.normal(size=(9, 1)), rng.exponential(size=(9, 1))
-  np.testing.assert_allclose(float(sliced_wasserstein(x, y, key=key, num_projections=4)),
-                             np.mean((np.sort(x[:, 0]) - np.sort(y[:, 0])) ** 2), rtol=1e-12)
+  np.testing.assert_allclose(
+    float(sliced_wasserstein(x, y, key=key, num_projections=4)),
+    np.mean((np.sort(x[:, 0]) - np.sort(y[:, 0])) ** 2),
+    rtol=1e-12,
+  )
   # a pure translation m: SW_2^2 = mean_l (m . theta_l)^2, and ~ |m|^2 / d for many l
   s = rng.normal(size=(6, 3))
   m = np.array([1.0, -2.0, 0.5])
   got = float(sliced_wasserstein(s, s + m, key=key, num_projections=4000))
-  np.testing.assert_allclose(got, np.sum(m ** 2) / 3, rtol=0.06)
+  np.testing.assert_allclose(got, np.sum(m**2) / 3, rtol=0.06)
   assert float(sliced_wasserstein(s, s[::-1], key=key)) == pytest.approx(0.0, abs=1e-24)
 
 

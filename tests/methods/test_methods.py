@@ -21,9 +21,11 @@ def moons():
 
 
 def _model():
-  return models.TransferModel(models.MLP(hidden=(32,), batch_norm=True),
-                              models.Bottleneck(features=16, dropout=0.0),
-                              models.Classifier(2))
+  return models.TransferModel(
+    models.MLP(hidden=(32,), batch_norm=True),
+    models.Bottleneck(features=16, dropout=0.0),
+    models.Classifier(2),
+  )
 
 
 def _batches(src, tgt, steps, n=32, weights=None):
@@ -31,8 +33,11 @@ def _batches(src, tgt, steps, n=32, weights=None):
   out = []
   for k in range(steps):
     b = sampler.batch(k)
-    batch = {"x_s": jnp.asarray(b.x_source, jnp.float32), "y_s": jnp.asarray(b.y_source),
-             "x_t": jnp.asarray(b.x_target, jnp.float32)}
+    batch = {
+      "x_s": jnp.asarray(b.x_source, jnp.float32),
+      "y_s": jnp.asarray(b.y_source),
+      "x_t": jnp.asarray(b.x_target, jnp.float32),
+    }
     if weights is not None:
       batch["w_s"] = jnp.asarray(weights[sampler.source_indices(k)], jnp.float32)
     out.append(batch)
@@ -43,15 +48,23 @@ def _batches(src, tgt, steps, n=32, weights=None):
 TLLIB_SGD = {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3, "lr_gamma": 1e-3}
 
 
-def _train(method, batches, *, model=None, lr=0.05, key=1, model_variables=None,
-           extra_variables=None):
+def _train(
+  method, batches, *, model=None, lr=0.05, key=1, model_variables=None, extra_variables=None
+):
   model = model or _model()
   state, tx = train.create_train_state(
-      model, method, key=jax.random.key(key), example_x=batches[0]["x_s"],
-      model_variables=model_variables, extra_variables=extra_variables, learning_rate=lr,
-      **TLLIB_SGD)
-  step = train.jit_step(train.make_train_step(model, method, tx, total_steps=len(batches)),
-                        donate=False)
+    model,
+    method,
+    key=jax.random.key(key),
+    example_x=batches[0]["x_s"],
+    model_variables=model_variables,
+    extra_variables=extra_variables,
+    learning_rate=lr,
+    **TLLIB_SGD,
+  )
+  step = train.jit_step(
+    train.make_train_step(model, method, tx, total_steps=len(batches)), donate=False
+  )
   history = []
   for b in batches:
     state, m = step(state, b)
@@ -67,9 +80,17 @@ def _decreasing(history, key):
 
 
 SIMPLE = {
-    "source_only": {}, "ddc": {}, "dan": {}, "jan": {}, "deep_coral": {},
-    "dann": {"hidden": (32, 32)}, "cdan": {"hidden": (32, 32)}, "cdan_e": {"hidden": (32, 32)},
-    "mdd": {}, "domain_confusion": {}, "finetune": {},
+  "source_only": {},
+  "ddc": {},
+  "dan": {},
+  "jan": {},
+  "deep_coral": {},
+  "dann": {"hidden": (32, 32)},
+  "cdan": {"hidden": (32, 32)},
+  "cdan_e": {"hidden": (32, 32)},
+  "mdd": {},
+  "domain_confusion": {},
+  "finetune": {},
 }
 
 
@@ -77,8 +98,9 @@ SIMPLE = {
 def test_method_trains_with_decreasing_loss(moons, name):
   batches = _batches(*moons, STEPS)
   _, hist = _train(methods.build(name, **SIMPLE[name]), batches)
-  _decreasing(hist, "loss" if name in ("source_only", "finetune", "ddc", "dan", "jan",
-                                       "deep_coral") else "ce")
+  _decreasing(
+    hist, "loss" if name in ("source_only", "finetune", "ddc", "dan", "jan", "deep_coral") else "ce"
+  )
   assert all(np.isfinite(h["loss"]) for h in hist)
 
 
@@ -97,16 +119,20 @@ def test_instance_weighted_uses_weights(moons):
   batches = _batches(src, tgt, 1, weights=w)
   method = methods.build("instance_weighted", base="source_only", weights=None)
   model = _model()
-  state, tx = train.create_train_state(model, method, key=jax.random.key(0),
-                                       example_x=batches[0]["x_s"], learning_rate=0.1)
+  state, tx = train.create_train_state(
+    model, method, key=jax.random.key(0), example_x=batches[0]["x_s"], learning_rate=0.1
+  )
   step = jax.jit(train.make_train_step(model, method, tx))
   _, m = step(state, batches[0])
   # reference: cross-entropy of the class-0 examples only (float64 NumPy)
   b = batches[0]
-  out, _ = train.apply_model(model, {"params": state.params["model"],
-                                     "batch_stats": state.batch_stats["model"]},
-                             jnp.concatenate([b["x_s"], b["x_t"]]), train=True)
-  z = np.asarray(out["logits"][:len(b["y_s"])], np.float64)
+  out, _ = train.apply_model(
+    model,
+    {"params": state.params["model"], "batch_stats": state.batch_stats["model"]},
+    jnp.concatenate([b["x_s"], b["x_t"]]),
+    train=True,
+  )
+  z = np.asarray(out["logits"][: len(b["y_s"])], np.float64)
   y = np.asarray(b["y_s"])
   lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
   ce = lse - z[np.arange(len(y)), y]
@@ -128,44 +154,67 @@ def test_adda_two_stages(moons):
   stage1_model = {"params": stage1.params["model"], "batch_stats": stage1.batch_stats["model"]}
 
   method2 = methods.build("adda", stage=2, source_model=model)
-  stage2, hist2 = _train(method2, batches, model=model, lr=0.01, key=2,
-                         model_variables=stage1_model,
-                         extra_variables={"source_model": jax.tree.map(jnp.array, stage1_model)})
+  stage2, hist2 = _train(
+    method2,
+    batches,
+    model=model,
+    lr=0.01,
+    key=2,
+    model_variables=stage1_model,
+    extra_variables={"source_model": jax.tree.map(jnp.array, stage1_model)},
+  )
   assert all(np.isfinite(h["loss"]) for h in hist2)
   _decreasing(hist2, "discriminator_loss")
   # the frozen source encoder and the classifier head are bit-identical
-  for a, b in zip(jax.tree.leaves(stage2.params["extra"]["source_model"]),
-                  jax.tree.leaves(stage1_model["params"])):
+  for a, b in zip(
+    jax.tree.leaves(stage2.params["extra"]["source_model"]),
+    jax.tree.leaves(stage1_model["params"]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  for a, b in zip(jax.tree.leaves(stage2.batch_stats["extra"]["source_model"]),
-                  jax.tree.leaves(stage1_model["batch_stats"])):
+  for a, b in zip(
+    jax.tree.leaves(stage2.batch_stats["extra"]["source_model"]),
+    jax.tree.leaves(stage1_model["batch_stats"]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  for a, b in zip(jax.tree.leaves(stage2.params["model"]["head"]),
-                  jax.tree.leaves(stage1_model["params"]["head"])):
+  for a, b in zip(
+    jax.tree.leaves(stage2.params["model"]["head"]),
+    jax.tree.leaves(stage1_model["params"]["head"]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # while the target encoder moved
-  assert not np.allclose(stage2.params["model"]["backbone"]["fc1"]["kernel"],
-                         stage1_model["params"]["backbone"]["fc1"]["kernel"])
+  assert not np.allclose(
+    stage2.params["model"]["backbone"]["fc1"]["kernel"],
+    stage1_model["params"]["backbone"]["fc1"]["kernel"],
+  )
 
 
 def test_distill_teacher_frozen(moons):
   src, tgt = moons
   batches = _batches(src, tgt, STEPS)
-  teacher_model = models.TransferModel(models.MLP(hidden=(64,), batch_norm=True),
-                                       None, models.Classifier(2))
+  teacher_model = models.TransferModel(
+    models.MLP(hidden=(64,), batch_norm=True), None, models.Classifier(2)
+  )
   teacher, _ = _train(methods.build("source_only"), batches, model=teacher_model)
   t_vars = {"params": teacher.params["model"], "batch_stats": teacher.batch_stats["model"]}
   method = methods.build("distill", teacher=teacher_model, temperature=2.0)
   model = _model()
   t_copy = jax.tree.map(np.array, t_vars)
-  student, hist = _train(method, batches, model=model, key=3,
-                         extra_variables={"teacher": t_vars})
+  student, hist = _train(method, batches, model=model, key=3, extra_variables={"teacher": t_vars})
   _decreasing(hist, "distill")
-  for a, b in zip(jax.tree.leaves(student.params["extra"]["teacher"]),
-                  jax.tree.leaves(t_copy["params"])):
+  for a, b in zip(
+    jax.tree.leaves(student.params["extra"]["teacher"]),
+    jax.tree.leaves(t_copy["params"]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), b)
-  for a, b in zip(jax.tree.leaves(student.batch_stats["extra"]["teacher"]),
-                  jax.tree.leaves(t_copy["batch_stats"])):
+  for a, b in zip(
+    jax.tree.leaves(student.batch_stats["extra"]["teacher"]),
+    jax.tree.leaves(t_copy["batch_stats"]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), b)
   # the distillation term equals the library loss on the teacher's eval-mode logits
   t_logits, _ = train.apply_model(teacher_model, t_copy, batches[0]["x_s"], train=False)
@@ -197,11 +246,16 @@ def test_build_errors():
 def test_mdd_adversarial_head_uses_mdd_init():
   """MDD's adversarial head: kernels ~ N(0, 0.01^2) and zero biases (Zhang et al. 2019;
   TLlib's MDD classifier), not the default Dense init."""
-  model = models.TransferModel(models.MLP(hidden=(32,)), models.Bottleneck(features=256),
-                               models.Classifier(10))
-  state, _ = train.create_train_state(model, methods.build("mdd"), key=jax.random.key(3),
-                                     example_x=jnp.zeros((2, 8), jnp.float32),
-                                     learning_rate=0.1)
+  model = models.TransferModel(
+    models.MLP(hidden=(32,)), models.Bottleneck(features=256), models.Classifier(10)
+  )
+  state, _ = train.create_train_state(
+    model,
+    methods.build("mdd"),
+    key=jax.random.key(3),
+    example_x=jnp.zeros((2, 8), jnp.float32),
+    learning_rate=0.1,
+  )
   head = state.params["extra"]["adversarial_head"]["fc"]
   kernel = np.asarray(head["kernel"], np.float64)
   assert kernel.shape == (256, 10)

@@ -60,30 +60,45 @@ def test_dtn_matches_torch_eval(rng):
   v = init_variables(model, jax.random.key(0), jnp.asarray(x))
   # non-trivial running statistics
   v["batch_stats"] = jax.tree_util.tree_map(
-      lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), jnp.float32), v["batch_stats"])
+    lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), jnp.float32), v["batch_stats"]
+  )
   out = model.apply(v, jnp.asarray(x), train=False)
   p, s = v["params"], v["batch_stats"]
 
   def bn(y, name):
-    return F.batch_norm(y, _t(s[name]["mean"]), _t(s[name]["var"]), _t(p[name]["scale"]),
-                        _t(p[name]["bias"]), training=False, eps=1e-5)
+    return F.batch_norm(
+      y,
+      _t(s[name]["mean"]),
+      _t(s[name]["var"]),
+      _t(p[name]["scale"]),
+      _t(p[name]["bias"]),
+      training=False,
+      eps=1e-5,
+    )
 
   with torch.no_grad():
     y = _t(x).permute(0, 3, 1, 2)
     for i in (1, 2, 3):
-      y = F.relu(bn(F.conv2d(y, _conv_w(p[f"conv{i}"]), _t(p[f"conv{i}"]["bias"]), stride=2,
-                             padding=2), f"bn{i}"))
+      y = F.relu(
+        bn(
+          F.conv2d(y, _conv_w(p[f"conv{i}"]), _t(p[f"conv{i}"]["bias"]), stride=2, padding=2),
+          f"bn{i}",
+        )
+      )
     y = F.linear(_flatten_nhwc(y), _t(p["fc"]["kernel"]).T, _t(p["fc"]["bias"]))
     y = F.relu(bn(y, "bn_fc"))
   assert out.shape == (2, 512)
   np.testing.assert_allclose(np.asarray(out), y.numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize("cls,shape,dim", [
+@pytest.mark.parametrize(
+  "cls,shape,dim",
+  [
     (DANNMNISTNet, (2, 28, 28, 3), 48 * 4 * 4),  # 28 -conv5-> 24 -pool-> 12 -conv5-> 8 -> 4
     (DANNSVHNNet, (2, 32, 32, 3), 128 * 7 * 7),  # 32 -pool3/2-> 15 -pool3/2-> 7
     (MLP, (2, 9), 64),
-])
+  ],
+)
 def test_feature_sizes(cls, shape, dim):
   model = cls()
   x = jnp.ones(shape, jnp.float32)
@@ -121,8 +136,10 @@ def test_heads_inits_and_forward(rng):
   assert out.shape == (64,)
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
   dd = DomainDiscriminator(hidden=32, init_scheme="dann")
-  assert abs(float(init_variables(dd, jax.random.key(4), x)["params"]["fc3"]["kernel"].std())
-             - 0.3) < 0.1
+  assert (
+    abs(float(init_variables(dd, jax.random.key(4), x)["params"]["fc3"]["kernel"].std()) - 0.3)
+    < 0.1
+  )
   # Any widths, no BatchNorm (ADDA's 500-500, WDGRL's critic), and () = logistic regression.
   for widths in ((16, 8, 4), ()):
     m = DomainDiscriminator(hidden=widths, batch_norm=False)
@@ -133,14 +150,16 @@ def test_heads_inits_and_forward(rng):
     for i in range(1, len(widths) + 1):
       h = np.maximum(h @ v["params"][f"fc{i}"]["kernel"] + v["params"][f"fc{i}"]["bias"], 0)
     last = v["params"][f"fc{len(widths) + 1}"]
-    np.testing.assert_allclose(np.asarray(m.apply(v, x, train=True)),
-                               (h @ last["kernel"] + last["bias"])[:, 0], atol=1e-5)
+    np.testing.assert_allclose(
+      np.asarray(m.apply(v, x, train=True)), (h @ last["kernel"] + last["bias"])[:, 0], atol=1e-5
+    )
 
 
 def test_head_and_backbone_errors():
   with pytest.raises(ValueError, match="init_scheme must be one of"):
-    init_variables(Classifier(3, init_scheme="xavier"), jax.random.key(0),
-                   jnp.ones((2, 4), jnp.float32))
+    init_variables(
+      Classifier(3, init_scheme="xavier"), jax.random.key(0), jnp.ones((2, 4), jnp.float32)
+    )
   with pytest.raises(ValueError, match=r"DomainDiscriminator: input must be \[n, d\]"):
     init_variables(DomainDiscriminator(), jax.random.key(0), jnp.ones((2, 4, 4), jnp.float32))
   with pytest.raises(ValueError, match=r"LeNet: x must be NHWC"):
@@ -152,16 +171,18 @@ def test_max_pool_2x2_matches_flax_max_pool(shape):
   """Same values as nn.max_pool (VALID, odd edges dropped) and, without ties, the same
   gradient; checked against a float64 NumPy window max too."""
   from dtl_jax.models import max_pool_2x2
+
   x = np.random.default_rng(0).standard_normal(shape)
   n, h, w, c = shape
   want = np.empty((n, h // 2, w // 2, c))
   for i in range(h // 2):
     for j in range(w // 2):
-      want[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(1, 2))
+      want[:, i, j] = x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].max(axis=(1, 2))
   np.testing.assert_array_equal(np.asarray(max_pool_2x2(jnp.asarray(x))), want)
   ref = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(np.asarray(max_pool_2x2(jnp.asarray(x))),
-                                np.asarray(ref(jnp.asarray(x))))
+  np.testing.assert_array_equal(
+    np.asarray(max_pool_2x2(jnp.asarray(x))), np.asarray(ref(jnp.asarray(x)))
+  )
   g = jax.grad(lambda v: jnp.sum(jnp.sin(max_pool_2x2(v))))(jnp.asarray(x))
   g_ref = jax.grad(lambda v: jnp.sum(jnp.sin(ref(v))))(jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-12)
@@ -176,7 +197,7 @@ def _np_conv_valid(x, k, b):
   out = np.zeros((n, h - kh + 1, w - kw + 1, f))
   for i in range(h - kh + 1):
     for j in range(w - kw + 1):
-      out[:, i, j, :] = np.einsum("nabc,abcf->nf", x[:, i:i + kh, j:j + kw, :], k)
+      out[:, i, j, :] = np.einsum("nabc,abcf->nf", x[:, i : i + kh, j : j + kw, :], k)
   return out + b
 
 
@@ -192,8 +213,9 @@ def test_patch_conv_matches_numpy_and_nn_conv(rng):
   np.testing.assert_allclose(got, ref, rtol=1e-10)
   # Gradients w.r.t. input and parameters agree with nn.Conv too.
   g1 = jax.grad(lambda v, a: jnp.sum(jnp.sin(conv.apply(v, a))), argnums=(0, 1))(variables, x)
-  g2 = jax.grad(lambda v, a: jnp.sum(jnp.sin(nn.Conv(4, (3, 2), padding="VALID").apply(v, a))),
-                argnums=(0, 1))(variables, x)
+  g2 = jax.grad(
+    lambda v, a: jnp.sum(jnp.sin(nn.Conv(4, (3, 2), padding="VALID").apply(v, a))), argnums=(0, 1)
+  )(variables, x)
   for a, c in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
     np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-12)
   with pytest.raises(ValueError, match="smaller than the kernel"):
@@ -205,9 +227,14 @@ def test_lenet_patch_convs_same_tree_and_values(rng):
   base = models.LeNet()
   variables = base.init(jax.random.key(0), x, train=False)
   patched = models.LeNet(patch_convs=("conv1", "conv2"))
-  assert (jax.tree.structure(patched.init(jax.random.key(0), x, train=False))
-          == jax.tree.structure(variables))
-  np.testing.assert_allclose(patched.apply(variables, x, train=False),
-                             base.apply(variables, x, train=False), rtol=2e-5, atol=2e-5)
+  assert jax.tree.structure(patched.init(jax.random.key(0), x, train=False)) == jax.tree.structure(
+    variables
+  )
+  np.testing.assert_allclose(
+    patched.apply(variables, x, train=False),
+    base.apply(variables, x, train=False),
+    rtol=2e-5,
+    atol=2e-5,
+  )
   with pytest.raises(ValueError, match="patch_convs must name"):
     models.LeNet(patch_convs=("fc",)).init(jax.random.key(0), x, train=False)

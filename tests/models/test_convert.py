@@ -26,8 +26,9 @@ def test_round_trip_and_torch_layouts(tmp_path):
   assert sd["conv1.weight"].shape == (64, 3, 5, 5)
   assert sd["fc.weight"].shape == (512, 256 * 4 * 4)
   assert {"bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"} <= set(sd)
-  np.testing.assert_array_equal(sd["conv2.weight"][7, 3],
-                                np.asarray(v["params"]["conv2"]["kernel"])[:, :, 3, 7])
+  np.testing.assert_array_equal(
+    sd["conv2.weight"][7, 3], np.asarray(v["params"]["conv2"]["kernel"])[:, :, 3, 7]
+  )
   np.savez(tmp_path / "w.npz", **sd)
   back = torch_to_flax(load_state_dict(tmp_path / "w.npz"), v)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b), back, v)
@@ -50,11 +51,20 @@ def test_merge_converted_backbone_into_transfer_model():
   model = TransferModel(DTN(), None, Classifier(4))
   fresh = init_variables(model, jax.random.key(2), x)
   merged, report = merge_variables(fresh, backbone_vars, at="backbone")
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b),
-                         merged["params"]["backbone"], backbone_vars["params"])
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b),
-                         merged["batch_stats"]["backbone"], backbone_vars["batch_stats"])
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b),
-                         merged["params"]["head"], fresh["params"]["head"])
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_array_equal(a, b),
+    merged["params"]["backbone"],
+    backbone_vars["params"],
+  )
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_array_equal(a, b),
+    merged["batch_stats"]["backbone"],
+    backbone_vars["batch_stats"],
+  )
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_array_equal(a, b),
+    merged["params"]["head"],
+    fresh["params"]["head"],
+  )
   assert report.initialized == ["params/head/fc/bias", "params/head/fc/kernel"]
   assert report.unused == [] and report.mismatched == []

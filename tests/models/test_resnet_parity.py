@@ -22,8 +22,11 @@ from dtl_jax.models.convert import (
   resnet_depth_of,
 )
 
-CONFIGS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
-           50: ("bottleneck", [3, 4, 6, 3])}
+CONFIGS = {
+  18: ("basic", [2, 2, 2, 2]),
+  34: ("basic", [3, 4, 6, 3]),
+  50: ("bottleneck", [3, 4, 6, 3]),
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,8 +41,9 @@ def random_torchvision_state_dict(depth: int, num_classes: int, seed: int) -> di
   sd = {}
 
   def conv(name, o, i, k):
-    sd[f"{name}.weight"] = (g.standard_normal((o, i, k, k)) * np.sqrt(2.0 / (i * k * k))
-                           ).astype(np.float32)
+    sd[f"{name}.weight"] = (g.standard_normal((o, i, k, k)) * np.sqrt(2.0 / (i * k * k))).astype(
+      np.float32
+    )
 
   def bn(name, c, last=False):
     sd[f"{name}.weight"] = g.uniform(0.1, 0.4 if last else 1.2, c).astype(np.float32)
@@ -73,8 +77,9 @@ def random_torchvision_state_dict(depth: int, num_classes: int, seed: int) -> di
         conv(f"{p}.downsample.0", planes * exp, inplanes, 1)
         bn(f"{p}.downsample.1", planes * exp)
       inplanes = planes * exp
-  sd["fc.weight"] = (g.standard_normal((num_classes, inplanes)) / np.sqrt(inplanes)
-                     ).astype(np.float32)
+  sd["fc.weight"] = (g.standard_normal((num_classes, inplanes)) / np.sqrt(inplanes)).astype(
+    np.float32
+  )
   sd["fc.bias"] = (0.1 * g.standard_normal(num_classes)).astype(np.float32)
   return sd
 
@@ -84,8 +89,15 @@ def torch_resnet_forward(sd: dict, depth: int, x_nchw: np.ndarray) -> np.ndarray
   t = {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}
 
   def bn(x, name):
-    return F.batch_norm(x, t[f"{name}.running_mean"], t[f"{name}.running_var"],
-                        t[f"{name}.weight"], t[f"{name}.bias"], training=False, eps=1e-5)
+    return F.batch_norm(
+      x,
+      t[f"{name}.running_mean"],
+      t[f"{name}.running_var"],
+      t[f"{name}.weight"],
+      t[f"{name}.bias"],
+      training=False,
+      eps=1e-5,
+    )
 
   def conv(x, name, stride=1, padding=0):
     return F.conv2d(x, t[f"{name}.weight"], stride=stride, padding=padding)
@@ -122,6 +134,7 @@ def test_resnet_logits_match_pytorch(depth, fmt, tmp_path):
   path = tmp_path / f"resnet{depth}.{fmt}"
   if fmt == "safetensors":
     from safetensors.numpy import save_file
+
     save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, str(path))
   else:
     np.savez(path, **sd)
@@ -131,7 +144,8 @@ def test_resnet_logits_match_pytorch(depth, fmt, tmp_path):
   model = ResNet(depth=depth, num_classes=num_classes)
   variables = load_torchvision_resnet(path, model)
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-      variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+    variables, jnp.asarray(x.transpose(0, 2, 3, 1))
+  )
   assert logits.dtype == jnp.float32
   assert np.abs(expected).max() > 0.1  # a non-degenerate comparison
   np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)
@@ -152,8 +166,9 @@ def test_pth_and_headless_backbone(tmp_path):
   assert feats.shape == (2, 512)
   full = ResNet18(num_classes=5)
   logits = full.apply(load_torchvision_resnet(sd, full), jnp.asarray(x), train=False)
-  np.testing.assert_allclose(np.asarray(feats) @ sd["fc.weight"].T + sd["fc.bias"],
-                             np.asarray(logits), atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(feats) @ sd["fc.weight"].T + sd["fc.bias"], np.asarray(logits), atol=1e-5
+  )
 
 
 def test_wrong_depth_is_reported():
@@ -163,8 +178,7 @@ def test_wrong_depth_is_reported():
   with pytest.raises(ValueError, match=r"state dict is a ResNet-50 .* model is a ResNet-18"):
     load_torchvision_resnet(sd50, ResNet18(num_classes=4))
   with pytest.raises(ValueError, match=r"ResNet-34 .* model is a ResNet-18"):
-    load_torchvision_resnet(random_torchvision_state_dict(34, 4, seed=0),
-                            ResNet18(num_classes=4))
+    load_torchvision_resnet(random_torchvision_state_dict(34, 4, seed=0), ResNet18(num_classes=4))
 
 
 def test_missing_unexpected_misshaped_keys_are_listed():
@@ -180,6 +194,9 @@ def test_missing_unexpected_misshaped_keys_are_listed():
   assert "mis-shaped keys (1)" in msg
   assert "layer3.0.conv1.weight: state dict (256, 64, 3, 3), model expects (256, 128, 3, 3)" in msg
   # the head size differs from the model's: reported as mis-shaped
-  with pytest.raises(StateDictMismatchError, match=r"fc.weight: state dict \(4, 512\), "
-                     r"model expects \(7, 512\)"):
+  with pytest.raises(
+    StateDictMismatchError,
+    match=r"fc.weight: state dict \(4, 512\), "
+    r"model expects \(7, 512\)",
+  ):
     load_torchvision_resnet(random_torchvision_state_dict(18, 4, seed=0), ResNet18(num_classes=7))

@@ -18,17 +18,22 @@ def _mmd2_reference(x, y, sigma2, unbiased):
   n, m = len(x), len(y)
   if not unbiased:
     return kxx.mean() + kyy.mean() - 2 * kxy.mean()
-  return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-          - 2 * kxy.mean())
+  return (
+    (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+    + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    - 2 * kxy.mean()
+  )
 
 
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])
 def test_statistic_matches_reference(rng, key, estimator):
   x, y = rng.normal(size=(30, 3)), rng.normal(size=(25, 3)) + 0.3
-  res = mmd_test(x, y, key=key, num_permutations=50, kernel=GaussianKernel(sigma2=1.5),
-                 estimator=estimator)
-  np.testing.assert_allclose(float(res.statistic),
-                             _mmd2_reference(x, y, 1.5, estimator == "unbiased"), rtol=1e-10)
+  res = mmd_test(
+    x, y, key=key, num_permutations=50, kernel=GaussianKernel(sigma2=1.5), estimator=estimator
+  )
+  np.testing.assert_allclose(
+    float(res.statistic), _mmd2_reference(x, y, 1.5, estimator == "unbiased"), rtol=1e-10
+  )
 
 
 def test_median_heuristic_default_and_linear_kernel(rng, key):
@@ -48,10 +53,12 @@ def test_p_value_equals_permutation_count(rng, key):
   sigma2 = 1.0
   k = _gauss(np.concatenate([x, y]), np.concatenate([x, y]), sigma2)
   num_permutations = 400
-  res = mmd_test(x, y, key=key, num_permutations=num_permutations,
-                 kernel=GaussianKernel(sigma2=sigma2))
+  res = mmd_test(
+    x, y, key=key, num_permutations=num_permutations, kernel=GaussianKernel(sigma2=sigma2)
+  )
   # The exact permutation distribution over all C(11, 6) = 462 splits.
   import itertools
+
   observed = _mmd2_reference(x, y, sigma2, False)
   null = []
   for idx in itertools.combinations(range(11), 6):
@@ -101,11 +108,12 @@ def test_float32_and_gram_helper(rng, key):
   assert res.statistic.dtype == jnp.float32 and res.p_value.dtype == jnp.float32
   z = np.concatenate([x, y]).astype(np.float64)
   k = _gauss(z, z, 2.0)
-  got = mmd_statistic_from_gram(jnp.asarray(k), jnp.arange(22) < 10, num_source=10,
-                                estimator="unbiased")
-  np.testing.assert_allclose(float(got), _mmd2_reference(x.astype(np.float64),
-                                                         y.astype(np.float64), 2.0, True),
-                             rtol=1e-10)
+  got = mmd_statistic_from_gram(
+    jnp.asarray(k), jnp.arange(22) < 10, num_source=10, estimator="unbiased"
+  )
+  np.testing.assert_allclose(
+    float(got), _mmd2_reference(x.astype(np.float64), y.astype(np.float64), 2.0, True), rtol=1e-10
+  )
 
 
 def test_errors(rng, key):

@@ -40,8 +40,9 @@ def test_paired_uses_seed_differences(rng):
   unpaired = negative_transfer_report(adapted, base, key=jax.random.key(0))
   paired = negative_transfer_report(adapted, base, key=jax.random.key(0), paired=True)
   d = adapted - base
-  np.testing.assert_allclose(paired.ci_high - paired.ci_low,
-                             2 * 1.959964 * d.std() / np.sqrt(20), rtol=0.1)
+  np.testing.assert_allclose(
+    paired.ci_high - paired.ci_low, 2 * 1.959964 * d.std() / np.sqrt(20), rtol=0.1
+  )
   assert paired.negative_transfer and not unpaired.negative_transfer
 
 

@@ -31,8 +31,17 @@ def test_separable_domains_and_mlp(rng):
   angle = rng.uniform(0, 2 * np.pi, size=400)
   ring = np.stack([3 * np.cos(angle), 3 * np.sin(angle)], 1) + 0.2 * rng.normal(size=(400, 2))
   lin = float(proxy_a_distance(r, ring, key=jax.random.key(2)))
-  mlp = float(proxy_a_distance(r, ring, key=jax.random.key(2), classifier="mlp",
-                               hidden_sizes=(16,), num_steps=400, learning_rate=0.05))
+  mlp = float(
+    proxy_a_distance(
+      r,
+      ring,
+      key=jax.random.key(2),
+      classifier="mlp",
+      hidden_sizes=(16,),
+      num_steps=400,
+      learning_rate=0.05,
+    )
+  )
   assert mlp > 1.8 and mlp > lin + 0.5, (lin, mlp)
 
 

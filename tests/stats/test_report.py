@@ -17,9 +17,15 @@ def test_report_combines_measures_and_ranks_candidates(rng):
   probs = np.full((40, 3), 0.1)
   probs[np.arange(40), y] = 0.8
   key = jax.random.key(0)
-  rep = measure_report(src, tgt, key=key, target_labels=y,
-                       candidates={"noise": bad, "resnet": good},
-                       candidate_source_probs={"resnet": probs}, num_permutations=99)
+  rep = measure_report(
+    src,
+    tgt,
+    key=key,
+    target_labels=y,
+    candidates={"noise": bad, "resnet": good},
+    candidate_source_probs={"resnet": probs},
+    num_permutations=99,
+  )
   k_mmd, k_pad = jax.random.split(key)
   test = mmd_test(src, tgt, key=k_mmd, num_permutations=99)
   assert rep.mmd_p_value == pytest.approx(float(test.p_value))

@@ -40,9 +40,14 @@ def _each_evidence_reference(y_, f, fh, v, s, vh, n, d):
     if np.abs(new_lam - lam) / lam < 0.01:
       break
     lam = new_lam
-  evidence = (d / 2.0 * np.log(alpha) + n / 2.0 * np.log(beta)
-              - 0.5 * np.sum(np.log(alpha + beta * s)) - beta / 2.0 * (beta_de + epsilon)
-              - alpha / 2.0 * (alpha_de + epsilon) - n / 2.0 * np.log(2 * np.pi))
+  evidence = (
+    d / 2.0 * np.log(alpha)
+    + n / 2.0 * np.log(beta)
+    - 0.5 * np.sum(np.log(alpha + beta * s))
+    - beta / 2.0 * (beta_de + epsilon)
+    - alpha / 2.0 * (alpha_de + epsilon)
+    - n / 2.0 * np.log(2 * np.pi)
+  )
   return evidence / n
 
 
@@ -51,15 +56,21 @@ def _logme_reference(features, y):
   f = features.T
   d, n = f.shape
   v, s, vh = np.linalg.svd(f @ fh, full_matrices=True)
-  return np.mean([_each_evidence_reference((y == c).astype(np.float64), f, fh, v, s, vh, n, d)
-                  for c in range(y.max() + 1)])
+  return np.mean(
+    [
+      _each_evidence_reference((y == c).astype(np.float64), f, fh, v, s, vh, n, d)
+      for c in range(y.max() + 1)
+    ]
+  )
 
 
 def _h_score_reference(f, y):
   """Bao et al. (2019): tr(cov(f)^+ cov(E[f|y]))."""
+
   def cov(x):
     xc = x - x.mean(0, keepdims=True)
     return xc.T @ xc / (len(x) - 1)
+
   g = np.zeros_like(f)
   for c in np.unique(y):
     g[y == c] = f[y == c].mean(0)
@@ -80,11 +91,14 @@ def task(rng):
   src_of = np.array([0, 2, 4])
   good_logits = 3.0 * np.eye(5)[src_of[y]] + rng.normal(size=(n, 5))
   bad_logits = rng.normal(size=(n, 5))
+
   def softmax(z):
     e = np.exp(z - z.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
-  return dict(y=y, good=good, bad=bad, good_probs=softmax(good_logits),
-              bad_probs=softmax(bad_logits))
+
+  return dict(
+    y=y, good=good, bad=bad, good_probs=softmax(good_logits), bad_probs=softmax(bad_logits)
+  )
 
 
 # ----------------------------------------------------------------------------- tests
@@ -107,8 +121,9 @@ def test_logme_regression_matches_reference(task, rng):
   targets = np.stack([feats @ rng.normal(size=6), rng.normal(size=240)], axis=1)
   f = feats.T
   v, s, vh = np.linalg.svd(f @ feats)
-  ref = np.mean([_each_evidence_reference(targets[:, k], f, feats, v, s, vh, 240, 6)
-                 for k in range(2)])
+  ref = np.mean(
+    [_each_evidence_reference(targets[:, k], f, feats, v, s, vh, 240, 6) for k in range(2)]
+  )
   np.testing.assert_allclose(float(logme(feats, targets, regression=True)), ref, rtol=1e-5)
 
 
@@ -122,12 +137,19 @@ def test_scores_run_under_jit(task):
   y = jnp.asarray(task["y"])
   f = jnp.asarray(task["good"])
   p = jnp.asarray(task["good_probs"])
-  jitted = jax.jit(lambda f, p, y: (leep(p, y, num_classes=NUM_CLASSES),
-                                    logme(f, y, num_classes=NUM_CLASSES),
-                                    h_score(f, y, num_classes=NUM_CLASSES, rtol=1e-15)))
+  jitted = jax.jit(
+    lambda f, p, y: (
+      leep(p, y, num_classes=NUM_CLASSES),
+      logme(f, y, num_classes=NUM_CLASSES),
+      h_score(f, y, num_classes=NUM_CLASSES, rtol=1e-15),
+    )
+  )
   got = jitted(f, p, y)
-  refs = (_leep_reference(task["good_probs"], task["y"]), _logme_reference(task["good"], task["y"]),
-          _h_score_reference(task["good"], task["y"]))
+  refs = (
+    _leep_reference(task["good_probs"], task["y"]),
+    _logme_reference(task["good"], task["y"]),
+    _h_score_reference(task["good"], task["y"]),
+  )
   for g, r in zip(got, refs, strict=True):
     np.testing.assert_allclose(float(g), r, rtol=1e-5)
 

@@ -13,10 +13,8 @@ import optax
 import pytest
 
 from dtl_jax import params as P
-from dtl_jax.models import MLP, Bottleneck, Classifier, TransferModel, init_variables, \
-    make_apply_fn
-from dtl_jax.train.checkpoint import Checkpointer, restore_checkpoint, restore_into, \
-    save_checkpoint
+from dtl_jax.models import MLP, Bottleneck, Classifier, TransferModel, init_variables, make_apply_fn
+from dtl_jax.train.checkpoint import Checkpointer, restore_checkpoint, restore_into, save_checkpoint
 
 
 @flax.struct.dataclass
@@ -33,15 +31,19 @@ RULES = [("backbone/(fc1|bn1)/.*", "frozen"), ("backbone/.*", "backbone"), (".*"
 
 
 def make_tx():
-  return P.make_optimizer(RULES, learning_rate=0.1, multipliers={"backbone": 0.1},
-                          momentum=0.9)
+  return P.make_optimizer(RULES, learning_rate=0.1, multipliers={"backbone": 0.1}, momentum=0.9)
 
 
 def init_state(seed: int) -> State:
   x = jnp.ones((4, 5), jnp.float32)
   v = init_variables(MODEL, jax.random.key(seed), x)
-  return State(jnp.array(0, jnp.int32), v["params"], v["batch_stats"], make_tx().init(v["params"]),
-               jax.random.key(seed))
+  return State(
+    jnp.array(0, jnp.int32),
+    v["params"],
+    v["batch_stats"],
+    make_tx().init(v["params"]),
+    jax.random.key(seed),
+  )
 
 
 @jax.jit
@@ -58,8 +60,9 @@ def train_step(state: State) -> State:
 
   (_, new), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   upd, opt_state = tx.update(g, state.opt_state, state.params)
-  return State(state.step + 1, optax.apply_updates(state.params, upd), new["batch_stats"],
-               opt_state, key)
+  return State(
+    state.step + 1, optax.apply_updates(state.params, upd), new["batch_stats"], opt_state, key
+  )
 
 
 def _leaves(state):
@@ -103,14 +106,16 @@ def test_save_kill_restore_is_bit_identical(tmp_path):
     expected = [data[f"arr_{i}"] for i in range(len(data.files))]
   got = _leaves(restored)
   assert len(got) == len(expected)
-  for a, b in zip(got, expected):
+  for a, b in zip(got, expected, strict=True):
     assert a.dtype == b.dtype and a.shape == b.shape
     np.testing.assert_array_equal(a, b)
   assert int(restored.step) == 4
   # The restored state keeps training: the frozen group stays put.
   nxt = train_step(restored)
-  np.testing.assert_array_equal(np.asarray(nxt.params["backbone"]["fc1"]["kernel"]),
-                                np.asarray(restored.params["backbone"]["fc1"]["kernel"]))
+  np.testing.assert_array_equal(
+    np.asarray(nxt.params["backbone"]["fc1"]["kernel"]),
+    np.asarray(restored.params["backbone"]["fc1"]["kernel"]),
+  )
   with pytest.raises(ValueError, match=r"step 1 not in .*available steps: \[3, 4\]"):
     ckpt.restore(template, step=1)
   ckpt.close()
@@ -120,11 +125,12 @@ def test_restore_into_new_head_keeps_backbone_and_reports_head(tmp_path):
   state = train_step(init_state(0))
   save_checkpoint(tmp_path / "c", 1, state)
   raw = restore_checkpoint(tmp_path / "c")
-  np.testing.assert_array_equal(np.asarray(raw["params"]["head"]["fc"]["kernel"]),
-                                np.asarray(state.params["head"]["fc"]["kernel"]))
+  np.testing.assert_array_equal(
+    np.asarray(raw["params"]["head"]["fc"]["kernel"]),
+    np.asarray(state.params["head"]["fc"]["kernel"]),
+  )
 
-  new_model = TransferModel(MLP((8, 6), batch_norm=True), Bottleneck(4, dropout=0.0),
-                            Classifier(5))
+  new_model = TransferModel(MLP((8, 6), batch_norm=True), Bottleneck(4, dropout=0.0), Classifier(5))
   fresh = init_variables(new_model, jax.random.key(7), jnp.ones((2, 5), jnp.float32))
   merged, report = restore_into(tmp_path / "c", fresh)
   for coll, old in (("params", state.params), ("batch_stats", state.batch_stats)):
@@ -136,12 +142,23 @@ def test_restore_into_new_head_keeps_backbone_and_reports_head(tmp_path):
   for coll in ("params", "batch_stats"):
     for new_part in ("bottleneck", "head"):
       if new_part in fresh[coll]:
-        jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b),
-                               merged[coll][new_part], fresh[coll][new_part])
+        jax.tree_util.tree_map(
+          lambda a, b: np.testing.assert_array_equal(a, b),
+          merged[coll][new_part],
+          fresh[coll][new_part],
+        )
   assert sorted(report.initialized) == sorted(
-      ["params/bottleneck/fc/kernel", "params/bottleneck/fc/bias", "params/bottleneck/bn/scale",
-       "params/bottleneck/bn/bias", "batch_stats/bottleneck/bn/mean",
-       "batch_stats/bottleneck/bn/var", "params/head/fc/kernel", "params/head/fc/bias"])
+    [
+      "params/bottleneck/fc/kernel",
+      "params/bottleneck/fc/bias",
+      "params/bottleneck/bn/scale",
+      "params/bottleneck/bn/bias",
+      "batch_stats/bottleneck/bn/mean",
+      "batch_stats/bottleneck/bn/var",
+      "params/head/fc/kernel",
+      "params/head/fc/bias",
+    ]
+  )
   assert "params/head/fc/kernel: source (6, 3), model (4, 5)" in report.mismatched
   assert all(k.split("/")[1] == "backbone" for k in report.loaded)
   assert len(report.loaded) == 12  # fc1, fc2 (kernel, bias), bn1, bn2 (scale, bias, mean, var)
@@ -157,5 +174,4 @@ def test_checkpointer_errors(tmp_path):
   with pytest.raises(ValueError, match="no checkpoint in"):
     Checkpointer(tmp_path / "empty").restore()
   with pytest.raises(ValueError, match="subtree: 'model' not found"):
-    restore_into({"params": {"a": np.ones(2)}}, {"params": {"a": jnp.zeros(2)}},
-                 subtree="model")
+    restore_into({"params": {"a": np.ones(2)}}, {"params": {"a": jnp.zeros(2)}}, subtree="model")

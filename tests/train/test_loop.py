@@ -46,7 +46,7 @@ def test_resume_is_identical_to_uninterrupted(tmp_path):
   assert not full["interrupted"] and full["steps"] == 2 * k
 
   c = _config(2 * k)
-  c.train.stop_at_step = k            # "killed" right after step k (checkpoint saved)
+  c.train.stop_at_step = k  # "killed" right after step k (checkpoint saved)
   part = fit(c, str(tmp_path / "resumed"))
   assert part["interrupted"] and part["steps"] == k
   c = _config(2 * k)
@@ -54,11 +54,14 @@ def test_resume_is_identical_to_uninterrupted(tmp_path):
   resumed = fit(c, str(tmp_path / "resumed"))
   assert resumed["steps"] == 2 * k
 
-  for a, b in zip(_leaves(full["state"]), _leaves(resumed["state"])):
+  for a, b in zip(_leaves(full["state"]), _leaves(resumed["state"]), strict=True):
     np.testing.assert_array_equal(a, b)
   # the optimizer state and RNG also match
-  for a, b in zip(jax.tree.leaves(full["state"].opt_state),
-                  jax.tree.leaves(resumed["state"].opt_state)):
+  for a, b in zip(
+    jax.tree.leaves(full["state"].opt_state),
+    jax.tree.leaves(resumed["state"].opt_state),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # and the evaluation history (steps 10 and 20) is the same
   assert [r["step"] for r in resumed["history"]] == [10, 20]
@@ -67,10 +70,12 @@ def test_resume_is_identical_to_uninterrupted(tmp_path):
   # keeps only the last 2 checkpoints
   steps = sorted(int(d) for d in os.listdir(tmp_path / "full" / "checkpoints") if d.isdigit())
   assert steps == [15, 20]
+
   # metrics.jsonl of the resumed run lists every step once, as the uninterrupted one
   def records(run):
     lines = [json.loads(x) for x in open(tmp_path / run / "metrics.jsonl")]
     return [(r["kind"], r["step"]) for r in lines]
+
   assert records("resumed") == records("full")
   assert len(set(records("resumed"))) == len(records("resumed"))
 
@@ -84,12 +89,12 @@ def test_result_selection_and_files(tmp_path):
   for crit, pick in r["selected"].items():
     assert pick["step"] in by_step
     assert pick["target_acc"] == by_step[pick["step"]]["oracle_target_acc"]
-    if crit != "last":   # the choice maximizes the criterion's own score
+    if crit != "last":  # the choice maximizes the criterion's own score
       assert pick["score"] == max(h["scores"][crit] for h in r["history"])
   # the checkpoint of every selected step is kept under selected/, and only those
   kept = sorted(int(d) for d in os.listdir(tmp_path / "run" / "selected") if d.isdigit())
   assert kept == sorted({p["step"] for c, p in r["selected"].items() if c != "last"})
-  for crit, pick in r["selected"].items():
+  for pick in r["selected"].values():
     assert os.path.isdir(pick["checkpoint"])
   lines = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
   assert {l["kind"] for l in lines} == {"train", "eval"}
@@ -118,7 +123,9 @@ def test_fit_drivers_agree(tmp_path):
     c.train.checkpoint_every = 6
     results[driver] = fit(c, str(tmp_path / driver))
   for driver in ("pmap", "shard_map", "sharded"):
-    for a, b in zip(_leaves(results["jit"]["state"]), _leaves(results[driver]["state"])):
+    for a, b in zip(
+      _leaves(results["jit"]["state"]), _leaves(results[driver]["state"]), strict=True
+    ):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert results[driver]["last"]["target_acc"] == results["jit"]["last"]["target_acc"]
 
@@ -132,17 +139,26 @@ def test_adda_stages_and_distill_through_fit(tmp_path):
   c2.init_from = str(tmp_path / "stage1")
   r2 = fit(c2, str(tmp_path / "stage2"))
   s1, s2 = r1["state"], r2["state"]
-  for a, b in zip(jax.tree.leaves(s1.params["model"]["head"]),
-                  jax.tree.leaves(s2.params["model"]["head"])):
+  for a, b in zip(
+    jax.tree.leaves(s1.params["model"]["head"]),
+    jax.tree.leaves(s2.params["model"]["head"]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  for a, b in zip(jax.tree.leaves(s1.params["model"]), 
-                  jax.tree.leaves(s2.params["extra"]["source_model"])):
+  for a, b in zip(
+    jax.tree.leaves(s1.params["model"]),
+    jax.tree.leaves(s2.params["extra"]["source_model"]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   c3 = _config(8, method="distill")
   c3.method_kwargs = {"teacher_workdir": str(tmp_path / "stage1")}
   r3 = fit(c3, str(tmp_path / "distill"))
-  for a, b in zip(jax.tree.leaves(s1.params["model"]),
-                  jax.tree.leaves(r3["state"].params["extra"]["teacher"])):
+  for a, b in zip(
+    jax.tree.leaves(s1.params["model"]),
+    jax.tree.leaves(r3["state"].params["extra"]["teacher"]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(ValueError, match="init_from"):
     c = _config(4, method="adda")
@@ -154,19 +170,20 @@ def test_ctrl_c_saves_and_returns(tmp_path, monkeypatch):
   import signal
 
   from dtl_jax.train import writer
+
   original = writer.MetricWriter.write
 
   def write(self, record):
     original(self, record)
     if record.get("kind") == "train" and record["step"] == 5:
-      signal.raise_signal(signal.SIGINT)     # as if the user pressed Ctrl-C
+      signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C
 
   monkeypatch.setattr(writer.MetricWriter, "write", write)
-  before = signal.getsignal(signal.SIGINT)   # SIG_IGN under nohup / a background shell
+  before = signal.getsignal(signal.SIGINT)  # SIG_IGN under nohup / a background shell
   r = fit(_config(20, method="source_only"), str(tmp_path / "run"))
   assert r["interrupted"] and r["steps"] == 5
   assert "5" in os.listdir(tmp_path / "run" / "checkpoints")
-  assert signal.getsignal(signal.SIGINT) is before   # fit put the caller's handler back
+  assert signal.getsignal(signal.SIGINT) is before  # fit put the caller's handler back
 
 
 def test_run_domains_are_disjoint_halves_and_eval_sees_the_same_arrays():
@@ -199,7 +216,7 @@ def test_run_domains_are_disjoint_halves_and_eval_sees_the_same_arrays():
 
 
 def _digits(num_steps=40, **changes):
-  c = default_config()                # the bundled digits protocol at 16x16
+  c = default_config()  # the bundled digits protocol at 16x16
   c.train.num_steps = num_steps
   c.train.eval_every = 10
   c.train.progress = False
@@ -224,11 +241,12 @@ def test_collapsed_run_is_reported_not_silent(tmp_path, capsys):
 
 def test_at_chance_threshold_closed_form():
   from dtl_jax.train.evaluation import at_chance
-  labels = np.repeat(np.arange(10), 18)            # 180 labels, majority rate 0.1
+
+  labels = np.repeat(np.arange(10), 18)  # 180 labels, majority rate 0.1
   threshold = 0.1 + 3 * np.sqrt(0.1 * 0.9 / 180)
   assert at_chance(0.16, labels) == (True, pytest.approx(threshold))
   assert not at_chance(0.17, labels)[0]
-  assert at_chance(0.8, np.array([0] * 80 + [1] * 20))[0]   # majority class alone is 0.8
+  assert at_chance(0.8, np.array([0] * 80 + [1] * 20))[0]  # majority class alone is 0.8
 
 
 def test_bad_config_writes_nothing(tmp_path):
@@ -249,6 +267,7 @@ def test_bad_config_writes_nothing(tmp_path):
 
 def _image_folder(root, classes, n=6, corrupt=None):
   from PIL import Image
+
   rng = np.random.default_rng(0)
   for c in classes:
     os.makedirs(root / c, exist_ok=True)
@@ -271,8 +290,14 @@ def test_data_errors_write_nothing_and_digits_config_takes_folders(tmp_path):
   with pytest.raises(ConfigError, match=r"broken.png"):
     fit(_digits(data__source=a, data__target=bad), str(wd))
   assert not wd.exists()
-  c = _digits(num_steps=4, data__source=a, data__target=str(a), data__batch_size=4,
-              data__image_size=16, data__source_val_fraction=0.2)
+  c = _digits(
+    num_steps=4,
+    data__source=a,
+    data__target=str(a),
+    data__batch_size=4,
+    data__image_size=16,
+    data__source_val_fraction=0.2,
+  )
   r = fit(c, str(wd))
   assert r["steps"] == 4
   assert np.asarray(r["state"].params["model"]["backbone"]["conv1"]["kernel"]).shape[2] == 3
@@ -285,14 +310,14 @@ def test_run_that_fails_before_its_first_checkpoint_does_not_block_the_retry(tmp
   with pytest.raises(TrainingDiverged):
     fit(c, str(wd))
   assert (wd / "config.json").exists() and not workdir.checkpoint_steps(wd)
-  fixed = _config(20, method="source_only")    # corrected: no --overwrite needed
+  fixed = _config(20, method="source_only")  # corrected: no --overwrite needed
   assert fit(fixed, str(wd))["steps"] == 20
   other = _config(20, method="dan")
   with pytest.raises(WorkdirError, match=r"different config \(differs in: method\)"):
     fit(other, str(wd))
   with pytest.raises(WorkdirError, match="already holds a run of this config"):
     fit(fixed, str(wd))
-  assert workdir.checkpoint_steps(wd) == [15, 20]     # nothing was deleted
+  assert workdir.checkpoint_steps(wd) == [15, 20]  # nothing was deleted
 
 
 def test_instance_weighted_trains_through_fit(tmp_path, monkeypatch):
@@ -300,6 +325,7 @@ def test_instance_weighted_trains_through_fit(tmp_path, monkeypatch):
   batch the weights of its examples."""
   from dtl_jax import instance
   from dtl_jax.train import loop, split_source_val
+
   seen = []
   original = loop._batch
 
@@ -315,9 +341,12 @@ def test_instance_weighted_trains_through_fit(tmp_path, monkeypatch):
   assert r["steps"] == 10 and np.isfinite(r["history"][-1]["source_test_acc"])
   src, tgt = load_domains(c)
   train_src, _ = split_source_val(src, c.data.source_val_fraction, c.seed)
-  w = np.asarray(instance.kmm_weights(np.asarray(train_src.x_train, np.float32),
-                                      np.asarray(tgt.x_train, np.float32)))
-  assert w.std() > 0.05       # the weights are informative, not all ones
+  w = np.asarray(
+    instance.kmm_weights(
+      np.asarray(train_src.x_train, np.float32), np.asarray(tgt.x_train, np.float32)
+    )
+  )
+  assert w.std() > 0.05  # the weights are informative, not all ones
   assert len(seen) == 10
   for idx, batch_w in seen:
     np.testing.assert_allclose(batch_w, w[idx], rtol=1e-5)

@@ -73,13 +73,25 @@ def test_two_process_pmap_equals_single_process_jit(tmp_path):
   single = tmp_path / "single"
   child = CHILD.replace("TIMEOUT", str(TIMEOUT))
   # the single-process reference first, so that the two processes do not compete with it
-  ref = subprocess.run([sys.executable, "-c", child, "single", str(single), port, "0"],
-                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=TIMEOUT + 30)
+  ref = subprocess.run(
+    [sys.executable, "-c", child, "single", str(single), port, "0"],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    timeout=TIMEOUT + 30,
+  )
   assert ref.returncode == 0, ref.stdout[-3000:]
-  procs = [subprocess.Popen([sys.executable, "-c", child, "multi", str(multi), port, str(i)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", child, "multi", str(multi), port, str(i)],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = []
   try:
     for p in procs:
@@ -88,7 +100,7 @@ def test_two_process_pmap_equals_single_process_jit(tmp_path):
     for p in procs:
       if p.poll() is None:
         p.kill()
-  for i, (p, o) in enumerate(zip(procs, outs)):
+  for i, (p, o) in enumerate(zip(procs, outs, strict=True)):
     assert p.returncode == 0, f"process {i} exited with {p.returncode}:\n{o[-3000:]}"
   assert "devices 2 2" in outs[0]
   got0 = np.load(multi / "params_0.npz")

@@ -13,7 +13,7 @@ def _snd_loop(p, tau):
   f = [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in p]
   total = 0.0
   for i in range(n):
-    sims = [sum(a * b for a, b in zip(f[i], f[j])) / tau for j in range(n) if j != i]
+    sims = [sum(a * b for a, b in zip(f[i], f[j], strict=True)) / tau for j in range(n) if j != i]
     m = max(sims)
     z = sum(math.exp(s - m) for s in sims)
     probs = [math.exp(s - m) / z for s in sims]
@@ -24,8 +24,7 @@ def _snd_loop(p, tau):
 def test_snd_matches_loop(rng):
   logits = rng.normal(size=(12, 4)) * 2
   p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-  assert selection.snd(p, temperature=0.05) == pytest.approx(_snd_loop(p.tolist(), 0.05),
-                                                              rel=1e-10)
+  assert selection.snd(p, temperature=0.05) == pytest.approx(_snd_loop(p.tolist(), 0.05), rel=1e-10)
   # identical predictions: every neighbour equally similar -> entropy log(n - 1)
   same = np.tile(p[:1], (12, 1))
   assert selection.snd(same) == pytest.approx(math.log(11), rel=1e-9)
@@ -38,8 +37,7 @@ def test_dev_and_iwv_match_formulas(rng):
   w = rng.uniform(0.2, 3, size=50)
   wl = w * losses
   eta = -np.cov(wl, w, ddof=1)[0, 1] / np.var(w, ddof=1)
-  assert selection.dev_risk(losses, w) == pytest.approx(wl.mean() + eta * w.mean() - eta,
-                                                        rel=1e-12)
+  assert selection.dev_risk(losses, w) == pytest.approx(wl.mean() + eta * w.mean() - eta, rel=1e-12)
   assert selection.iwv_risk(losses, w) == pytest.approx(wl.mean(), rel=1e-12)
   # with constant weights DEV reduces to the plain weighted mean
   assert selection.dev_risk(losses, np.ones(50)) == pytest.approx(losses.mean())
@@ -66,9 +64,9 @@ def test_entropy_and_cross_entropy(rng):
 
 def test_select_picks_best_score_per_criterion():
   hist = [
-      {"step": 10, "scores": {"iwv": -1.0, "snd": 3.0}, "oracle_target_acc": 0.5},
-      {"step": 20, "scores": {"iwv": -0.5, "snd": 2.0}, "oracle_target_acc": 0.7},
-      {"step": 30, "scores": {"iwv": -0.7, "snd": float("nan")}, "oracle_target_acc": 0.6},
+    {"step": 10, "scores": {"iwv": -1.0, "snd": 3.0}, "oracle_target_acc": 0.5},
+    {"step": 20, "scores": {"iwv": -0.5, "snd": 2.0}, "oracle_target_acc": 0.7},
+    {"step": 30, "scores": {"iwv": -0.7, "snd": float("nan")}, "oracle_target_acc": 0.6},
   ]
   sel = selection.select(hist, ("iwv", "snd"))
   assert sel["iwv"] == {"step": 20, "score": -0.5, "target_acc": 0.7}
