@@ -1,4 +1,4 @@
-"""The ``dtl-jax`` command: ``demo``, ``train``, ``eval`` and ``measure``.
+"""The ``dtl-jax`` command: ``demo``, ``train``, ``adapt``, ``eval`` and ``measure``.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
       --config.train.num_steps=2000 --workdir runs/dann
   dtl-jax train --config experiments/configs/digits.py:dann --workdir runs/dann --resume
   dtl-jax train --list-keys                      # every config key, default and meaning
+  dtl-jax adapt --from runs/so --target digits_rot --method tent --workdir runs/tent
+  dtl-jax adapt --from runs/so --online --shifts digits_rot,digits_noisy,digits_inv
   dtl-jax eval --workdir runs/dann --selected dev    # the label-free pick
   dtl-jax eval --workdir runs/dann --domain digits_rot
   dtl-jax measure --workdir runs/dann --candidate runs/dann
@@ -25,6 +27,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dtl_jax import config as config_lib
 
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     "evaluate a checkpoint, measure a domain shift.",
   )
   parser.add_argument("--version", action="store_true", help="print versions and exit")
-  sub = parser.add_subparsers(dest="command", metavar="{demo,train,eval,measure}")
+  sub = parser.add_subparsers(dest="command", metavar="{demo,train,adapt,eval,measure}")
 
   d = sub.add_parser(
     "demo",
@@ -133,6 +136,47 @@ def build_parser() -> argparse.ArgumentParser:
     help="print the data.source / data.target names, and exit",
   )
   t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+  a = sub.add_parser(
+    "adapt",
+    help="source-free adaptation of a trained run: AdaBN, Tent, SHOT (target data only)",
+    description="Adapt the model of a finished source run (--from) to a target domain with "
+    "unlabelled target images only (AdaBN, Tent, SHOT), into its own run directory "
+    "(resume, no overwrite, label-free selection by target entropy / SND); reports the "
+    "target accuracy before and after. With --online: stream the test images of one or "
+    "more target shifts in batches, each scored before the model adapts on it (Tent).",
+  )
+  a.add_argument("--from", dest="source_run", required=True, help="the source run directory")
+  a.add_argument("--target", default=None, help="target domain (e.g. digits_rot)")
+  a.add_argument("--method", default="tent", help="tent (default), shot or adabn")
+  a.add_argument("--workdir", default=None, help="run directory of the adaptation")
+  a.add_argument(
+    "--epochs",
+    type=int,
+    default=None,
+    help="passes over the target images (default: tent 10, shot 30)",
+  )
+  a.add_argument("--batch-size", type=int, default=64, help="target images per step (64)")
+  a.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+  a.add_argument("--overwrite", action="store_true", help="delete the run in --workdir first")
+  a.add_argument(
+    "--online",
+    action="store_true",
+    help="online test-time evaluation (Tent) on the shifts in --shifts",
+  )
+  a.add_argument(
+    "--shifts",
+    default=None,
+    help="--online: comma-separated target domains, streamed in this order",
+  )
+  a.add_argument(
+    "--reset",
+    default="shift",
+    choices=("shift", "never"),
+    help="--online: restore the source model at each shift (default) or never",
+  )
+  a.add_argument("--out", default=None, help="--online: also write the report as JSON here")
+  a.add_argument("--no-progress", action="store_true", help="hide the progress output")
 
   e = sub.add_parser(
     "eval",
@@ -229,6 +273,46 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _cmd_adapt(args: argparse.Namespace, overrides: list[str]) -> int:
+  from dtl_jax.train import adapt as adapt_lib
+
+  if args.online:
+    if not args.shifts:
+      raise CLIError("--online needs --shifts DOMAIN[,DOMAIN...]")
+    shifts = [x.strip() for x in args.shifts.split(",") if x.strip()]
+    out = adapt_lib.online(args.source_run, shifts, reset=args.reset, batch_size=args.batch_size)
+    for mode in ("source", "tent"):
+      per = ", ".join(f"{k} {v:.2f}" for k, v in out[mode]["per_shift"].items())
+      print(f"{mode:7s} overall {out[mode]['overall']:.2f}%  ({per})")
+    if args.out:
+      from dtl_jax.train.workdir import write_json
+
+      Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+      write_json(args.out, out)
+    return 0
+  if not args.target or not args.workdir:
+    raise CLIError("adapt needs --target DOMAIN and --workdir DIR (or --online --shifts ...)")
+  config = adapt_lib.adapt_config(
+    args.source_run,
+    target=args.target,
+    method=args.method,
+    batch_size=args.batch_size,
+    epochs=args.epochs,
+  )
+  config_lib.apply_overrides(config, overrides)
+  config.train.resume = bool(args.resume)
+  config.train.progress = not args.no_progress
+  result = adapt_lib.adapt(config, args.workdir, overwrite=args.overwrite)
+  pick = result["selected"]["entropy"]
+  print(
+    f"{result['method']} {args.source_run} -> {args.target}: target accuracy "
+    f"{100 * result['before']['target_acc']:.2f}% before, "
+    f"{100 * result['last']['target_acc']:.2f}% after {result['steps']} steps "
+    f"(label-free pick by entropy: step {pick['step']}, {100 * pick['target_acc']:.2f}%)"
+  )
+  return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
   from dtl_jax import runs
 
@@ -305,11 +389,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
       parser.print_help()
       return 2
-    if overrides and args.command != "train":
-      raise CLIError(f"--config.* overrides only apply to `dtl-jax train`, not `{args.command}`")
+    if overrides and args.command not in ("train", "adapt"):
+      raise CLIError(
+        f"--config.* overrides only apply to `dtl-jax train` and `adapt`, not `{args.command}`"
+      )
     commands = {"eval": _cmd_eval, "demo": _cmd_demo, "measure": _cmd_measure}
     if args.command == "train":
       return _cmd_train(args, overrides)
+    if args.command == "adapt":
+      return _cmd_adapt(args, overrides)
     return commands[args.command](args)
   except (CLIError, ValueError, KeyError, OSError, TrainingDiverged, flax.errors.FlaxError) as e:
     # ValueError covers ConfigError, WorkdirError and the library's boundary checks;

@@ -32,6 +32,7 @@ from dtl_jax.methods.discrepancy import (
   InstanceWeighted,
   SourceOnly,
 )
+from dtl_jax.methods.source_free import SHOT, AdaBN, Tent
 
 METHODS: dict[str, type[Method]] = {
   "source_only": SourceOnly,
@@ -49,6 +50,10 @@ METHODS: dict[str, type[Method]] = {
   "instance_weighted": InstanceWeighted,
   "finetune": Finetune,
   "distill": Distill,
+  # source-free (target data only; `dtl-jax adapt`, dtl_jax.train.adapt)
+  "adabn": AdaBN,
+  "tent": Tent,
+  "shot": SHOT,
 }
 
 
@@ -93,4 +98,7 @@ __all__ = [
   "WEIGHTINGS",
   "Finetune",
   "Distill",
+  "AdaBN",
+  "Tent",
+  "SHOT",
 ]

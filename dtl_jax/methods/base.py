@@ -77,6 +77,8 @@ class MethodInputs:
     rng: a PRNG key for the method's own randomness; identical on every device.
     source_weights: optional per-example source weights ``[n_s]``.
     total_steps: planned number of steps (for schedules), a Python int.
+    target_pseudo_labels: ``[n_t]`` int pseudo-labels of the target batch when the
+      method asks the loop for them (SHOT), else ``None``.
   """
 
   source: Outputs
@@ -86,6 +88,7 @@ class MethodInputs:
   rng: jax.Array
   source_weights: jax.Array | None
   total_steps: int
+  target_pseudo_labels: jax.Array | None = None
   _apply: Any = dataclasses.field(repr=False, default=None)
   _apply_to_inputs: Any = dataclasses.field(repr=False, default=None)
 

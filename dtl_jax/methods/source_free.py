@@ -20,13 +20,12 @@ These methods start from a trained source model and see **unlabeled target data 
 
 What a loop must provide (see each class): BN-affine-only optimizer labels for Tent
 (:meth:`Tent.freeze_patterns`, or :func:`tent_optimizer`); the per-epoch pseudo-label
-refresh and per-example pseudo-labels for SHOT (:class:`SourceFreeInputs`); a statistics
-pass instead of training for AdaBN.
+refresh and per-example pseudo-labels for SHOT (``batch["pl_t"]``); a statistics pass
+instead of training for AdaBN. :func:`dtl_jax.train.adapt` is that loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -379,21 +378,6 @@ def adabn(
 # ------------------------------------------------------------------ method objects
 
 
-@dataclasses.dataclass
-class SourceFreeInputs(MethodInputs):
-  """:class:`~dtl_jax.methods.MethodInputs` plus what SHOT's loss needs.
-
-  For a source-free step ``source = {}`` and ``labels`` is an empty ``[0]`` array.
-
-  Attributes:
-    target_pseudo_labels: ``[n_t]`` int pseudo-labels of the target batch (the loop
-      looks them up by example index in the array :meth:`SHOT.refresh` returned at
-      the start of the epoch), gathered over devices like the outputs.
-  """
-
-  target_pseudo_labels: jax.Array | None = None
-
-
 class _SourceFree(Method):
   uses_target = True
   #: the loop must not feed source data: the loss reads ``inputs.target`` only.
@@ -481,9 +465,9 @@ class SHOT(_SourceFree):
     ``pseudo = method.refresh(outputs[method.feature_key], outputs["logits"])``
     (``[N_t]`` int32), kept with the train state (checkpointed, so a resumed run uses
     the labels of the epoch it stopped in);
-  * each target batch's example indices into that set (the sampler's
-    ``target_indices(step)``), and ``inputs.target_pseudo_labels = pseudo[indices]``
-    (:class:`SourceFreeInputs`; gathered over devices like the outputs);
+  * each target batch's example indices into that set, and ``batch["pl_t"] =
+    pseudo[indices]`` (the step gathers it over devices into
+    ``inputs.target_pseudo_labels``);
   * target batches only, model in train mode (as SHOT: BatchNorm batch statistics,
     dropout on).
 
@@ -549,7 +533,7 @@ class SHOT(_SourceFree):
 
   def loss(self, inputs: MethodInputs):
     logits = inputs.target["logits"]
-    pseudo = getattr(inputs, "target_pseudo_labels", None)
+    pseudo = inputs.target_pseudo_labels
     im = losses.information_maximization_loss(
       logits, diversity_weight=self.diversity_weight, epsilon=self.epsilon
     )
@@ -558,9 +542,9 @@ class SHOT(_SourceFree):
     if self.beta > 0:
       if pseudo is None:
         raise ValueError(
-          "SHOT needs the target batch's pseudo-labels: pass "
-          "SourceFreeInputs(target_pseudo_labels=pseudo[idx]) with pseudo from "
-          "SHOT.refresh over the whole target set (or beta=0 for SHOT-IM)"
+          "SHOT needs the target batch's pseudo-labels: batch['pl_t'] = pseudo[idx] "
+          "with pseudo from SHOT.refresh over the whole target set (dtl_jax.train.adapt "
+          "does this; or beta=0 for SHOT-IM)"
         )
       ce = losses.shot_loss(logits, pseudo, beta=1.0, im_weight=0.0)
       total = total + self.beta * ce
@@ -610,7 +594,6 @@ __all__ = [
   "DEFAULT_BN_MODULE_PATTERN",
   "SHOT",
   "AdaBN",
-  "SourceFreeInputs",
   "Tent",
   "adabn",
   "bn_affine_rules",

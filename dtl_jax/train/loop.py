@@ -100,6 +100,11 @@ def fit(
   )
   eval_model = models.build(config.model, num_classes=source.num_classes)
   method = _keyed("method_kwargs", methods.build, config.method, **dict(config.method_kwargs))
+  if not getattr(method, "uses_source", True):
+    raise config_lib.ConfigError(
+      f"method {config.method!r} adapts a trained model with target "
+      "data only: run it with `dtl-jax adapt` (dtl_jax.train.adapt)"
+    )
   key = jax.random.key(config.seed)
   variables = initial_variables(config, eval_model, key, source_train.x_train[:1])
   setup = method.setup(

@@ -19,9 +19,10 @@ and batch statistics as one ``jit`` step on the concatenated batch. Extra module
 BatchNorm layers need no axis name.
 
 Batches are dicts: ``{"x_s": [n_s, ...], "y_s": [n_s], "x_t": [n_t, ...]}`` and
-optionally ``"w_s": [n_s]`` (source instance weights). For ``pmap`` each leaf has a
-leading device axis ``[N, n_s/N, ...]``; for ``shard_map`` the global batch is split
-along axis 0.
+optionally ``"w_s": [n_s]`` (source instance weights) and ``"pl_t": [n_t]`` (target
+pseudo-labels a source-free method asked for); a source-free step has ``n_s = 0``.
+For ``pmap`` each leaf has a leading device axis ``[N, n_s/N, ...]``; for ``shard_map``
+the global batch is split along axis 0.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def make_train_step(
     _check_batch(batch)
     x_s, y_s, x_t = batch["x_s"], batch["y_s"], batch["x_t"]
     w_s = batch.get("w_s")
+    pl_t = batch.get("pl_t")
     n_s = x_s.shape[0]
     step_rng = jax.random.fold_in(state.rng, state.step)
     model_rng, method_rng = jax.random.split(step_rng)
@@ -154,6 +156,7 @@ def make_train_step(
         rng=method_rng,
         source_weights=None if w_s is None else gather(w_s),
         total_steps=total_steps,
+        target_pseudo_labels=None if pl_t is None else gather(pl_t),
         _apply=apply_extra,
         _apply_to_inputs=apply_to_inputs,
       )

@@ -185,3 +185,19 @@ def test_adda_stage2_configs_switch_dropout_off_and_use_adam():
     ).model.bottleneck_dropout
     > 0
   )
+
+
+def test_source_free_quick(tmp_path):
+  """The source-free study runs source_only and its four adaptations through `fit` and
+  `dtl_jax.train.adapt`, and its table's mean is the per-seed values'."""
+  from experiments import source_free
+
+  out = tmp_path / "sf"
+  assert source_free.main(["--quick", "--out", str(out)]) == 0
+  data = json.loads((out / "source_free.json").read_text())
+  runs = data["extra"]["runs"]
+  assert {m for r in runs for m in r["acc"]} == set(source_free.METHODS)
+  rows = {r["method"]: r for r in data["rows"]}
+  for m in source_free.METHODS:
+    assert rows[m]["acc"][0] == pytest.approx(np.mean([r["acc"][m] for r in runs]))
+  assert (out / "source_free.png").read_bytes()[:4] == b"\x89PNG"

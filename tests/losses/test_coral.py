@@ -93,7 +93,7 @@ def test_coral_errors(rng):
     coral(s, t[:0])
   with pytest.raises(ValueError, match="at least 2 rows"):
     coral(s[:1], t)
-  with pytest.raises(ValueError, match=r"target_weights must have shape \[4\]"):
+  with pytest.raises(ValueError, match=r"`target_weights` must have shape \[4\]"):
     coral(s, t, target_weights=np.ones(5))
   with pytest.raises(ValueError, match="non-negative"):
     coral(s, t, source_weights=-np.ones(5))

@@ -117,7 +117,7 @@ def test_gaussian_kernel_is_a_pytree_vmappable_over_sigma2(rng):
 
 def test_errors(rng):
   x = rng.normal(size=(4, 3))
-  with pytest.raises(ValueError, match=r"x must have shape \[n, d\]"):
+  with pytest.raises(ValueError, match=r"`x` must have shape \[n, d\]"):
     K.pairwise_sq_distances(x[0])
   with pytest.raises(ValueError, match="same feature dimension"):
     K.pairwise_sq_distances(x, x[:, :2])

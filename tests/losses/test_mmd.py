@@ -375,7 +375,7 @@ def test_errors(rng):
   s, t = _data(rng, 5, 4, 3)
   with pytest.raises(ValueError, match=r"`source` must have shape \[n_s, d\]"):
     mmd(s[0], t)
-  with pytest.raises(ValueError, match=r"target must have shape \[n_t, d\]"):
+  with pytest.raises(ValueError, match=r"`target` must have shape \[n_t, d\]"):
     mmd(s, t[None])
   with pytest.raises(ValueError, match="same feature dimension"):
     mmd(s, t[:, :2])
@@ -389,9 +389,9 @@ def test_errors(rng):
     mk_mmd(s, t, estimator="linear")
   with pytest.raises(ValueError, match="estimator must be one of"):
     mmd(s, t, estimator="quadratic")
-  with pytest.raises(ValueError, match=r"source_weights must have shape \[5\]"):
+  with pytest.raises(ValueError, match=r"`source_weights` must have shape \[5\]"):
     mmd(s, t, source_weights=np.ones(4))
-  with pytest.raises(ValueError, match="target_weights must be finite and non-negative"):
+  with pytest.raises(ValueError, match="`target_weights` must be finite and non-negative"):
     mmd(s, t, target_weights=np.array([1.0, -1.0, 1.0, 1.0]))
   with pytest.raises(ValueError, match="positive sum"):
     mmd(s, t, target_weights=np.zeros(4))
@@ -413,5 +413,5 @@ def test_errors(rng):
     jmmd(s, t)
   with pytest.raises(ValueError, match="same number of rows"):
     jmmd([s, s[:4]], [t, t])
-  with pytest.raises(ValueError, match=r"source_layers\[1\] and target_layers\[1\]"):
+  with pytest.raises(ValueError, match=r"`source_layers\[1\]` and `target_layers\[1\]`"):
     jmmd([s, s], [t, t[:, :2]])

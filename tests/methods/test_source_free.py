@@ -15,10 +15,10 @@ import pytest
 
 from dtl_jax import losses, models
 from dtl_jax import params as params_lib
+from dtl_jax.methods.base import MethodInputs
 from dtl_jax.methods.source_free import (
   SHOT,
   AdaBN,
-  SourceFreeInputs,
   Tent,
   adabn,
   bn_modules,
@@ -288,7 +288,7 @@ def test_tent_step_updates_only_bn_affine_leaves(rng):
 
 def test_tent_method_loss_and_apply_fn(rng):
   z = rng.normal(size=(6, 4))
-  inputs = SourceFreeInputs(
+  inputs = MethodInputs(
     source={},
     target={"logits": jnp.asarray(z)},
     labels=jnp.zeros((0,), jnp.int32),
@@ -341,7 +341,7 @@ def _inputs(logits, features=None, pseudo=None):
   target = {"logits": jnp.asarray(logits)}
   if features is not None:
     target["bottleneck"] = jnp.asarray(features)
-  return SourceFreeInputs(
+  return MethodInputs(
     source={},
     target=target,
     labels=jnp.zeros((0,), jnp.int32),
