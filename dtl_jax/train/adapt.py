@@ -17,7 +17,6 @@ scored before the model updates on it (:func:`dtl_jax.methods.test_time.online_t
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from dtl_jax.train import workdir as workdir_lib
 from dtl_jax.train.checkpoint import Checkpointer, SelectedCheckpoints
 from dtl_jax.train.evaluation import accuracy_report, make_eval_step, predict
 from dtl_jax.train.interrupt import StopRequest
-from dtl_jax.train.loop import TrainingDiverged
+from dtl_jax.train.loop import train_record
 from dtl_jax.train.state import create_train_state
 from dtl_jax.train.step import jit_step, make_train_step
 from dtl_jax.train.writer import MetricWriter
@@ -249,14 +248,12 @@ def adapt(
         step += 1
         window.append(metrics)
         if step % tc.log_every == 0 or step == tc.num_steps:
-          means = {k: float(np.mean([np.asarray(m[k]) for m in window])) for k in window[0]}
-          window = []
-          if not all(math.isfinite(v) for v in means.values()):
-            raise TrainingDiverged(
-              f"loss is NaN/Inf by step {step} ({means}); last good "
-              f"checkpoint: {ckpt.latest_step()} in {ckpt.directory}"
+          writer.write(
+            train_record(
+              window, step, last_checkpoint=ckpt.latest_step(), checkpoints=ckpt.directory
             )
-          writer.write({"kind": "train", "step": step, **means})
+          )
+          window = []
         if step % tc.eval_every == 0 or step == tc.num_steps:
           evaluate(state, step)
         if step % tc.checkpoint_every == 0 or step == tc.num_steps:

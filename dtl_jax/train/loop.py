@@ -199,7 +199,7 @@ def fit(
       step += 1
       window.append(metrics)
       if step % tc.log_every == 0 or step == tc.num_steps:
-        record = _train_record(
+        record = train_record(
           window,
           step,
           steps_per_second=(step - start) / (time.perf_counter() - t0),
@@ -409,15 +409,20 @@ def _batch(
   return batch
 
 
-def _train_record(
+def train_record(
   window: list[dict],
   step: int,
   *,
-  steps_per_second: float,
   last_checkpoint: int | None,
   checkpoints: str,
+  steps_per_second: float | None = None,
 ) -> dict[str, Any]:
-  """The mean metrics of the steps since the last record; stops a diverged run."""
+  """The training record of ``step``: the mean metrics of the steps in ``window``.
+
+  Raises:
+    TrainingDiverged: a metric is NaN / Inf (names the first bad step and the last
+      good checkpoint).
+  """
   means = {k: float(np.mean([np.mean(np.asarray(m[k])) for m in window])) for k in window[0]}
   if not all(math.isfinite(v) for v in means.values()):
     first = next(
@@ -434,7 +439,10 @@ def _train_record(
       f"{'step ' + str(last_checkpoint) if last_checkpoint is not None else 'none'} in "
       f"{checkpoints}"
     )
-  return {"kind": "train", "step": step, "steps_per_second": steps_per_second, **means}
+  record: dict[str, Any] = {"kind": "train", "step": step}
+  if steps_per_second is not None:
+    record["steps_per_second"] = steps_per_second
+  return {**record, **means}
 
 
 def _check_finite(state: TrainState, step: int, last_good: int | None, checkpoints: str) -> None:
