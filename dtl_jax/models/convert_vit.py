@@ -387,8 +387,11 @@ def _load(source: Any, model: VisionTransformer, families: Sequence[str], ignore
   ignore_re = [re.compile(p) for p in list(ignore) + _ignored(model)]
   shapes = param_shapes(model)
   flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-  missing, misshaped, values, used = [], [], [], set()
-  lora_paths = []
+  missing: list[str] = []
+  misshaped: list[str] = []
+  values: list[Any] = []
+  used: set[str] = set()
+  lora_paths: list[str] = []
   for path, leaf in flat:
     p = _path_str(path)
     if _is_lora(p):
@@ -427,13 +430,13 @@ def _load(source: Any, model: VisionTransformer, families: Sequence[str], ignore
     values = [fresh_flat[_path_str(p)] if v is None else v for (p, _), v in zip(flat, values)]
   elif lora_paths:
     # Without a key the adapters are left out: merge into init_variables(model, ...).
-    kept = [(p, v) for (p, _), v in zip(flat, values) if v is not None]
+    kept = [(_path_str(p), v) for (p, _), v in zip(flat, values) if v is not None]
     nested: dict[str, Any] = {}
-    for p, v in kept:
+    for name, v in kept:
       node = nested
-      *parents, last = _path_str(p).split("/")
-      for name in parents:
-        node = node.setdefault(name, {})
+      *parents, last = name.split("/")
+      for parent in parents:
+        node = node.setdefault(parent, {})
       node[last] = v
     return {"params": nested}
   return {"params": jax.tree_util.tree_unflatten(treedef, values)}
@@ -578,7 +581,7 @@ def vit_from_hf_config(config: Mapping[str, Any] | str | os.PathLike, **override
   arch = cfg.get("architectures") or []
   if mt == "clip":
     vis = {**_DEFAULTS["clip_vision_model"], **(cfg.get("vision_config") or {})}
-    projection = int(cfg.get("projection_dim", 512))
+    projection: int | None = int(cfg.get("projection_dim", 512))
     mt, c = "clip_vision_model", vis
   else:
     c = {**_DEFAULTS[mt], **cfg}
