@@ -76,8 +76,8 @@ def layerwise_lr_decay(num_layers: int, *, decay: float, prefix: str = "backbone
 
   .. math::  \\mathrm{lr}_k = \\mathrm{lr} \\cdot m \\cdot \\mathrm{decay}^{L + 1 - k}
 
-  with depth ``k = 0`` for the embeddings (``patch_embed``, ``cls_token``,
-  ``reg_tokens``, ``pos_embed``, CLIP's ``pre_norm``), ``k = i + 1`` for ``blocks_<i>``,
+  with depth ``k = 0`` for the embeddings (``embed/...``: patch embedding, CLS token,
+  registers, position embeddings; CLIP's ``pre_norm``), ``k = i + 1`` for ``blocks_<i>``,
   ``k = L + 1`` for what follows the blocks (``norm``, ``post_norm``, ``proj``,
   ``pooler``) and ``m = base_multiplier``; the head (outside the backbone) gets
   ``head_multiplier``.

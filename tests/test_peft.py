@@ -98,7 +98,7 @@ def _depth(path: str) -> int | None:
   m = re.fullmatch(r"blocks_(\d+)", name)
   if m:
     return int(m.group(1)) + 1
-  if name in ("patch_embed", "cls_token", "reg_tokens", "pos_embed", "pre_norm"):
+  if name in ("embed", "pre_norm"):
     return 0
   return L + 1
 
@@ -159,6 +159,20 @@ def test_linear_probe_and_finetune_recipes():
       "model/backbone/norm/scale": "backbone",
       "model/backbone/blocks_0/attn/query/kernel": "frozen",
       "model/backbone/blocks_0/attn/query/lora_a": "lora", "model/head/kernel": "head"}
+
+
+def test_freeze_first_k_uses_the_vit_stages():
+  """``VisionTransformer.stages`` fits dtl_jax.params.freeze_first_k: stage 0 is the
+  embedding stage (patch embedding, CLS / register tokens, position embeddings)."""
+  backbone = VisionTransformer(**TINY, variant="dinov2_registers", num_register_tokens=2)
+  params = _init(Classifier(backbone))
+  assert backbone.stages == ("embed|pre_norm", "blocks_0", "blocks_1", "blocks_2")
+  labels = _flat(P.label_params(params, P.freeze_first_k(2, stages=backbone.stages).rules))
+  for path, label in labels.items():
+    frozen = path.startswith(("backbone/embed/", "backbone/blocks_0/"))
+    assert label == ("frozen" if frozen else "backbone" if path.startswith("backbone/")
+                     else "head"), path
+  assert labels["backbone/embed/cls_token"] == labels["backbone/embed/reg_tokens"] == "frozen"
 
 
 def test_recipe_argument_errors():

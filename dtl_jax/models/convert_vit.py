@@ -64,7 +64,7 @@ _B = r"blocks_(\d+)"
 # Flax module path regex -> HF module (transformers >= 5 names, prefix-free).
 _MODULES: dict[str, tuple[tuple[str, str], ...]] = {
     "vit": (
-        ("patch_embed", "embeddings.patch_embeddings.projection"),
+        ("embed/patch_embed", "embeddings.patch_embeddings.projection"),
         (f"{_B}/norm1", r"layers.\1.layernorm_before"),
         (f"{_B}/norm2", r"layers.\1.layernorm_after"),
         (f"{_B}/attn/query", r"layers.\1.attention.q_proj"),
@@ -77,7 +77,7 @@ _MODULES: dict[str, tuple[tuple[str, str], ...]] = {
         ("pooler", "pooler.dense"),
     ),
     "dinov2": (
-        ("patch_embed", "embeddings.patch_embeddings.projection"),
+        ("embed/patch_embed", "embeddings.patch_embeddings.projection"),
         (f"{_B}/norm1", r"encoder.layer.\1.norm1"),
         (f"{_B}/norm2", r"encoder.layer.\1.norm2"),
         (f"{_B}/attn/query", r"encoder.layer.\1.attention.q_proj"),
@@ -92,7 +92,7 @@ _MODULES: dict[str, tuple[tuple[str, str], ...]] = {
         ("norm", "layernorm"),
     ),
     "clip": (
-        ("patch_embed", "vision_model.embeddings.patch_embedding"),
+        ("embed/patch_embed", "vision_model.embeddings.patch_embedding"),
         ("pre_norm", "vision_model.pre_layrnorm"),
         (f"{_B}/norm1", r"vision_model.encoder.layers.\1.layer_norm1"),
         (f"{_B}/norm2", r"vision_model.encoder.layers.\1.layer_norm2"),
@@ -109,15 +109,16 @@ _MODULES: dict[str, tuple[tuple[str, str], ...]] = {
 
 # Flax parameter path regex -> (HF key, kind) for parameters that are not kernel/scale/bias.
 _PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "vit": (("cls_token", "embeddings.cls_token", "none"),
-            ("pos_embed", "embeddings.position_embeddings", "none")),
-    "dinov2": (("cls_token", "embeddings.cls_token", "none"),
-               ("pos_embed", "embeddings.position_embeddings", "none"),
-               ("reg_tokens", "embeddings.register_tokens", "none"),
+    "vit": (("embed/cls_token", "embeddings.cls_token", "none"),
+            ("embed/pos_embed", "embeddings.position_embeddings", "none")),
+    "dinov2": (("embed/cls_token", "embeddings.cls_token", "none"),
+               ("embed/pos_embed", "embeddings.position_embeddings", "none"),
+               ("embed/reg_tokens", "embeddings.register_tokens", "none"),
                (f"{_B}/ls1", r"encoder.layer.\1.layer_scale1.lambda1", "none"),
                (f"{_B}/ls2", r"encoder.layer.\1.layer_scale2.lambda1", "none")),
-    "clip": (("cls_token", "vision_model.embeddings.class_embedding", "vector"),
-             ("pos_embed", "vision_model.embeddings.position_embedding.weight", "unbatch")),
+    "clip": (("embed/cls_token", "vision_model.embeddings.class_embedding", "vector"),
+             ("embed/pos_embed", "vision_model.embeddings.position_embedding.weight",
+              "unbatch")),
 }
 
 # Published-checkpoint (transformers < 5) names -> the names above.

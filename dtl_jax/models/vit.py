@@ -41,8 +41,8 @@ CLIP ``(0.4815, 0.4578, 0.4082) / (0.2686, 0.2613, 0.2758)``) returns a dict:
 * ``"pooler"`` (ViT with ``pooler_dim``): ``tanh(dense(CLS))``, ``ViTModel``'s
   ``pooler_output``.
 
-Parameter names (paths relative to the module): ``patch_embed``, ``cls_token``,
-``reg_tokens``, ``pos_embed``, ``pre_norm``, ``blocks_<i>/{norm1, attn/{query, key,
+Parameter names (paths relative to the module): ``embed/{patch_embed, cls_token,
+reg_tokens, pos_embed}``, ``pre_norm``, ``blocks_<i>/{norm1, attn/{query, key,
 value, out}, ls1, norm2, mlp/{fc1, fc2 | gate, up, down}, ls2}``, ``norm``,
 ``post_norm``, ``proj``, ``pooler``. LoRA targets (``lora_targets``) are regexes over the
 dense-layer paths inside the blocks, e.g. ``r"blocks_\\d+/attn/(query|value)"``.
@@ -235,6 +235,81 @@ def _pair(v: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
   return out
 
 
+class Embeddings(nn.Module):
+  """Patch embedding, CLS token, position embeddings and registers -> ``[n, 1 + R + P, d]``.
+
+  Parameters ``patch_embed`` (a stride-``p`` ``p x p`` conv; no bias for CLIP),
+  ``cls_token [1, 1, d]``, ``pos_embed [1, 1 + P0, d]`` (``P0`` patches of the pretraining
+  ``image_size``), ``reg_tokens [1, R, d]``. Tokens are ``[CLS, patches] + pos_embed``,
+  then the registers go after the CLS (DINOv2 with registers: registers carry no position).
+
+  Other image sizes (``transformers``' rule): the embeddings are used as they are when the
+  patch grid is the pretraining one and the image is square; otherwise ViT / CLIP need
+  ``interpolate_pos_encoding`` (else an image of another pixel size is an error), DINOv2
+  always resizes; the patch grid is resized bicubically
+  (:func:`~dtl_jax.models.interpolate.resize_bicubic`, antialiased for
+  ``"dinov2_registers"``), in float32 when ``pos_interp_float32`` (default: DINOv2).
+  """
+
+  variant: str
+  image_size: tuple[int, int]
+  patch_size: int
+  hidden_size: int
+  num_register_tokens: int = 0
+  interpolate_pos_encoding: bool = False
+  pos_interp_float32: bool | None = None
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+  def _position_embeddings(self, pos: jax.Array, grid: tuple[int, int],
+                           pixels: tuple[int, int]) -> jax.Array:
+    """``pos: [1, 1 + P0, d]`` for the input's patch grid."""
+    if self.variant in ("vit", "clip") and not self.interpolate_pos_encoding:
+      if pixels != tuple(self.image_size):
+        raise ValueError(f"input image size {pixels} differs from the model's "
+                         f"{tuple(self.image_size)}; set interpolate_pos_encoding=True to "
+                         "resize the position embeddings")
+      return pos
+    if grid == self.grid and pixels[0] == pixels[1]:
+      return pos
+    d = pos.shape[-1]
+    patch = pos[0, 1:].reshape(*self.grid, d)
+    f32 = (self.pos_interp_float32 if self.pos_interp_float32 is not None
+           else self.variant.startswith("dinov2"))
+    src_dtype = patch.dtype
+    if f32:
+      patch = patch.astype(jnp.float32)
+    patch = resize_bicubic(patch, grid, antialias=self.variant == "dinov2_registers")
+    patch = patch.astype(src_dtype).reshape(1, grid[0] * grid[1], d)
+    return jnp.concatenate([pos[:, :1], patch], axis=1)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d, p = self.hidden_size, self.patch_size
+    y = nn.Conv(d, (p, p), strides=(p, p), padding="VALID", use_bias=self.variant != "clip",
+                precision=self.precision, kernel_init=_INIT, dtype=self.dtype,
+                param_dtype=self.param_dtype, name="patch_embed")(x)
+    n, gh, gw, _ = y.shape
+    y = y.reshape(n, gh * gw, d)
+    cls = self.param("cls_token", _INIT, (1, 1, d), self.param_dtype)
+    pos = self.param("pos_embed", _INIT, (1, 1 + self.grid[0] * self.grid[1], d),
+                     self.param_dtype)
+    pos = self._position_embeddings(pos, (gh, gw), (x.shape[1], x.shape[2]))
+    tokens = jnp.concatenate([jnp.broadcast_to(cls.astype(y.dtype), (n, 1, d)), y], axis=1)
+    tokens = tokens + pos.astype(y.dtype)
+    r = self.num_register_tokens
+    if r:
+      reg = self.param("reg_tokens", nn.initializers.zeros, (1, r, d), self.param_dtype)
+      tokens = jnp.concatenate([tokens[:, :1], jnp.broadcast_to(reg.astype(y.dtype), (n, r, d)),
+                                tokens[:, 1:]], axis=1)
+    return tokens
+
+
 class VisionTransformer(nn.Module):
   """ViT / DINOv2 / CLIP vision tower (see the module docstring for the outputs).
 
@@ -402,28 +477,6 @@ class VisionTransformer(nn.Module):
 
   # ------------------------------------------------------------------ forward
 
-  def _position_embeddings(self, pos: jax.Array, grid: tuple[int, int],
-                           pixels: tuple[int, int]) -> jax.Array:
-    """``pos: [1, 1 + P0, d]`` for the input's patch grid (``transformers``' rule)."""
-    if grid == self.grid and pixels[0] == pixels[1]:
-      return pos
-    if self.variant in ("vit", "clip") and not self.interpolate_pos_encoding:
-      size = _pair(self.image_size, "image_size")
-      if pixels != size:
-        raise ValueError(f"input image size {pixels} differs from the model's {size}; set "
-                         "interpolate_pos_encoding=True to resize the position embeddings")
-      return pos
-    d = pos.shape[-1]
-    patch = pos[0, 1:].reshape(*self.grid, d)
-    f32 = (self.pos_interp_float32 if self.pos_interp_float32 is not None
-           else self.variant.startswith("dinov2"))
-    src_dtype = patch.dtype
-    if f32:
-      patch = patch.astype(jnp.float32)
-    patch = resize_bicubic(patch, grid, antialias=self.variant == "dinov2_registers")
-    patch = patch.astype(src_dtype).reshape(1, grid[0] * grid[1], d)
-    return jnp.concatenate([pos[:, :1], patch], axis=1)
-
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
     self.check()
@@ -431,23 +484,12 @@ class VisionTransformer(nn.Module):
       raise ValueError(f"x must be NHWC [n, h, w, {self.num_channels}], got shape {x.shape}")
     if x.shape[1] < self.patch_size or x.shape[2] < self.patch_size:
       raise ValueError(f"image {x.shape[1:3]} is smaller than one patch ({self.patch_size})")
-    v, d, p = self.variant, self.hidden_size, self.patch_size
+    v, r = self.variant, self.num_register_tokens
     kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-    y = nn.Conv(d, (p, p), strides=(p, p), padding="VALID", use_bias=v != "clip",
-                precision=self.precision, kernel_init=_INIT, name="patch_embed", **kw)(x)
-    n, gh, gw, _ = y.shape
-    y = y.reshape(n, gh * gw, d)
-    cls = self.param("cls_token", _INIT, (1, 1, d), self.param_dtype)
-    pos = self.param("pos_embed", _INIT, (1, 1 + self.grid[0] * self.grid[1], d),
-                     self.param_dtype)
-    pos = self._position_embeddings(pos, (gh, gw), (x.shape[1], x.shape[2]))
-    tokens = jnp.concatenate([jnp.broadcast_to(cls.astype(y.dtype), (n, 1, d)), y], axis=1)
-    tokens = tokens + pos.astype(y.dtype)
-    r = self.num_register_tokens
-    if r:
-      reg = self.param("reg_tokens", nn.initializers.zeros, (1, r, d), self.param_dtype)
-      tokens = jnp.concatenate([tokens[:, :1], jnp.broadcast_to(reg.astype(y.dtype), (n, r, d)),
-                                tokens[:, 1:]], axis=1)
+    tokens = Embeddings(v, _pair(self.image_size, "image_size"), self.patch_size,
+                        self.hidden_size, r, self.interpolate_pos_encoding,
+                        self.pos_interp_float32, precision=self.precision, name="embed",
+                        **kw)(x)
     tokens = nn.Dropout(self.dropout_rate, deterministic=not train)(tokens)
     if v == "clip":
       tokens = _layer_norm(self.layer_norm_eps, "pre_norm", **kw)(tokens)
@@ -490,8 +532,9 @@ class VisionTransformer(nn.Module):
     return out
 
 
-#: Regex of the embedding-stage parameters (depth 0 for layer-wise lr decay).
-EMBEDDING_PARAMS = "patch_embed|cls_token|reg_tokens|pos_embed|pre_norm"
+#: Regex of the embedding stage's modules (depth 0 for layer-wise lr decay, the first of
+#: ``VisionTransformer.stages``).
+EMBEDDING_PARAMS = "embed|pre_norm"
 
 
 def _dinov2_swiglu_hidden(hidden: int, mlp_ratio: float) -> int:
