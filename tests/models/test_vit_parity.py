@@ -19,6 +19,7 @@ import json
 import re
 import types
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -422,3 +423,37 @@ def test_sharded_and_bfloat16_checkpoints(tmp_path):
   for k, v in bf16.items():
     assert read[k].dtype == np.float32
     np.testing.assert_array_equal(read[k], v.float().numpy(), err_msg=k)
+
+
+def test_train_mode_dropout_and_drop_path():
+  small = {"image_size": 16, "patch_size": 8, "hidden_size": 32, "num_layers": 2,
+           "num_heads": 4, "mlp_dim": 64, "variant": "dinov2"}
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 16, 16, 3)), jnp.float32)
+  model = VisionTransformer(**small)
+  v = model.init(jax.random.key(0), x, train=False)
+  eval_out = model.apply(v, x, train=False)["tokens"]
+  # zero rates: train mode computes the same function (no rng needed)
+  np.testing.assert_array_equal(np.asarray(model.apply(v, x, train=True)["tokens"]),
+                                np.asarray(eval_out))
+  noisy = model.clone(drop_path_rate=0.5, dropout_rate=0.1, attention_dropout=0.1)
+  a = noisy.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})["tokens"]
+  b = noisy.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})["tokens"]
+  c = noisy.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)})["tokens"]
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # same key, same output
+  assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-3
+  np.testing.assert_array_equal(np.asarray(noisy.apply(v, x, train=False)["tokens"]),
+                                np.asarray(eval_out))
+  # stochastic depth alone: each example's residual branch is dropped or scaled by 1/keep
+  from dtl_jax.models.vit import _drop_path
+
+  class DropPath(nn.Module):
+    @nn.compact
+    def __call__(self, h):
+      return _drop_path(self, h, 0.3, True)
+
+  ones = jnp.ones((4000, 3), jnp.float32)
+  out = np.asarray(DropPath().apply({}, ones, rngs={"dropout": jax.random.key(3)}))
+  kept = out[:, 0] != 0
+  np.testing.assert_allclose(out[kept], 1 / 0.7, rtol=1e-6)
+  assert (out[~kept] == 0).all() and (out == out[:, :1]).all()
+  assert abs(kept.mean() - 0.7) < 0.03  # binomial sd 0.007
