@@ -88,7 +88,7 @@ class TorchResNet50Transfer(torch.nn.Module):
 def make_torch_resnet_step(
   n: int, *, size: int = 224, device: str = "cuda", bf16: bool = False, compile_model: bool = False
 ) -> Callable[[], Any]:
-  from benchmarks import torch_refs  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_refs
 
   harness.patch_dalib_numpy()
   torch.manual_seed(0)
@@ -121,10 +121,10 @@ def make_torch_resnet_step(
 
 
 def make_jax_resnet_step(n: int, *, size: int = 224, bf16: bool = False):
-  from dtl_jax import methods  # pylint: disable=g-import-not-at-top
-  from dtl_jax.models import Bottleneck, Classifier, ResNet50, TransferModel  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train.step import make_train_step  # pylint: disable=g-import-not-at-top
+  from dtl_jax import methods
+  from dtl_jax.models import Bottleneck, Classifier, ResNet50, TransferModel
+  from dtl_jax.train import state as state_lib
+  from dtl_jax.train.step import make_train_step
 
   dtype = jnp.bfloat16 if bf16 else None
   model = TransferModel(
@@ -194,10 +194,10 @@ def run_scaling(
   *, repeats: int = 10, per_device: int = 64, force: bool = False, log=print
 ) -> dict[str, Any]:
   """LeNet DANN pmap step time on 1, 2, 4, ... devices (fixed per-device batch)."""
-  from benchmarks import steps  # pylint: disable=g-import-not-at-top
-  from dtl_jax.models import Bottleneck, Classifier, TransferModel  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train.step import make_train_step, pmap_step, replicate, shard_batch_for_pmap  # pylint: disable=g-import-not-at-top
+  from benchmarks import steps
+  from dtl_jax.models import Bottleneck, Classifier, TransferModel
+  from dtl_jax.train import state as state_lib
+  from dtl_jax.train.step import make_train_step, pmap_step, replicate, shard_batch_for_pmap
 
   devices = jax.local_devices()
   if (len(devices) < 2 or jax.default_backend() == "cpu") and not force:
@@ -207,9 +207,9 @@ def run_scaling(
   while k <= len(devices):
     devs = devices[:k]
     model = TransferModel(steps.LeNet(), Bottleneck(256, dropout=0.0), Classifier(10))
-    meth = steps._method("dann")  # pylint: disable=protected-access
+    meth = steps._method("dann")
     tx = optax.sgd(0.01, momentum=0.9)
-    batch = steps._batch(per_device * k)  # pylint: disable=protected-access
+    batch = steps._batch(per_device * k)
     st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
     step = pmap_step(make_train_step(model, meth, tx, axis_name="batch"), devices=devs)
     holder = [replicate(st, devs)]

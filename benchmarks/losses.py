@@ -234,7 +234,7 @@ def run_config(
       call = _torch_call(prob.torch_fn, prob.torch_args)
       check_grads = True
     elif impl == "torch_compile":
-      torch._dynamo.reset()  # pylint: disable=protected-access
+      torch._dynamo.reset()
       cfn = torch.compile(prob.torch_fn, dynamic=False)
       call = _torch_call(cfn, prob.torch_args)
       check_grads = True

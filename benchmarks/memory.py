@@ -45,16 +45,16 @@ def _is_oom(err: BaseException) -> bool:
 
 def _child(cfg: dict[str, Any]) -> dict[str, Any]:
   """Runs one configuration in this process; returns the result dict."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
 
   impl, n, d = cfg["impl"], int(cfg["n"]), int(cfg["d"])
   rng = np.random.default_rng(0)
   zs = rng.standard_normal((n, d), dtype=np.float32)
   zt = (rng.standard_normal((n, d), dtype=np.float32) + 0.5).astype(np.float32)
   if impl.startswith("jax"):
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
 
-    from benchmarks import jax_losses  # pylint: disable=g-import-not-at-top
+    from benchmarks import jax_losses
 
     fn = jax_losses.mk_mmd_value_and_grad(tiled=impl == "jax_tiled", n=n)
     xs, xt = jax.device_put(zs), jax.device_put(zt)
@@ -63,9 +63,9 @@ def _child(cfg: dict[str, Any]) -> dict[str, Any]:
     def run():
       return jax.block_until_ready(compiled(xs, xt))
   else:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
 
-    from benchmarks import harness, torch_refs  # pylint: disable=g-import-not-at-top
+    from benchmarks import harness, torch_refs
 
     harness.patch_dalib_numpy()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -86,7 +86,7 @@ def _child(cfg: dict[str, Any]) -> dict[str, Any]:
   t0 = time.perf_counter()
   try:
     run()
-  except Exception as err:  # pylint: disable=broad-except
+  except Exception as err:
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     return {
       "status": "oom" if _is_oom(err) else "error",

@@ -93,7 +93,7 @@ def _backbone(variant: str) -> nn.Module:
 
 
 def _method(name: str):
-  from dtl_jax import methods  # pylint: disable=g-import-not-at-top
+  from dtl_jax import methods
 
   if name == "dann":
     return methods.DANN()
@@ -102,9 +102,9 @@ def _method(name: str):
 
 def make_jax_step(method: str, variant: str, *, n: int = N_PER_DOMAIN):
   """(jitted step, state, batch) for one JAX variant."""
-  from dtl_jax.models import Bottleneck, Classifier, TransferModel  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train.step import make_train_step  # pylint: disable=g-import-not-at-top
+  from dtl_jax.models import Bottleneck, Classifier, TransferModel
+  from dtl_jax.train import state as state_lib
+  from dtl_jax.train.step import make_train_step
 
   model = TransferModel(_backbone(variant), Bottleneck(256, dropout=0.0), Classifier(NUM_CLASSES))
   meth = _method(method)
@@ -163,7 +163,7 @@ def make_torch_step(
   ``gram=True`` (DAN only) uses the Gram-form MK-MMD of :mod:`benchmarks.torch_refs`
   instead of dalib's ``[2n, 2n, d]`` one: the best PyTorch eager DAN step.
   """
-  from benchmarks import torch_refs  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_refs
 
   harness.patch_dalib_numpy()
   torch.manual_seed(0)
@@ -253,7 +253,7 @@ def fit_throughput(
   ``compiled`` / ``state``: an already compiled library DANN step and its state (reused
   from :func:`run` to save a compilation); built here when not given.
   """
-  from dtl_jax.data.sampler import PairSampler  # pylint: disable=g-import-not-at-top
+  from dtl_jax.data.sampler import PairSampler
 
   batch = _batch(n)
   if compiled is None:

@@ -197,8 +197,8 @@ def tllib_index_matrix(n: int, dtype: torch.dtype = torch.float32) -> torch.Tens
 
 def dalib_mk_mmd(n: int) -> torch.nn.Module:
   """dalib's MultipleKernelMaximumMeanDiscrepancy with DAN's five kernels, non-linear."""
-  from dalib.adaptation.dan import MultipleKernelMaximumMeanDiscrepancy  # pylint: disable=g-import-not-at-top
-  from dalib.modules.kernels import GaussianKernel  # pylint: disable=g-import-not-at-top
+  from dalib.adaptation.dan import MultipleKernelMaximumMeanDiscrepancy
+  from dalib.modules.kernels import GaussianKernel
 
   loss = MultipleKernelMaximumMeanDiscrepancy(
     [GaussianKernel(alpha=a) for a in DAN_MULTIPLIERS], linear=False
@@ -209,8 +209,8 @@ def dalib_mk_mmd(n: int) -> torch.nn.Module:
 
 def dalib_jmmd(n: int) -> torch.nn.Module:
   """dalib's JointMultipleKernelMaximumMeanDiscrepancy with JAN's default kernels."""
-  from dalib.adaptation.jan import JointMultipleKernelMaximumMeanDiscrepancy  # pylint: disable=g-import-not-at-top
-  from dalib.modules.kernels import GaussianKernel  # pylint: disable=g-import-not-at-top
+  from dalib.adaptation.jan import JointMultipleKernelMaximumMeanDiscrepancy
+  from dalib.modules.kernels import GaussianKernel
 
   loss = JointMultipleKernelMaximumMeanDiscrepancy(
     (
@@ -224,19 +224,19 @@ def dalib_jmmd(n: int) -> torch.nn.Module:
 
 
 def dalib_discriminator(in_feature: int, hidden: int = 1024, seed: int = 0) -> torch.nn.Module:
-  from dalib.modules.domain_discriminator import DomainDiscriminator  # pylint: disable=g-import-not-at-top
+  from dalib.modules.domain_discriminator import DomainDiscriminator
 
   torch.manual_seed(seed)
   return DomainDiscriminator(in_feature=in_feature, hidden_size=hidden)
 
 
 def dalib_dann(disc: torch.nn.Module) -> torch.nn.Module:
-  from dalib.adaptation.dann import DomainAdversarialLoss  # pylint: disable=g-import-not-at-top
+  from dalib.adaptation.dann import DomainAdversarialLoss
 
   return DomainAdversarialLoss(disc)
 
 
 def dalib_cdan(disc: torch.nn.Module) -> torch.nn.Module:
-  from dalib.adaptation.cdan import ConditionalDomainAdversarialLoss  # pylint: disable=g-import-not-at-top
+  from dalib.adaptation.cdan import ConditionalDomainAdversarialLoss
 
   return ConditionalDomainAdversarialLoss(disc)

@@ -5,7 +5,7 @@
 
   python -m experiments.published --list
   dtl-jax train --config experiments/configs/published.py:office31:A-W:dann \\
-      --config.pretrained=weights/resnet50.safetensors --workdir runs/office31_AW_dann
+      --config.model.pretrained=weights/resnet50.safetensors --workdir runs/office31_AW_dann
 
 The configs need the real datasets and ImageNet weights (README, "Real datasets");
 ``tests/experiments/test_published.py`` runs each of them on generated mock data with a

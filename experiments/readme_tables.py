@@ -173,7 +173,7 @@ def benchmarks(root: Path = BENCH_RESULTS) -> str:
   """Targets (PASS / FAIL) and JAX speed-ups per loss, for each committed machine."""
   if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-  from benchmarks import report  # pylint: disable=g-import-not-at-top
+  from benchmarks import report
 
   lines = []
   for res in _bench_results(root):

@@ -397,8 +397,8 @@ class Tent(_SourceFree):
 
   * optimizer labels: every parameter frozen except the BatchNorm ``scale`` / ``bias``:
     :meth:`freeze_patterns` (one regex that matches every other parameter path, for
-    ``default_rules(freeze=...)``), or :func:`tent_optimizer` / :func:`tent_param_labels`
-    directly;
+    ``dtl_jax.params.train_rules(freeze=...)``), or :func:`tent_optimizer` /
+    :func:`tent_param_labels` directly;
   * the model in train mode so that BatchNorm normalises with the target batch
     statistics (Tent's ``track_running_stats = False``), with dropout off:
     :func:`tent_apply_fn` (``dropout_off = True``);

@@ -46,7 +46,7 @@ def domain_importance_weights(
   logistic-regression domain classifier (standardized features), clipped to
   ``[0, clip]``. ``[n_s, d], [n_t, d] -> [n_s]``.
   """
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  from sklearn.linear_model import LogisticRegression
 
   xs = np.asarray(source_features, np.float64).reshape(len(source_features), -1)
   xt = np.asarray(target_features, np.float64).reshape(len(target_features), -1)
