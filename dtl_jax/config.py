@@ -176,12 +176,15 @@ SCHEMA: tuple[Key, ...] = (
   Key(
     "model.backbone",
     "lenet",
-    "a name of dtl_jax.models.BACKBONES (lenet, dann_mnist, dtn, mlp, resnet18 ... resnet101)",
+    "a name of dtl_jax.models.BACKBONES (lenet, dann_mnist, dtn, mlp, resnet18 ... resnet101, "
+    "vit, dinov2, clip_vision)",
   ),
   Key(
     "model.backbone_kwargs",
     {},
-    "keyword arguments of the backbone (e.g. dropout, hidden)",
+    "keyword arguments of the backbone (e.g. dropout, hidden; ViTs: preset, dtype, "
+    "return_blocks, pool, drop_path_rate, lora_rank / lora_alpha / lora_targets -- a "
+    "backbone with LoRA adapters trains only its adapters)",
     free_form=True,
   ),
   Key(
@@ -196,9 +199,10 @@ SCHEMA: tuple[Key, ...] = (
   Key(
     "model.pretrained",
     "",
-    "a pretrained backbone's state dict (torchvision / timm "
-    "ResNet: .safetensors, .npz or .pth) loaded into the backbone; bottleneck and "
-    "head keep their fresh initialization",
+    "a pretrained backbone's weights: a torchvision / timm ResNet state dict "
+    "(.safetensors, .npz or .pth), or a transformers ViT / DINOv2 / CLIP checkpoint "
+    "(folder with config.json + model.safetensors, which also sets the architecture); "
+    "bottleneck and head keep their fresh initialization",
   ),
   Key(
     "model.freeze",
@@ -237,6 +241,14 @@ SCHEMA: tuple[Key, ...] = (
     "parameter group (backbone, head, extra/<module>); TLlib uses backbone 0.1 for "
     "a pretrained backbone",
     free_form=True,
+  ),
+  Key(
+    "optim.layer_decay",
+    1.0,
+    "layer-wise learning-rate decay of a ViT backbone (BEiT / MAE): block i of L trains at "
+    "layer_decay ** (L - i) x the backbone's rate, the embeddings at layer_decay ** (L + 1); "
+    "1 = off (MAE: 0.75 for ViT-B)",
+    lambda v: None if 0 < v <= 1 else "must be in (0, 1]",
   ),
   # training loop
   Key("train.num_steps", 500, "optimizer steps", _positive),
@@ -443,10 +455,11 @@ def _validate_names(flat: Mapping[str, Any]) -> None:
       f", got {flat['model.backbone']!r}"
     )
   pretrained = flat["model.pretrained"]
-  if pretrained and not Path(pretrained).expanduser().is_file():
+  if pretrained and not Path(pretrained).expanduser().exists():
     raise ConfigError(
       f"model.pretrained: no file {pretrained!r}; convert or download a "
-      "state dict there (.safetensors, .npz or .pth), or set it to ''"
+      "state dict there (.safetensors, .npz or .pth; a transformers checkpoint folder for "
+      "ViTs), or set it to ''"
     )
   init_from = flat["init_from"]
   if init_from and not (Path(init_from) / "checkpoints").is_dir():

@@ -279,6 +279,7 @@ def train_rules(
   freeze: Sequence[str] = (),
   extras: Mapping[str, Any] | None = None,
   model_frozen: bool = False,
+  backbone_rules: Sequence[tuple[str, str]] = (),
   prefix: str = "model/",
 ) -> tuple[list[tuple[str, str]], dict[str, float]]:
   """The training engine's labels for a ``{"model": ..., "extra": ...}`` param tree.
@@ -292,6 +293,9 @@ def train_rules(
     freeze: regexes on paths inside the model (``"backbone/layer1/.*"``).
     extras: ``{name: dtl_jax.methods.Extra}`` declared by the method.
     model_frozen: freeze the whole model.
+    backbone_rules: rules (on full paths) that label backbone parameters before the
+      generic ``"backbone"`` rule, e.g. layer-wise decay labels or LoRA's adapters-only
+      rule (:func:`dtl_jax.peft.engine_rules`).
     prefix: where the model sits in the tree.
 
   Returns:
@@ -304,6 +308,7 @@ def train_rules(
   if model_frozen:
     rules.append((f"{prefix}.*", FROZEN))
   rules.extend((f"{prefix}{rx}", FROZEN) for rx in freeze)
+  rules.extend(backbone_rules)
   rules.append((f"{prefix}backbone/.*", "backbone"))
   rules.append((f"{prefix}.*", "head"))
   for name, spec in (extras or {}).items():

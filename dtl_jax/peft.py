@@ -156,3 +156,49 @@ def vit_finetune(
     params_prefix=params_prefix,
     base_multiplier=backbone_multiplier,
   )
+
+
+def engine_rules(
+  backbone: object, *, layer_decay: float = 1.0, backbone_multiplier: float = 1.0
+) -> tuple[list[tuple[str, str]], dict[str, float]]:
+  """The training engine's backbone rules for ``optim.layer_decay`` and LoRA backbones.
+
+  For :func:`dtl_jax.params.train_rules` (``backbone_rules=``), on the engine's
+  ``{"model": {"backbone": ...}}`` tree:
+
+  * a backbone built with ``lora_rank > 0``: its adapters train (label ``"backbone"``),
+    every other backbone parameter is frozen (:func:`lora_recipe`);
+  * ``layer_decay < 1``: labels ``layer_0 .. layer_{L+1}`` with multipliers
+    ``backbone_multiplier * layer_decay ** (L + 1 - k)`` (:func:`layerwise_lr_decay`);
+    the backbone needs blocks (``num_layers``: the ViT family);
+  * otherwise no rule (the generic ``"backbone"`` label applies).
+
+  Returns:
+    ``(rules, multipliers)``.
+
+  Raises:
+    ValueError: layer decay on a backbone without blocks, or together with LoRA.
+  """
+  lora = int(getattr(backbone, "lora_rank", 0) or 0) > 0
+  if not 0.0 < layer_decay <= 1.0:
+    raise ValueError(f"optim.layer_decay must be in (0, 1], got {layer_decay}")
+  if lora and layer_decay < 1.0:
+    raise ValueError(
+      "optim.layer_decay and a LoRA backbone (lora_rank > 0) do not combine: "
+      "LoRA trains only the adapters"
+    )
+  if lora:
+    return [("model/backbone/(.*/)?lora_[ab]", "backbone"), ("model/backbone/.*", FROZEN)], {}
+  if layer_decay == 1.0:
+    return [], {}
+  num_layers = getattr(backbone, "num_layers", None)
+  if not isinstance(num_layers, int):
+    raise ValueError(
+      f"optim.layer_decay needs a backbone made of blocks (vit, dinov2, "
+      f"clip_vision), got {type(backbone).__name__}"
+    )
+  recipe = layerwise_lr_decay(
+    num_layers, decay=layer_decay, params_prefix="model", base_multiplier=backbone_multiplier
+  )
+  rules = [r for r in recipe.rules if r[1] != HEAD]
+  return rules, {k: v for k, v in recipe.multipliers.items() if k != HEAD}

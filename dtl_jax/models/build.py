@@ -3,7 +3,17 @@
 ``build(config.model, num_classes=10)`` gives the :class:`TransferModel` a run trains:
 ``backbone -> [bottleneck] -> classifier head``. Backbones are looked up by name in
 :data:`BACKBONES`; :func:`register_backbone` adds one (with an optional loader of its
-pretrained weights, used by ``model.pretrained``).
+pretrained weights, used by ``model.pretrained``):
+
+* ``lenet``, ``dann_mnist``, ``dtn``, ``mlp``: digit networks (TLlib's LeNet, Ganin et
+  al.'s MNIST net, the SVHN DTN) and an MLP;
+* ``resnet18`` ... ``resnet101``: torchvision-exact ResNets; ``model.pretrained`` is a
+  torchvision / timm state dict;
+* ``vit``, ``dinov2``, ``clip_vision``: Vision Transformers
+  (:class:`~dtl_jax.models.VisionTransformer`) from ``backbone_kwargs.preset``
+  (``vit_b16``, ``dinov2_s14``, ``clip_b16``, ...) or from a ``transformers`` checkpoint
+  folder given as ``model.pretrained`` (its ``config.json`` gives the architecture, its
+  ``model.safetensors`` the weights).
 """
 
 from __future__ import annotations
@@ -14,14 +24,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from dtl_jax.models.convert import load_torchvision_resnet
+from dtl_jax.models.convert_vit import load_hf_vision, vit_from_hf_config
 from dtl_jax.models.dtn import DTN
 from dtl_jax.models.heads import Bottleneck, Classifier
 from dtl_jax.models.lenet import DANNMNISTNet, LeNet
 from dtl_jax.models.mlp import MLP
 from dtl_jax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101
 from dtl_jax.models.transfer import TransferModel
+from dtl_jax.models.vit import VIT_PRESETS, VisionTransformer, vit_preset
 
 #: ``loader(path, backbone_module) -> {"params", "batch_stats"}`` of the backbone.
 PretrainedLoader = Callable[[str, nn.Module], dict[str, Any]]
@@ -33,13 +46,20 @@ class BackboneSpec:
 
   factory: Callable[..., nn.Module]
   load_pretrained: PretrainedLoader | None = None
+  #: a ``model.pretrained`` folder also gives the architecture (``factory(config=...)``)
+  #: when ``backbone_kwargs`` name neither ``preset`` nor ``config``.
+  architecture_from_pretrained: bool = False
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(
-  name: str, factory: Callable[..., nn.Module], *, load_pretrained: PretrainedLoader | None = None
+  name: str,
+  factory: Callable[..., nn.Module],
+  *,
+  load_pretrained: PretrainedLoader | None = None,
+  architecture_from_pretrained: bool = False,
 ) -> None:
   """Makes ``model.backbone = name`` build ``factory(**model.backbone_kwargs)``.
 
@@ -48,10 +68,11 @@ def register_backbone(
     factory: returns a Linen module called as ``module(x, train=...)`` that returns
       ``[n, d]`` features.
     load_pretrained: reads a pretrained state dict for ``model.pretrained``.
+    architecture_from_pretrained: see :class:`BackboneSpec`.
   """
   if name in BACKBONES:
     raise ValueError(f"backbone {name!r} is already registered")
-  BACKBONES[name] = BackboneSpec(factory, load_pretrained)
+  BACKBONES[name] = BackboneSpec(factory, load_pretrained, architecture_from_pretrained)
 
 
 def _load_resnet(path: str, module: nn.Module) -> dict[str, Any]:
@@ -79,6 +100,44 @@ for _name, _factory in _SMALL:
   register_backbone(_name, _factory)
 for _name, _factory in _RESNETS:
   register_backbone(_name, _factory, load_pretrained=_load_resnet)
+
+#: Vision Transformer backbones: name -> the ``variant`` values it builds.
+VIT_FAMILIES = {"vit": ("vit",), "dinov2": ("dinov2", "dinov2_registers"), "clip_vision": ("clip",)}
+
+
+def _vit_factory(family: str) -> Callable[..., nn.Module]:
+  def factory(*, preset: str = "", config: str = "", **overrides: Any) -> nn.Module:
+    if isinstance(overrides.get("dtype"), str):
+      overrides["dtype"] = jnp.dtype(overrides["dtype"])
+    if config:
+      module = vit_from_hf_config(config, **overrides)
+    elif preset:
+      module = vit_preset(preset, **overrides)
+    else:
+      names = sorted(p for p, a in VIT_PRESETS.items() if a["variant"] in VIT_FAMILIES[family])
+      raise ValueError(
+        f"give model.backbone_kwargs.preset (one of {', '.join(names)}) or a checkpoint "
+        "folder with config.json (model.pretrained or model.backbone_kwargs.config)"
+      )
+    if module.variant not in VIT_FAMILIES[family]:
+      raise ValueError(f"{preset or config!r} is a {module.variant!r} model, not {family!r}")
+    return module
+
+  return factory
+
+
+def _load_vit(path: str, module: nn.Module) -> dict[str, Any]:
+  if not isinstance(module, VisionTransformer):
+    raise ValueError(
+      f"model.pretrained: a ViT checkpoint needs a ViT backbone, got {type(module).__name__}"
+    )
+  return load_hf_vision(path, module)
+
+
+for _name in VIT_FAMILIES:
+  register_backbone(
+    _name, _vit_factory(_name), load_pretrained=_load_vit, architecture_from_pretrained=True
+  )
 
 
 def _kwargs(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,7 +172,17 @@ def build(
   if num_classes < 1:
     raise ValueError(f"num_classes must be >= 1, got {num_classes}")
   c = model_config
-  backbone = build_backbone(c["backbone"], **(c.get("backbone_kwargs") or {}))
+  kwargs = dict(c.get("backbone_kwargs") or {})
+  spec = BACKBONES.get(c["backbone"])
+  pretrained = str(c.get("pretrained") or "")
+  if (
+    spec is not None
+    and spec.architecture_from_pretrained
+    and os.path.isdir(pretrained)
+    and not {"preset", "config"} & set(kwargs)
+  ):
+    kwargs["config"] = pretrained
+  backbone = build_backbone(c["backbone"], **kwargs)
   bottleneck = None
   if c["bottleneck_dim"]:
     bottleneck = Bottleneck(
@@ -139,6 +208,6 @@ def load_pretrained(
       f"model.pretrained: backbone {name!r} has no pretrained-weight loader "
       f"(backbones with one: {', '.join(with_loader)})"
     )
-  if not os.path.isfile(path):
+  if not os.path.exists(path):
     raise ValueError(f"model.pretrained: no file {str(path)!r}")
   return loader(str(path), backbone)

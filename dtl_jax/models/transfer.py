@@ -39,7 +39,11 @@ class TransferModel(nn.Module):
 
   ``x: [n, ...] -> {"features": [n, d], "bottleneck": [n, b], "logits": [n, c]}``.
   Without a bottleneck, ``"bottleneck"`` is the features; without a head there are no
-  ``"logits"``. Sub-modules are called as ``module(x, train=train)``.
+  ``"logits"``. Sub-modules are called as ``module(x, train=train)``. A backbone may
+  return a dict (a :class:`~dtl_jax.models.VisionTransformer`): its ``"features"`` feed
+  the bottleneck, and its per-block outputs ``"block_<i>"`` (asked for with
+  ``return_blocks``) are passed on as ``"backbone/block_<i>"`` for methods that align
+  intermediate layers (e.g. ``feature_key="backbone/block_5"``).
 
   Attributes:
     backbone: feature extractor (e.g. :class:`~dtl_jax.models.ResNet`).
@@ -56,11 +60,17 @@ class TransferModel(nn.Module):
   bn_axis_name: str | None = None
 
   def __call__(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
-    features = self.backbone(x, train=train)
+    backbone_out = self.backbone(x, train=train)
+    extra: dict[str, jax.Array] = {}
+    if isinstance(backbone_out, Mapping):  # e.g. a ViT: {"features", "block_<i>", ...}
+      features = backbone_out["features"]
+      extra = {f"backbone/{k}": v for k, v in backbone_out.items() if k.startswith("block_")}
+    else:
+      features = backbone_out
     if features.ndim != 2:
       raise ValueError(f"backbone must return [n, d] features, got shape {features.shape}")
     bottleneck = features if self.bottleneck is None else self.bottleneck(features, train=train)
-    out = {"features": features, "bottleneck": bottleneck}
+    out = {"features": features, "bottleneck": bottleneck, **extra}
     if self.head is not None:
       out["logits"] = self.head(bottleneck, train=train)
     return out

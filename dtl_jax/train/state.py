@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from dtl_jax import params as params_lib
+from dtl_jax import peft
 from dtl_jax.methods.base import Method
 from dtl_jax.models import init_variables
 
@@ -103,8 +104,10 @@ def create_train_state(
   3. parameter labels from :func:`dtl_jax.params.train_rules` (``"backbone"``,
      ``"head"``, ``"extra/<name>"``, ``"frozen"`` for ``freeze`` regexes, the method's
      :meth:`~dtl_jax.methods.Method.freeze_patterns`, a frozen model and frozen extra
-     modules) and the optimizer :func:`dtl_jax.params.make_optimizer` with
-     ``optimizer_kwargs`` (a config's ``optim`` group).
+     modules; per-layer labels for ``layer_decay < 1`` and adapters-only training of a
+     LoRA backbone, :func:`dtl_jax.peft.engine_rules`) and the optimizer
+     :func:`dtl_jax.params.make_optimizer` with ``optimizer_kwargs`` (a config's
+     ``optim`` group: every key but ``layer_decay`` goes to the optimizer).
 
   ``key`` is split into (model init, extra-module init, the run's base rng); the
   ``i``-th extra module (by sorted name) is initialized with ``fold_in(key_extra, i)``.
@@ -143,13 +146,6 @@ def create_train_state(
     extra_stats[name] = ev.get("batch_stats", {})
   params = {"model": variables["params"], "extra": extra_params}
   batch_stats = {"model": variables["batch_stats"], "extra": extra_stats}
-  rules, extra_mults = params_lib.train_rules(
-    freeze=tuple(freeze) + tuple(method.freeze_patterns()),
-    extras=extras,
-    model_frozen=method.model_frozen(),
-  )
-  labels = params_lib.label_params(params, rules, allow_unused=True)
-  present = set(jax.tree.leaves(labels))
   groups = {"backbone", "head", *(f"extra/{n}" for n in extras)}
   asked = dict(optimizer_kwargs.pop("multipliers", None) or {})
   unknown = sorted(set(asked) - groups)
@@ -157,7 +153,22 @@ def create_train_state(
     raise ValueError(
       f"optim.multipliers: no parameter group {unknown}; the groups are {sorted(groups)}"
     )
-  multipliers = {k: float(v) for k, v in {**extra_mults, **asked}.items() if k in present}
+  backbone_rules, layer_mults = peft.engine_rules(
+    getattr(model, "backbone", None),
+    layer_decay=float(optimizer_kwargs.pop("layer_decay", 1.0)),
+    backbone_multiplier=float(asked.get("backbone", 1.0)),
+  )
+  rules, extra_mults = params_lib.train_rules(
+    freeze=tuple(freeze) + tuple(method.freeze_patterns()),
+    extras=extras,
+    model_frozen=method.model_frozen(),
+    backbone_rules=backbone_rules,
+  )
+  labels = params_lib.label_params(params, rules, allow_unused=True)
+  present = set(jax.tree.leaves(labels))
+  multipliers = {
+    k: float(v) for k, v in {**extra_mults, **layer_mults, **asked}.items() if k in present
+  }
   tx = params_lib.make_optimizer(labels, multipliers=multipliers, **optimizer_kwargs)
   state = TrainState(
     step=jnp.zeros((), jnp.int32),
