@@ -232,8 +232,37 @@ def benchmarks(root: Path = BENCH_RESULTS) -> str:
   return "\n".join(lines).rstrip()
 
 
+def source_free(root: Path = RESULTS) -> str:
+  """Source-free adaptation: target accuracy per shift and method (mean ± std over seeds)."""
+  d = _load(root / "source_free" / "source_free.json")
+  methods = list(dict.fromkeys(r["method"] for r in d["rows"]))
+  pairs = list(dict.fromkeys(r["pair"] for r in d["rows"]))
+  by = {(r["pair"], r["method"]): r for r in d["rows"]}
+  lines = ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
+  for m in methods:
+    cells = []
+    for p in pairs:
+      r = by.get((p, m))
+      flag = (
+        " ↑"
+        if r and r.get("flag") == "better beyond the spread"
+        else (" ↓" if r and r.get("flag") == "worse beyond the spread" else "")
+      )
+      cells.append(_pm(r["acc"] if r else None) + flag)
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  meta = d["metadata"]
+  lines += [
+    "",
+    f"Target test accuracy (%), mean ± std over seeds {list(meta.get('seeds', []))}; "
+    "↑ / ↓ = above / below source_only by more than the larger seed std; "
+    f"{_provenance(meta)}.",
+  ]
+  return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
   "demo": demo,
+  "source_free": source_free,
   "two_moons": two_moons,
   "digits_benchmark": digits_benchmark,
   "transferability": transferability,
