@@ -73,7 +73,7 @@ def test_lora_trains_exactly_the_adapters_and_head(rank):
   params = _init(model)
   recipe = peft.lora_recipe()
   labels = P.label_params(params, recipe.rules)
-  tx = recipe.optimizer(learning_rate=1e-2, base_tx_fn=lambda lr: optax.adamw(lr, weight_decay=0.1))
+  tx = recipe.optimizer(kind="adam", learning_rate=1e-2, weight_decay=0.1)
   new, opt_state = _train(model, params, tx, steps=3)
 
   before, after, lab = _flat(params), _flat(new), _flat(labels)
