@@ -487,8 +487,11 @@ def _load(path: Path) -> dict[tuple, dict]:
   return out
 
 
-def run(study, methods_: Sequence[str], *, out: Path, jax_runs: Path) -> tuple[dict, dict]:
-  """Trains the missing torch runs (and JAX runs absent from ``jax_runs``)."""
+def run(
+  study, methods_: Sequence[str], *, out: Path, jax_runs: Path, train_jax: bool = True
+) -> tuple[dict, dict]:
+  """Trains the missing torch runs (and, with ``train_jax``, the JAX runs absent from
+  ``jax_runs``)."""
   torch.set_num_threads(1)
   torch_done = _load(out / "runs.jsonl")
   jax_done = _load(jax_runs)
@@ -500,7 +503,7 @@ def run(study, methods_: Sequence[str], *, out: Path, jax_runs: Path) -> tuple[d
       for m in methods_:
         key = (label, m, int(seed))
         config = real_digits.run_config(m, pair, seed, study)
-        if key not in jax_done or "error" in jax_done[key]:
+        if train_jax and (key not in jax_done or "error" in jax_done[key]):
           print(f"JAX   {label} seed {seed} {m}", flush=True)
           t0 = time.perf_counter()
           wd = out / "runs" / f"{source}-{target}" / f"{m}_seed{seed}"
@@ -525,10 +528,14 @@ def run(study, methods_: Sequence[str], *, out: Path, jax_runs: Path) -> tuple[d
         rec = {"pair": label, "method": m, "seed": int(seed), **r, "load_average_at_start": load}
         rec["git_commit"] = provenance.git_commit()
         if "error" not in r:
+          j = jax_done.get(key)
           print(
-            f"    torch selected {r['selected']:.1f} last {r['last']:.1f} ({r['seconds']:.0f} s);"
-            f" JAX selected {jax_done[key]['selected']:.1f} last {jax_done[key]['last']:.1f} "
-            f"({jax_done[key]['seconds']:.0f} s)",
+            f"    torch selected {r['selected']:.1f} last {r['last']:.1f} ({r['seconds']:.0f} s)"
+            + (
+              f"; JAX selected {j['selected']:.1f} last {j['last']:.1f} ({j['seconds']:.0f} s)"
+              if j and "error" not in j
+              else ""
+            ),
             flush=True,
           )
         torch_done[key] = rec
@@ -656,6 +663,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--seeds", default=None)
   p.add_argument("--quick", action="store_true", help="tiny CI smoke size")
   p.add_argument("--report-only", action="store_true")
+  p.add_argument(
+    "--no-jax",
+    action="store_true",
+    help="train only the torch runs (the JAX study fills --jax-runs separately)",
+  )
   args = p.parse_args(argv)
   study = config_lib.load_config(
     f"{real_digits.STUDY}:quick" if args.quick else str(real_digits.STUDY)
@@ -677,7 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch_done = _load(out / "runs.jsonl")
   else:
     real_digits.enable_compilation_cache()
-    jax_done, torch_done = run(study, methods_, out=out, jax_runs=Path(args.jax_runs))
+    jax_done, torch_done = run(
+      study, methods_, out=out, jax_runs=Path(args.jax_runs), train_jax=not args.no_jax
+    )
   paths = write_results(study, methods_, jax_done, torch_done, out=out)
   print(Path(paths["md"]).read_text().split("## Provenance")[0])
   return 0
