@@ -258,8 +258,8 @@ class TorchMethod(nn.Module):
       if use_random:  # the JAX run's matrices, and dalib's operand order fixed
         from dtl_jax import losses
 
-        r_f, r_g = losses.randomized_map_matrices(
-          jax.random.key(method.map_seed), feat_dim, c, method.randomized_dim
+        r_f, r_g = losses.randomized_map_matrices(  # as CDAN draws them for float32 features
+          jax.random.key(method.map_seed), feat_dim, c, method.randomized_dim, dtype=np.float32
         )
         self.loss.map.Rf, self.loss.map.Rg = _t(r_f), _t(r_g)
         self.loss.map.forward = _patched_randomized_map.__get__(self.loss.map)
