@@ -2,7 +2,8 @@
 
 * :func:`load_domain` / :func:`load_pair` -- bundled offline domains (``digits``,
   ``digits_m``, ``digits_rot``, ``digits_inv``, ``digits_thick``, ``digits_noisy``,
-  ``moons``, ``moons_rot``, ``blobs``, ``blobs_shift``) and real datasets by name
+  the real ``mnist``, ``mnist_m`` and ``uci_digits``, ``moons``, ``moons_rot``, ``blobs``,
+  ``blobs_shift``) and real datasets by name
   (``folder:<path>``, ``tfds:<name>``) as :class:`Domain` objects. Builders register
   themselves (:func:`register_domain`, :func:`register_prefix`).
 * :func:`load_tfds` / :class:`TFDSSource` -- TFDS through ``tfds.data_source``
@@ -19,7 +20,7 @@ time, PIL and tensorflow_datasets are imported on first use, TensorFlow never.
 """
 
 # The builders register themselves with the registry in dtl_jax.data.domain.
-from dtl_jax.data import digits, external, toy, transforms  # noqa: F401  (registration)
+from dtl_jax.data import digits, external, mnist, toy, transforms  # noqa: F401  (registration)
 from dtl_jax.data.domain import (
   Domain,
   available_domains,

@@ -64,32 +64,60 @@ def _leep(theta, y, *, num_classes):
   return jnp.mean(jnp.log(eep))
 
 
+LOGME_VARIANTS = ("fixed_point", "icml")
+#: The released code's stopping rules: ``|t' - t| / t <= 1e-3`` (fixed point) and
+#: ``|λ' - λ| / λ < 0.01`` (ICML), at most 11 iterations for both.
+_LOGME_TOL = {"fixed_point": 1e-3, "icml": 0.01}
+LOGME_MAX_ITERATIONS = 11
+
+
 def logme(
   features: ArrayLike,
   labels: ArrayLike,
   *,
   num_classes: int | None = None,
   regression: bool = False,
-  max_iterations: int = 100,
-  tol: float = 0.01,
+  variant: str = "fixed_point",
+  max_iterations: int = LOGME_MAX_ITERATIONS,
+  tol: float | None = None,
 ) -> jax.Array:
-  """LogME score of features for a target task (higher is better).
+  """LogME score of features for a target task (higher is better), as its authors compute it.
 
   For each target column ``y`` (one-hot column per class for classification, each output
   for regression), a Bayesian linear model ``y ~ N(F m, β⁻¹ I)``, ``m ~ N(0, α⁻¹ I)`` on the
-  features ``F [n, D]``. The evidence is maximized over ``(α, β)`` by MacKay's fixed point,
-  exactly as in the authors' released algorithm (``LogME.each_evidence``): with the
-  eigen-decomposition ``FᵀF = V diag(σ) Vᵀ``, iterate
+  features ``F [n, D]``; its log evidence, maximized over ``(α, β)`` by MacKay's fixed
+  point from ``α = β = 1``, divided by ``n``. The score is the mean over the columns (one
+  ``vmap`` of a ``lax.while_loop``). Both of the authors' released algorithms
+  (``thuml/LogME``, ``LogME.py``) are offered, each with its own stopping rule and the
+  released cap of 11 iterations:
 
-    ``γ = Σ σ_k / (σ_k + α/β)``,  ``m = β V diag(1/(α + βσ)) Vᵀ Fᵀ y``,
-    ``α ← γ / (mᵀm + ε)``,  ``β ← (n − γ) / (‖y − F m‖² + ε)``
+  * ``variant="fixed_point"`` (default; the released ``LogME.fit`` since the authors'
+    "Ranking and Tuning Pre-trained Models", You et al., arXiv 2110.10545, JMLR 2022):
+    with the SVD ``F = U diag(s) Vᵀ`` (for ``n > D``, from ``FᵀF``, keeping the ``k``
+    singular values ``> 1e-10``; for ``n ≤ D``, all ``k = n``), ``σ = s²``,
+    ``x = Uᵀy``, ``t = α/β``, iterate
 
-  until ``α/β`` changes by less than ``tol`` relatively (at most ``max_iterations``), then
+      ``γ = Σ σ/(σ + t)``,  ``m² = Σ σ x²/(t + σ)²``,
+      ``r² = Σ x²/(1 + σ/t)² + (‖y‖² − Σ x²)``,
+      ``α ← γ / (m² + ε)``,  ``β ← (n − γ) / (r² + ε)``
 
-    ``L = D/2 log α + n/2 log β − ½ Σ log(α + βσ_k) − β/2 ‖y − Fm‖² − α/2 mᵀm − n/2 log 2π``.
+    until ``|α/β − t| / t ≤ 1e-3``; then
+    ``L = D/2 log α + n/2 log β − ½ Σ_k log(α + βσ) − β/2 r² − α/2 m² − n/2 log 2π``.
+  * ``variant="icml"`` (You, Liu, Wang & Long, ICML 2021, ``LogME._fit_icml`` /
+    ``each_evidence``): with ``FᵀF = V diag(σ) Vᵀ`` (all ``D`` eigenvalues), iterate
 
-  The score is the mean of ``L / n`` over the target columns; the columns run in one
-  ``vmap`` of a ``lax.while_loop``.
+      ``γ = Σ σ/(σ + λ)``,  ``m = β V diag(1/(α + βσ)) Vᵀ Fᵀ y``,
+      ``α ← γ / (mᵀm + ε)``,  ``β ← (n − γ) / (‖y − F m‖² + ε)``
+
+    until ``λ = α/β`` changes by less than 1% relatively; then
+    ``L = D/2 log α + n/2 log β − ½ Σ_D log(α + βσ) − β/2 (‖y − Fm‖² + ε) − α/2 (mᵀm + ε)
+    − n/2 log 2π``.
+
+  ``ε = 1e-5``. The two agree to about ``1e-3`` for ``n > D`` (different iterations and
+  stopping rules); for ``n < D`` the fixed point sums ``log(α + βσ)`` over the ``n``
+  singular values and the ICML form over all ``D`` eigenvalues (``D − n`` extra
+  ``log α`` terms), so their values differ by far more, and only rankings by one variant
+  are comparable.
 
   Args:
     features: ``[n, D]`` features of the target examples.
@@ -97,11 +125,20 @@ def logme(
       (``regression=True``).
     num_classes: number of classes (inferred from the labels when concrete).
     regression: treat ``labels`` as real-valued targets.
-    max_iterations, tol: fixed-point stopping rule (the released code uses 100 and 0.01).
+    variant: ``"fixed_point"`` (the authors' default) or ``"icml"``.
+    max_iterations: iteration cap (the released code: 11).
+    tol: relative-change stopping threshold; ``None``: the released one of ``variant``
+      (``1e-3`` fixed point, ``0.01`` ICML).
 
   Returns:
     Scalar (average log evidence per example).
   """
+  if variant not in LOGME_VARIANTS:
+    raise ValueError(f"`variant` must be one of {LOGME_VARIANTS}; got {variant!r}.")
+  if not isinstance(max_iterations, int) or max_iterations < 1:
+    raise ValueError(f"`max_iterations` must be a positive int; got {max_iterations!r}.")
+  tol = _LOGME_TOL[variant] if tol is None else tol
+  V.check_positive(tol, "tol")
   f = V.check_matrix(features, "features")
   n = f.shape[0]
   if regression:
@@ -116,11 +153,69 @@ def logme(
   else:
     yi, num_classes = V.check_labels(labels, "labels", n, num_classes)
     y = jax.nn.one_hot(yi, num_classes, dtype=f.dtype)
-  return _logme(f, y, max_iterations=max_iterations, tol=tol)
+  if variant == "icml":
+    return _logme_icml(f, y, max_iterations=max_iterations, tol=tol)
+  return _logme_fixed_point(f, y, max_iterations=max_iterations, tol=tol)
+
+
+def _log_evidence(alpha, beta, log_det, res2, m2, n, d):
+  return (
+    d / 2.0 * jnp.log(alpha)
+    + n / 2.0 * jnp.log(beta)
+    - 0.5 * log_det
+    - beta / 2.0 * res2
+    - alpha / 2.0 * m2
+    - n / 2.0 * math.log(2.0 * math.pi)
+  ) / n
 
 
 @functools.partial(jax.jit, static_argnames=("max_iterations",))
-def _logme(f, y, *, max_iterations, tol):
+def _logme_fixed_point(f, y, *, max_iterations, tol):
+  n, d = f.shape
+  if n > d:  # the released truncated_svd: the SVD of FᵀF, rank-k part only
+    _, sigma, vh = jnp.linalg.svd(f.T @ f)
+    s = jnp.sqrt(sigma)
+    keep = s > 1e-10
+    u = jnp.where(keep, (f @ vh.T) / jnp.where(keep, s, 1.0), 0.0)  # [n, D], dropped: zero
+    sigma = jnp.where(keep, s**2, 0.0)
+  else:
+    u, s, _ = jnp.linalg.svd(f, full_matrices=False)  # k = n
+    keep = jnp.ones(s.shape, bool)
+    sigma = s**2
+
+  def evidence(y_col):
+    x2 = (u.T @ y_col) ** 2  # [k]
+    res_x2 = y_col @ y_col - jnp.sum(x2)
+    one = jnp.ones((), f.dtype)
+
+    def quantities(alpha, beta):
+      t = alpha / beta
+      gamma = jnp.sum(sigma / (sigma + t))
+      m2 = jnp.sum(sigma * x2 / (t + sigma) ** 2)
+      res2 = jnp.sum(x2 / (1.0 + sigma / t) ** 2) + res_x2
+      return t, gamma, m2, res2
+
+    def step(state):
+      alpha, beta, _, _, it, _ = state
+      t, gamma, m2, res2 = quantities(alpha, beta)
+      alpha = gamma / (m2 + _EPSILON)
+      beta = (n - gamma) / (res2 + _EPSILON)
+      converged = jnp.abs(alpha / beta - t) / t <= tol
+      return alpha, beta, m2, res2, it + 1, converged
+
+    def cond(state):
+      return (~state[-1]) & (state[-2] < max_iterations)
+
+    init = (one, one, 0.0 * one, 0.0 * one, 0, False)
+    alpha, beta, m2, res2, _, _ = jax.lax.while_loop(cond, step, init)
+    log_det = jnp.sum(jnp.where(keep, jnp.log(alpha + beta * sigma), 0.0))
+    return _log_evidence(alpha, beta, log_det, res2, m2, n, d)
+
+  return jnp.mean(jax.vmap(evidence, in_axes=1)(y))
+
+
+@functools.partial(jax.jit, static_argnames=("max_iterations",))
+def _logme_icml(f, y, *, max_iterations, tol):
   n, d = f.shape
   sigma, v = jnp.linalg.eigh(f.T @ f)
   sigma = jnp.maximum(sigma, 0.0)
@@ -146,15 +241,8 @@ def _logme(f, y, *, max_iterations, tol):
 
     init = (one, one, one, 0.0 * one, 0.0 * one, 0, False)
     alpha, beta, _, alpha_de, beta_de, _, _ = jax.lax.while_loop(cond, step, init)
-    ev = (
-      d / 2.0 * jnp.log(alpha)
-      + n / 2.0 * jnp.log(beta)
-      - 0.5 * jnp.sum(jnp.log(alpha + beta * sigma))
-      - beta / 2.0 * (beta_de + _EPSILON)
-      - alpha / 2.0 * (alpha_de + _EPSILON)
-      - n / 2.0 * math.log(2.0 * math.pi)
-    )
-    return ev / n
+    log_det = jnp.sum(jnp.log(alpha + beta * sigma))
+    return _log_evidence(alpha, beta, log_det, beta_de + _EPSILON, alpha_de + _EPSILON, n, d)
 
   return jnp.mean(jax.vmap(evidence, in_axes=1)(y))
 
