@@ -44,7 +44,8 @@ def pin_threads(threads: int | None) -> dict[str, Any]:
   os.environ["MKL_NUM_THREADS"] = str(threads)
   flags = os.environ.get("XLA_FLAGS", "")
   if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-    flags = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    # Every token must be a --flag: XLA reads XLA_FLAGS as a command line.
+    flags = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
     os.environ["XLA_FLAGS"] = flags
   return {
     "threads": threads,
@@ -55,7 +56,7 @@ def pin_threads(threads: int | None) -> dict[str, Any]:
 
 
 def set_torch_threads(threads: int) -> None:
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   torch.set_num_threads(threads)
   try:
@@ -66,7 +67,7 @@ def set_torch_threads(threads: int) -> None:
 
 def block(x: Any) -> Any:
   """Waits for every JAX array in the pytree ``x`` (no-op for torch / numpy)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   return jax.block_until_ready(x)
 
@@ -170,7 +171,7 @@ def time_alternating(
 
 def jax_compile_seconds(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any], float]:
   """AOT-compiles ``jax.jit(fn)`` for ``args``; returns (compiled callable, seconds)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   t0 = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
@@ -237,7 +238,7 @@ def machine_info(thread_settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def patch_dalib_numpy() -> None:
   """dalib 0.2's gradient reversal layer calls ``np.float`` (removed in NumPy 1.24)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
 
   if not hasattr(np, "float"):
     np.float = float  # type: ignore[attr-defined]

@@ -126,17 +126,14 @@ def _log(msg: str) -> None:
 
 
 def run_losses(cfg, args, log=_log) -> list[dict[str, Any]]:
-  from benchmarks import (
-    losses,  # pylint: disable=g-import-not-at-top
-    report,  # pylint: disable=g-import-not-at-top
-  )
+  from benchmarks import losses, report
 
   rows = []
   names = args.losses or list(losses.LOSSES)
   for loss in names:
     for d in cfg["loss_ds"]:
       for n in cfg["loss_ns"]:
-        impls = ["jax", "torch_gram", "dalib"]
+        impls = ["jax", "torch_gram", "torch_fn", "dalib"]
         cc = cfg["compile_configs"]
         if not args.no_compile and (cc is None or (loss, n, d) in cc):
           impls.append("torch_compile")
@@ -152,7 +149,7 @@ def run_losses(cfg, args, log=_log) -> list[dict[str, Any]]:
             cap_bytes=args.speed_cap_gib * 2**30,
             budget_s=cfg["budget_s"],
           )
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
           row = {
             "loss": loss,
             "n": n,
@@ -181,7 +178,7 @@ def run_losses(cfg, args, log=_log) -> list[dict[str, Any]]:
 
 
 def run_limit(cfg, args, log=_log) -> list[dict[str, Any]]:
-  from benchmarks import losses  # pylint: disable=g-import-not-at-top
+  from benchmarks import losses
 
   out = []
   for n, d in cfg["limit"]:
@@ -198,7 +195,7 @@ def run_limit(cfg, args, log=_log) -> list[dict[str, Any]]:
 
 
 def run_memory(cfg, args, log=_log) -> list[dict[str, Any]]:
-  from benchmarks import memory  # pylint: disable=g-import-not-at-top
+  from benchmarks import memory
 
   cap = args.mem_cap_gib or cfg["mem_cap_gib"]
   return memory.sweep(
@@ -207,7 +204,7 @@ def run_memory(cfg, args, log=_log) -> list[dict[str, Any]]:
 
 
 def run_steps(cfg, args, log=_log) -> dict[str, Any]:
-  from benchmarks import steps  # pylint: disable=g-import-not-at-top
+  from benchmarks import steps
 
   return steps.run(
     repeats=cfg["step_repeats"],
@@ -219,7 +216,7 @@ def run_steps(cfg, args, log=_log) -> dict[str, Any]:
 
 
 def run_gpu(cfg, args, log=_log) -> dict[str, Any]:
-  from benchmarks import gpu  # pylint: disable=g-import-not-at-top
+  from benchmarks import gpu
 
   r = gpu.run_resnet50(repeats=5 if args.quick else 15, log=log)
   log(f"    resnet50: {r['status']}")
@@ -227,7 +224,7 @@ def run_gpu(cfg, args, log=_log) -> dict[str, Any]:
 
 
 def run_scaling(cfg, args, log=_log) -> dict[str, Any]:
-  from benchmarks import gpu  # pylint: disable=g-import-not-at-top
+  from benchmarks import gpu
 
   r = gpu.run_scaling(repeats=5 if args.quick else 15, log=log)
   log(f"    scaling: {r['status']}")
@@ -241,7 +238,7 @@ def _limit_address_space(extra_gib: float) -> float:
   limit (RLIMIT_AS, soft; children may raise it) turns a bad estimate into an
   allocation error that is reported as OOM instead of exhausting the machine.
   """
-  import resource  # pylint: disable=g-import-not-at-top
+  import resource
 
   vm = 0
   for line in open("/proc/self/status"):
@@ -257,7 +254,7 @@ def _limit_address_space(extra_gib: float) -> float:
 def main(argv=None) -> dict[str, Any]:
   args = parse_args(argv)
   if args.report_only:
-    from benchmarks import report  # pylint: disable=g-import-not-at-top
+    from benchmarks import report
 
     if not args.out:
       raise SystemExit("--report-only needs --out (the folder holding results.json)")
@@ -272,10 +269,10 @@ def main(argv=None) -> dict[str, Any]:
   settings = harness.pin_threads(args.threads)
   harness.patch_dalib_numpy()
   harness.set_torch_threads(settings["threads"])
-  import jax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import jax  # noqa: F401
+  import torch  # noqa: F401
 
-  from benchmarks import report  # pylint: disable=g-import-not-at-top
+  from benchmarks import report
 
   as_limit = _limit_address_space(2 * args.speed_cap_gib)
   cfg = dict(QUICK if args.quick else FULL)
@@ -335,7 +332,7 @@ def main(argv=None) -> dict[str, Any]:
         # --update --losses coral: replace only those losses' rows.
         new = [r for r in results[key] if r.get("loss") not in args.losses] + new
       results[key] = new
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
       traceback.print_exc()
       results.setdefault("errors", {})[section] = f"{type(err).__name__}: {err}"
     record = {

@@ -93,7 +93,7 @@ def _backbone(variant: str) -> nn.Module:
 
 
 def _method(name: str):
-  from dtl_jax import methods  # pylint: disable=g-import-not-at-top
+  from dtl_jax import methods
 
   if name == "dann":
     return methods.DANN()
@@ -102,9 +102,9 @@ def _method(name: str):
 
 def make_jax_step(method: str, variant: str, *, n: int = N_PER_DOMAIN):
   """(jitted step, state, batch) for one JAX variant."""
-  from dtl_jax.models import Bottleneck, Classifier, TransferModel  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train.step import make_train_step  # pylint: disable=g-import-not-at-top
+  from dtl_jax.models import Bottleneck, Classifier, TransferModel
+  from dtl_jax.train import state as state_lib
+  from dtl_jax.train.step import make_train_step
 
   model = TransferModel(_backbone(variant), Bottleneck(256, dropout=0.0), Classifier(NUM_CLASSES))
   meth = _method(method)
@@ -156,29 +156,43 @@ class TorchLeNetTransfer(torch.nn.Module):
 
 
 def make_torch_step(
-  method: str, *, n: int = N_PER_DOMAIN, compile_model: bool = False, gram: bool = False
+  method: str, *, n: int = N_PER_DOMAIN, compile_model: bool = False, dalib: bool = False
 ):
   """A zero-argument PyTorch step (TLlib's training loop body) on a fixed batch.
 
-  ``gram=True`` (DAN only) uses the Gram-form MK-MMD of :mod:`benchmarks.torch_refs`
-  instead of dalib's ``[2n, 2n, d]`` one: the best PyTorch eager DAN step.
+  The strongest eager PyTorch by default: DANN with a two-line gradient reversal
+  ``autograd.Function`` and TLlib's discriminator (logits + BCE-with-logits), DAN with the
+  hand-written-backward MK-MMD (:func:`benchmarks.torch_refs.mk_mmd_fn`).
+  ``dalib=True``: dalib's own losses (its DANN GRL + sigmoid discriminator, its
+  ``[2n, 2n, d]`` MK-MMD). ``compile_model=True``: ``torch.compile`` of the model, and
+  of the plain-autograd loss (:func:`benchmarks.torch_refs.mk_mmd` for DAN).
   """
-  from benchmarks import torch_refs  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_refs
 
-  harness.patch_dalib_numpy()
   torch.manual_seed(0)
   model = TorchLeNetTransfer()
   params = list(model.parameters())
   if method == "dann":
-    disc = torch_refs.dalib_discriminator(256, 1024)
-    domain_loss = torch_refs.dalib_dann(disc)
+    disc = torch_refs.discriminator(256, 1024)
     params += list(disc.parameters())
-  elif gram:
+    if dalib:
+      harness.patch_dalib_numpy()
+      domain_loss = torch_refs.dalib_dann(torch_refs.WithSigmoid(disc))
+    else:
+
+      def domain_loss(f_s, f_t):
+        return torch_refs.dann(disc, *torch_refs.gradient_reverse(torch.cat([f_s, f_t])).chunk(2))
+
+  elif dalib:
+    domain_loss = torch_refs.dalib_mk_mmd(n)
+  elif compile_model:
     domain_loss = torch_refs.mk_mmd
   else:
-    domain_loss = torch_refs.dalib_mk_mmd(n)
+    domain_loss = torch_refs.mk_mmd_fn
   opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD, nesterov=True)
   fwd = torch.compile(model) if compile_model else model
+  if compile_model:
+    domain_loss = torch.compile(domain_loss)
   rng = np.random.default_rng(0)
   x = torch.from_numpy(rng.random((2 * n, 1, 28, 28), dtype=np.float32))
   y = torch.from_numpy(rng.integers(0, NUM_CLASSES, n))
@@ -253,7 +267,7 @@ def fit_throughput(
   ``compiled`` / ``state``: an already compiled library DANN step and its state (reused
   from :func:`run` to save a compilation); built here when not given.
   """
-  from dtl_jax.data.sampler import PairSampler  # pylint: disable=g-import-not-at-top
+  from dtl_jax.data.sampler import PairSampler
 
   batch = _batch(n)
   if compiled is None:
@@ -323,11 +337,16 @@ def run(
       if method == "dann" and v == "jax":
         kept["holder"] = holder
     fns["torch_eager"] = make_torch_step(method, n=n)
-    if method == "dan":
-      fns["torch_eager_gram"] = make_torch_step(method, n=n, gram=True)
+    try:
+      fns["torch_eager_dalib"] = make_torch_step(method, n=n, dalib=True)
+    except ImportError as err:
+      notes.append(f"{method}: no dalib variant ({err})")
     if compile_torch and not quick:
-      fns["torch_compile"] = make_torch_step(method, n=n, compile_model=True, gram=method == "dan")
+      torch._dynamo.reset()
+      fns["torch_compile"] = make_torch_step(method, n=n, compile_model=True)
     t = harness.time_alternating(fns, repeats=repeats, min_sample_s=min_sample, warmup=2)
+    if "torch_compile" in t:  # its first call compiles (forward and backward graphs)
+      compile_s["torch_compile"] = t["torch_compile"].warmup_s
     eager = [k for k in t if k.startswith("torch_eager")]
     best_eager = min(eager, key=lambda k: t[k].median_s)
     torch_t = t[best_eager].median_s
@@ -362,9 +381,11 @@ def run(
     "Variants: jax = library LeNet (nn.Conv + reshape max-pool); jax_flax_pool = "
     "LeNet with nn.max_pool, the library before the pooling change ('before' ratio); "
     "jax_patches = both convolutions as im2col + matmul; jax_conv1_patches = im2col "
-    "for conv1 only; jax_bf16 = library LeNet in bfloat16. torch_eager = TLlib "
-    "(dalib) losses; torch_eager_gram = DAN with the "
-    "Gram-form MK-MMD. Ratios are against the best PyTorch eager step."
+    "for conv1 only; jax_bf16 = library LeNet in bfloat16. torch_eager = the strongest "
+    "eager PyTorch (DANN: GRL autograd.Function + logits discriminator; DAN: MK-MMD with "
+    "a hand-written backward); torch_eager_dalib = TLlib's (dalib) losses; torch_compile "
+    "= torch.compile of the model and the plain-autograd loss (its compile time is the "
+    "first call's). Ratios are against the best PyTorch eager step."
   )
   prof = profile(m=2 * n, repeats=repeats, min_sample_s=min_sample, log=log)
   holder = kept["holder"]
