@@ -156,6 +156,7 @@ def fit(
     source_val=source_val,
     batch_size=config.data.eval_batch_size,
     seed=config.seed,
+    criteria=tuple(tc.selection),
   )
 
   # The run directory: config.json (the one writer), then resume from a checkpoint.
