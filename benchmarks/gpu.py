@@ -20,7 +20,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import torch
 import torch.nn.functional as F
 
@@ -88,7 +87,7 @@ class TorchResNet50Transfer(torch.nn.Module):
 def make_torch_resnet_step(
   n: int, *, size: int = 224, device: str = "cuda", bf16: bool = False, compile_model: bool = False
 ) -> Callable[[], Any]:
-  from benchmarks import torch_refs  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_refs
 
   harness.patch_dalib_numpy()
   torch.manual_seed(0)
@@ -121,24 +120,32 @@ def make_torch_resnet_step(
 
 
 def make_jax_resnet_step(n: int, *, size: int = 224, bf16: bool = False):
-  from dtl_jax import methods  # pylint: disable=g-import-not-at-top
-  from dtl_jax.models import Bottleneck, Classifier, ResNet50, TransferModel  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train.step import make_train_step  # pylint: disable=g-import-not-at-top
+  from dtl_jax import methods
+  from dtl_jax.models import Bottleneck, Classifier, ResNet50, TransferModel
+  from dtl_jax.train import create_train_state
+  from dtl_jax.train.step import make_train_step
 
   dtype = jnp.bfloat16 if bf16 else None
   model = TransferModel(
     ResNet50(dtype=dtype), Bottleneck(256, dropout=0.0), Classifier(NUM_CLASSES)
   )
   meth = methods.DANN()
-  tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.01, momentum=0.9, nesterov=True))
   rng = np.random.default_rng(0)
   batch = {
     "x_s": jnp.asarray(rng.random((n, size, size, 3), dtype=np.float32)),
     "y_s": jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32)),
     "x_t": jnp.asarray(rng.random((n, size, size, 3), dtype=np.float32)),
   }
-  st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
+  st, tx = create_train_state(
+    model,
+    meth,
+    key=jax.random.key(0),
+    example_x=batch["x_s"],
+    learning_rate=0.01,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=1e-3,
+  )
   step = jax.jit(make_train_step(model, meth, tx), donate_argnums=0)
   t0 = time.perf_counter()
   compiled = step.lower(st, batch).compile()
@@ -194,10 +201,10 @@ def run_scaling(
   *, repeats: int = 10, per_device: int = 64, force: bool = False, log=print
 ) -> dict[str, Any]:
   """LeNet DANN pmap step time on 1, 2, 4, ... devices (fixed per-device batch)."""
-  from benchmarks import steps  # pylint: disable=g-import-not-at-top
-  from dtl_jax.models import Bottleneck, Classifier, TransferModel  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from dtl_jax.train.step import make_train_step, pmap_step, replicate, shard_batch_for_pmap  # pylint: disable=g-import-not-at-top
+  from benchmarks import steps
+  from dtl_jax.models import Bottleneck, Classifier, TransferModel
+  from dtl_jax.train import create_train_state
+  from dtl_jax.train.step import make_train_step, pmap_step, replicate, shard_batch_for_pmap
 
   devices = jax.local_devices()
   if (len(devices) < 2 or jax.default_backend() == "cpu") and not force:
@@ -207,10 +214,11 @@ def run_scaling(
   while k <= len(devices):
     devs = devices[:k]
     model = TransferModel(steps.LeNet(), Bottleneck(256, dropout=0.0), Classifier(10))
-    meth = steps._method("dann")  # pylint: disable=protected-access
-    tx = optax.sgd(0.01, momentum=0.9)
-    batch = steps._batch(per_device * k)  # pylint: disable=protected-access
-    st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
+    meth = steps._method("dann")
+    batch = steps._batch(per_device * k)
+    st, tx = create_train_state(
+      model, meth, key=jax.random.key(0), example_x=batch["x_s"], learning_rate=0.01, momentum=0.9
+    )
     step = pmap_step(make_train_step(model, meth, tx, axis_name="batch"), devices=devs)
     holder = [replicate(st, devs)]
     pbatch = shard_batch_for_pmap(batch, k)

@@ -39,6 +39,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dtl_jax import xla_options
 from dtl_jax.methods.base import Method, MethodInputs
 from dtl_jax.train.state import TrainState, apply_model
 
@@ -223,8 +224,13 @@ def make_train_step(
 
 
 def jit_step(step_fn: StepFn, *, donate: bool = True) -> StepFn:
-  """``jax.jit`` driver (one device); donates the state buffers."""
-  return jax.jit(step_fn, donate_argnums=(0,) if donate else ())
+  """``jax.jit`` driver (one device); donates the state buffers. Compiled with the
+  library's CPU options (:mod:`dtl_jax.xla_options`)."""
+  return jax.jit(
+    step_fn,
+    donate_argnums=(0,) if donate else (),
+    compiler_options=xla_options.step_compiler_options(),
+  )
 
 
 def pmap_step(
@@ -246,7 +252,11 @@ def shard_map_step(
   mapped = jax.shard_map(
     step_fn, mesh=mesh, in_specs=(P(), P(axis_name)), out_specs=(P(), P()), check_vma=False
   )
-  return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+  return jax.jit(
+    mapped,
+    donate_argnums=(0,) if donate else (),
+    compiler_options=xla_options.step_compiler_options(),
+  )
 
 
 def replicate(tree: Any, devices=None) -> Any:
