@@ -20,7 +20,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import torch
 import torch.nn.functional as F
 
@@ -123,7 +122,7 @@ def make_torch_resnet_step(
 def make_jax_resnet_step(n: int, *, size: int = 224, bf16: bool = False):
   from dtl_jax import methods
   from dtl_jax.models import Bottleneck, Classifier, ResNet50, TransferModel
-  from dtl_jax.train import state as state_lib
+  from dtl_jax.train import create_train_state
   from dtl_jax.train.step import make_train_step
 
   dtype = jnp.bfloat16 if bf16 else None
@@ -131,14 +130,22 @@ def make_jax_resnet_step(n: int, *, size: int = 224, bf16: bool = False):
     ResNet50(dtype=dtype), Bottleneck(256, dropout=0.0), Classifier(NUM_CLASSES)
   )
   meth = methods.DANN()
-  tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.01, momentum=0.9, nesterov=True))
   rng = np.random.default_rng(0)
   batch = {
     "x_s": jnp.asarray(rng.random((n, size, size, 3), dtype=np.float32)),
     "y_s": jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32)),
     "x_t": jnp.asarray(rng.random((n, size, size, 3), dtype=np.float32)),
   }
-  st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
+  st, tx = create_train_state(
+    model,
+    meth,
+    key=jax.random.key(0),
+    example_x=batch["x_s"],
+    learning_rate=0.01,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=1e-3,
+  )
   step = jax.jit(make_train_step(model, meth, tx), donate_argnums=0)
   t0 = time.perf_counter()
   compiled = step.lower(st, batch).compile()
@@ -196,7 +203,7 @@ def run_scaling(
   """LeNet DANN pmap step time on 1, 2, 4, ... devices (fixed per-device batch)."""
   from benchmarks import steps
   from dtl_jax.models import Bottleneck, Classifier, TransferModel
-  from dtl_jax.train import state as state_lib
+  from dtl_jax.train import create_train_state
   from dtl_jax.train.step import make_train_step, pmap_step, replicate, shard_batch_for_pmap
 
   devices = jax.local_devices()
@@ -208,9 +215,10 @@ def run_scaling(
     devs = devices[:k]
     model = TransferModel(steps.LeNet(), Bottleneck(256, dropout=0.0), Classifier(10))
     meth = steps._method("dann")
-    tx = optax.sgd(0.01, momentum=0.9)
     batch = steps._batch(per_device * k)
-    st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
+    st, tx = create_train_state(
+      model, meth, key=jax.random.key(0), example_x=batch["x_s"], learning_rate=0.01, momentum=0.9
+    )
     step = pmap_step(make_train_step(model, meth, tx, axis_name="batch"), devices=devs)
     holder = [replicate(st, devs)]
     pbatch = shard_batch_for_pmap(batch, k)

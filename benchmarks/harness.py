@@ -44,7 +44,8 @@ def pin_threads(threads: int | None) -> dict[str, Any]:
   os.environ["MKL_NUM_THREADS"] = str(threads)
   flags = os.environ.get("XLA_FLAGS", "")
   if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-    flags = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    # Every token must be a --flag: XLA reads XLA_FLAGS as a command line.
+    flags = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
     os.environ["XLA_FLAGS"] = flags
   return {
     "threads": threads,

@@ -1,10 +1,12 @@
 """The JAX side of the loss benchmarks: ``dtl_jax.losses`` as value-and-grad functions.
 
-Every builder returns a pure function ``(*inputs) -> (loss, grads w.r.t. the features)``
-to be ``jax.jit``-ed by the caller. The discriminators of DANN / CDAN are plain functions
-of parameters copied from the PyTorch module (TLlib's DomainDiscriminator:
-Linear-BN-ReLU x2, Linear, BatchNorm in training mode over the joint batch), so both
-frameworks compute the same numbers.
+Every builder returns a pure function ``(*inputs) -> (loss, grads)`` to be ``jax.jit``-ed
+by the caller: gradients w.r.t. the features for the kernel losses and CORAL, w.r.t. the
+features AND the discriminator's parameters for DANN / CDAN (what training needs; the
+PyTorch side computes the same). The discriminator of DANN / CDAN is the library's
+:class:`dtl_jax.models.DomainDiscriminator` (TLlib's layers: Linear-BN-ReLU x2, Linear,
+BatchNorm in training mode over the joint batch) with the weights of the PyTorch module,
+so both frameworks compute the same numbers.
 """
 
 from __future__ import annotations
@@ -79,70 +81,93 @@ def coral_value_and_grad():
 # ---------------------------------------------------------------- DANN / CDAN (issue 3)
 
 
-def discriminator_params(torch_disc: Any) -> dict[str, np.ndarray]:
-  """Copies a dalib DomainDiscriminator's parameters (float32 NumPy)."""
+def discriminator_variables(torch_disc: Any, dtype: Any = np.float32) -> dict[str, Any]:
+  """``{"params", "batch_stats"}`` of :class:`dtl_jax.models.DomainDiscriminator` with the
+  weights of a PyTorch TLlib discriminator (:class:`benchmarks.torch_refs.Discriminator`
+  or dalib's; both name their layers ``layer1, bn1, layer2, bn2, layer3``)."""
   d = torch_disc
-  get = lambda t: t.detach().cpu().numpy().astype(np.float32)
+
+  def get(t):
+    return t.detach().cpu().numpy().astype(dtype)
+
+  def dense(layer):
+    return {"kernel": get(layer.weight).T, "bias": get(layer.bias)}
+
+  def bn(layer):
+    return {"scale": get(layer.weight), "bias": get(layer.bias)}
+
+  def stats(layer):
+    return {"mean": get(layer.running_mean), "var": get(layer.running_var)}
+
   return {
-    "w1": get(d.layer1.weight).T,
-    "b1": get(d.layer1.bias),
-    "g1": get(d.bn1.weight),
-    "be1": get(d.bn1.bias),
-    "w2": get(d.layer2.weight).T,
-    "b2": get(d.layer2.bias),
-    "g2": get(d.bn2.weight),
-    "be2": get(d.bn2.bias),
-    "w3": get(d.layer3.weight).T,
-    "b3": get(d.layer3.bias),
+    "params": {
+      "fc1": dense(d.layer1),
+      "bn1": bn(d.bn1),
+      "fc2": dense(d.layer2),
+      "bn2": bn(d.bn2),
+      "fc3": dense(d.layer3),
+    },
+    "batch_stats": {"bn1": stats(d.bn1), "bn2": stats(d.bn2)},
   }
 
 
-def _batch_norm(x, gamma, beta, eps=1e-5):
-  mean = x.mean(0)
-  var = jnp.mean(jnp.square(x - mean), 0)
-  return (x - mean) * jax.lax.rsqrt(var + eps) * gamma + beta
+def library_discriminator(hidden: int = 1024):
+  """The library's module: ``dtl_jax.models.DomainDiscriminator`` (TLlib's layers)."""
+  from dtl_jax.models import DomainDiscriminator
+
+  return DomainDiscriminator(hidden=(hidden, hidden), batch_norm=True)
 
 
-def discriminator_apply(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-  """TLlib DomainDiscriminator logits [m, 1] (BatchNorm in training mode)."""
-  h = jax.nn.relu(_batch_norm(x @ p["w1"] + p["b1"], p["g1"], p["be1"]))
-  h = jax.nn.relu(_batch_norm(h @ p["w2"] + p["b2"], p["g2"], p["be2"]))
-  return h @ p["w3"] + p["b3"]
+def _disc_logits(module, params, batch_stats, x):
+  """Training-mode logits ``[m]`` (BatchNorm over the joint batch, as in the train step)."""
+  logits, _ = module.apply(
+    {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+  )
+  return logits
 
 
-def dann_value_and_grad():
-  """(params, f_s, f_t) -> (loss, (df_s, df_t)); the discriminator runs on [f_s; f_t]."""
+def dann_value_and_grad(hidden: int = 1024):
+  """``(f_s, f_t, params, batch_stats) -> (loss, (df_s, df_t, dparams))``.
+
+  The library's discriminator runs on ``[f_s; f_t]``; the gradient covers the features
+  AND the discriminator's parameters, as training needs (and as the PyTorch side
+  computes).
+  """
   dann_loss = _loss("dann_loss", "adversarial")
+  module = library_discriminator(hidden)
 
-  def f(fs, ft, p):
-    logits = discriminator_apply(p, jnp.concatenate([fs, ft], 0))
+  def f(fs, ft, params, batch_stats):
+    logits = _disc_logits(module, params, batch_stats, jnp.concatenate([fs, ft], 0))
     n = fs.shape[0]
-    return dann_loss(logits[:n, 0], logits[n:, 0])
+    return dann_loss(logits[:n], logits[n:])
 
-  return jax.value_and_grad(f, argnums=(0, 1))
+  return jax.value_and_grad(f, argnums=(0, 1, 2))
 
 
-def cdan_value_and_grad():
-  """(g_s, f_s, g_t, f_t, params) -> (loss, (df_s, df_t)); full multilinear map."""
+def cdan_value_and_grad(hidden: int = 1024):
+  """``(f_s, f_t, g_s, g_t, params, batch_stats) -> (loss, (df_s, df_t, dparams))``; full
+  multilinear map, the library's discriminator."""
   cdan_features = _loss("cdan_features", "cdan", "adversarial")
   cdan_loss = _loss("cdan_loss", "cdan", "adversarial")
+  module = library_discriminator(hidden)
 
-  def f(fs, ft, gs, gt, p):
+  def f(fs, ft, gs, gt, params, batch_stats):
     h = cdan_features(jnp.concatenate([fs, ft], 0), jnp.concatenate([gs, gt], 0))
-    logits = discriminator_apply(p, h)
+    logits = _disc_logits(module, params, batch_stats, h)
     n = fs.shape[0]
-    return cdan_loss(logits[:n, 0], logits[n:, 0])
+    return cdan_loss(logits[:n], logits[n:])
 
-  return jax.value_and_grad(f, argnums=(0, 1))
+  return jax.value_and_grad(f, argnums=(0, 1, 4))
 
 
-# ---------------------------------------------------------------- the matmul limit
+# ---------------------------------------------------------------- the matmul bound
 
 
 def mk_mmd_matmuls(x: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The unavoidable products of MK-MMD + gradient for X = [z_s; z_t] ([2n, d]).
+  """The products MK-MMD + gradient cannot avoid, for X = [z_s; z_t] ([2n, d]).
 
-  Forward: the Gram matrix X Xᵀ ([2n, 2n]). Backward: the cotangent of the Gram matrix
-  G ([2n, 2n]) goes back through both factors, Gᵀ X and G X ([2n, d] each).
+  Forward: the Gram matrix X Xᵀ ([2n, 2n]). Backward: the Gram matrix is symmetric, so
+  its cotangent G reaches X as (G + Gᵀ) X -- ONE [2n, 2n] x [2n, d] product (autodiff of
+  a general product would spend two, G X and Gᵀ X). ``g`` stands for G + Gᵀ.
   """
-  return x @ x.T, g @ x + g.T @ x
+  return x @ x.T, g @ x

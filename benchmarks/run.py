@@ -126,17 +126,14 @@ def _log(msg: str) -> None:
 
 
 def run_losses(cfg, args, log=_log) -> list[dict[str, Any]]:
-  from benchmarks import (
-    losses,
-    report,
-  )
+  from benchmarks import losses, report
 
   rows = []
   names = args.losses or list(losses.LOSSES)
   for loss in names:
     for d in cfg["loss_ds"]:
       for n in cfg["loss_ns"]:
-        impls = ["jax", "torch_gram", "dalib"]
+        impls = ["jax", "torch_gram", "torch_fn", "dalib"]
         cc = cfg["compile_configs"]
         if not args.no_compile and (cc is None or (loss, n, d) in cc):
           impls.append("torch_compile")

@@ -21,6 +21,10 @@ JAX variants (all use :func:`dtl_jax.train.make_train_step` and the library's
 * ``jax_conv1_patches`` -- ``LeNet(patch_convs=("conv1",))``: im2col for ``conv1`` only
   (1 input channel: XLA's direct convolution is worst there).
 * ``jax_bf16``       -- the library's LeNet computing in bfloat16 (parameters float32).
+* ``jax_xla_default`` -- the library's LeNet compiled with XLA's default options (jaxlib
+  0.10.2 hands convolutions to YNNPACK): the library before issue 15, the "before" of the
+  before/after ratio. Every other variant is compiled as the library's ``jit`` driver
+  compiles (:mod:`dtl_jax.xla_options`).
 
 The library's step already fuses the domains (one forward of ``[x_s; x_t]``) and uses
 NHWC, XLA's native convolution layout on CPU.
@@ -40,7 +44,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import torch
 import torch.nn.functional as F
 
@@ -83,7 +86,11 @@ VARIANTS = {
   "jax_patches": {"patch_convs": ("conv1", "conv2")},
   "jax_conv1_patches": {"patch_convs": ("conv1",)},
   "jax_bf16": {"dtype": jnp.bfloat16},  # bfloat16 compute (precision experiment)
+  "jax_xla_default": {},  # the library's LeNet compiled with XLA's defaults (YNNPACK convs)
 }
+# Variants compiled WITHOUT the library's CPU compiler options (dtl_jax.xla_options): the
+# library before issue 15.
+XLA_DEFAULT_VARIANTS = ("jax_xla_default",)
 
 
 def _backbone(variant: str) -> nn.Module:
@@ -103,15 +110,28 @@ def _method(name: str):
 def make_jax_step(method: str, variant: str, *, n: int = N_PER_DOMAIN):
   """(jitted step, state, batch) for one JAX variant."""
   from dtl_jax.models import Bottleneck, Classifier, TransferModel
-  from dtl_jax.train import state as state_lib
-  from dtl_jax.train.step import make_train_step
+  from dtl_jax.train import create_train_state
+  from dtl_jax.train.step import jit_step, make_train_step
 
   model = TransferModel(_backbone(variant), Bottleneck(256, dropout=0.0), Classifier(NUM_CLASSES))
   meth = _method(method)
-  tx = optax.chain(optax.add_decayed_weights(WD), optax.sgd(LR, momentum=MOMENTUM, nesterov=True))
   batch = _batch(n)
-  st = state_lib.init_train_state(model, meth, tx, key=jax.random.key(0), example_x=batch["x_s"])
-  step = jax.jit(make_train_step(model, meth, tx), donate_argnums=0)
+  # TLlib's SGD: coupled weight decay, Nesterov momentum, constant learning rate here.
+  st, tx = create_train_state(
+    model,
+    meth,
+    key=jax.random.key(0),
+    example_x=batch["x_s"],
+    learning_rate=LR,
+    momentum=MOMENTUM,
+    nesterov=True,
+    weight_decay=WD,
+  )
+  body = make_train_step(model, meth, tx)
+  if variant in XLA_DEFAULT_VARIANTS:
+    step = jax.jit(body, donate_argnums=0)
+  else:  # as the library compiles it (fit's jit driver)
+    step = jit_step(body)
   return step, st, batch
 
 
@@ -156,29 +176,43 @@ class TorchLeNetTransfer(torch.nn.Module):
 
 
 def make_torch_step(
-  method: str, *, n: int = N_PER_DOMAIN, compile_model: bool = False, gram: bool = False
+  method: str, *, n: int = N_PER_DOMAIN, compile_model: bool = False, dalib: bool = False
 ):
   """A zero-argument PyTorch step (TLlib's training loop body) on a fixed batch.
 
-  ``gram=True`` (DAN only) uses the Gram-form MK-MMD of :mod:`benchmarks.torch_refs`
-  instead of dalib's ``[2n, 2n, d]`` one: the best PyTorch eager DAN step.
+  The strongest eager PyTorch by default: DANN with a two-line gradient reversal
+  ``autograd.Function`` and TLlib's discriminator (logits + BCE-with-logits), DAN with the
+  hand-written-backward MK-MMD (:func:`benchmarks.torch_refs.mk_mmd_fn`).
+  ``dalib=True``: dalib's own losses (its DANN GRL + sigmoid discriminator, its
+  ``[2n, 2n, d]`` MK-MMD). ``compile_model=True``: ``torch.compile`` of the model, and
+  of the plain-autograd loss (:func:`benchmarks.torch_refs.mk_mmd` for DAN).
   """
   from benchmarks import torch_refs
 
-  harness.patch_dalib_numpy()
   torch.manual_seed(0)
   model = TorchLeNetTransfer()
   params = list(model.parameters())
   if method == "dann":
-    disc = torch_refs.dalib_discriminator(256, 1024)
-    domain_loss = torch_refs.dalib_dann(disc)
+    disc = torch_refs.discriminator(256, 1024)
     params += list(disc.parameters())
-  elif gram:
+    if dalib:
+      harness.patch_dalib_numpy()
+      domain_loss = torch_refs.dalib_dann(torch_refs.WithSigmoid(disc))
+    else:
+
+      def domain_loss(f_s, f_t):
+        return torch_refs.dann(disc, *torch_refs.gradient_reverse(torch.cat([f_s, f_t])).chunk(2))
+
+  elif dalib:
+    domain_loss = torch_refs.dalib_mk_mmd(n)
+  elif compile_model:
     domain_loss = torch_refs.mk_mmd
   else:
-    domain_loss = torch_refs.dalib_mk_mmd(n)
+    domain_loss = torch_refs.mk_mmd_fn
   opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD, nesterov=True)
   fwd = torch.compile(model) if compile_model else model
+  if compile_model:
+    domain_loss = torch.compile(domain_loss)
   rng = np.random.default_rng(0)
   x = torch.from_numpy(rng.random((2 * n, 1, 28, 28), dtype=np.float32))
   y = torch.from_numpy(rng.integers(0, NUM_CLASSES, n))
@@ -201,20 +235,30 @@ def make_torch_step(
 def profile(
   *, m: int = 2 * N_PER_DOMAIN, repeats: int, min_sample_s: float, log=print
 ) -> dict[str, float]:
-  """Forward + backward of each LeNet stage alone (fused ``m``-image batch), both frameworks."""
+  """Forward + backward of each LeNet stage alone (fused ``m``-image batch), both frameworks.
+
+  Convolutions: ``nn.Conv`` as the library compiles it (:mod:`dtl_jax.xla_options`), the
+  same with XLA's defaults (YNNPACK), and im2col (``patches``)."""
+  from dtl_jax.xla_options import step_compiler_options
+
   rng = np.random.default_rng(0)
   shapes = {"conv1": ((m, 28, 28, 1), 20), "conv2": ((m, 12, 12, 20), 50)}
   fns: dict[str, Callable[[], Any]] = {}
   for name, (shape, cout) in shapes.items():
     x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
-    for kind, mod in (
-      ("nn.Conv", nn.Conv(cout, (5, 5), padding="VALID")),
-      ("patches", PatchConv(cout, (5, 5))),
+    lib_options = step_compiler_options()
+    for kind, mod, options in (
+      ("nn.Conv", nn.Conv(cout, (5, 5), padding="VALID"), lib_options),
+      ("nn.Conv xla-default", nn.Conv(cout, (5, 5), padding="VALID"), None),
+      ("patches", PatchConv(cout, (5, 5)), lib_options),
     ):
       p = mod.init(jax.random.key(0), x)
       # conv1 sees the data: no input gradient (as in the step); conv2 needs both.
       argnums = (0,) if name == "conv1" else (0, 1)
-      f = jax.jit(jax.grad(lambda p, x, mod=mod: jnp.sum(mod.apply(p, x) ** 2), argnums=argnums))
+      f = jax.jit(
+        jax.grad(lambda p, x, mod=mod: jnp.sum(mod.apply(p, x) ** 2), argnums=argnums),
+        compiler_options=options,
+      )
       fns[f"jax {name} {kind}"] = lambda f=f, p=p, x=x: jax.block_until_ready(f(p, x))
     tconv = torch.nn.Conv2d(shape[3], cout, 5)
     tx = torch.from_numpy(np.array(np.asarray(x).transpose(0, 3, 1, 2)))
@@ -306,7 +350,7 @@ def run(
   for method in ("dann", "dan"):
     fns: dict[str, Callable[[], Any]] = {}
     compile_s: dict[str, float] = {}
-    variants = ("jax", "jax_flax_pool") if quick else tuple(VARIANTS)
+    variants = ("jax", "jax_xla_default") if quick else tuple(VARIANTS)
     for v in variants:
       step, st, batch = make_jax_step(method, v, n=n)
       t0 = time.perf_counter()
@@ -323,11 +367,16 @@ def run(
       if method == "dann" and v == "jax":
         kept["holder"] = holder
     fns["torch_eager"] = make_torch_step(method, n=n)
-    if method == "dan":
-      fns["torch_eager_gram"] = make_torch_step(method, n=n, gram=True)
+    try:
+      fns["torch_eager_dalib"] = make_torch_step(method, n=n, dalib=True)
+    except ImportError as err:
+      notes.append(f"{method}: no dalib variant ({err})")
     if compile_torch and not quick:
-      fns["torch_compile"] = make_torch_step(method, n=n, compile_model=True, gram=method == "dan")
+      torch._dynamo.reset()
+      fns["torch_compile"] = make_torch_step(method, n=n, compile_model=True)
     t = harness.time_alternating(fns, repeats=repeats, min_sample_s=min_sample, warmup=2)
+    if "torch_compile" in t:  # its first call compiles (forward and backward graphs)
+      compile_s["torch_compile"] = t["torch_compile"].warmup_s
     eager = [k for k in t if k.startswith("torch_eager")]
     best_eager = min(eager, key=lambda k: t[k].median_s)
     torch_t = t[best_eager].median_s
@@ -353,18 +402,23 @@ def run(
         "variants": variants_out,
         "best_jax": best,
         "best_torch_eager": best_eager,
-        "ratio_torch_eager_over_baseline_jax": torch_t / t["jax_flax_pool"].median_s,
+        "ratio_torch_eager_over_baseline_jax": torch_t / t["jax_xla_default"].median_s,
         "ratio_torch_eager_over_library_jax": torch_t / t["jax"].median_s,
         "ratio_torch_eager_over_best_jax": torch_t / t[best].median_s,
       }
     )
   notes.append(
-    "Variants: jax = library LeNet (nn.Conv + reshape max-pool); jax_flax_pool = "
-    "LeNet with nn.max_pool, the library before the pooling change ('before' ratio); "
+    "Variants: jax = library LeNet (nn.Conv + reshape max-pool) compiled as the library "
+    "compiles its steps (dtl_jax.xla_options: XLA's own convolutions on CPU); "
+    "jax_xla_default = the same with XLA's defaults (YNNPACK convolutions), the library "
+    "before issue 15 ('before' ratio); jax_flax_pool = LeNet with nn.max_pool (before "
+    "issue 8's pooling change); "
     "jax_patches = both convolutions as im2col + matmul; jax_conv1_patches = im2col "
-    "for conv1 only; jax_bf16 = library LeNet in bfloat16. torch_eager = TLlib "
-    "(dalib) losses; torch_eager_gram = DAN with the "
-    "Gram-form MK-MMD. Ratios are against the best PyTorch eager step."
+    "for conv1 only; jax_bf16 = library LeNet in bfloat16. torch_eager = the strongest "
+    "eager PyTorch (DANN: GRL autograd.Function + logits discriminator; DAN: MK-MMD with "
+    "a hand-written backward); torch_eager_dalib = TLlib's (dalib) losses; torch_compile "
+    "= torch.compile of the model and the plain-autograd loss (its compile time is the "
+    "first call's). Ratios are against the best PyTorch eager step."
   )
   prof = profile(m=2 * n, repeats=repeats, min_sample_s=min_sample, log=log)
   holder = kept["holder"]

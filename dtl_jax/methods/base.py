@@ -180,7 +180,8 @@ class Method:
   """
 
   name: str = "method"
-  #: whether the method's loss uses target outputs (the loop can skip target data).
+  #: whether the method's loss uses target outputs; with False the train step runs the
+  #: model on the source batch only and ``inputs.target`` raises when read.
   uses_target: bool = True
 
   def setup(self, context: SetupContext) -> Setup:

@@ -41,6 +41,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dtl_jax import xla_options
 from dtl_jax.train import step as step_lib
 
 DRIVERS = ("jit", "pmap", "shard_map", "sharded")
@@ -135,6 +136,7 @@ def make_driver(name: str, step_body: step_lib.StepFn) -> Driver:
     in_shardings=(replicated, split),
     out_shardings=(replicated, replicated),
     donate_argnums=(0,),
+    compiler_options=xla_options.step_compiler_options(),
   )
   return Driver(
     name,

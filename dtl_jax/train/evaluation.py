@@ -12,6 +12,7 @@ At each evaluation point :class:`Evaluator` computes, for the current state:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from dtl_jax import xla_options
 from dtl_jax.train import selection as selection_lib
 from dtl_jax.train.state import TrainState, apply_model
 
@@ -27,7 +29,7 @@ def make_eval_step(model: Any) -> Callable[[TrainState, jax.Array], dict]:
   """Jitted inference ``(state, x [n, ...]) -> outputs dict`` (``"logits"``,
   ``"probs"`` and feature outputs) with BatchNorm in inference mode."""
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=xla_options.step_compiler_options())
   def eval_step(state: TrainState, x: jax.Array) -> dict:
     variables = {"params": state.params["model"], "batch_stats": state.batch_stats["model"]}
     outputs, _ = apply_model(model, variables, x, train=False)
@@ -107,6 +109,8 @@ class Evaluator:
     source_val: ``(x, y)`` held-out source validation data.
     batch_size: evaluation batch size.
     seed: seed of the selection criteria's domain classifier.
+    criteria: the label-free criteria to score (``train.selection``); only what they
+      need is computed (no target-train pass for ``source_val_acc`` alone).
   """
 
   def __init__(
@@ -118,10 +122,12 @@ class Evaluator:
     source_val: tuple[np.ndarray, np.ndarray],
     batch_size: int,
     seed: int,
+    criteria: tuple[str, ...] = selection_lib.CRITERIA,
   ):
     self.source, self.target, self.source_val = source, target, source_val
     self.batch_size = batch_size
     self.seed = seed
+    self.criteria = tuple(criteria)
     self._eval_step = make_eval_step(model)
 
   def __call__(self, state: TrainState, step: int) -> dict[str, Any]:
@@ -130,9 +136,11 @@ class Evaluator:
     def predict_(x, keys):
       return predict(self._eval_step, state, np.asarray(x), batch_size=self.batch_size, keys=keys)
 
-    keys = ("logits", "probs", "bottleneck")
+    needs_features = bool({"iwv", "dev"} & set(self.criteria))
+    needs_target = needs_features or bool({"entropy", "snd"} & set(self.criteria))
+    keys = ("logits", "probs", "bottleneck") if needs_features else ("logits",)
     out_val = predict_(self.source_val[0], keys)
-    out_tt = predict_(self.target.x_train, keys)
+    out_tt = predict_(self.target.x_train, keys) if needs_target else {}
     src = accuracy_report(
       predict_(self.source.x_test, ("logits",))["logits"], np.asarray(self.source.y_test)
     )
@@ -142,10 +150,11 @@ class Evaluator:
     scores = selection_lib.criteria_scores(
       source_val_logits=out_val["logits"],
       source_val_labels=self.source_val[1],
-      source_val_features=out_val["bottleneck"],
-      target_probs=out_tt["probs"],
-      target_features=out_tt["bottleneck"],
+      source_val_features=out_val.get("bottleneck"),
+      target_probs=out_tt.get("probs"),
+      target_features=out_tt.get("bottleneck"),
       seed=self.seed,
+      criteria=self.criteria,
     )
     return {
       "step": int(step),

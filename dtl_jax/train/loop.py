@@ -46,6 +46,7 @@ from dtl_jax.train.evaluation import Evaluator, flat_record
 from dtl_jax.train.interrupt import StopRequest
 from dtl_jax.train.state import TrainState, create_train_state
 from dtl_jax.train.step import make_train_step
+from dtl_jax.train.timing import PhaseClock
 from dtl_jax.train.writer import MetricWriter
 
 
@@ -71,7 +72,13 @@ def fit(
       {"method", "steps", "interrupted", "steps_per_second", "warnings",
        "last": {"step", "target_acc", "source_acc"},
        "selected": {criterion: {"step", "score", "target_acc", "checkpoint"}},
-       "history": [evaluation records]}
+       "history": [evaluation records],
+       "timings": {"data_s", "build_s", "first_step_s", "steps_s", "eval_s",
+                   "checkpoint_s", "finish_s", "total_s"}}
+
+    (``timings``: wall-clock seconds of each phase, see :mod:`dtl_jax.train.timing`;
+    ``first_step_s`` includes tracing and compiling the step, ``eval_s`` compiling
+    the evaluation step.)
 
     plus ``"state"``, the final :class:`TrainState` (not written). ``target_acc``
     values are oracle numbers (target test labels), reported next to each label-free
@@ -82,6 +89,7 @@ def fit(
     dtl_jax.train.workdir.WorkdirError: ``workdir`` holds another run.
     TrainingDiverged: the loss or the parameters became NaN / Inf.
   """
+  clock = PhaseClock()
   config_lib.validate(config)
   tc = config.train
   if tc.multihost:
@@ -93,6 +101,7 @@ def fit(
   # Everything is built before anything is written: a bad config leaves no trace.
   source, target = load_domains(config)
   source_train, source_val = split_source_val(source, config.data.source_val_fraction, config.seed)
+  clock.lap("data")
   axis = drivers.driver_axis_name(tc.driver)
   _check_batch_sizes(config)
   model = _keyed(
@@ -147,6 +156,7 @@ def fit(
     source_val=source_val,
     batch_size=config.data.eval_batch_size,
     seed=config.seed,
+    criteria=tuple(tc.selection),
   )
 
   # The run directory: config.json (the one writer), then resume from a checkpoint.
@@ -165,6 +175,7 @@ def fit(
   )
   warnings: list[str] = []
 
+  @clock.timed("eval")
   def evaluate(dev_state: Any, step: int) -> None:
     host_state = driver.to_host(dev_state)
     record = evaluator(host_state, step)
@@ -173,7 +184,8 @@ def fit(
     if is_main:
       workdir_lib.write_json(workdir / workdir_lib.HISTORY_FILE, history, indent=None)
     if selected is not None:
-      selected.update(history, host_state)
+      with clock.phase("checkpoint"):
+        selected.update(history, host_state)
     if (
       tc.chance_check
       and not warnings
@@ -184,6 +196,7 @@ def fit(
       if is_main:
         print(f"dtl-jax: warning: {message}", file=sys.stderr, flush=True)
 
+  @clock.timed("checkpoint")
   def save(dev_state: Any, step: int) -> None:
     host_state = driver.to_host(dev_state)
     _check_finite(host_state, step, ckpt.latest_step(), ckpt.directory)
@@ -191,6 +204,7 @@ def fit(
 
   dev_state = driver.put_state(state)
   step, window, interrupted = start, [], False
+  clock.lap("build")
   t0 = time.perf_counter()
   with StopRequest() as stop, _progress_bar(tc, start, method.name, is_main) as bar:
     while step < tc.num_steps:
@@ -198,6 +212,8 @@ def fit(
       dev_state, metrics = driver.step(dev_state, driver.put_batch(batch))
       step += 1
       window.append(metrics)
+      if step == start + 1:  # tracing + compilation + the first step
+        clock.lap("first_step", wait=metrics)
       if step % tc.log_every == 0 or step == tc.num_steps:
         record = train_record(
           window,
@@ -224,6 +240,7 @@ def fit(
           save(dev_state, step)
         bar.write(f"interrupted: checkpoint saved at step {step} in {workdir}")
         break
+  clock.lap("steps", wait=dev_state)
   elapsed = time.perf_counter() - t0
   ckpt.close()
   if not history or history[-1]["step"] != step:
@@ -241,6 +258,8 @@ def fit(
     workdir=workdir,
     kept_selected=selected is not None,
   )
+  clock.lap("finish")
+  result["timings"] = clock.summary()
   if is_main:
     workdir_lib.write_json(workdir / workdir_lib.RESULT_FILE, result)
   writer.close()

@@ -112,22 +112,47 @@ def criteria_scores(
   *,
   source_val_logits: np.ndarray,
   source_val_labels: np.ndarray,
-  source_val_features: np.ndarray,
-  target_probs: np.ndarray,
-  target_features: np.ndarray,
+  source_val_features: np.ndarray | None,
+  target_probs: np.ndarray | None,
+  target_features: np.ndarray | None,
   seed: int = 0,
+  criteria: Sequence[str] = CRITERIA,
 ) -> dict[str, float]:
-  """All label-free criteria as scores (higher is better) for one checkpoint."""
-  losses = cross_entropy(source_val_logits, source_val_labels)
-  acc = float(np.mean(np.argmax(source_val_logits, -1) == np.asarray(source_val_labels)))
-  w = domain_importance_weights(source_val_features, target_features, seed=seed)
-  return {
-    "source_val_acc": acc,
-    "iwv": -iwv_risk(losses, w),
-    "dev": -dev_risk(losses, w),
-    "entropy": -prediction_entropy(target_probs),
-    "snd": snd(target_probs),
-  }
+  """The label-free ``criteria`` as scores (higher is better) for one checkpoint.
+
+  Only what the asked criteria need is computed: the domain classifier (and the
+  scikit-learn import) only for ``iwv`` / ``dev``; the target arrays may be ``None`` when
+  no target-based criterion is asked.
+  """
+  unknown = sorted(set(criteria) - set(CRITERIA))
+  if unknown:
+    raise ValueError(f"criteria: unknown {unknown}; known: {CRITERIA}")
+  out: dict[str, float] = {}
+  if "source_val_acc" in criteria:
+    acc = np.mean(np.argmax(source_val_logits, -1) == np.asarray(source_val_labels))
+    out["source_val_acc"] = float(acc)
+  if "iwv" in criteria or "dev" in criteria:
+    losses = cross_entropy(source_val_logits, source_val_labels)
+    w = domain_importance_weights(
+      _needed(source_val_features, "source_val_features", "iwv / dev"),
+      _needed(target_features, "target_features", "iwv / dev"),
+      seed=seed,
+    )
+    if "iwv" in criteria:
+      out["iwv"] = -iwv_risk(losses, w)
+    if "dev" in criteria:
+      out["dev"] = -dev_risk(losses, w)
+  if "entropy" in criteria:
+    out["entropy"] = -prediction_entropy(_needed(target_probs, "target_probs", "entropy"))
+  if "snd" in criteria:
+    out["snd"] = snd(_needed(target_probs, "target_probs", "snd"))
+  return out
+
+
+def _needed(x: np.ndarray | None, name: str, criterion: str) -> np.ndarray:
+  if x is None:
+    raise ValueError(f"`{name}` is needed by the {criterion} criterion, got None")
+  return x
 
 
 def select(

@@ -9,6 +9,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dtl_jax import params as params_lib
@@ -126,7 +127,12 @@ def create_train_state(
     else _init_variables(model, init_key, example_x)
   )
   variables.setdefault("batch_stats", {})
-  outputs, _ = apply_model(model, variables, example_x, train=False)
+  # The extra modules are sized from the SHAPES of the model's outputs: eval_shape, not a
+  # compiled forward pass (start-up time); the example outputs are zeros of those shapes.
+  shapes, _ = jax.eval_shape(
+    lambda v, x: apply_model(model, v, x, train=False), variables, example_x
+  )
+  outputs = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   extras = method.extra_modules({"x": example_x, **outputs})
   given = dict(extra_variables or {})
   unknown = sorted(set(given) - set(extras))
@@ -174,7 +180,7 @@ def create_train_state(
     step=jnp.zeros((), jnp.int32),
     params=params,
     batch_stats=batch_stats,
-    opt_state=tx.init(params),
+    opt_state=jax.jit(tx.init)(params),
     rng=run_key,
   )
   return state, tx

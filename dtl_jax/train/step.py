@@ -2,7 +2,8 @@
 
 The body (:func:`make_train_step`) is written once with an optional ``axis_name``:
 
-1. the model runs once on ``[x_s; x_t]`` (local per-device batch);
+1. the model runs once on ``[x_s; x_t]`` (local per-device batch), or on ``x_s`` alone
+   for a method with ``uses_target = False`` (its ``inputs.target`` raises when read);
 2. its outputs are split per domain and, with an ``axis_name``, ``all_gather``-ed
    (``tiled=True``) so that the method builds kernels / discriminator losses on the
    **global** batch (MMD is not decomposable over devices);
@@ -38,6 +39,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dtl_jax import xla_options
 from dtl_jax.methods.base import Method, MethodInputs
 from dtl_jax.train.state import TrainState, apply_model
 
@@ -59,6 +61,30 @@ def _check_batch(batch: Mapping[str, Any]) -> None:
     raise ValueError(
       f"batch['y_s'] must have shape [n_s]={batch['x_s'].shape[:1]}, got {batch['y_s'].shape}"
     )
+
+
+class _NoTarget(Mapping[str, jax.Array]):
+  """``inputs.target`` of a method with ``uses_target = False``: the step did not run the
+  model on the target batch, so any read is a bug in the method and raises."""
+
+  def __init__(self, method_name: str):
+    self._name = method_name
+
+  @staticmethod
+  def message(name: str) -> str:
+    return (
+      f"method {name!r} declares uses_target = False, so the train step does not run the "
+      "model on the target batch; set uses_target = True to read inputs.target"
+    )
+
+  def __getitem__(self, key: str) -> jax.Array:
+    raise ValueError(self.message(self._name))
+
+  def __iter__(self) -> Any:
+    raise ValueError(self.message(self._name))
+
+  def __len__(self) -> int:
+    raise ValueError(self.message(self._name))
 
 
 def make_train_step(
@@ -87,6 +113,8 @@ def make_train_step(
     metrics, averaged over devices.
   """
 
+  uses_target = bool(getattr(method, "uses_target", True))
+
   def gather(x):
     if axis_name is None:
       return x
@@ -106,13 +134,17 @@ def make_train_step(
 
     def loss_fn(params):
       variables = {"params": params["model"], "batch_stats": state.batch_stats["model"]}
-      x = jnp.concatenate([x_s, x_t], axis=0)
+      # A method that never looks at the target (source-only, fine-tuning) pays for no
+      # target forward / backward: the model sees the source batch alone.
+      x = jnp.concatenate([x_s, x_t], axis=0) if uses_target else x_s
       train_model = not method.model_frozen()
       outputs, new_model_stats = apply_model(
         model, variables, x, train=train_model, rngs={"dropout": model_rng}
       )
       out_s = {k: gather(v[:n_s]) for k, v in outputs.items()}
-      out_t = {k: gather(v[n_s:]) for k, v in outputs.items()}
+      out_t: Mapping[str, jax.Array] = (
+        {k: gather(v[n_s:]) for k, v in outputs.items()} if uses_target else _NoTarget(method.name)
+      )
       example = {"x": x_s[:1], **{k: v[:1] for k, v in outputs.items()}}
       extras = method.extra_modules(example)
       new_extra_stats = dict(state.batch_stats["extra"])
@@ -144,6 +176,8 @@ def make_train_step(
       def apply_to_inputs(name, domain):
         if domain not in ("source", "target"):
           raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
+        if domain == "target" and not uses_target:
+          raise ValueError(_NoTarget.message(method.name))
         local = x_s if domain == "source" else x_t
         out = apply_extra(name, local)
         return jax.tree.map(gather, out)
@@ -190,8 +224,13 @@ def make_train_step(
 
 
 def jit_step(step_fn: StepFn, *, donate: bool = True) -> StepFn:
-  """``jax.jit`` driver (one device); donates the state buffers."""
-  return jax.jit(step_fn, donate_argnums=(0,) if donate else ())
+  """``jax.jit`` driver (one device); donates the state buffers. Compiled with the
+  library's CPU options (:mod:`dtl_jax.xla_options`)."""
+  return jax.jit(
+    step_fn,
+    donate_argnums=(0,) if donate else (),
+    compiler_options=xla_options.step_compiler_options(),
+  )
 
 
 def pmap_step(
@@ -213,7 +252,11 @@ def shard_map_step(
   mapped = jax.shard_map(
     step_fn, mesh=mesh, in_specs=(P(), P(axis_name)), out_specs=(P(), P()), check_vma=False
   )
-  return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+  return jax.jit(
+    mapped,
+    donate_argnums=(0,) if donate else (),
+    compiler_options=xla_options.step_compiler_options(),
+  )
 
 
 def replicate(tree: Any, devices=None) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,8 +45,7 @@ class MetricWriter:
     workdir_lib.truncate_jsonl(path, upto=start_step)
     self._file = open(path, "a")
     if tensorboard:
-      from tensorboardX import SummaryWriter
-
+      SummaryWriter = _summary_writer_class()
       self._tb = SummaryWriter(
         os.path.join(workdir, workdir_lib.TB_DIR), purge_step=start_step + 1 if start_step else None
       )
@@ -69,3 +69,24 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+def _summary_writer_class() -> Any:
+  """tensorboardX's ``SummaryWriter``, imported without importing PyTorch.
+
+  ``tensorboardX.writer`` runs ``try: import torch`` when it is imported (to accept torch
+  tensors). With PyTorch installed that one import took as long as importing JAX itself
+  (issue 15: ~3.7 s of a JAX run's start-up on the loaded development machine), for
+  tensors a JAX run never passes. Unless PyTorch is already loaded, ``import torch`` is
+  made to fail during that import only (``sys.modules["torch"] = None``, the documented
+  way to block an import) and unblocked right after; a later ``import torch`` works.
+  """
+  block = "torch" not in sys.modules
+  if block:
+    sys.modules["torch"] = None  # type: ignore[assignment]
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if block and "torch" in sys.modules and sys.modules["torch"] is None:
+      del sys.modules["torch"]
+  return SummaryWriter

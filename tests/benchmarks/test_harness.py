@@ -57,11 +57,21 @@ def test_torch_gram_mk_mmd_matches_numpy_float64(rng):
 @pytest.mark.parametrize("loss", losses.LOSSES)
 def test_loss_implementations_agree_then_time(loss):
   row = losses.run_config(
-    loss, 8, 16, impls=["jax", "torch_gram", "dalib"], repeats=1, min_sample_s=0.0, cap_bytes=2**30
+    loss,
+    8,
+    16,
+    impls=["jax", "torch_gram", "torch_fn", "dalib"],
+    repeats=1,
+    min_sample_s=0.0,
+    cap_bytes=2**30,
   )
   assert "error" not in row, row.get("error")
   impls = row["impls"]
-  expected = {"jax", "torch_gram"} | ({"dalib"} if loss != "coral" else set())
+  expected = (
+    {"jax", "torch_gram"}
+    | ({"dalib"} if loss != "coral" else set())
+    | ({"torch_fn"} if loss in ("mk_mmd", "jmmd") else set())
+  )
   assert set(impls) == expected
   for name, r in impls.items():
     assert r["status"] == "ok", (name, r)
@@ -158,7 +168,8 @@ def test_cli_runs_one_section(tmp_path):
   res = json.load(open(tmp_path / "results.json"))
   assert res["machine"]["threads"]["threads"] == 1
   assert res["limit"][0]["ratio"] > 0
-  assert any(t["target"].startswith("mk_mmd time / matmul time") for t in res["targets"])
+  assert res["limit"][0]["products"] == 2
+  assert any(t["target"].startswith("mk_mmd time / two-product") for t in res["targets"])
   assert res["sections"]["limit"][0]["threads"] == 1
   # --update adds a section (here one loss) and keeps what was measured before.
   out = subprocess.run(

@@ -61,6 +61,7 @@ METHOD_FACTORIES = {
   "dan": lambda: methods.DAN(),
   "jan": lambda: methods.JAN(),
   "dann": lambda: methods.DANN(hidden=(16, 16), schedule="constant"),
+  "source_only": lambda: methods.SourceOnly(),  # uses_target = False: source batch only
 }
 
 

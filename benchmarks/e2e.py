@@ -1,0 +1,440 @@
+"""End-to-end: one whole training run per framework, phase by phase (issue 15).
+
+``python -m benchmarks.e2e [--threads 1 2] [--repeats 3] [--quick]``
+
+The task is the DANN paper's MNIST -> MNIST-M protocol (Ganin & Lempitsky, ICML 2015) on
+the bundled stand-ins (no real-data MNIST domain is registered in the library yet):
+``digits -> digits_m`` at 28x28 (3 channels), Ganin's MNIST network (the library's
+``dann_mnist`` backbone: conv5-32, pool, conv5-48, pool -> 768 features) with the label
+predictor (100, 100, 10), 64 source + 64 target images per step, SGD momentum 0.9,
+lr ``0.01 (1 + 10 p)^-0.75``, 600 steps; evaluation (source validation, source test and
+target test accuracy) and a checkpoint every 100 steps; methods ``source_only``, ``dann``
+(domain classifier (100, 1) on the features, the paper's GRL schedule), ``dan`` (MK-MMD on
+the features, TLlib's estimator) and ``cdan`` (randomized map 1024, classifier (100, 1)).
+
+Each run is a fresh process pinned to the same cores with the same thread settings
+(:func:`benchmarks.harness.pin_threads`): the dtl_jax side calls
+``dtl_jax.train.fit(config, workdir)`` as a user would (its ``result["timings"]``
+gives the phases), the PyTorch side is :mod:`benchmarks.e2e_torch`. Reported per run:
+the process wall time (interpreter start to exit) and the phases ``imports``,
+``data``, ``build``, ``first_step`` (dtl_jax: tracing + compiling the step),
+``steps``, ``eval``, ``checkpoint``, ``finish``. The frameworks alternate within each
+repeat; the median over repeats and the range are reported.
+
+The dtl_jax run selects checkpoints with ``source_val_acc`` only, the criterion the PyTorch
+loop computes too (``--all-criteria`` adds a dtl_jax run with the library's default five
+label-free criteria, to show what they cost). The data arrays are exported once, untimed,
+to an ``.npz`` that the PyTorch run loads (a dataset on disk); the dtl_jax run builds
+the bundled domains itself, inside its ``data`` phase.
+
+Writes ``benchmarks/results/<machine>-<threads>t/e2e.{json,md}`` (``--quick``:
+``benchmarks/results/quick/...``).
+"""
+
+from __future__ import annotations
+
+import time
+
+T_START = time.perf_counter()
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from typing import Any  # noqa: E402
+
+from benchmarks import harness  # noqa: E402  (stdlib only at import)
+
+METHODS = ("source_only", "dann", "dan", "cdan")
+PHASES = ("imports", "data", "build", "first_step", "steps", "eval", "checkpoint", "finish")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The method hyperparameters of the protocol, dtl_jax names (the PyTorch loop mirrors them).
+METHOD_KWARGS: dict[str, dict[str, Any]] = {
+  "source_only": {},
+  "dann": {"hidden": (100,), "batch_norm": False, "feature_key": "features", "schedule": "dann"},
+  "dan": {"feature_key": "features", "estimator": "tllib"},
+  "cdan": {"hidden": (100,), "batch_norm": False, "feature_key": "features"},
+}
+
+
+def make_config(
+  method: str,
+  *,
+  steps: int,
+  batch_size: int = 64,
+  eval_every: int = 100,
+  log_every: int = 50,
+  seed: int = 0,
+  all_criteria: bool = False,
+):
+  """The dtl_jax run config of the protocol (see the module docstring)."""
+  import ml_collections
+
+  from dtl_jax.config import default_config
+
+  c = default_config()
+  c.seed = seed
+  c.method = method
+  c.method_kwargs = ml_collections.ConfigDict(METHOD_KWARGS[method])
+  c.data.source, c.data.target = "digits", "digits_m"
+  c.data.image_size = 28
+  c.data.batch_size = batch_size
+  c.model.backbone = "dann_mnist"
+  c.model.bottleneck_dim = 0
+  c.model.head_hidden = (100, 100)
+  c.optim.learning_rate = 0.01
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 0.0
+  c.optim.lr_gamma = 10.0 / steps
+  c.optim.lr_decay = 0.75
+  c.train.num_steps = steps
+  c.train.eval_every = eval_every
+  c.train.checkpoint_every = eval_every
+  c.train.log_every = log_every
+  if not all_criteria:
+    c.train.selection = ("source_val_acc",)
+  return c
+
+
+# ---------------------------------------------------------------------- children
+
+
+def _child_export(args) -> None:
+  """Writes the run's arrays (exactly what fit trains and evaluates on) to an .npz."""
+  import numpy as np
+
+  from dtl_jax.train import loop
+
+  config = make_config("source_only", steps=args.steps)
+  source, target = loop.load_domains(config)
+  source_train, (x_val, y_val) = loop.split_source_val(
+    source, config.data.source_val_fraction, config.seed
+  )
+  np.savez(
+    args.npz,
+    source_x_train=np.asarray(source_train.x_train, np.float32),
+    source_y_train=np.asarray(source_train.y_train),
+    source_x_val=np.asarray(x_val, np.float32),
+    source_y_val=np.asarray(y_val),
+    source_x_test=np.asarray(source.x_test, np.float32),
+    source_y_test=np.asarray(source.y_test),
+    target_x_train=np.asarray(target.x_train, np.float32),
+    target_x_test=np.asarray(target.x_test, np.float32),
+    target_y_test=np.asarray(target.y_test),
+    num_classes=source.num_classes,
+  )
+  print(json.dumps({"npz": args.npz, "source_train": len(source_train.x_train)}), flush=True)
+
+
+def _child_jax(args) -> None:
+  harness.pin_threads(args.threads)
+  t = time.perf_counter()
+  from dtl_jax.train import fit
+
+  imports_s = time.perf_counter() - t
+  config = make_config(
+    args.method,
+    steps=args.steps,
+    batch_size=args.batch_size,
+    eval_every=args.eval_every,
+    log_every=args.log_every,
+    all_criteria=args.all_criteria,
+  )
+  result = fit(config, args.workdir, overwrite=True)
+  last = result["history"][-1]
+  timings = {"imports_s": round(imports_s, 4), **result["timings"]}
+  timings.pop("total_s")
+  timings["total_s"] = round(time.perf_counter() - T_START, 4)
+  import jax
+
+  out = {
+    "framework": "jax",
+    "method": args.method,
+    "steps": result["steps"],
+    "last": {
+      "step": last["step"],
+      "source_test": last["source_test_acc"],
+      "target_test": last["oracle_target_acc"],
+      "source_val": last["scores"].get("source_val_acc"),
+    },
+    "selected": {k: v["step"] for k, v in result["selected"].items()},
+    "jax": jax.__version__,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "timings": timings,
+  }
+  print(json.dumps(out), flush=True)
+
+
+# ---------------------------------------------------------------------- parent
+
+
+def _run_child(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+  t = time.perf_counter()
+  proc = subprocess.run(
+    cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+  )
+  wall = time.perf_counter() - t
+  if proc.returncode != 0:
+    raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  out["process_s"] = round(wall, 4)
+  return out
+
+
+def _common(args, threads: int) -> list[str]:
+  return [
+    "--threads",
+    str(threads),
+    "--steps",
+    str(args.steps),
+    "--batch-size",
+    str(args.batch_size),
+    "--eval-every",
+    str(args.eval_every),
+    "--log-every",
+    str(args.log_every),
+  ]
+
+
+def _summary(runs: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+  """Median and range over repeats of the process time and of every phase."""
+
+  def stat(values):
+    return {
+      "median": statistics.median(values),
+      "min": min(values),
+      "max": max(values),
+      "runs": values,
+    }
+
+  out: dict[str, Any] = {"process_s": stat([r["process_s"] for r in runs])}
+  for phase in (*PHASES, "total"):
+    key = f"{phase}_s"
+    vals = [r["timings"].get(key, 0.0) for r in runs]
+    out[key] = stat(vals)
+  out["step_s"] = stat([r["timings"]["steps_s"] / max(steps - 1, 1) for r in runs])
+  out["last"] = runs[-1]["last"]
+  return out
+
+
+def run(args, threads: int, log=print) -> dict[str, Any]:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  if args.xla_flags:
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+  tmp = tempfile.mkdtemp(prefix="dtl_e2e_")
+  npz = os.path.join(tmp, "data.npz")
+  try:
+    t = time.perf_counter()
+    _run_child(
+      [sys.executable, "-m", "benchmarks.e2e", "--child", "export", "--npz", npz], env, 600
+    )
+    log(f"  exported the data ({time.perf_counter() - t:.1f} s, untimed)")
+    rows = []
+    for method in args.methods:
+      runs: dict[str, list[dict[str, Any]]] = {"jax": [], "torch": []}
+      if args.all_criteria:
+        runs["jax_all_criteria"] = []
+      for r in range(args.repeats):
+        order = list(runs) if r % 2 == 0 else list(reversed(runs))
+        for fw in order:
+          wd = os.path.join(tmp, f"{fw}_{method}_{r}")
+          if fw == "torch":
+            cmd = [sys.executable, "-m", "benchmarks.e2e_torch", "--data", npz]
+          else:
+            cmd = [sys.executable, "-m", "benchmarks.e2e", "--child", "jax"]
+            if fw == "jax_all_criteria":
+              cmd.append("--all-criteria")
+          cmd += ["--method", method, "--workdir", wd, *_common(args, threads)]
+          out = _run_child(cmd, env, args.timeout)
+          shutil.rmtree(wd, ignore_errors=True)
+          runs[fw].append(out)
+          tm = out["timings"]
+          log(
+            f"  {threads}t {method:11s} {fw:16s} run {r}: process {out['process_s']:.2f} s "
+            + " ".join(f"{p}={tm.get(p + '_s', 0):.2f}" for p in PHASES)
+            + f" | target acc {out['last']['target_test']:.3f}"
+          )
+      row: dict[str, Any] = {"method": method, "threads": threads}
+      for fw, rs in runs.items():
+        row[fw] = _summary(rs, args.steps)
+      jx, tc = row["jax"], row["torch"]
+      row["process_ratio_jax_over_torch"] = jx["process_s"]["median"] / tc["process_s"]["median"]
+      row["step_ratio_torch_over_jax"] = tc["step_s"]["median"] / jx["step_s"]["median"]
+      rows.append(row)
+      log(
+        f"  {threads}t {method}: whole run jax {jx['process_s']['median']:.2f} s vs torch "
+        f"{tc['process_s']['median']:.2f} s (jax/torch {row['process_ratio_jax_over_torch']:.2f}); "
+        f"per step jax {jx['step_s']['median'] * 1e3:.1f} ms vs torch "
+        f"{tc['step_s']['median'] * 1e3:.1f} ms (torch/jax {row['step_ratio_torch_over_jax']:.2f})"
+      )
+    return {"threads": threads, "rows": rows}
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, str]]:
+  out = []
+  for row in results["rows"]:
+    if row["method"] != "dann":
+      continue
+    t = row["threads"]
+    r = row["process_ratio_jax_over_torch"]
+    out.append(
+      {
+        "target": f"end-to-end DANN run, {t} thread(s): dtl_jax no slower than eager PyTorch",
+        "status": "PASS" if r <= 1.0 else "FAIL",
+        "detail": f"whole process jax / torch = {r:.2f} ({row['jax']['process_s']['median']:.2f}"
+        f" s vs {row['torch']['process_s']['median']:.2f} s)",
+      }
+    )
+    s = row["step_ratio_torch_over_jax"]
+    out.append(
+      {
+        "target": f"end-to-end DANN run, {t} thread(s): per-step at parity or better",
+        "status": "PASS" if s >= 1.0 else "FAIL",
+        "detail": f"torch step / jax step = {s:.2f} ({row['torch']['step_s']['median'] * 1e3:.1f}"
+        f" ms vs {row['jax']['step_s']['median'] * 1e3:.1f} ms, sampling and logging included)",
+      }
+    )
+  return out
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+  m = results["machine"]
+  lines = [
+    f"# End-to-end training runs — {results['machine_slug']}",
+    "",
+    f"- machine: {m['cpu_model']}"
+    + (f" at {m['cpu_mhz']:.0f} MHz" if m.get("cpu_mhz") else "")
+    + f", {results['threads']} thread(s) per run (same cores, same settings for both)",
+    f"- versions: jax {m['jax']} / jaxlib {m.get('jaxlib')}, flax {m['flax']}, torch "
+    f"{m['torch']}; code at git {results['git_commit']}",
+    f"- command: `{results['command']}`; started {results['started']}; load average at start "
+    f"{', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}",
+    *([f"- **{results['note']}**"] if results.get("note") else []),
+    f"- protocol: {results['protocol']}",
+    "- times: median over repeats [min–max]; phases are exclusive and in-process; "
+    "'process' is interpreter start to exit (what a user waits for).",
+    "",
+    "## Targets",
+    "",
+    "| target | status | detail |",
+    "|---|---|---|",
+    *[f"| {t['target']} | **{t['status']}** | {t['detail']} |" for t in results["targets"]],
+    "",
+    "## Whole runs",
+    "",
+    "| method | framework | process | " + " | ".join(PHASES) + " | per step | target acc |",
+    "|---|---|---|" + "---|" * len(PHASES) + "---|---|",
+  ]
+
+  def cell(s, scale=1.0, unit="s"):
+    return f"{s['median'] * scale:.3g} {unit} [{s['min'] * scale:.3g}–{s['max'] * scale:.3g}]"
+
+  for row in results["rows"]:
+    for fw in ("jax", "torch", "jax_all_criteria"):
+      if fw not in row:
+        continue
+      r = row[fw]
+      lines.append(
+        f"| {row['method']} | {fw} | {cell(r['process_s'])} | "
+        + " | ".join(f"{r[p + '_s']['median']:.2f}" for p in PHASES)
+        + f" | {cell(r['step_s'], 1e3, 'ms')} | {r['last']['target_test']:.3f} |"
+      )
+    lines.append(
+      f"| {row['method']} | **jax / torch** | **{row['process_ratio_jax_over_torch']:.2f}** | "
+      + " | ".join(
+        f"{row['jax'][p + '_s']['median'] / max(row['torch'][p + '_s']['median'], 1e-9):.2f}"
+        for p in PHASES
+      )
+      + f" | torch/jax {row['step_ratio_torch_over_jax']:.2f} | |"
+    )
+  lines.append("")
+  return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(
+    prog="python -m benchmarks.e2e",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument("--child", choices=("jax", "export"), help=argparse.SUPPRESS)
+  p.add_argument("--npz", help=argparse.SUPPRESS)
+  p.add_argument("--workdir", help=argparse.SUPPRESS)
+  p.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
+  p.add_argument("--all-criteria", action="store_true", help="also a dtl_jax run with all criteria")
+  p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts (e.g. 1 2)")
+  p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+  p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--batch-size", type=int, default=64)
+  p.add_argument("--eval-every", type=int, default=100)
+  p.add_argument("--log-every", type=int, default=50)
+  p.add_argument("--repeats", type=int, default=3, help="runs per framework and method")
+  p.add_argument("--quick", action="store_true", help="60 steps, 1 repeat (smoke run)")
+  p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the dtl_jax runs")
+  p.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+  p.add_argument("--out", default=None, help="output directory")
+  p.add_argument("--note", default="", help="a note for the results (e.g. 'machine under load')")
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> dict[str, Any]:
+  args = parse_args(argv)
+  if args.child == "export":
+    return _child_export(args) or {}
+  if args.child == "jax":
+    if isinstance(args.threads, list):
+      args.threads = args.threads[0]
+    return _child_jax(args) or {}
+  if args.quick:
+    args.steps, args.eval_every, args.log_every, args.repeats = 60, 20, 10, 1
+  command = "python -m benchmarks.e2e " + " ".join(sys.argv[1:] if argv is None else argv)
+  out_all = {}
+  for threads in args.threads:
+    settings = {"threads": threads, "note": "parent process; each run pins itself"}
+    from dtl_jax.provenance import git_commit
+
+    results: dict[str, Any] = {
+      "command": command,
+      "git_commit": git_commit(),
+      "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+      "machine_slug": harness.machine_slug(threads),
+      "machine": harness.machine_info(settings),
+      "threads": threads,
+      "note": args.note,
+      "protocol": (
+        f"digits -> digits_m 28x28x3, dann_mnist + head (100, 100), {args.batch_size}+"
+        f"{args.batch_size} per step, {args.steps} steps, eval + checkpoint every "
+        f"{args.eval_every}, log every {args.log_every}, {args.repeats} repeat(s)"
+      ),
+      "xla_flags": args.xla_flags,
+    }
+    print(f"== {threads} thread(s)", flush=True)
+    results.update(run(args, threads))
+    results["targets"] = targets(results)
+    for t in results["targets"]:
+      print(f"  [{t['status']}] {t['target']}: {t['detail']}", flush=True)
+    out = args.out or os.path.join(
+      ROOT, "benchmarks", "results", *(("quick",) if args.quick else ()), results["machine_slug"]
+    )
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "e2e.json"), "w") as f:
+      json.dump(results, f, indent=1, default=str)
+    with open(os.path.join(out, "e2e.md"), "w") as f:
+      f.write(to_markdown(results))
+    print(f"== wrote {out}/e2e.json and e2e.md", flush=True)
+    out_all[threads] = results
+  return out_all
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,143 @@
+"""Before / after of the kernel derivative rules (issue 15), in one process, alternating.
+
+``python -m benchmarks.kernels_ab [--threads 1] [--quick] [--out FILE.json]``
+
+Times ``dtl_jax.losses.mk_mmd`` and ``jmmd`` (TLlib estimator, value + gradient w.r.t. the
+features, float32) four ways, by swapping the library's two derivative rules for plain
+autodiff at trace time:
+
+* ``before``     -- plain autodiff of ``X Xᵀ`` and of the squaring chain (the library
+  before issue 15);
+* ``sym_gram``   -- only :func:`dtl_jax.losses.kernels.symmetric_gram` (one backward
+  product instead of two);
+* ``kernel_jvp`` -- only the hand-written derivative of the kernel sum;
+* ``after``      -- both (the library now).
+
+Each configuration also records XLA's flop count of the compiled computation, which shows
+the product that the symmetric rule removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from typing import Any
+
+from benchmarks import harness
+
+FULL = ((128, 256), (512, 256), (2048, 256), (128, 2048), (512, 2048))
+QUICK = ((128, 256), (64, 2048))
+
+
+@contextlib.contextmanager
+def _rules(sym_gram: bool, kernel_jvp: bool):
+  """Swaps the library's custom rules for plain autodiff (module globals, trace time)."""
+  import jax.numpy as jnp
+
+  from dtl_jax.losses import kernels
+
+  saved = kernels._symmetric_gram, kernels._kernel_sum
+  if not sym_gram:
+    kernels._symmetric_gram = lambda x, precision: jnp.matmul(x, x.T, precision=precision)
+  if not kernel_jvp:
+    kernels._kernel_sum = lambda d, s2, m: kernels._kernel_sum_and_slope(d, s2, m, slope=False)[0]
+  try:
+    yield
+  finally:
+    kernels._symmetric_gram, kernels._kernel_sum = saved
+
+
+VARIANTS = {
+  "before": (False, False),
+  "sym_gram": (True, False),
+  "kernel_jvp": (False, True),
+  "after": (True, True),
+}
+
+
+def run(sizes, *, repeats: int, min_sample_s: float, log=print) -> list[dict[str, Any]]:
+  import jax
+  import numpy as np
+
+  from benchmarks import jax_losses
+
+  rows = []
+  for loss in ("mk_mmd", "jmmd"):
+    for n, d in sizes:
+      rng = np.random.default_rng(0)
+      zs = rng.standard_normal((n, d), dtype=np.float32)
+      zt = rng.standard_normal((n, d), dtype=np.float32) + 0.5
+      args: tuple = (zs, zt)
+      make = jax_losses.mk_mmd_value_and_grad
+      if loss == "jmmd":
+        p = rng.random((2 * n, 10), dtype=np.float32)
+        p /= p.sum(1, keepdims=True)
+        args = (zs, zt, p[:n], p[n:])
+        make = jax_losses.jmmd_value_and_grad
+      args = jax.device_put(args)
+      fns, flops, outs = {}, {}, {}
+      for name, (sym, kjvp) in VARIANTS.items():
+        fn = make()  # a new function object: no trace cache shared between variants
+        with _rules(sym, kjvp):
+          compiled = jax.jit(fn).lower(*args).compile()
+        cost = compiled.cost_analysis()
+        flops[name] = (cost[0] if isinstance(cost, list) else cost).get("flops")
+        outs[name] = jax.block_until_ready(compiled(*args))
+        fns[name] = lambda c=compiled, a=args: jax.block_until_ready(c(*a))
+      ref = outs["before"]
+      for name, out in outs.items():  # same numbers (float32)
+        err = max(
+          float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (np.max(np.abs(np.asarray(b)))))
+          for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref), strict=True)
+        )
+        if err > 1e-3:
+          raise AssertionError(f"{loss} n={n} d={d} {name}: differs from 'before' by {err:.2e}")
+      t = harness.time_alternating(fns, repeats=repeats, min_sample_s=min_sample_s)
+      row = {
+        "loss": loss,
+        "n": n,
+        "d": d,
+        "timings": {k: v.as_dict() for k, v in t.items()},
+        "xla_flops": flops,
+        "speedup_after_vs_before": t["before"].median_s / t["after"].median_s,
+      }
+      rows.append(row)
+      log(
+        f"  {loss} n={n} d={d}: "
+        + " ".join(f"{k}={v.median_s * 1e3:.3g}ms" for k, v in t.items())
+        + f" before/after={row['speedup_after_vs_before']:.2f}x"
+      )
+  return rows
+
+
+def main(argv=None) -> dict[str, Any]:
+  p = argparse.ArgumentParser(prog="python -m benchmarks.kernels_ab", description=__doc__)
+  p.add_argument("--threads", type=int, default=None)
+  p.add_argument("--quick", action="store_true")
+  p.add_argument("--out", default=None, help="write the rows as JSON here")
+  args = p.parse_args(argv)
+  settings = harness.pin_threads(args.threads)
+  rows = run(
+    QUICK if args.quick else FULL,
+    repeats=3 if args.quick else 11,
+    min_sample_s=0.01 if args.quick else 0.1,
+  )
+  from dtl_jax.provenance import git_commit
+
+  out = {
+    "command": "python -m benchmarks.kernels_ab "
+    + " ".join(sys.argv[1:] if argv is None else argv),
+    "git_commit": git_commit(),
+    "machine": harness.machine_info(settings),
+    "rows": rows,
+  }
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(out, f, indent=1, default=str)
+  return out
+
+
+if __name__ == "__main__":
+  main()
