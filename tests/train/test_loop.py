@@ -324,17 +324,18 @@ def test_instance_weighted_trains_through_fit(tmp_path, monkeypatch):
   """fit asks the method for its source weights (KMM on the inputs) and feeds each
   batch the weights of its examples."""
   from dtl_jax import instance
-  from dtl_jax.train import loop, split_source_val
+  from dtl_jax.data import pipeline
+  from dtl_jax.train import split_source_val
 
   seen = []
-  original = loop._batch
+  original = pipeline.TrainBatches.__call__
 
-  def spy(sampler, step, weights):
-    batch = original(sampler, step, weights)
-    seen.append((sampler.source_indices(step), batch.get("w_s")))
+  def spy(self, step):
+    batch = original(self, step)
+    seen.append((self.source_indices(step), batch.get("w_s")))
     return batch
 
-  monkeypatch.setattr(loop, "_batch", spy)
+  monkeypatch.setattr(pipeline.TrainBatches, "__call__", spy)
   c = _config(10, method="instance_weighted")
   c.method_kwargs = {"base": "dan", "weights": "kmm"}
   r = fit(c, str(tmp_path / "iw"))
