@@ -262,6 +262,10 @@ def test_bad_config_writes_nothing(tmp_path):
     fit(_digits(method="dann", method_kwargs={"trade_of": 1.0}), str(wd))
   with pytest.raises(ConfigError, match=r"model.backbone_kwargs for 'lenet'"):
     fit(_digits(model__backbone_kwargs={"widht": 3}), str(wd))
+  with pytest.raises(ConfigError, match=r"data.augment='tllib_digits' needs image domains"):
+    c = _config(4)
+    c.data.augment = "tllib_digits"
+    fit(c, str(wd))
   assert not wd.exists()
 
 
