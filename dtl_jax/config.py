@@ -151,7 +151,8 @@ SCHEMA: tuple[Key, ...] = (
     "data.normalize",
     "none",
     "image normalization of folder:/tfds: domains: "
-    "'none' or 'imagenet' (ImageNet mean / std, for pretrained backbones)",
+    "'none' or 'imagenet' (ImageNet mean / std, for pretrained backbones); the "
+    "data.augment protocols other than 'none' normalize themselves",
     _one_of("none", "imagenet"),
   ),
   Key(
@@ -172,6 +173,38 @@ SCHEMA: tuple[Key, ...] = (
     _fraction,
   ),
   Key("data.eval_batch_size", 500, "batch size of evaluation passes", _positive),
+  # input pipeline (dtl_jax.data.pipeline): streamed, decoded by workers
+  Key(
+    "data.augment",
+    "none",
+    "augmentation protocol: 'none' (each domain's own images, train = test), "
+    "'tllib_imagenet' (TLlib's Office / VisDA protocol: resize 256, random-resized crop "
+    "data.image_size, horizontal flip, ImageNet normalization; test: centre crop) or "
+    "'tllib_digits' (TLlib's digits protocol: resize, normalize with mean 0.5 / std "
+    "0.5); random per (seed, step, example), so a resumed run is bit-identical",
+    _one_of("none", "tllib_imagenet", "tllib_digits"),
+  ),
+  Key(
+    "data.workers",
+    0,
+    "decoding processes of the input pipeline (grain mp_prefetch); 0 = decode in "
+    "threads of the training process",
+    _non_negative,
+  ),
+  Key(
+    "data.threads",
+    2,
+    "batches decoded at once by threads of each decoding process (0 = decode in the "
+    "training loop's thread)",
+    _non_negative,
+  ),
+  Key(
+    "data.prefetch",
+    2,
+    "batches decoded ahead of the training step; host memory holds about "
+    "prefetch + threads (per worker) batches, whatever the dataset size",
+    _positive,
+  ),
   # model
   Key(
     "model.backbone",
@@ -313,8 +346,8 @@ SCHEMA: tuple[Key, ...] = (
   Key(
     "train.multihost",
     False,
-    "call jax.distributed.initialize() first (pmap "
-    "driver): each process feeds its slice of every global batch",
+    "call jax.distributed.initialize() first (driver pmap, shard_map or "
+    "sharded): each process decodes and feeds its slice of every global batch",
   ),
   Key(
     "train.coordinator_address",
@@ -480,11 +513,25 @@ def _validate_names(flat: Mapping[str, Any]) -> None:
   for label, mult in flat["optim.multipliers"].items():
     if not isinstance(mult, (int, float)) or isinstance(mult, bool) or mult < 0:
       raise ConfigError(f"optim.multipliers.{label} must be a number >= 0, got {mult!r}")
-  if flat["train.multihost"] and flat["train.driver"] != "pmap":
+  if flat["train.multihost"] and flat["train.driver"] == "jit":
     raise ConfigError(
-      "train.multihost needs train.driver = 'pmap' (the multi-process "
-      f"paths of the other drivers are not implemented), got "
-      f"{flat['train.driver']!r}"
+      "train.multihost needs a multi-device train.driver ('pmap', 'shard_map' or "
+      "'sharded'), got 'jit'"
+    )
+  _validate_augment(flat)
+
+
+def _validate_augment(flat: Mapping[str, Any]) -> None:
+  augment = flat["data.augment"]
+  if augment != "none" and not flat["data.image_size"]:
+    raise ConfigError(
+      f"data.augment={augment!r} needs data.image_size > 0 (the size it crops or resizes to), got 0"
+    )
+  own = {"tllib_imagenet": "imagenet", "tllib_digits": "mean 0.5 / std 0.5"}.get(augment)
+  if own and flat["data.normalize"] not in ("none", own):
+    raise ConfigError(
+      f"data.normalize={flat['data.normalize']!r} conflicts with data.augment="
+      f"{augment!r}, which normalizes with {own}; set data.normalize='none'"
     )
 
 

@@ -19,8 +19,9 @@ import numpy as np
 
 from dtl_jax import config as config_lib
 from dtl_jax import data
+from dtl_jax.data import pipeline
 from dtl_jax.train import workdir as workdir_lib
-from dtl_jax.train.loop import load_domains
+from dtl_jax.train.loop import Domain, load_domains
 
 #: The label-free criterion whose choice fills the "selected" column of the tables
 #: (every criterion is kept in the JSON files). DEV (You et al., ICML 2019) was designed
@@ -75,7 +76,7 @@ def summarize_result(result: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def run_domain(config: Mapping[str, Any], name: str) -> data.Domain:
+def run_domain(config: Mapping[str, Any], name: str) -> Domain:
   """Domain ``name`` as a run of ``config`` sees it.
 
   The run's own source and target are exactly the arrays it used. Any other domain is
@@ -107,12 +108,14 @@ def run_domain(config: Mapping[str, Any], name: str) -> data.Domain:
 def model_outputs(
   model: Any,
   variables: Mapping[str, Any],
-  x: np.ndarray,
+  x: Any,
   *,
   batch_size: int = 500,
   keys: Sequence[str] = ("logits", "probs", "features"),
+  threads: int = 2,
 ) -> dict[str, np.ndarray]:
-  """Inference outputs of a restored model over ``x`` (numpy, batched)."""
+  """Inference outputs of a restored model over ``x`` (``[n, ...]`` array or a lazy view
+  of a streamed domain, decoded by ``threads`` threads), batched."""
   import jax
 
   from dtl_jax.train.state import apply_model
@@ -125,9 +128,10 @@ def model_outputs(
     return {k: out[k] for k in keys if k in out}
 
   chunks: dict[str, list[np.ndarray]] = {}
-  for i in range(0, len(x), batch_size):
-    for k, v in forward(variables, np.asarray(x[i : i + batch_size])).items():
-      chunks.setdefault(k, []).append(np.asarray(v))
+  batch_size = max(1, min(batch_size, len(x)))
+  for xb, m in pipeline.eval_batches(x, batch_size=batch_size, threads=threads):
+    for k, v in forward(variables, xb).items():
+      chunks.setdefault(k, []).append(np.asarray(v)[:m])
   return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
@@ -226,8 +230,8 @@ def measure(
     ft = model_outputs(*run_model, tgt.x_train, keys=("features",))["features"]
     what = f"features of {workdir}"
   else:
-    fs = src.x_train.reshape(len(src.x_train), -1)
-    ft = tgt.x_train.reshape(len(tgt.x_train), -1)
+    fs = np.asarray(src.x_train).reshape(len(src.x_train), -1)
+    ft = np.asarray(tgt.x_train).reshape(len(tgt.x_train), -1)
     what = "raw inputs"
   n_l = min(num_labeled, len(tgt.x_train))
   feats, probs = {}, {}

@@ -59,6 +59,9 @@ def test_default_config_is_the_schema_and_valid():
     ("init_from", "/no/run", r"init_from: '/no/run' is not a run directory"),
     ("optim.learning_rate", float("nan"), r"optim.learning_rate must be finite"),
     ("train.num_steps", 1.5, r"train.num_steps must be an integer, got 1.5"),
+    ("data.augment", "randaugment", r"data.augment must be one of 'none', 'tllib_imagenet'"),
+    ("data.workers", -1, r"data.workers must be >= 0, got -1"),
+    ("data.prefetch", 0, r"data.prefetch must be > 0, got 0"),
   ],
 )
 def test_validate_names_the_key(key, value, match):
@@ -191,3 +194,25 @@ def test_every_config_file_is_valid():
     C.validate(c)
   assert C.load_config(f"{root}/digits.py:wdgrl").method_kwargs.trade_off == 0.1
   assert isinstance(C.load_config(f"{root}/digits.py"), ml_collections.ConfigDict)
+
+
+def test_augmentation_and_multihost_need_a_consistent_config():
+  c = C.default_config()
+  c.data.augment = "tllib_imagenet"
+  c.data.normalize = "imagenet"  # the protocol's own normalization: consistent
+  C.validate(c)
+  c.data.image_size = 0
+  with pytest.raises(C.ConfigError, match=r"data.augment='tllib_imagenet' needs data.image_size"):
+    C.validate(c)
+  c = C.default_config()
+  c.data.augment = "tllib_digits"
+  c.data.normalize = "imagenet"
+  with pytest.raises(C.ConfigError, match=r"conflicts with data.augment='tllib_digits'"):
+    C.validate(c)
+  c = C.default_config()
+  c.train.multihost = True
+  with pytest.raises(C.ConfigError, match=r"train.multihost needs a multi-device train.driver"):
+    C.validate(c)
+  for driver in ("pmap", "shard_map", "sharded"):
+    c.train.driver = driver
+    C.validate(c)

@@ -12,19 +12,24 @@ config's ``data.source = "folder:..."`` work like bundled names.
 * ``tfds:<name>``: a prepared TFDS dataset (``tfds.data_source``, no TensorFlow) under
   ``$TFDS_DATA_DIR`` or ``data_dir=``.
 
-Images are decoded into memory, resized to ``size`` x ``size`` (option ``size``,
-default 224) and, with ``normalize="imagenet"``, normalized with ImageNet's mean and
-standard deviation. Nothing is downloaded.
+Both are :class:`~dtl_jax.data.streaming.StreamingDomain` objects: labels are read when
+the domain is opened, images are decoded when a batch needs them (by the input
+pipeline's workers, :mod:`dtl_jax.data.pipeline`), resized to ``size`` x ``size``
+(option ``size``, default 224) and, with ``normalize="imagenet"``, normalized with
+ImageNet's mean and standard deviation. Opening a folder reads every file's header
+once, so a file that is not an image is reported before training starts. Nothing is
+downloaded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dtl_jax.data.domain import Domain, register_prefix
+from dtl_jax.data.domain import register_prefix
 
 FOLDER_PREFIX = "folder:"
 TFDS_PREFIX = "tfds:"
@@ -37,6 +42,26 @@ def _check_normalize(normalize: str) -> bool:
   return normalize == "imagenet"
 
 
+def check_headers(paths: Sequence[str]) -> None:
+  """Opens every file's header with PIL (no pixel decoding).
+
+  Raises:
+    CorruptImageError: the first file PIL cannot identify, named.
+  """
+  from PIL import Image
+
+  from dtl_jax.data.folder import CorruptImageError
+
+  for path in paths:
+    try:
+      with Image.open(path):
+        pass
+    except FileNotFoundError:
+      raise
+    except Exception as e:  # PIL raises several types (UnidentifiedImageError, OSError).
+      raise CorruptImageError(f"cannot decode image file {path!r}: {e}") from e
+
+
 def _folder_builder(path: str):
   root = Path(path).expanduser()
   if not root.is_dir():
@@ -46,35 +71,48 @@ def _folder_builder(path: str):
       "see the README's 'Real datasets' section"
     )
 
-  def build(*, seed: int = 0, size: int = DEFAULT_SIZE, normalize: str = "none") -> Domain:
+  def build(*, seed: int = 0, size: int = DEFAULT_SIZE, normalize: str = "none") -> Any:
     del seed  # the split is given by the folder layout
     from dtl_jax.data import folder, transforms
+    from dtl_jax.data.streaming import LazyImages, StreamingDomain
 
     tf = transforms.resize_transform(int(size), normalize_imagenet=_check_normalize(normalize))
-    splits = [root / "train", root / "val"] if (root / "train").is_dir() else [root, root]
-    arrays: list[tuple[np.ndarray, np.ndarray]] = []
-    classes: Any = None
-    for d in splits:
-      src = folder.ImageFolder(str(d), classes=classes, transform=tf)
-      classes = src.classes
-      x = (
-        src.get(np.arange(len(src)))
-        if len(src)
-        else np.zeros((0, int(size), int(size), 3), np.float32)
-      )
-      arrays.append((np.asarray(x, np.float32), np.asarray(src.labels, np.int32)))
-    return Domain(
+    shape = (int(size), int(size), 3)
+    if (root / "train").is_dir():
+      train = folder.ImageFolder(str(root / "train"))
+      test = folder.ImageFolder(str(root / "val"), classes=train.classes)
+      check_headers(train.paths + test.paths)
+    else:
+      train = test = folder.ImageFolder(str(root))
+      check_headers(train.paths)
+    return StreamingDomain(
       name=f"{FOLDER_PREFIX}{path}",
-      x_train=arrays[0][0],
-      y_train=arrays[0][1],
-      x_test=arrays[1][0],
-      y_test=arrays[1][1],
-      num_classes=len(classes),
-      class_names=tuple(classes),
+      x_train=LazyImages(train, transform=tf, example_shape=shape),
+      y_train=np.asarray(train.labels, np.int32),
+      x_test=LazyImages(test, transform=tf, example_shape=shape),
+      y_test=np.asarray(test.labels, np.int32),
+      num_classes=len(train.classes),
+      class_names=tuple(train.classes),
       description=f"image folder {root}",
     )
 
   return build
+
+
+def tfds_transform(size: int, *, normalize_imagenet: bool = False):
+  """A TFDS record's image (``[h, w, 1 or 3]`` uint8) -> ``[size, size, 3]`` float32:
+  bilinear resize, grey repeated to 3 channels, optional ImageNet normalization."""
+  from dtl_jax.data import transforms
+
+  resize = transforms.resize_transform(int(size))
+
+  def transform(image: np.ndarray, rng: Any = None) -> np.ndarray:
+    x = resize(image, rng)
+    if x.shape[-1] == 1:
+      x = np.repeat(x, 3, axis=-1)
+    return transforms.normalize(x) if normalize_imagenet else x
+
+  return transform
 
 
 def _tfds_builder(name: str):
@@ -83,20 +121,24 @@ def _tfds_builder(name: str):
 
   def build(
     *, seed: int = 0, size: int = DEFAULT_SIZE, normalize: str = "none", data_dir: str | None = None
-  ) -> Domain:
+  ) -> Any:
     del seed  # TFDS splits are fixed
-    from dtl_jax.data import transforms
-    from dtl_jax.data.tfds_source import load_tfds
+    from dtl_jax.data.streaming import LazyImages, StreamingDomain
+    from dtl_jax.data.tfds_source import TFDSSource, _spec
 
-    domain = load_tfds(name, data_dir=data_dir, size=int(size), channels=3)
-    if not _check_normalize(normalize):
-      return domain
-    import dataclasses
-
-    return dataclasses.replace(
-      domain,
-      x_train=transforms.normalize(domain.x_train),
-      x_test=transforms.normalize(domain.x_test),
+    _, _, train_split, test_split = _spec(name, None, None)
+    tf = tfds_transform(int(size), normalize_imagenet=_check_normalize(normalize))
+    shape = (int(size), int(size), 3)
+    splits = [TFDSSource(name, split=s, data_dir=data_dir) for s in (train_split, test_split)]
+    return StreamingDomain(
+      name=f"{TFDS_PREFIX}{name}",
+      x_train=LazyImages(splits[0], transform=tf, example_shape=shape),
+      y_train=splits[0].labels,
+      x_test=LazyImages(splits[1], transform=tf, example_shape=shape),
+      y_test=splits[1].labels,
+      num_classes=splits[0].num_classes,
+      class_names=splits[0].class_names,
+      description=f"TFDS {name}",
     )
 
   return build

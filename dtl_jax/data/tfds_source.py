@@ -175,6 +175,11 @@ class TFDSSource:
       self._labels = out
     return self._labels
 
+  def decode(self, index: int) -> np.ndarray:
+    """The raw ``[H, W, C]`` image of record ``index`` (as stored, before ``transform``)."""
+    img = np.asarray(self._records([int(index)])[0][self.image_key])
+    return img[..., None] if img.ndim == 2 else img
+
   def get_items(
     self, indices: np.ndarray, *, seeds: np.ndarray | None = None, executor: Any = None
   ) -> tuple[np.ndarray, np.ndarray]:

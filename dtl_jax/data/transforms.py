@@ -12,6 +12,10 @@ TLlib (``tllib/vision/transforms`` and ``examples/.../utils.py``, "default" resi
   -> ``ToTensor`` -> ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``;
 * test:  ``ResizeImage(256)`` -> ``CenterCrop(224)`` -> ``ToTensor`` -> ``Normalize``.
 
+* digits (``--train-resizing res. --val-resizing res. --no-hflip --norm-mean 0.5
+  --norm-std 0.5`` in TLlib's digits scripts, e.g. ``dann.sh``): ``ResizeImage(28 or 32)``
+  -> ``ToTensor`` -> ``Normalize(0.5, 0.5)``, for training and test alike.
+
 ``ResizeImage(s)`` resizes to exactly ``s x s`` (not the shorter side). Output is
 channels-last (NHWC once batched), unlike PyTorch's CHW.
 """
@@ -220,5 +224,24 @@ def resize_transform(
     del rng
     x = _to_float(resize(image, size))
     return normalize(x) if normalize_imagenet else x
+
+  return transform
+
+
+def digits_transform(
+  size: int | Sequence[int], *, mean: float = 0.5, std: float = 0.5
+) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+  """TLlib's digits transform (train and test): resize to ``size``, ``(x - mean) / std``.
+
+  ``ResizeImage(size)`` -> ``ToTensor`` -> ``Normalize(mean, std)`` with one ``mean`` /
+  ``std`` for every channel (TLlib passes 0.5 for MNIST -> USPS and SVHN -> MNIST).
+  """
+  if std <= 0:
+    raise ValueError(f"std must be > 0, got {std!r}.")
+
+  def transform(image, rng: np.random.Generator | None = None) -> np.ndarray:
+    del rng
+    x = _to_float(resize(image, size))
+    return (x - np.float32(mean)) / np.float32(std)
 
   return transform

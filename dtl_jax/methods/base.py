@@ -138,8 +138,10 @@ class SetupContext:
       ``model.pretrained`` and ``init_from`` were applied).
     init_from: the run directory the model was initialized from (``""`` if none).
     source_inputs: ``[n_s, ...]`` source training inputs (the examples the sampler
-      draws from, in its index order).
-    target_inputs: ``[n_t, ...]`` target training inputs (unlabelled).
+      draws from, in its index order), as the model sees them at test time: an array,
+      or for a streamed domain a lazy view whose rows are decoded when read
+      (``np.asarray`` decodes them all; :class:`dtl_jax.data.streaming.LazyImages`).
+    target_inputs: ``[n_t, ...]`` target training inputs (unlabelled), likewise.
     seed: the run's seed.
     load_run: ``workdir -> (model_module, variables)``: the model of another run at its
       latest checkpoint, rebuilt from that run's ``config.json`` (e.g. a teacher).
@@ -148,8 +150,8 @@ class SetupContext:
   model: Any
   model_variables: Mapping[str, Any]
   init_from: str
-  source_inputs: np.ndarray
-  target_inputs: np.ndarray
+  source_inputs: Any
+  target_inputs: Any
   seed: int
   load_run: Callable[[str], tuple[Any, Mapping[str, Any]]]
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from dtl_jax import config as config_lib
 from dtl_jax import data, methods
+from dtl_jax.data.streaming import StreamingDomain
 from dtl_jax.methods import source_free
 from dtl_jax.train import selection as selection_lib
 from dtl_jax.train import workdir as workdir_lib
@@ -40,6 +41,9 @@ from dtl_jax.train.loop import train_record
 from dtl_jax.train.state import create_train_state
 from dtl_jax.train.step import jit_step, make_train_step
 from dtl_jax.train.writer import MetricWriter
+
+# bundled arrays, or a folder: / tfds: domain decoded on demand (materialized here)
+AnyDomain = data.Domain | StreamingDomain
 
 #: Target-only label-free criteria (the source-free setting has no source data).
 CRITERIA = ("entropy", "snd")
@@ -108,7 +112,7 @@ def adapt_config(
   return c
 
 
-def _target_domain(config: Mapping[str, Any]) -> tuple[data.Domain, data.Domain]:
+def _target_domain(config: Mapping[str, Any]) -> tuple[AnyDomain, AnyDomain]:
   """``(source, target)`` of an adaptation config: both as the source run
   (``init_from``) sees them (its image size, channels and seed; a digits target from
   the half of the raw images its source never used); a target with other classes is
@@ -316,7 +320,7 @@ def _outputs(
 
 
 def _target_accuracy(
-  eval_step: Any, variables: Mapping[str, Any], target: data.Domain, batch_size: int
+  eval_step: Any, variables: Mapping[str, Any], target: AnyDomain, batch_size: int
 ) -> float:
   logits = _outputs(eval_step, variables, np.asarray(target.x_test), batch_size, ("logits",))[
     "logits"
@@ -327,7 +331,7 @@ def _target_accuracy(
 def _evaluate(
   eval_step: Any,
   variables: Mapping[str, Any],
-  target: data.Domain,
+  target: AnyDomain,
   step: int,
   config: Mapping[str, Any],
 ) -> dict[str, Any]:

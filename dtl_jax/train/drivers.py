@@ -26,8 +26,15 @@ driver needs none: its body sees the global batch. Every driver gives the same l
 parameters and BatchNorm statistics as ``jit`` on the concatenated batch (tested on 8
 CPU devices).
 
-Multi-process (``jax.process_count() > 1``, pmap only): each process feeds rows
-``[p B/P, (p+1) B/P)`` of every global batch (:func:`process_slice`).
+Multi-process (``jax.process_count() > 1``, every driver but ``jit``): each process
+reads only its rows ``[p B/P, (p+1) B/P)`` of every global batch
+(:class:`dtl_jax.data.pipeline.TrainBatches`) and ``put_batch`` takes that slice: ``pmap``
+splits it over the local devices; ``shard_map`` and ``sharded`` assemble the global
+batch from the processes' slices (``jax.make_array_from_process_local_data``; the mesh
+orders devices by process, so the global rows keep their order). The state is
+replicated on every device of every process; ``to_host`` returns this process's copy
+(a single-device array per leaf), which evaluation reads and
+:class:`~dtl_jax.train.checkpoint.Checkpointer` assembles into global arrays to save.
 """
 
 from __future__ import annotations
@@ -58,8 +65,8 @@ class Driver:
     step: ``(device_state, device_batch) -> (device_state, metrics)``; the state
       buffers are donated.
     put_state: host :class:`~dtl_jax.train.TrainState` -> its device placement.
-    put_batch: this process's host batch ``{"x_s", "y_s", "x_t"[, "w_s"]}`` (numpy)
-      -> its device placement.
+    put_batch: this process's rows of the global batch ``{"x_s", "y_s", "x_t"[,
+      "w_s"]}`` (numpy; all of it with one process) -> its device placement.
     to_host: device state -> one :class:`~dtl_jax.train.TrainState` (for evaluation
       and checkpoints).
   """
@@ -79,7 +86,8 @@ def driver_axis_name(name: str) -> str | None:
 
 
 def process_slice(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """This process's rows ``[p B/P, (p+1) B/P)`` of a global batch."""
+  """This process's rows ``[p B/P, (p+1) B/P)`` of a global batch (the rows
+  :class:`dtl_jax.data.pipeline.TrainBatches` decodes in process ``p``)."""
   p, n = jax.process_index(), jax.process_count()
   if n == 1:
     return dict(batch)
@@ -113,39 +121,65 @@ def make_driver(name: str, step_body: step_lib.StepFn) -> Driver:
       name,
       step_lib.pmap_step(step_body, axis_name=AXIS),
       put_state=step_lib.replicate,
-      put_batch=lambda b: step_lib.shard_batch_for_pmap(process_slice(b), n_dev),
+      put_batch=lambda b: step_lib.shard_batch_for_pmap(b, n_dev),
       to_host=step_lib.unreplicate,
     )
-  if jax.process_count() > 1:
-    raise ValueError(f"train.driver={name!r} runs in one process only (multi-host: use 'pmap')")
+  axis_name = AXIS if name == "shard_map" else DATA_AXIS
+  mesh = Mesh(np.asarray(jax.devices()), (axis_name,))
+  replicated = NamedSharding(mesh, P())
+  split = NamedSharding(mesh, P(axis_name))
   if name == "shard_map":
-    mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
-    replicated = NamedSharding(mesh, P())
+    compiled = step_lib.shard_map_step(step_body, mesh, axis_name=AXIS)
+  else:
+    compiled = jax.jit(
+      step_body,
+      in_shardings=(replicated, split),
+      out_shardings=(replicated, replicated),
+      donate_argnums=(0,),
+      compiler_options=xla_options.step_compiler_options(),
+    )
+  if jax.process_count() == 1:
     return Driver(
       name,
-      step_lib.shard_map_step(step_body, mesh, axis_name=AXIS),
+      compiled,
       put_state=lambda s: jax.device_put(s, replicated),
-      put_batch=lambda b: step_lib.place_batch(b, mesh, AXIS),
+      put_batch=lambda b: {k: jax.device_put(v, split) for k, v in b.items()},
       to_host=_identity,
     )
-  mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
-  replicated = NamedSharding(mesh, P())
-  split = NamedSharding(mesh, P(DATA_AXIS))
-  compiled = jax.jit(
-    step_body,
-    in_shardings=(replicated, split),
-    out_shardings=(replicated, replicated),
-    donate_argnums=(0,),
-    compiler_options=xla_options.step_compiler_options(),
-  )
   return Driver(
     name,
     compiled,
-    put_state=lambda s: jax.device_put(s, replicated),
-    put_batch=lambda b: {k: jax.device_put(v, split) for k, v in b.items()},
-    to_host=_identity,
+    put_state=lambda s: _replicate_global(s, replicated),
+    put_batch=lambda b: {
+      k: jax.make_array_from_process_local_data(split, np.asarray(v)) for k, v in b.items()
+    },
+    to_host=_local_copy,
   )
 
 
 def _identity(x: Any) -> Any:
   return x
+
+
+def _is_key(x: Any) -> bool:
+  dtype = getattr(x, "dtype", None)
+  return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _replicate_global(tree: Any, sharding: NamedSharding) -> Any:
+  """Host-local leaves, equal on every process -> global arrays replicated by
+  ``sharding`` over the devices of all processes (PRNG keys through their key data)."""
+
+  def put(x: Any) -> Any:
+    if _is_key(x):
+      data = put(jax.random.key_data(x))
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    value = np.asarray(x)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+  return jax.tree.map(put, tree)
+
+
+def _local_copy(tree: Any) -> Any:
+  """This process's copy of a replicated global state (one device's shard per leaf)."""
+  return jax.tree.map(lambda x: x.addressable_data(0), tree)

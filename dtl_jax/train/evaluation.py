@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from dtl_jax import xla_options
+from dtl_jax.data import pipeline
 from dtl_jax.train import selection as selection_lib
 from dtl_jax.train.state import TrainState, apply_model
 
@@ -43,24 +44,28 @@ def make_eval_step(model: Any) -> Callable[[TrainState, jax.Array], dict]:
 def predict(
   eval_step,
   state: TrainState,
-  x: np.ndarray,
+  x: Any,
   *,
   batch_size: int = 512,
   keys: tuple[str, ...] = ("logits", "probs", "bottleneck"),
+  threads: int = 0,
+  prefetch: int = 2,
 ) -> dict[str, np.ndarray]:
-  """Runs ``eval_step`` over ``x`` in batches (last one padded); returns numpy arrays."""
-  n = len(x)
-  if n == 0:
+  """Runs ``eval_step`` over ``x`` (``[n, ...]`` array or lazy view), streamed in batches
+  (:func:`dtl_jax.data.pipeline.eval_batches`, last one padded); returns numpy arrays.
+
+  ``keys`` may include ``"pred"``: the argmax of the logits, ``[n]`` int (what an
+  accuracy pass keeps, instead of the ``[n, C]`` logits).
+  """
+  if len(x) == 0:
     raise ValueError("x must hold at least one example")
   chunks: dict[str, list] = {}
-  for i in range(0, n, batch_size):
-    xb = np.asarray(x[i : i + batch_size])
-    m = len(xb)
-    if m < batch_size:
-      xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - m, 0)], 0)
+  for xb, m in pipeline.eval_batches(x, batch_size=batch_size, threads=threads, prefetch=prefetch):
     out = eval_step(state, xb)
     for k in keys:
-      if k in out:
+      if k == "pred":
+        chunks.setdefault(k, []).append(np.argmax(np.asarray(out["logits"])[:m], -1))
+      elif k in out:
         chunks.setdefault(k, []).append(np.asarray(out[k])[:m])
   return {k: np.concatenate(v, 0) for k, v in chunks.items()}
 
@@ -69,9 +74,10 @@ def accuracy_report(
   logits: np.ndarray, labels: np.ndarray, num_classes: int | None = None
 ) -> dict[str, Any]:
   """Accuracy and per-class accuracy (``nan`` for classes absent from ``labels``)."""
-  labels = np.asarray(labels)
-  num_classes = num_classes or logits.shape[-1]
-  pred = np.argmax(logits, -1)
+  return _accuracy(np.argmax(logits, -1), np.asarray(labels), num_classes or logits.shape[-1])
+
+
+def _accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
   per_class = []
   for c in range(num_classes):
     mask = labels == c
@@ -101,51 +107,77 @@ def at_chance(accuracy: float, labels: np.ndarray) -> tuple[bool, float]:
 class Evaluator:
   """Evaluates a train state on the run's splits (see the module docstring).
 
+  Every pass streams its split in batches of ``batch_size`` (images of a streaming
+  domain are decoded by ``threads`` threads, ``prefetch`` batches ahead); what stays in
+  memory is the predicted class of each test image and, for the selection criteria, the
+  target training images' bottleneck features and class probabilities
+  (``[n_t, d + C]`` floats).
+
   Args:
     model: the inference model (no device axis).
-    source: the source domain (its test split is evaluated).
-    target: the target domain (train split: unlabelled selection data; test split:
-      oracle accuracy).
     source_val: ``(x, y)`` held-out source validation data.
+    source_test: ``(x, y)`` the source test split.
+    target_train: ``x`` of the target training split (unlabelled selection data).
+    target_test: ``(x, y)`` the target test split (oracle accuracy).
     batch_size: evaluation batch size.
     seed: seed of the selection criteria's domain classifier.
     criteria: the label-free criteria to score (``train.selection``); only what they
       need is computed (no target-train pass for ``source_val_acc`` alone).
+    threads, prefetch: decoding of lazy splits
+      (:func:`dtl_jax.data.pipeline.eval_batches`).
   """
 
   def __init__(
     self,
     model: Any,
     *,
-    source: Any,
-    target: Any,
-    source_val: tuple[np.ndarray, np.ndarray],
+    source_val: tuple[Any, np.ndarray],
+    source_test: tuple[Any, np.ndarray],
+    target_train: Any,
+    target_test: tuple[Any, np.ndarray],
     batch_size: int,
     seed: int,
     criteria: tuple[str, ...] = selection_lib.CRITERIA,
+    threads: int = 0,
+    prefetch: int = 2,
   ):
-    self.source, self.target, self.source_val = source, target, source_val
+    self.source_val, self.source_test = source_val, source_test
+    self.target_train, self.target_test = target_train, target_test
     self.batch_size = batch_size
     self.seed = seed
     self.criteria = tuple(criteria)
+    self.threads, self.prefetch = threads, prefetch
     self._eval_step = make_eval_step(model)
 
   def __call__(self, state: TrainState, step: int) -> dict[str, Any]:
     """One evaluation record ``{"step", "scores", "source_test_acc", ...}``."""
 
     def predict_(x, keys):
-      return predict(self._eval_step, state, np.asarray(x), batch_size=self.batch_size, keys=keys)
+      return predict(
+        self._eval_step,
+        state,
+        x,
+        batch_size=self.batch_size,
+        keys=keys,
+        threads=self.threads,
+        prefetch=self.prefetch,
+      )
 
     needs_features = bool({"iwv", "dev"} & set(self.criteria))
     needs_target = needs_features or bool({"entropy", "snd"} & set(self.criteria))
     keys = ("logits", "probs", "bottleneck") if needs_features else ("logits",)
     out_val = predict_(self.source_val[0], keys)
-    out_tt = predict_(self.target.x_train, keys) if needs_target else {}
-    src = accuracy_report(
-      predict_(self.source.x_test, ("logits",))["logits"], np.asarray(self.source.y_test)
+    out_tt = predict_(self.target_train, ("probs", "bottleneck")) if needs_target else {}
+    num_classes = out_val["logits"].shape[-1]
+    src = _accuracy(
+      predict_(self.source_test[0], ("pred",))["pred"],
+      np.asarray(self.source_test[1]),
+      num_classes,
     )
-    tgt = accuracy_report(
-      predict_(self.target.x_test, ("logits",))["logits"], np.asarray(self.target.y_test)
+    tgt = _accuracy(
+      predict_(self.target_test[0], ("pred",))["pred"],
+      np.asarray(self.target_test[1]),
+      num_classes,
     )
     scores = selection_lib.criteria_scores(
       source_val_logits=out_val["logits"],
@@ -167,7 +199,7 @@ class Evaluator:
 
   def chance_warning(self, record: dict[str, Any]) -> str | None:
     """A message when the record's source test accuracy is at chance, else ``None``."""
-    bad, threshold = at_chance(record["source_test_acc"], np.asarray(self.source.y_test))
+    bad, threshold = at_chance(record["source_test_acc"], np.asarray(self.source_test[1]))
     if not bad:
       return None
     return (

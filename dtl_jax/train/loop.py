@@ -21,6 +21,7 @@ needs in :meth:`dtl_jax.methods.Method.setup`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -28,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import flax.errors
 import jax
@@ -38,6 +39,7 @@ import numpy as np
 
 from dtl_jax import config as config_lib
 from dtl_jax import data, methods, models
+from dtl_jax.data import pipeline, streaming
 from dtl_jax.train import drivers
 from dtl_jax.train import selection as selection_lib
 from dtl_jax.train import workdir as workdir_lib
@@ -99,9 +101,13 @@ def fit(
   workdir_lib.check(workdir, config, resume=tc.resume, overwrite=overwrite)
 
   # Everything is built before anything is written: a bad config leaves no trace.
+  # The domains are seen through the augmentation protocol's test transform; images of
+  # folder: / tfds: domains stay on disk until a batch needs them (data.pipeline).
   source, target = load_domains(config)
   source_train, source_val = split_source_val(source, config.data.source_val_fraction, config.seed)
   clock.lap("data")
+  train_transform, _ = pipeline.augmentation(config.data.augment, image_size=config.data.image_size)
+  example_x = np.asarray(source_train.x_train[:2])
   axis = drivers.driver_axis_name(tc.driver)
   _check_batch_sizes(config)
   model = _keyed(
@@ -115,7 +121,7 @@ def fit(
       "data only: run it with `dtl-jax adapt` (dtl_jax.train.adapt)"
     )
   key = jax.random.key(config.seed)
-  variables = initial_variables(config, eval_model, key, source_train.x_train[:1])
+  variables = initial_variables(config, eval_model, key, example_x[:1])
   setup = method.setup(
     methods.SetupContext(
       model=eval_model,
@@ -133,7 +139,7 @@ def fit(
     eval_model,
     method,
     key=key,
-    example_x=source_train.x_train[:2],
+    example_x=example_x,
     model_variables=variables,
     extra_variables=setup.extra_variables,
     freeze=tuple(config.model.freeze),
@@ -142,21 +148,29 @@ def fit(
   driver = drivers.make_driver(
     tc.driver, make_train_step(model, method, tx, axis_name=axis, total_steps=tc.num_steps)
   )
-  sampler = data.PairSampler(
-    source_train,
-    target,
+  batches = pipeline.TrainBatches(
+    source_train.x_train,
+    source_train.y_train,
+    target.x_train,
     batch_size=config.data.batch_size,
     target_batch_size=config.data.target_batch_size or config.data.batch_size,
     seed=config.seed,
+    transform=train_transform,
+    source_weights=setup.source_weights,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
   )
   evaluator = Evaluator(
     eval_model,
-    source=source,
-    target=target,
     source_val=source_val,
+    source_test=(source.x_test, source.y_test),
+    target_train=target.x_train,
+    target_test=(target.x_test, target.y_test),
     batch_size=config.data.eval_batch_size,
     seed=config.seed,
     criteria=tuple(tc.selection),
+    threads=config.data.threads,
+    prefetch=config.data.prefetch,
   )
 
   # The run directory: config.json (the one writer), then resume from a checkpoint.
@@ -204,11 +218,22 @@ def fit(
 
   dev_state = driver.put_state(state)
   step, window, interrupted = start, [], False
+  stream = batches.stream(
+    start,
+    tc.num_steps,
+    threads=config.data.threads,
+    prefetch=config.data.prefetch,
+    workers=config.data.workers,
+  )
   clock.lap("build")
   t0 = time.perf_counter()
-  with StopRequest() as stop, _progress_bar(tc, start, method.name, is_main) as bar:
+  with (
+    StopRequest() as stop,
+    _progress_bar(tc, start, method.name, is_main) as bar,
+    contextlib.closing(stream),
+  ):
     while step < tc.num_steps:
-      batch = _batch(sampler, step, setup.source_weights)
+      batch = next(stream)
       dev_state, metrics = driver.step(dev_state, driver.put_batch(batch))
       step += 1
       window.append(metrics)
@@ -270,14 +295,23 @@ def fit(
 # ------------------------------------------------------------------- building blocks
 
 
-def load_domains(config: Mapping[str, Any]) -> tuple[data.Domain, data.Domain]:
+#: A domain as a run sees it: in memory, or streamed from disk.
+Domain = data.Domain | streaming.StreamingDomain
+
+
+def load_domains(config: Mapping[str, Any]) -> tuple[Domain, Domain]:
   """The ``(source, target)`` domains a run of ``config`` trains and evaluates on.
 
   Built from ``data.source``, ``data.target``, ``seed``, ``data.image_size``,
   ``data.normalize`` and ``data.domain_kwargs`` by :func:`dtl_jax.data.load_pair` (a
   run whose source and target are the same dataset -- plain fine-tuning -- gets that
-  one domain twice). Everything that re-opens a run (``dtl-jax eval`` / ``measure``)
-  calls this with the run's saved config, so it sees exactly the arrays the run used.
+  one domain twice), and seen as the run's model sees them in evaluation: through the
+  test transform of ``data.augment`` (:func:`dtl_jax.data.pipeline.augmentation`).
+  Bundled domains without augmentation are in-memory :class:`~dtl_jax.data.Domain`
+  arrays; ``folder:`` / ``tfds:`` domains, and any domain seen through a transform, are
+  :class:`~dtl_jax.data.streaming.StreamingDomain` views whose rows are decoded when
+  read. Everything that re-opens a run (``dtl-jax eval`` / ``measure``) calls this with
+  the run's saved config, so it sees exactly the inputs the run used.
 
   Raises:
     ConfigError: a domain that cannot be loaded with these options (names the key).
@@ -288,33 +322,45 @@ def load_domains(config: Mapping[str, Any]) -> tuple[data.Domain, data.Domain]:
     options["normalize"] = d["normalize"]
   try:
     if d["source"] != d["target"]:
-      return data.load_pair(
+      source, target = data.load_pair(
         d["source"],
         d["target"],
         seed=int(config["seed"]),
         image_size=int(d["image_size"]) or None,
         **options,
       )
-    if d["image_size"] and "size" in data.domain_options(d["source"]):
-      options["size"] = int(d["image_size"])
-    domain = data.load_domain(d["source"], seed=int(config["seed"]), **options)
+    else:
+      if d["image_size"] and "size" in data.domain_options(d["source"]):
+        options["size"] = int(d["image_size"])
+      source = target = data.load_domain(d["source"], seed=int(config["seed"]), **options)
   except (ValueError, OSError) as e:
     raise config_lib.ConfigError(
       f"data ({d['source']} -> {d['target']}): {str(e).splitlines()[0]}"
     ) from e
-  return domain, domain
+  if d["augment"] != "none" and len(source.input_shape) != 3:
+    raise config_lib.ConfigError(
+      f"data.augment={d['augment']!r} needs image domains; {d['source']!r} has "
+      f"{source.input_shape} inputs (use 'none')"
+    )
+  _, test_transform = pipeline.augmentation(d["augment"], image_size=int(d["image_size"]))
+  if source is target:
+    source = target = streaming.with_test_transform(source, test_transform)
+    return source, target
+  return (
+    streaming.with_test_transform(source, test_transform),
+    streaming.with_test_transform(target, test_transform),
+  )
 
 
-def split_source_val(
-  source: data.Domain, fraction: float, seed: int
-) -> tuple[data.Domain, tuple[np.ndarray, np.ndarray]]:
+def split_source_val(source: Domain, fraction: float, seed: int) -> tuple[Domain, tuple[Any, Any]]:
   """Holds out ``fraction`` of each class of the source training split (by ``seed``).
 
   Returns:
     ``(source_train, (x_val, y_val))``: the domain with the remaining training
-    examples, and the held-out validation examples of the label-free criteria.
+    examples, and the held-out validation examples of the label-free criteria (lazy
+    views of a streaming domain stay lazy: nothing is decoded here).
   """
-  x, y = np.asarray(source.x_train), np.asarray(source.y_train)
+  x, y = source.x_train, np.asarray(source.y_train)
   rng = np.random.default_rng([seed, 7])
   val: list[int] = []
   for c in np.unique(y):
@@ -328,8 +374,10 @@ def split_source_val(
       f"data.source_val_fraction={fraction} leaves {len(train_idx)} training and "
       f"{len(val_idx)} validation images of {len(y)}; the source is too small for it"
     )
-  train = dataclasses.replace(source, x_train=x[train_idx], y_train=y[train_idx], ids_train=None)
-  return train, (x[val_idx], y[val_idx])
+  train = dataclasses.replace(
+    cast(Any, source), x_train=x.take(train_idx, axis=0), y_train=y[train_idx], ids_train=None
+  )
+  return train, (x.take(val_idx, axis=0), y[val_idx])
 
 
 def initial_variables(
@@ -416,16 +464,6 @@ def _sync(name: str) -> None:
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices(name)
-
-
-def _batch(
-  sampler: data.PairSampler, step: int, source_weights: np.ndarray | None
-) -> dict[str, np.ndarray]:
-  b = sampler.batch(step)
-  batch = {"x_s": b.x_source, "y_s": b.y_source, "x_t": b.x_target}
-  if source_weights is not None:
-    batch["w_s"] = source_weights[sampler.source_indices(step)]
-  return batch
 
 
 def train_record(

@@ -94,18 +94,23 @@ def snd(probs: np.ndarray, *, temperature: float = 0.05) -> float:
   """Soft neighborhood density (Saito et al., ICCV 2021). ``[n_t, C] -> float``.
 
   ``f = p / ||p||``; ``S_ij = f_i . f_j`` with ``S_ii`` excluded; ``P = softmax(S/tau)``
-  per row; SND = ``mean_i H(P_i)`` (higher is better).
+  per row; SND = ``mean_i H(P_i)`` (higher is better). Computed in blocks of rows, so
+  memory stays about ``2**20`` similarities whatever ``n_t`` (time is ``O(n_t^2 C)``).
   """
   p = np.asarray(probs, np.float64)
   if p.ndim != 2 or len(p) < 2:
     raise ValueError(f"probs must be [n >= 2, C], got shape {p.shape}")
   f = p / (np.linalg.norm(p, axis=1, keepdims=True) + 1e-12)
-  s = f @ f.T / temperature
-  np.fill_diagonal(s, -np.inf)
-  lp = _log_softmax(s)
-  pr = np.exp(lp)
-  ent = -np.sum(pr * np.where(pr > 0, lp, 0.0), axis=1)
-  return float(np.mean(ent))
+  n = len(f)
+  rows = max(1, 2**20 // n)
+  total = 0.0
+  for start in range(0, n, rows):
+    s = f[start : start + rows] @ f.T / temperature
+    s[np.arange(len(s)), np.arange(start, start + len(s))] = -np.inf
+    lp = _log_softmax(s)
+    pr = np.exp(lp)
+    total += float(np.sum(-np.sum(pr * np.where(pr > 0, lp, 0.0), axis=1)))
+  return total / n
 
 
 def criteria_scores(

@@ -44,8 +44,20 @@ METRICS_FILE = "metrics.jsonl"
 HISTORY_FILE = "history.json"
 RESULT_FILE = "result.json"
 TB_DIR = "tb"
-#: Keys that may differ between a run and its continuation (``train.resume``).
-RESUMABLE_KEYS = ("train.resume", "train.progress", "train.stop_at_step")
+#: Keys that may differ between a run and its continuation (``train.resume``), and
+#: between the processes of a multi-process run (``process_id``): they change neither
+#: the batches nor the updates (the input pipeline's batches do not depend on how many
+#: threads or workers decode them).
+RESUMABLE_KEYS = (
+  "train.resume",
+  "train.progress",
+  "train.stop_at_step",
+  "train.process_id",
+  "train.coordinator_address",
+  "data.workers",
+  "data.threads",
+  "data.prefetch",
+)
 #: The entries a run writes (what ``overwrite`` and a restart remove).
 RUN_ENTRIES = (CONFIG_FILE, CHECKPOINTS, SELECTED, METRICS_FILE, HISTORY_FILE, RESULT_FILE, TB_DIR)
 

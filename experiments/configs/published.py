@@ -12,6 +12,11 @@ Benchmarks (data layout in the README, section "Real datasets"):
   ResNet-50 pretrained on ImageNet, bottleneck 256, batch 32 per domain, SGD lr 0.01,
   momentum 0.9, weight decay 1e-3, lr ``0.01 (1 + 0.001 i)^-0.75``, backbone lr x 0.1,
   1000 iterations x 20 epochs (TLlib ``examples/domain_adaptation/image_classification``).
+  TLlib's augmentation (``data.augment = "tllib_imagenet"``): training images are
+  resized to 256 x 256, randomly resized-cropped to 224 and flipped, test images
+  centre-cropped, all normalized with ImageNet's statistics; the images are streamed
+  from the folders and decoded per batch (``data.workers`` decoding processes on a GPU
+  host, see the README's input-pipeline benchmark).
 * ``office_home`` -- Office-Home (Venkateswara et al. 2017): ``data/office_home/{Art,
   Clipart,Product,Real_World}/<class>/*.jpg``; pairs like ``Ar-Cl``; same protocol
   (TLlib: 1000 x 30 iterations).
@@ -24,6 +29,9 @@ encoder and Adam at lr 2e-4, beta1 0.5: ``adda_stage2`` in ``experiments/configs
   10000 iterations.
 * ``svhn_mnist`` -- SVHN -> MNIST: ``tfds:svhn_cropped`` -> ``tfds:mnist`` at 32x32x3, DTN,
   batch 32, lr 0.01, 10000 iterations.
+
+The digit configs use TLlib's digits transform (``data.augment = "tllib_digits"``:
+resize, then normalize with mean 0.5 and standard deviation 0.5).
 
 :data:`REFERENCE` lists the target accuracies published in the papers next to each config,
 :data:`TLLIB_REFERENCE` those of TLlib's own benchmark (``python -m experiments.published
@@ -361,6 +369,7 @@ def get_config(arg="office31:A-W:dann"):
     sub = "/images" if bench == "office31" else ""
     c.data.source = f"folder:data/{bench}/{names[src]}{sub}"
     c.data.target = f"folder:data/{bench}/{names[tgt]}{sub}"
+    c.data.augment = "tllib_imagenet"
     c.model.pretrained = "weights/resnet50.safetensors"
     c.model.backbone = "resnet50"
     c.model.bottleneck_dim = 256
@@ -372,6 +381,7 @@ def get_config(arg="office31:A-W:dann"):
     c.data.source, c.data.target = "tfds:mnist", "folder:data/usps"
     c.data.image_size = 28
     c.data.normalize = "none"
+    c.data.augment = "tllib_digits"
     c.model.backbone = "lenet"
     c.model.bottleneck_dim = 0
     c.train.num_steps = 10000
@@ -381,6 +391,7 @@ def get_config(arg="office31:A-W:dann"):
     c.data.source, c.data.target = "tfds:svhn_cropped", "tfds:mnist"
     c.data.image_size = 32
     c.data.normalize = "none"
+    c.data.augment = "tllib_digits"
     c.model.backbone = "dtn"
     c.model.bottleneck_dim = 0
     c.train.num_steps = 10000

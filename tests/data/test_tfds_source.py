@@ -87,3 +87,23 @@ def test_errors(tmp_path):
   ):
     TFDSSource("mnist", data_dir=str(tmp_path))
   assert "tensorflow" not in sys.modules
+
+
+def test_tfds_domain_streams_the_records(mock_tfds):
+  """``tfds:mnist`` is a streaming domain: rows decoded from the records when read,
+  resized to ``size`` and repeated to 3 channels; labels read at open."""
+  del mock_tfds
+  from PIL import Image
+
+  from dtl_jax.data import load_domain
+  from dtl_jax.data.streaming import LazyImages
+
+  d = load_domain("tfds:mnist", size=16, data_dir="/tmp/unused")
+  assert isinstance(d.x_train, LazyImages) and d.input_shape == (16, 16, 3)
+  ref_x, ref_y = _reference("mnist", "train")
+  np.testing.assert_array_equal(d.y_train, ref_y)
+  for i in (0, 7):
+    img = Image.fromarray(ref_x[i][..., 0]).resize((16, 16), Image.Resampling.BILINEAR)
+    want = np.repeat(np.asarray(img, np.float32)[..., None] / 255.0, 3, axis=-1)
+    np.testing.assert_allclose(d.x_train[i], want, atol=1e-7)
+  assert np.asarray(d.x_test).shape == (N, 16, 16, 3)

@@ -86,15 +86,28 @@ def test_finetune_folder_freeze2_keeps_pretrained_stages(tmp_path, resnet18_npz)
   assert out["num_examples"] == 12 and 0.0 <= out["accuracy"] <= 100.0
 
 
-def test_published_office31_config_runs_on_mock_data(tmp_path):
+def test_published_office31_config_runs_on_mock_data(tmp_path, monkeypatch):
   # The ResNet + converted-weights path is covered by the fine-tuning test above; here
   # the Office-31 config's data / DANN / bottleneck wiring runs with a small backbone.
+  from dtl_jax.data import pipeline
+  from dtl_jax.data.streaming import LazyImages
+
+  seen = []
+  original = pipeline.TrainBatches.__call__
+
+  def spy(self, step):  # the batches fit trains on, and the test view of the same images
+    batch = original(self, step)
+    seen.append((self.source_x, batch["x_s"], self.source_x[self.source_indices(step)]))
+    return batch
+
+  monkeypatch.setattr(pipeline.TrainBatches, "__call__", spy)
   amazon = _write_folder(tmp_path / "office31" / "amazon" / "images")
   webcam = _write_folder(tmp_path / "office31" / "webcam" / "images", seed=2)
   c = load_config(f"{CONFIGS / 'published.py'}:office31:A-W:dann")
   assert c.model.backbone == "resnet50" and c.data.batch_size == 32
   assert c.model.bottleneck_dim == 256 and c.optim.multipliers.backbone == 0.1
   assert c.train.num_steps == 20000 and c.data.normalize == "imagenet"
+  assert c.data.augment == "tllib_imagenet"  # TLlib's crops and flips, streamed
   apply_overrides(
     c,
     [
@@ -116,13 +129,18 @@ def test_published_office31_config_runs_on_mock_data(tmp_path):
   c.method_kwargs.hidden = (8,)
   result = fit(c, tmp_path / "r")
   assert result["steps"] == 1 and 0.0 <= result["last"]["target_acc"] <= 1.0
+  # streamed from the folder (a lazy view, decoded per batch), and augmented: the
+  # training crops differ from the test transform's centre crops of the same images
+  ((source_x, trained, centred),) = seen
+  assert isinstance(source_x, LazyImages) and trained.shape == centred.shape == (4, 28, 28, 3)
+  assert not np.allclose(trained, centred)
 
 
 @pytest.mark.parametrize("spec,backbone,size", [("svhn_mnist:S-M:dann", "dtn", 32)])
 def test_published_digit_configs_run_on_mock_folders(tmp_path, spec, backbone, size):
   c = load_config(f"{CONFIGS / 'published.py'}:{spec}")
   assert c.model.backbone == backbone and c.data.image_size == size
-  assert str(c.data.source).startswith("tfds:")
+  assert str(c.data.source).startswith("tfds:") and c.data.augment == "tllib_digits"
   src = _write_folder(tmp_path / "s", classes=tuple("0123456789"), n=2, size=size)
   tgt = _write_folder(tmp_path / "t", classes=tuple("0123456789"), n=2, size=size, seed=3)
   apply_overrides(

@@ -262,6 +262,10 @@ def test_bad_config_writes_nothing(tmp_path):
     fit(_digits(method="dann", method_kwargs={"trade_of": 1.0}), str(wd))
   with pytest.raises(ConfigError, match=r"model.backbone_kwargs for 'lenet'"):
     fit(_digits(model__backbone_kwargs={"widht": 3}), str(wd))
+  with pytest.raises(ConfigError, match=r"data.augment='tllib_digits' needs image domains"):
+    c = _config(4)
+    c.data.augment = "tllib_digits"
+    fit(c, str(wd))
   assert not wd.exists()
 
 
@@ -324,17 +328,18 @@ def test_instance_weighted_trains_through_fit(tmp_path, monkeypatch):
   """fit asks the method for its source weights (KMM on the inputs) and feeds each
   batch the weights of its examples."""
   from dtl_jax import instance
-  from dtl_jax.train import loop, split_source_val
+  from dtl_jax.data import pipeline
+  from dtl_jax.train import split_source_val
 
   seen = []
-  original = loop._batch
+  original = pipeline.TrainBatches.__call__
 
-  def spy(sampler, step, weights):
-    batch = original(sampler, step, weights)
-    seen.append((sampler.source_indices(step), batch.get("w_s")))
+  def spy(self, step):
+    batch = original(self, step)
+    seen.append((self.source_indices(step), batch.get("w_s")))
     return batch
 
-  monkeypatch.setattr(loop, "_batch", spy)
+  monkeypatch.setattr(pipeline.TrainBatches, "__call__", spy)
   c = _config(10, method="instance_weighted")
   c.method_kwargs = {"base": "dan", "weights": "kmm"}
   r = fit(c, str(tmp_path / "iw"))

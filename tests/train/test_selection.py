@@ -32,6 +32,20 @@ def test_snd_matches_loop(rng):
     selection.snd(p[:1])
 
 
+def test_snd_in_row_blocks_matches_the_whole_matrix(rng):
+  """n = 1500: snd works on blocks of 699 rows (memory ~2**20 similarities); the score
+  equals the formula on the whole n x n matrix."""
+  p = rng.dirichlet(np.ones(4), size=1500)
+  f = p / np.linalg.norm(p, axis=1, keepdims=True)
+  s = f @ f.T / 0.05
+  np.fill_diagonal(s, -np.inf)
+  s = s - s.max(1, keepdims=True)
+  lp = s - np.log(np.exp(s).sum(1, keepdims=True))
+  pr = np.exp(lp)
+  want = np.mean(-np.sum(pr * np.where(pr > 0, lp, 0.0), axis=1))
+  assert selection.snd(p, temperature=0.05) == pytest.approx(want, rel=1e-10)
+
+
 def test_dev_and_iwv_match_formulas(rng):
   losses = rng.uniform(0, 2, size=50)
   w = rng.uniform(0.2, 3, size=50)
