@@ -32,6 +32,7 @@ from dtl_jax.methods.discrepancy import (
   InstanceWeighted,
   SourceOnly,
 )
+from dtl_jax.methods.entropy import MCC, EntropyMinimization
 from dtl_jax.methods.source_free import SHOT, AdaBN, Tent
 
 METHODS: dict[str, type[Method]] = {
@@ -40,6 +41,8 @@ METHODS: dict[str, type[Method]] = {
   "dan": DAN,
   "jan": JAN,
   "deep_coral": DeepCORAL,
+  "mcc": MCC,
+  "entropy_min": EntropyMinimization,
   "dann": DANN,
   "cdan": CDAN,
   "cdan_e": CDANE,
@@ -87,6 +90,8 @@ __all__ = [
   "DAN",
   "JAN",
   "DeepCORAL",
+  "MCC",
+  "EntropyMinimization",
   "DANN",
   "CDAN",
   "CDANE",

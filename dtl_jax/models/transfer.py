@@ -105,6 +105,10 @@ def init_variables(model: nn.Module, key: jax.Array, x: jax.Array) -> dict[str, 
     variables = jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)(rngs, x)
   except jax.errors.ConcretizationTypeError:
     variables = init(rngs, x)
+  except ValueError as e:  # inside a trace (eval_shape, a user's jit): nested jits take
+    if "compiler_options" not in str(e):  # no compiler options, the outer one compiles
+      raise
+    variables = init(rngs, x)
   variables = flax.core.unfreeze(variables)
   variables.setdefault("batch_stats", {})
   return variables

@@ -36,6 +36,27 @@ resize, then normalize with mean 0.5 and standard deviation 0.5).
 :data:`REFERENCE` lists the target accuracies published in the papers next to each config,
 :data:`TLLIB_REFERENCE` those of TLlib's own benchmark (``python -m experiments.published
 --list`` prints both).
+Foundation backbones (Office benchmarks only): a fourth part names the backbone, e.g.
+``office_home:Ar-Cl:cdan:vit_b16``; ``model.pretrained`` is then a ``transformers``
+checkpoint folder (``config.json`` + ``model.safetensors``, see the README's ViT section),
+which gives the architecture and the weights:
+
+* ``vit_b16`` -- ``google/vit-base-patch16-224`` into ``weights/vit-base-patch16-224``;
+* ``dinov2_b14`` -- ``facebook/dinov2-base`` into ``weights/dinov2-base`` (position
+  embeddings interpolated from the checkpoint's 37 x 37 grid to 16 x 16 at 224);
+* ``clip_b16`` -- the vision tower of ``openai/clip-vit-base-patch16`` into
+  ``weights/clip-vit-base-patch16``.
+
+They follow TLlib's ViT protocol (``examples/domain_adaptation/image_classification/
+*.sh``, ``-a vit_base_patch16_224 --no-pool -b 24``): the ResNet-50 protocol above with
+24 images per domain and step, the backbone's pooled token as features; TLlib's
+augmentation normalizes with ImageNet's statistics for every backbone, and so do these
+configs. :data:`TLLIB_VIT_REFERENCE` has TLlib's Office-Home numbers for its
+``vit_base_patch16_224`` (timm's weights, not the ``google/vit-base-patch16-224``
+release: both are ViT-B/16 trained on ImageNet-21k and fine-tuned on ImageNet-1k, with
+different recipes); no published Office-31 / DINOv2 / CLIP number for this protocol was
+available to copy, so those columns stay empty.
+
 These cannot run on the development machine (no data, no weights, no accelerator);
 the smoke test runs every config on generated mock data with a tiny model.
 """
@@ -342,11 +363,46 @@ TLLIB_REFERENCE = {
 }
 
 
+# Foundation backbones: name -> (model.backbone, default model.pretrained folder).
+VIT_BACKBONES = {
+  "vit_b16": ("vit", "weights/vit-base-patch16-224"),
+  "dinov2_b14": ("dinov2", "weights/dinov2-base"),
+  "clip_b16": ("clip_vision", "weights/clip-vit-base-patch16"),
+}
+VIT_BATCH_SIZE = 24  # TLlib's ViT scripts: -b 24
+
+# TLlib's Office-Home target accuracies (%) with vit_base_patch16_224 (batch size 24),
+# copied from thuml/Transfer-Learning-Library,
+# examples/domain_adaptation/image_classification/README.md, section "Office-Home
+# accuracy on vit_base_patch16_224 (batch size 24)", commit c4aa59eb5656. "Source Only"
+# -> source_only; MCD and AFN have no dtl_jax method and are left out.
+_OH_TASKS = (
+  "Ar-Cl", "Ar-Pr", "Ar-Rw", "Cl-Ar", "Cl-Pr", "Cl-Rw",
+  "Pr-Ar", "Pr-Cl", "Pr-Rw", "Rw-Ar", "Rw-Cl", "Rw-Pr", "avg",
+)  # fmt: skip
+_OH_VIT = {
+  "source_only": (52.4, 82.1, 86.9, 76.8, 84.1, 86.0, 75.1, 51.2, 88.1, 78.3, 51.5, 87.8, 75.0),
+  "dann": (60.1, 80.8, 87.9, 78.1, 82.6, 85.9, 78.8, 63.2, 90.2, 82.3, 64.0, 89.3, 78.6),
+  "dan": (56.3, 83.6, 87.5, 77.7, 84.7, 86.7, 75.9, 54.5, 88.5, 80.2, 56.2, 88.2, 76.7),
+  "jan": (60.1, 86.9, 88.6, 79.2, 85.4, 86.7, 80.4, 59.4, 89.6, 82.0, 60.7, 89.9, 79.1),
+  "cdan": (61.6, 87.8, 89.6, 81.4, 88.1, 88.5, 82.4, 62.5, 90.8, 84.2, 63.5, 90.8, 80.9),
+  "mdd": (64.0, 89.3, 90.4, 82.2, 87.7, 89.2, 82.8, 64.9, 91.7, 83.7, 65.4, 92.0, 81.9),
+}
+TLLIB_VIT_REFERENCE = {
+  "office_home": {m: dict(zip(_OH_TASKS, accs, strict=True)) for m, accs in _OH_VIT.items()}
+}
+
+
 def get_config(arg="office31:A-W:dann"):
   parts = (arg or "office31:A-W:dann").split(":")
-  if len(parts) != 3:
-    raise ValueError(f"expected <benchmark>:<pair>:<method>, got {arg!r}")
-  bench, pair, method = parts
+  if len(parts) not in (3, 4):
+    raise ValueError(f"expected <benchmark>:<pair>:<method>[:<backbone>], got {arg!r}")
+  bench, pair, method = parts[:3]
+  vit = parts[3] if len(parts) == 4 else None
+  if vit is not None and vit not in VIT_BACKBONES:
+    raise ValueError(f"unknown backbone {vit!r} in {arg!r}; choose {sorted(VIT_BACKBONES)}")
+  if vit is not None and bench not in ("office31", "office_home"):
+    raise ValueError(f"a foundation backbone needs office31 or office_home, got {bench!r}")
   if bench not in REFERENCE:
     raise ValueError(f"unknown benchmark {bench!r}; choose {sorted(REFERENCE)}")
   c = default_config()
@@ -397,12 +453,16 @@ def get_config(arg="office31:A-W:dann"):
     c.train.num_steps = 10000
     c.train.eval_every = 1000
     c.train.checkpoint_every = 1000
+  if vit is not None:
+    c.model.backbone, c.model.pretrained = VIT_BACKBONES[vit]
+    c.data.batch_size = VIT_BATCH_SIZE
   if method == "adda":  # stage 2 starts from the stage-1 (source_only) run of the pair
-    _ADDA.adda_stage2(c, f"runs/{bench}_{pair}_source_only")
+    suffix = f"_{vit}" if vit else ""
+    _ADDA.adda_stage2(c, f"runs/{bench}_{pair}_source_only{suffix}")
   return c
 
 
-SOURCES = {"paper": REFERENCE, "tllib": TLLIB_REFERENCE}
+SOURCES = {"paper": REFERENCE, "tllib": TLLIB_REFERENCE, "tllib_vit": TLLIB_VIT_REFERENCE}
 
 
 def reference(bench: str, method: str, source: str = "paper") -> dict:
@@ -411,8 +471,9 @@ def reference(bench: str, method: str, source: str = "paper") -> dict:
   Args:
     bench: benchmark name, e.g. ``"office31"``.
     method: dtl_jax method name, e.g. ``"dann"``.
-    source: ``"paper"`` (:data:`REFERENCE`, the original papers) or ``"tllib"``
-      (:data:`TLLIB_REFERENCE`, TLlib's own benchmark).
+    source: ``"paper"`` (:data:`REFERENCE`, the original papers), ``"tllib"``
+      (:data:`TLLIB_REFERENCE`, TLlib's own benchmark, ResNet-50) or ``"tllib_vit"``
+      (:data:`TLLIB_VIT_REFERENCE`, TLlib's ViT-B/16 runs).
 
   Returns:
     ``{task: acc, ..., "avg": acc}`` (as published), or ``{}`` when not published.

@@ -158,8 +158,8 @@ def test_determinism(name):
 
 
 def test_errors():
-  with pytest.raises(ValueError, match=r"unknown domain name 'mnist_m'.*digits_m.*moons"):
-    load_domain("mnist_m")
+  with pytest.raises(ValueError, match=r"unknown domain name 'svhn_m'.*digits_m.*moons"):
+    load_domain("svhn_m")
   with pytest.raises(ValueError, match=r"does not accept option\(s\) \['angle'\]"):
     load_domain("digits", angle=3)
   with pytest.raises(ValueError, match="channels must be None, 1 or 3"):

@@ -273,3 +273,65 @@ def test_tllib_reference_is_consistent_with_configs_and_methods(capsys):
   )
   assert rows[("office31", "cdan")][3] == "-" and rows[("office31", "cdan_e")][4] == "-"
   assert rows[("svhn_mnist", "cdan")][4] == "S-M 93.8"
+
+
+@pytest.mark.parametrize(
+  "backbone,case,method,size",
+  [
+    ("vit_b16", "vit", "dan", 32),
+    ("dinov2_b14", "dinov2", "cdan", 24),  # another size: interpolated position embeddings
+    ("clip_b16", "clip", "mdd", 32),
+    ("dinov2_b14", "dinov2", "mcc", 32),
+    ("vit_b16", "vit", "dann", 32),
+  ],
+)
+def test_published_vit_configs_run_on_mock_data(tmp_path, backbone, case, method, size):
+  """The Office configs with a foundation backbone: TLlib's ViT protocol (batch 24, the
+  ResNet-50 optimizer and augmentation), the architecture and weights from a
+  ``transformers`` checkpoint folder (a tiny random-weight model saved here, no hub), and
+  the method trained through fit on streamed mock folders, moving the converted
+  checkpoint's weights."""
+  from tests.models import vit_testing
+
+  c = load_config(f"{CONFIGS / 'published.py'}:office31:A-W:{method}:{backbone}")
+  family, default_weights = _published_cfg_module().VIT_BACKBONES[backbone]
+  assert (c.model.backbone, c.model.pretrained) == (family, default_weights)
+  assert c.data.batch_size == 24 and c.data.augment == "tllib_imagenet"
+  assert c.optim.multipliers.backbone == 0.1 and c.model.bottleneck_dim == 256
+  torch_model, _ = vit_testing.make_model(case, seed=5)
+  folder = tmp_path / "weights"
+  torch_model.save_pretrained(folder)
+  amazon = _write_folder(tmp_path / "office31" / "amazon" / "images", size=40)
+  webcam = _write_folder(tmp_path / "office31" / "webcam" / "images", size=36, seed=2)
+  apply_overrides(
+    c,
+    [
+      f"model.pretrained={folder}",
+      "model.bottleneck_dim=8",
+      f"data.source=folder:{amazon}",
+      f"data.target=folder:{webcam}",
+      f"data.image_size={size}",
+      "data.batch_size=4",
+      "data.source_val_fraction=0.25",
+      "train.num_steps=1",
+      "train.eval_every=1",
+      "train.checkpoint_every=1",
+      "train.progress=false",
+    ],
+  )
+  if method in ("dann", "cdan"):
+    c.method_kwargs.hidden = (8,)
+  model = models.build(c.model, num_classes=3)
+  assert model.backbone.hidden_size == vit_testing.HIDDEN  # from the folder's config.json
+  result = fit(c, tmp_path / "run")
+  assert result["steps"] == 1 and 0.0 <= result["last"]["target_acc"] <= 1.0
+  start = models.load_hf_vision(folder, model.backbone)["params"]
+  moved = [
+    not np.array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(
+      jax.tree.leaves(start),
+      jax.tree.leaves(result["state"].params["model"]["backbone"]),
+      strict=True,
+    )
+  ]
+  assert any(moved)  # fine-tuned (backbone lr x 0.1), from the converted checkpoint

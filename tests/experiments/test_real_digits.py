@@ -33,6 +33,9 @@ TINY = [
     "experiments/configs/dann_mnist_m.py:dann",
     "experiments/configs/dann_mnist_m.py:source_only:40",
     "experiments/configs/tllib_digits.py:uci_digits:mnist:cdan",
+    # target-output regularizers, trainable as methods (issue 18, item 5)
+    "experiments/configs/tllib_digits.py:uci_digits:mnist:mcc",
+    "experiments/configs/tllib_digits.py:mnist:uci_digits:entropy_min",
   ],
 )
 def test_protocol_configs_train_from_the_cli(capsys, tmp_path, spec):
@@ -48,7 +51,15 @@ def test_protocol_configs_train_from_the_cli(capsys, tmp_path, spec):
     steps = int(spec.split(":")[2]) if spec.count(":") == 2 else 600
     # lr (1 + 10 p)^-0.75: the schedule is relative to the protocol's run length.
     assert saved["optim"]["lr_gamma"] == pytest.approx(10.0 / steps)
-  else:
+  elif spec.endswith(("mcc", "entropy_min")):
+    # the regularizer methods log their target term ("transfer"): entropy of 10-class
+    # predictions lies in [0, log 10], MCC's confusion in [0, 1)
+    logged = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
+    transfer = [r["transfer"] for r in logged if "transfer" in r]
+    assert transfer and all(0.0 <= t <= np.log(10) + 1e-6 for t in transfer), transfer
+  if spec.endswith("entropy_min"):
+    assert saved["data"]["source"] == "mnist" and saved["method"] == "entropy_min"
+  elif "tllib_digits" in spec:
     assert saved["data"]["source"] == "uci_digits" and saved["optim"]["learning_rate"] == 0.1
 
 

@@ -91,6 +91,8 @@ SIMPLE = {
   "mdd": {},
   "domain_confusion": {},
   "finetune": {},
+  "mcc": {},
+  "entropy_min": {},
 }
 
 
@@ -124,12 +126,15 @@ def test_instance_weighted_uses_weights(moons):
   )
   step = jax.jit(train.make_train_step(model, method, tx))
   _, m = step(state, batches[0])
-  # reference: cross-entropy of the class-0 examples only (float64 NumPy)
+  # reference: cross-entropy of the class-0 examples only (float64 NumPy); the base
+  # method never looks at the target, so the step runs the model (and its BatchNorm
+  # statistics) on the source batch alone
   b = batches[0]
+  assert not method.uses_target
   out, _ = train.apply_model(
     model,
     {"params": state.params["model"], "batch_stats": state.batch_stats["model"]},
-    jnp.concatenate([b["x_s"], b["x_t"]]),
+    b["x_s"],
     train=True,
   )
   z = np.asarray(out["logits"][: len(b["y_s"])], np.float64)
@@ -274,3 +279,32 @@ def test_grl_methods_default_to_tllibs_warm_start(moons, name):
   _, hist = _train(method, _batches(src, tgt, 4))
   want = 2.0 / (1.0 + np.exp(-np.arange(4) / 1000.0)) - 1.0
   np.testing.assert_allclose([h["grl_coeff"] for h in hist], want, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("name,trade_off", [("mcc", 0.7), ("entropy_min", 0.3)])
+def test_target_regularizer_methods_match_numpy(name, trade_off):
+  """MCC / entropy minimization as methods: CE_s + trade_off * R(target logits), with R
+  from the float64 NumPy references of the loss tests."""
+  from tests.losses.test_entropy import np_entropy_exact, np_mcc, np_softmax
+
+  rng = np.random.default_rng(3)
+  z_s, z_t = rng.normal(size=(6, 4)) * 2, rng.normal(size=(8, 4)) * 2
+  y = rng.integers(0, 4, 6)
+  inputs = methods.MethodInputs(
+    source={"logits": jnp.asarray(z_s)},
+    target={"logits": jnp.asarray(z_t)},
+    labels=jnp.asarray(y),
+    step=jnp.asarray(0),
+    rng=jax.random.key(0),
+    source_weights=None,
+    total_steps=10,
+  )
+  loss, metrics = methods.build(name, trade_off=trade_off).loss(inputs)
+  p_s = np_softmax(z_s)
+  ce = -np.mean(np.log(p_s[np.arange(6), y]))
+  r = np_mcc(z_t, 2.5) if name == "mcc" else np_entropy_exact(np_softmax(z_t)).mean()
+  np.testing.assert_allclose(float(metrics["ce"]), ce, rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["transfer"]), r, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), ce + trade_off * r, rtol=1e-5)
+  with pytest.raises(ValueError, match="trade_off"):
+    methods.build(name, trade_off=-1.0)

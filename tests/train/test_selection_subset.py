@@ -68,7 +68,14 @@ def test_evaluator_skips_the_target_train_pass(monkeypatch):
 
   monkeypatch.setattr(evaluation, "predict", spy)
   val = (source.x_test[:20], source.y_test[:20])
-  common = dict(source=source, target=target, source_val=val, batch_size=64, seed=0)
+  common = dict(
+    source_val=val,
+    source_test=(source.x_test, source.y_test),
+    target_train=target.x_train,
+    target_test=(target.x_test, target.y_test),
+    batch_size=64,
+    seed=0,
+  )
   rec = evaluation.Evaluator(model, criteria=("source_val_acc",), **common)(state, 1)
   assert set(rec["scores"]) == {"source_val_acc"}
   assert seen == [20, len(source.x_test), len(target.x_test)]

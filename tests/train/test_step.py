@@ -1,4 +1,5 @@
-"""One step body, three drivers: pmap and shard_map on 8 devices == jit on one.
+"""One step body, four drivers: pmap, shard_map and sharded (jit over a mesh) on 8
+devices == jit on one.
 
 The model has BatchNorm (synchronized over the device axis) and no dropout; the
 methods build their losses on the all-gathered global batch.
@@ -61,12 +62,13 @@ METHOD_FACTORIES = {
   "dan": lambda: methods.DAN(),
   "jan": lambda: methods.JAN(),
   "dann": lambda: methods.DANN(hidden=(16, 16), schedule="constant"),
+  "cdan": lambda: methods.CDAN(hidden=(16, 16), schedule="constant", entropy_conditioning=True),
   "source_only": lambda: methods.SourceOnly(),  # uses_target = False: source batch only
 }
 
 
 @pytest.mark.parametrize("name", sorted(METHOD_FACTORIES))
-def test_pmap_and_shard_map_equal_jit_on_global_batch(name):
+def test_pmap_shard_map_and_sharded_equal_jit_on_global_batch(name):
   assert jax.device_count() >= N_DEV
   method = METHOD_FACTORIES[name]()
   model, state, tx = _setup(method)
@@ -92,7 +94,17 @@ def test_pmap_and_shard_map_equal_jit_on_global_batch(name):
   sm = train.shard_map_step(body, mesh, axis_name=AXIS, donate=False)
   s_state, s_metrics = sm(state, train.place_batch(batch, mesh, AXIS))
 
-  for got_state, got_metrics in ((p_state, p_metrics), (s_state, s_metrics)):
+  # sharded: jax.jit over a mesh, batch split on the data axis, the jit body (no axis
+  # name, BatchNorm without axis): XLA places the collectives.
+  assert train.driver_axis_name("sharded") is None
+  driver = train.make_driver("sharded", train.make_train_step(model, method, tx))
+  assert len(driver.put_batch(batch)["x_s"].sharding.device_set) == jax.device_count()
+  host_copy = jax.tree.map(lambda a: a.copy(), state)  # the driver donates its argument
+  j_state, j_metrics = driver.step(driver.put_state(host_copy), driver.put_batch(batch))
+  j_state = driver.to_host(j_state)
+
+  runs = ((p_state, p_metrics), (s_state, s_metrics), (j_state, j_metrics))
+  for got_state, got_metrics in runs:
     np.testing.assert_allclose(
       np.asarray(got_metrics["loss"]).reshape(-1)[0], float(ref_metrics["loss"]), rtol=1e-5
     )
