@@ -102,6 +102,7 @@ def _growth(tmp_path, n):
       _folder(tmp_path / f"t{n}", n),
       str(tmp_path / f"r{n}"),
     ],
+    env={**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"},  # compile time dominates
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
     text=True,
