@@ -148,30 +148,8 @@ def fit(
   driver = drivers.make_driver(
     tc.driver, make_train_step(model, method, tx, axis_name=axis, total_steps=tc.num_steps)
   )
-  batches = pipeline.TrainBatches(
-    source_train.x_train,
-    source_train.y_train,
-    target.x_train,
-    batch_size=config.data.batch_size,
-    target_batch_size=config.data.target_batch_size or config.data.batch_size,
-    seed=config.seed,
-    transform=train_transform,
-    source_weights=setup.source_weights,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  )
-  evaluator = Evaluator(
-    eval_model,
-    source_val=source_val,
-    source_test=(source.x_test, source.y_test),
-    target_train=target.x_train,
-    target_test=(target.x_test, target.y_test),
-    batch_size=config.data.eval_batch_size,
-    seed=config.seed,
-    criteria=tuple(tc.selection),
-    threads=config.data.threads,
-    prefetch=config.data.prefetch,
-  )
+  batches = _train_batches(config, source_train, target, train_transform, setup.source_weights)
+  evaluator = _evaluator(config, eval_model, source, source_val, target)
 
   # The run directory: config.json (the one writer), then resume from a checkpoint.
   if is_main:
@@ -290,6 +268,47 @@ def fit(
   writer.close()
   result["state"] = driver.to_host(dev_state)
   return result
+
+
+def _train_batches(
+  config: ml_collections.ConfigDict,
+  source_train: Any,
+  target: Any,
+  transform: Any,
+  source_weights: np.ndarray | None,
+) -> pipeline.TrainBatches:
+  """The run's training batches: this process's rows of step ``k``, a pure function of
+  ``(config.seed, k)`` (:class:`dtl_jax.data.pipeline.TrainBatches`)."""
+  return pipeline.TrainBatches(
+    source_train.x_train,
+    source_train.y_train,
+    target.x_train,
+    batch_size=config.data.batch_size,
+    target_batch_size=config.data.target_batch_size or config.data.batch_size,
+    seed=config.seed,
+    transform=transform,
+    source_weights=source_weights,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+
+
+def _evaluator(
+  config: ml_collections.ConfigDict, eval_model: Any, source: Any, source_val: Any, target: Any
+) -> Evaluator:
+  """The run's evaluation: accuracies and the ``train.selection`` criteria."""
+  return Evaluator(
+    eval_model,
+    source_val=source_val,
+    source_test=(source.x_test, source.y_test),
+    target_train=target.x_train,
+    target_test=(target.x_test, target.y_test),
+    batch_size=config.data.eval_batch_size,
+    seed=config.seed,
+    criteria=tuple(config.train.selection),
+    threads=config.data.threads,
+    prefetch=config.data.prefetch,
+  )
 
 
 # ------------------------------------------------------------------- building blocks
