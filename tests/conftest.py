@@ -3,12 +3,30 @@
 * 8 fake CPU devices for the multi-device tests (must happen before any JAX work).
 * float64 enabled so that float64 NumPy references can be matched at 1e-10; tests that
   check float32 behaviour pass float32 arrays explicitly.
+* One persistent XLA compilation cache per test session, shared by the xdist workers
+  and the child processes tests start (``JAX_COMPILATION_CACHE_DIR``): many tests
+  compile the same small training steps, and compile time dominates them. A cached
+  executable is the one XLA would compile again (same HLO, options and flags).
 """
+
+import os
+import tempfile
 
 import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_enable_x64", True)
+
+_SESSION = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"dtl_jax_tests_{_SESSION}")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+  "jax_persistent_cache_min_compile_time_secs",
+  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

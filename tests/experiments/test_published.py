@@ -282,8 +282,7 @@ def test_tllib_reference_is_consistent_with_configs_and_methods(capsys):
     ("dinov2_b14", "dinov2", "cdan", 24),  # another size: interpolated position embeddings
     ("clip_b16", "clip", "mdd", 32),
     ("dinov2_b14", "dinov2", "mcc", 32),
-    ("vit_b16", "vit", "dann", 32),
-  ],
+  ],  # DANN on a ViT from a checkpoint folder: tests/train/test_vit_fit.py
 )
 def test_published_vit_configs_run_on_mock_data(tmp_path, backbone, case, method, size):
   """The Office configs with a foundation backbone: TLlib's ViT protocol (batch 24, the
@@ -319,7 +318,7 @@ def test_published_vit_configs_run_on_mock_data(tmp_path, backbone, case, method
       "train.progress=false",
     ],
   )
-  if method in ("dann", "cdan"):
+  if method == "cdan":
     c.method_kwargs.hidden = (8,)
   model = models.build(c.model, num_classes=3)
   assert model.backbone.hidden_size == vit_testing.HIDDEN  # from the folder's config.json
