@@ -268,6 +268,14 @@ SCHEMA: tuple[Key, ...] = (
   Key("optim.b2", 0.999, "Adam's second-moment decay", _fraction),
   Key("optim.grad_clip", 0.0, "global-norm gradient clipping; 0 = off", _non_negative),
   Key(
+    "optim.l2_sp",
+    0.0,
+    "L2-SP (Li et al. 2018): alpha of alpha/2 ||w - w0||^2 on the backbone, w0 = its "
+    "weights at the start (model.pretrained / init_from); 0 = off; weight_decay stays "
+    "the other groups' plain L2 (the paper's beta)",
+    _non_negative,
+  ),
+  Key(
     "optim.multipliers",
     {"backbone": 1.0},
     "learning-rate multiplier per "

@@ -8,7 +8,10 @@ with an optional learning-rate multiplier and weight decay. Recipes cover the us
 experiments: freezing the first k stages (Yosinski et al., "How transferable are
 features in deep neural networks?", NeurIPS 2014), linear probing, and full
 fine-tuning with a 0.1 backbone multiplier (TLlib). :func:`l2_sp` is the L2-SP
-regularizer of Li, Grandvalet & Davoine (ICML 2018).
+regularizer of Li, Grandvalet & Davoine (ICML 2018) as a loss term;
+:func:`add_start_point_decay` (``make_optimizer(..., l2_sp=alpha)``, config
+``optim.l2_sp``) is its gradient inside the optimizer, with the start point kept in the
+optimizer state.
 
 Frozen BatchNorm statistics are the model's job: pass
 ``frozen_bn=frozen_bn_from_labels(labels)`` (or a recipe's ``frozen_bn``) to
@@ -32,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -181,6 +184,7 @@ def make_optimizer(
   multipliers: Mapping[str, float] | None = None,
   frozen: Sequence[str] = (FROZEN,),
   base_tx: optax.GradientTransformation | None = None,
+  l2_sp: float = 0.0,
 ) -> optax.GradientTransformation:
   """The optimizer of a labelled parameter tree: frozen groups, lr multipliers, decay.
 
@@ -214,6 +218,11 @@ def make_optimizer(
     frozen: labels that receive no update.
     base_tx: a ready transformation instead of ``kind`` / ``learning_rate`` / ...
       (weight decay and multipliers still apply).
+    l2_sp: L2-SP's ``alpha`` (Li et al., ICML 2018) on the ``"backbone"`` labels (and
+      ``"backbone/..."``, the per-layer labels of layer-wise decay): their gradient gets
+      ``alpha (w - w0)``, ``w0`` = their values at ``init`` (the pretrained weights),
+      before the optimizer (:func:`add_start_point_decay`); 0 = off. Plain
+      ``weight_decay`` still applies to the other groups (the paper's ``beta``).
 
   Returns:
     An ``optax.GradientTransformation`` (an ``optax.partition``).
@@ -247,6 +256,8 @@ def make_optimizer(
         raise ValueError(f"{name}: label {label!r} is frozen, it gets no update")
       if value < 0:
         raise ValueError(f"{name}[{label!r}] must be >= 0, got {value}")
+  if l2_sp < 0:
+    raise ValueError(f"l2_sp must be >= 0, got {l2_sp}")
   schedule = learning_rate
   if isinstance(learning_rate, (int, float)):
     schedule = tllib_schedule(float(learning_rate), gamma=lr_gamma, decay=lr_decay)
@@ -265,6 +276,8 @@ def make_optimizer(
       transforms[label] = optax.set_to_zero()
       continue
     parts = base(decay.get(label, 0.0))
+    if l2_sp and (label == "backbone" or label.startswith("backbone/")):
+      parts.insert(0, add_start_point_decay(l2_sp))
     if multipliers.get(label, 1.0) != 1.0:
       parts.append(optax.scale(multipliers[label]))
     transforms[label] = parts[0] if len(parts) == 1 else optax.chain(*parts)
@@ -272,6 +285,41 @@ def make_optimizer(
   if grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip), tx)
   return tx
+
+
+class StartPointState(NamedTuple):
+  """State of :func:`add_start_point_decay`: the parameters at ``init``."""
+
+  start: Any
+
+
+def add_start_point_decay(alpha: float) -> optax.GradientTransformation:
+  r"""Adds the gradient of L2-SP's start-point term, ``alpha (w - w0)``, to the updates.
+
+  ``w0`` is a copy of the parameters given to ``init`` (pretrained or restored weights),
+  kept in the optimizer state, so it is checkpointed with the run and a resumed run
+  keeps its anchor. With plain SGD this is exactly training on
+  ``loss + alpha / 2 * ||w - w0||^2`` (:func:`l2_sp`); before Adam it is the coupled
+  (L2, not decoupled) form, as the regularizer is a loss term.
+
+  Args:
+    alpha: ``>= 0``.
+  """
+  if alpha < 0:
+    raise ValueError(f"alpha must be >= 0, got {alpha}")
+
+  def init_fn(params):
+    return StartPointState(start=jax.tree.map(jnp.copy, params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("add_start_point_decay needs the params: tx.update(grads, state, params)")
+    new = jax.tree.map(
+      lambda g, p, w0: g + (alpha * (p - w0)).astype(g.dtype), updates, params, state.start
+    )
+    return new, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def train_rules(

@@ -315,3 +315,39 @@ def test_documented_examples_use_real_keys_and_outputs_are_ignored():
   ignored = (ROOT / ".gitignore").read_text().split()
   for folder in ("/dtl_jax_demo/", "/runs/"):
     assert folder in ignored
+
+
+def test_l2_sp_fine_tuning_trains_from_the_cli(capsys, tmp_path):
+  """`finetune` with optim.l2_sp (L2-SP's alpha) from a bundled config: the backbone stays
+  closer to its starting weights than without the anchor, and still moves."""
+  import jax
+  import numpy as np
+
+  from dtl_jax import models
+  from dtl_jax.runs import run_domain
+  from dtl_jax.train.loop import initial_variables
+  from dtl_jax.train.workdir import read_config, restore_model
+
+  def train(name, alpha):
+    w = tmp_path / name
+    argv = ["train", "--config", f"{ROOT / DIGITS}:finetune", *TINY]
+    argv += ["--config.train.num_steps=6", "--config.optim.momentum=0.0"]
+    argv += [f"--config.optim.l2_sp={alpha}", "--workdir", str(w), "--no-progress"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    return w
+
+  plain, anchored = train("plain", 0.0), train("l2sp", 50.0)  # lr 0.01: lr * alpha = 0.5
+  c = read_config(anchored)
+  assert c.optim.l2_sp == 50.0 and c.method == "finetune"
+  model = models.build(c.model, num_classes=10)
+  x = np.asarray(run_domain(c, c.data.source).x_train[:1])  # the run's input shape
+  start = initial_variables(c, model, jax.random.key(c.seed), x)["params"]["backbone"]
+
+  def distance(w):
+    bb = restore_model(w)[2]["params"]["backbone"]
+    pairs = list(zip(jax.tree.leaves(bb), jax.tree.leaves(start), strict=True))
+    assert all(np.shape(a) == np.shape(b) for a, b in pairs)
+    return float(np.sqrt(sum(np.sum((np.asarray(a) - np.asarray(b)) ** 2) for a, b in pairs)))
+
+  d_plain, d_anchored = distance(plain), distance(anchored)
+  assert 0.0 < d_anchored < 0.9 * d_plain, (d_anchored, d_plain)

@@ -234,6 +234,45 @@ def test_l2_sp_matches_numpy_and_grad():
     P.l2_sp(params_j, start, labels=labels, alpha=1.0, groups=("backbon",))
 
 
+def test_l2_sp_in_the_optimizer_is_sgd_on_the_regularized_loss():
+  """make_optimizer(l2_sp=alpha): SGD steps equal a float64 NumPy loop on
+  loss + alpha/2 ||w_backbone - w0||^2 + beta/2 ||w_head||^2 (beta = weight_decay on
+  the head), with w0 the values at init, for every backbone label (layer-wise ones too)."""
+  rng = np.random.default_rng(1)
+  w0 = {
+    "backbone": {"a": rng.standard_normal((3, 4)), "b": rng.standard_normal((4,))},
+    "head": {"w": rng.standard_normal((4, 2))},
+  }
+  labels = {"backbone": {"a": "backbone", "b": "backbone/block_0"}, "head": {"w": "head"}}
+  targets = jax.tree.map(lambda w: rng.standard_normal(w.shape), w0)
+  alpha, beta, lr = 0.3, 0.05, 0.1
+
+  def loss(p):  # a quadratic whose gradient pulls every leaf towards its target
+    pairs = zip(jax.tree.leaves(p), jax.tree.leaves(targets), strict=True)
+    return sum(jnp.sum((x - t) ** 2) for x, t in pairs)
+
+  tx = P.make_optimizer(
+    labels, learning_rate=lr, momentum=0.0, weight_decay={"head": beta}, l2_sp=alpha
+  )
+  params = jax.tree.map(jnp.asarray, w0)
+  state = tx.init(params)
+  ref = jax.tree.map(np.array, w0)
+  for _ in range(4):
+    u, state = tx.update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, u)
+    for group, names in (("backbone", ("a", "b")), ("head", ("w",))):
+      for n in names:
+        w, t, s0 = ref[group][n], targets[group][n], w0[group][n]
+        g = 2 * (w - t) + (alpha * (w - s0) if group == "backbone" else beta * w)
+        ref[group][n] = w - lr * g
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(ref), strict=True):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10)
+  with pytest.raises(ValueError, match="l2_sp must be >= 0"):
+    P.make_optimizer(labels, learning_rate=0.1, l2_sp=-1.0)
+  with pytest.raises(ValueError, match="needs the params"):
+    P.add_start_point_decay(0.1).update(params, P.add_start_point_decay(0.1).init(params))
+
+
 # ------------------------------------- the engine's optimizer (make_optimizer + train_rules)
 
 
