@@ -292,10 +292,11 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
   )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+def study_parser(description: str, default_out: str, *, pairs: bool = False):
+  """The command line shared by the studies: size, output, resume and subsets."""
+  p = argparse.ArgumentParser(description=description)
   p.add_argument("--quick", action="store_true", help="tiny CI smoke size")
-  p.add_argument("--out", default=str(DEFAULT_OUT))
+  p.add_argument("--out", default=default_out)
   p.add_argument("--overwrite", action="store_true", help="replace existing results")
   p.add_argument(
     "--continue",
@@ -304,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     help="continue an interrupted study in --out (skips finished runs)",
   )
   p.add_argument("--methods", default=None, help="comma-separated subset")
+  if pairs:
+    p.add_argument("--pairs", default=None, help="comma-separated subset, e.g. mnist->mnist_m")
   p.add_argument("--seeds", default=None, help="comma-separated seeds")
   p.add_argument(
     "--report-only",
@@ -313,6 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   p.add_argument("--no-cache", action="store_true", help="no persistent XLA cache")
   p.add_argument("--no-progress", action="store_true")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = study_parser(__doc__.split("\n")[1], str(DEFAULT_OUT))
   args, rest = p.parse_known_args(argv)
   overrides = [a for a in rest if a.startswith("--config.")]
   unknown = [a for a in rest if not a.startswith("--config.")]

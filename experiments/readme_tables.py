@@ -260,7 +260,72 @@ def source_free(root: Path = RESULTS) -> str:
   return "\n".join(lines)
 
 
+def real_digits(root: Path = RESULTS) -> str:
+  """Real digit shifts: dtl_jax (selected, last, Δ with its CI) beside the same runs in
+  PyTorch with TLlib's modules (``experiments/torch_digits.py``), and the published
+  number."""
+  d = _load(root / "real_digits" / "real_digits.json")
+  torch_path = root / "torch_digits" / "torch_digits.json"
+  torch_rows = {}
+  if torch_path.exists():
+    torch_rows = {(r["pair"], r["method"]): r for r in _load(torch_path)["rows"]}
+  lines = [
+    "| shift | method | dtl_jax selected (dev) | dtl_jax last | Δ selected vs source_only "
+    "[95% CI] | PyTorch + TLlib last (same seeds) | published | seeds |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ]
+  for r in d["rows"]:
+    t = torch_rows.get((r["pair"], r["method"]))
+    flag = {"helps": " ↑", "NEGATIVE TRANSFER": " ↓"}.get(r.get("flag", ""), "")
+    lines.append(
+      f"| {r['pair']} | {r['method']} | {_pm(r['selected'])} | {_pm(r['last'])} | "
+      f"{r.get('delta') or '–'}{flag} | {_pm(t['torch_last']) if t else '–'} | "
+      f"{r.get('published') if r.get('published') is not None else '–'} | {r['n_seeds']} |"
+    )
+  meta = d["metadata"]
+  lines += [
+    "",
+    "Target test accuracy (%), mean ± std over seeds; ↑ / ↓ = the 95% bootstrap CI of Δ "
+    "is above / below 0; `published` = the DANN paper (60,000 MNIST images) or TLlib's "
+    f"benchmark (full MNIST / USPS), a different scale, for orientation; {_provenance(meta)}.",
+  ]
+  return "\n".join(lines)
+
+
+def input_pipeline(root: Path = BENCH_RESULTS) -> str:
+  """The input-pipeline benchmark's tables (``benchmarks/input_pipeline.py``), per machine."""
+  from benchmarks.input_pipeline import markdown
+
+  paths = sorted(root.glob("*/input_pipeline.json"))
+  if not paths:
+    raise FileNotFoundError(
+      f"no input_pipeline.json under {root}: run python -m benchmarks.input_pipeline first"
+    )
+  parts = []
+  for path in paths:
+    body = markdown(_load(path)).split("\n", 2)[2].strip()  # without its title
+    parts.append(f"`{path.relative_to(ROOT)}`: {body}")
+  return "\n\n".join(parts)
+
+
+def e2e(root: Path = BENCH_RESULTS) -> str:
+  """The end-to-end benchmark's tables (``benchmarks/e2e.py``), per machine and threads."""
+  from benchmarks.e2e import to_markdown
+
+  paths = sorted(root.glob("*/e2e.json"))
+  if not paths:
+    raise FileNotFoundError(f"no e2e.json under {root}: run python -m benchmarks.e2e first")
+  parts = []
+  for path in paths:
+    body = to_markdown(_load(path)).replace("\n## ", "\n#### ").split("\n", 2)[2].strip()
+    parts.append(f"`{path.relative_to(ROOT)}`:\n\n{body}")
+  return "\n\n".join(parts)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
+  "e2e": e2e,
+  "input_pipeline": input_pipeline,
+  "real_digits": real_digits,
   "demo": demo,
   "source_free": source_free,
   "two_moons": two_moons,

@@ -21,7 +21,6 @@ MNIST -> MNIST-M, TLlib's digits protocol for the UCI pairs). Writes to ``--out`
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -33,7 +32,7 @@ from dtl_jax import config as config_lib
 from dtl_jax import provenance, report
 from dtl_jax import runs as runs_lib
 from dtl_jax.train import fit, load_domains
-from experiments.digits_benchmark import commit_note, enable_compilation_cache
+from experiments.digits_benchmark import commit_note, enable_compilation_cache, study_parser
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
@@ -299,22 +298,7 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--quick", action="store_true", help="tiny CI smoke size")
-  p.add_argument("--out", default=str(DEFAULT_OUT))
-  p.add_argument("--overwrite", action="store_true", help="replace existing results")
-  p.add_argument(
-    "--continue",
-    dest="cont",
-    action="store_true",
-    help="continue an interrupted study in --out (skips finished runs)",
-  )
-  p.add_argument("--methods", default=None, help="comma-separated subset")
-  p.add_argument("--pairs", default=None, help="comma-separated subset, e.g. mnist->mnist_m")
-  p.add_argument("--seeds", default=None, help="comma-separated seeds")
-  p.add_argument("--report-only", action="store_true", help="tables from runs.jsonl only")
-  p.add_argument("--no-cache", action="store_true", help="no persistent XLA cache")
-  p.add_argument("--no-progress", action="store_true")
+  p = study_parser(__doc__.split("\n")[0], str(DEFAULT_OUT), pairs=True)
   args, rest = p.parse_known_args(argv)
   overrides = [a for a in rest if a.startswith("--config.")]
   unknown = [a for a in rest if not a.startswith("--config.")]

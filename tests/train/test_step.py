@@ -29,12 +29,12 @@ def _model(axis_name=None):
   )
 
 
-def _batch(seed=0, n=16):
+def _batch(seed=0, n=16, n_t=None):
   rng = np.random.default_rng(seed)
   return {
     "x_s": rng.normal(size=(n, 5)).astype(np.float32),
     "y_s": rng.integers(0, 3, n).astype(np.int32),
-    "x_t": (rng.normal(size=(n, 5)) + 0.7).astype(np.float32),
+    "x_t": (rng.normal(size=(n if n_t is None else n_t, 5)) + 0.7).astype(np.float32),
   }
 
 

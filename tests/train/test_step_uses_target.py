@@ -12,40 +12,18 @@ import numpy as np
 import optax
 import pytest
 
-from dtl_jax import methods, models, train
+from dtl_jax import methods, train
 from dtl_jax.methods import LossMethod
+from tests.train import test_step
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
-def _model():
-  return models.TransferModel(
-    models.MLP(hidden=(16,), batch_norm=True),
-    models.Bottleneck(features=8, dropout=0.0),
-    models.Classifier(3),
-  )
+def _batch(seed=0, n=12, n_t=10):  # source and target batches of different sizes
+  return test_step._batch(seed, n=n, n_t=n_t)
 
 
-def _batch(seed=0, n=12, n_t=10):
-  rng = np.random.default_rng(seed)
-  return {
-    "x_s": rng.normal(size=(n, 5)).astype(np.float32),
-    "y_s": rng.integers(0, 3, n).astype(np.int32),
-    "x_t": (rng.normal(size=(n_t, 5)) + 0.7).astype(np.float32),
-  }
-
-
-def _setup(method):
-  model = _model()
-  state, tx = train.create_train_state(
-    model,
-    method,
-    key=jax.random.key(0),
-    example_x=np.zeros((2, 5), np.float32),
-    learning_rate=0.1,
-    weight_decay=1e-3,
-  )
-  return model, state, tx
+_model, _setup = test_step._model, test_step._setup
 
 
 def test_source_only_step_equals_a_step_on_the_source_batch_alone():
