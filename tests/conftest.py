@@ -17,6 +17,14 @@ import jax
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_enable_x64", True)
 
+# Compile time, not run time, dominates the small arrays of almost every test: XLA's
+# backend optimizations are off for the whole session (and the processes tests start),
+# except in the modules that request ``xla_optimizations`` (flop counts, fusion checks).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+jax.config.update(
+  "jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
+)
+
 _SESSION = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
 os.environ.setdefault(
   "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"dtl_jax_tests_{_SESSION}")
@@ -41,6 +49,15 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def key() -> jax.Array:
   return jax.random.key(0)
+
+
+@pytest.fixture(scope="module")
+def xla_optimizations():
+  """XLA's optimizations on for one module (what they change is what it tests)."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
 
 
 @pytest.fixture(scope="module")

@@ -281,8 +281,7 @@ def test_tllib_reference_is_consistent_with_configs_and_methods(capsys):
     ("vit_b16", "vit", "dan", 32),
     ("dinov2_b14", "dinov2", "cdan", 24),  # another size: interpolated position embeddings
     ("clip_b16", "clip", "mdd", 32),
-    ("dinov2_b14", "dinov2", "mcc", 32),
-  ],  # DANN on a ViT from a checkpoint folder: tests/train/test_vit_fit.py
+  ],  # DANN on a ViT: tests/train/test_vit_fit.py; MCC from the CLI: test_real_digits.py
 )
 def test_published_vit_configs_run_on_mock_data(tmp_path, backbone, case, method, size):
   """The Office configs with a foundation backbone: TLlib's ViT protocol (batch 24, the

@@ -61,7 +61,7 @@ def _allclose(a, b, rtol=1e-5, atol=1e-6):
 METHOD_FACTORIES = {
   "dan": lambda: methods.DAN(),
   "jan": lambda: methods.JAN(),
-  "dann": lambda: methods.DANN(hidden=(16, 16), schedule="constant"),
+  # DANN's path (GRL + discriminator on the gathered batch) is CDAN's with the map off
   "cdan": lambda: methods.CDAN(hidden=(16, 16), schedule="constant", entropy_conditioning=True),
   "source_only": lambda: methods.SourceOnly(),  # uses_target = False: source batch only
 }
