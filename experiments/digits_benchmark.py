@@ -319,6 +319,24 @@ def study_parser(description: str, default_out: str, *, pairs: bool = False):
   return p
 
 
+def study_output_dir(args: argparse.Namespace) -> Path:
+  """``--out`` as the study's flags say: an existing ``runs.jsonl`` to report on
+  (``--report-only``) or to continue (``--continue``), else a fresh output directory
+  (an existing one only with ``--overwrite``)."""
+  out = Path(args.out)
+  if args.report_only:
+    if not (out / "runs.jsonl").exists():
+      raise config_lib.ConfigError(f"{str(out)!r} has no runs.jsonl to report on")
+  elif not (args.cont and (out / "runs.jsonl").exists()):
+    out = report.prepare_output_dir(out, overwrite=args.overwrite, what="study results")
+  return out
+
+
+def read_runs(out: Path) -> list[dict]:
+  """The finished runs of a study, one record per line of ``out/runs.jsonl``."""
+  return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   p = study_parser(__doc__.split("\n")[1], str(DEFAULT_OUT))
   args, rest = p.parse_known_args(argv)
@@ -338,19 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for pr in study.pairs:
       s, _, t = pr.partition("->")
       config_lib.validate(run_config("source_only", s, t, 0, study, overrides))
-    out = Path(args.out)
-    if args.report_only:
-      if not (out / "runs.jsonl").exists():
-        raise config_lib.ConfigError(f"{str(out)!r} has no runs.jsonl to report on")
-    elif not (args.cont and (out / "runs.jsonl").exists()):
-      out = report.prepare_output_dir(out, overwrite=args.overwrite, what="study results")
+    out = study_output_dir(args)
   except ValueError as e:
     print(f"digits_benchmark: error: {e}", file=sys.stderr)
     return 2
   if not args.no_cache:
     enable_compilation_cache()
   if args.report_only:
-    runs = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines()]
+    runs = read_runs(out)
     planned = len(study.seeds) * len(study.pairs) * len(study.methods)
     if len(runs) < planned:
       print(

@@ -295,34 +295,39 @@ def real_digits(root: Path = RESULTS) -> str:
   return "\n".join(lines)
 
 
+def _per_machine(root: Path, filename: str, command: str, body: Callable[[dict], str]) -> str:
+  """Every committed ``<machine>/<filename>`` under ``root``: its path, a colon, then
+  ``body(result)`` (which starts with its own separator)."""
+  paths = sorted(root.glob(f"*/{filename}"))
+  if not paths:
+    raise FileNotFoundError(f"no {filename} under {root}: run {command} first")
+  return "\n\n".join(f"`{path.relative_to(ROOT)}`:{body(_load(path))}" for path in paths)
+
+
 def input_pipeline(root: Path = BENCH_RESULTS) -> str:
   """The input-pipeline benchmark's tables (``benchmarks/input_pipeline.py``), per machine."""
   from benchmarks.input_pipeline import markdown
 
-  paths = sorted(root.glob("*/input_pipeline.json"))
-  if not paths:
-    raise FileNotFoundError(
-      f"no input_pipeline.json under {root}: run python -m benchmarks.input_pipeline first"
-    )
-  parts = []
-  for path in paths:
-    body = markdown(_load(path)).split("\n", 2)[2].strip()  # without its title
-    parts.append(f"`{path.relative_to(ROOT)}`: {body}")
-  return "\n\n".join(parts)
+  return _per_machine(
+    root,
+    "input_pipeline.json",
+    "python -m benchmarks.input_pipeline",
+    lambda result: " " + markdown(result).split("\n", 2)[2].strip(),  # without its title
+  )
 
 
 def e2e(root: Path = BENCH_RESULTS) -> str:
   """The end-to-end benchmark's tables (``benchmarks/e2e.py``), per machine and threads."""
   from benchmarks.e2e import to_markdown
 
-  paths = sorted(root.glob("*/e2e.json"))
-  if not paths:
-    raise FileNotFoundError(f"no e2e.json under {root}: run python -m benchmarks.e2e first")
-  parts = []
-  for path in paths:
-    body = to_markdown(_load(path)).replace("\n## ", "\n#### ").split("\n", 2)[2].strip()
-    parts.append(f"`{path.relative_to(ROOT)}`:\n\n{body}")
-  return "\n\n".join(parts)
+  return _per_machine(
+    root,
+    "e2e.json",
+    "python -m benchmarks.e2e",
+    lambda result: (
+      "\n\n" + to_markdown(result).replace("\n## ", "\n#### ").split("\n", 2)[2].strip()
+    ),
+  )
 
 
 SECTIONS: dict[str, Callable[[], str]] = {

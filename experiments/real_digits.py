@@ -32,7 +32,13 @@ from dtl_jax import config as config_lib
 from dtl_jax import provenance, report
 from dtl_jax import runs as runs_lib
 from dtl_jax.train import fit, load_domains
-from experiments.digits_benchmark import commit_note, enable_compilation_cache, study_parser
+from experiments.digits_benchmark import (
+  commit_note,
+  enable_compilation_cache,
+  read_runs,
+  study_output_dir,
+  study_parser,
+)
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
@@ -320,19 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
       for m in study.methods:
         if m != "adda":  # its stage-1 run does not exist yet
           config_lib.validate(run_config(m, pair, 0, study, overrides))
-    out = Path(args.out)
-    if args.report_only:
-      if not (out / "runs.jsonl").exists():
-        raise config_lib.ConfigError(f"{str(out)!r} has no runs.jsonl to report on")
-    elif not (args.cont and (out / "runs.jsonl").exists()):
-      out = report.prepare_output_dir(out, overwrite=args.overwrite, what="study results")
+    out = study_output_dir(args)
   except ValueError as e:
     print(f"real_digits: error: {e}", file=sys.stderr)
     return 2
   if not args.no_cache:
     enable_compilation_cache()
   if args.report_only:
-    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    runs = read_runs(out)
   else:
     runs = run(study, out=out, overrides=overrides, progress=not args.no_progress)
   paths = write_results(runs, study, out=out)
