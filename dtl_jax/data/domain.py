@@ -24,6 +24,35 @@ from typing import Any
 import numpy as np
 
 
+def check_labels(domain: Any, *, kind: str) -> None:
+  """The checks every domain type runs at construction: each split's rows and labels
+  match, labels are ``[n]`` in ``[0, num_classes)``, one class name per class.
+
+  Raises:
+    ValueError: naming the ``kind`` (``"Domain"``, ``"StreamingDomain"``), the domain and
+      the split.
+  """
+  for split in ("train", "test"):
+    x, y = getattr(domain, f"x_{split}"), getattr(domain, f"y_{split}")
+    if len(x) != y.shape[0]:
+      raise ValueError(
+        f"{kind} {domain.name!r}: x_{split} has {len(x)} rows but y_{split} "
+        f"has {y.shape[0]}; they must match."
+      )
+    if y.ndim != 1:
+      raise ValueError(f"{kind} {domain.name!r}: y_{split} must be [n], got {y.shape}.")
+    if y.size and (y.min() < 0 or y.max() >= domain.num_classes):
+      raise ValueError(
+        f"{kind} {domain.name!r}: y_{split} must lie in [0, {domain.num_classes}), got "
+        f"[{y.min()}, {y.max()}]."
+      )
+  if len(domain.class_names) != domain.num_classes:
+    raise ValueError(
+      f"{kind} {domain.name!r}: class_names has {len(domain.class_names)} entries, "
+      f"expected num_classes={domain.num_classes}."
+    )
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Domain:
   """One domain: fixed train / test splits held in memory.
@@ -56,26 +85,7 @@ class Domain:
   ids_test: np.ndarray | None = None
 
   def __post_init__(self):
-    for split in ("train", "test"):
-      x = getattr(self, f"x_{split}")
-      y = getattr(self, f"y_{split}")
-      if x.shape[0] != y.shape[0]:
-        raise ValueError(
-          f"Domain {self.name!r}: x_{split} has {x.shape[0]} rows but y_{split} "
-          f"has {y.shape[0]}; they must match."
-        )
-      if y.ndim != 1:
-        raise ValueError(f"Domain {self.name!r}: y_{split} must be [n], got {y.shape}.")
-      if y.size and (y.min() < 0 or y.max() >= self.num_classes):
-        raise ValueError(
-          f"Domain {self.name!r}: y_{split} must lie in [0, {self.num_classes}), got "
-          f"[{y.min()}, {y.max()}]."
-        )
-    if len(self.class_names) != self.num_classes:
-      raise ValueError(
-        f"Domain {self.name!r}: class_names has {len(self.class_names)} entries, "
-        f"expected num_classes={self.num_classes}."
-      )
+    check_labels(self, kind="Domain")
     for field in ("x_train", "y_train", "x_test", "y_test", "ids_train", "ids_test"):
       arr = getattr(self, field)
       if arr is not None:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dtl_jax.data.domain import check_labels
 from dtl_jax.data.sources import Transform
 
 
@@ -181,22 +182,9 @@ class StreamingDomain:
   ids_test: np.ndarray | None = None
 
   def __post_init__(self):
-    for split in ("train", "test"):
-      x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-      if len(x) != len(y):
-        raise ValueError(
-          f"StreamingDomain {self.name!r}: x_{split} has {len(x)} rows but y_{split} has {len(y)}."
-        )
-      if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
-        raise ValueError(
-          f"StreamingDomain {self.name!r}: y_{split} must lie in [0, {self.num_classes})."
-        )
+    check_labels(self, kind="StreamingDomain")
+    for y in (self.y_train, self.y_test):
       y.setflags(write=False)
-    if len(self.class_names) != self.num_classes:
-      raise ValueError(
-        f"StreamingDomain {self.name!r}: class_names has {len(self.class_names)} entries, "
-        f"expected num_classes={self.num_classes}."
-      )
 
   @property
   def input_shape(self) -> tuple[int, ...]:
