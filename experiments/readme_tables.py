@@ -122,7 +122,7 @@ def digits_benchmark(root: Path = RESULTS) -> str:
   meta = d["metadata"]
   cfg = meta.get("config", {})  # the per-run engine config
   steps = cfg.get("train", {}).get("num_steps", "?")
-  size = cfg.get("data", {}).get("domain_kwargs", {}).get("size", "?")
+  size = cfg.get("data", {}).get("image_size", "?")
   lines += [
     "",
     f"Target test accuracy (%) at the label-free selected checkpoint (`dev`), "
@@ -295,6 +295,38 @@ def real_digits(root: Path = RESULTS) -> str:
   return "\n".join(lines)
 
 
+def validators(root: Path = RESULTS) -> str:
+  """The validator study: each label-free criterion's shortfall below the oracle over the
+  studies' shifts, its paired gain over the default and the verdict
+  (``experiments/validators.py``)."""
+  d = _load(root / "validators" / "validators.json")
+  meta, notes, d = d["metadata"], d["notes"], d["extra"]
+  paired = d.get("paired_vs_default", {})
+  ranked = {p: r for p, r in d["analysis"].items() if r["n_checkpoints"]}
+  corr = {
+    c: sum(r["criteria"][c]["spearman"] for r in ranked.values()) / len(ranked)
+    for c in d["shortfall"]
+    if ranked and all(c in r["criteria"] for r in ranked.values())
+  }
+  lines = [
+    "| criterion | mean shortfall below the oracle (points) | worst shortfall (shift) | "
+    f"vs the default, per run [95% CI] | Spearman ρ over the checkpoints of "
+    f"{', '.join(ranked) or '–'} |",
+    "|---|---:|---:|---:|---:|",
+  ]
+  for c, g in sorted(d["shortfall"].items(), key=lambda kv: kv[1]["mean"]):
+    v = paired.get(c)
+    vs = f"{v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]" if v else "default"
+    rho = f"{corr[c]:+.2f}" if c in corr else "–"
+    lines.append(
+      f"| {c} | {g['mean']:.2f} | {g['worst']:.2f} ({g['worst_shift']}) | {vs} | {rho} |"
+    )
+  verdict = next((n for n in notes if n.startswith("Verdict")), "")
+  shifts = ", ".join(f"{p} ({r['n_runs']} runs)" for p, r in d["analysis"].items())
+  lines += ["", f"Shifts: {shifts}. {verdict} {_provenance(meta)}."]
+  return "\n".join(lines)
+
+
 def _per_machine(root: Path, filename: str, command: str, body: Callable[[dict], str]) -> str:
   """Every committed ``<machine>/<filename>`` under ``root``: its path, a colon, then
   ``body(result)`` (which starts with its own separator)."""
@@ -334,6 +366,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
   "end_to_end": e2e,
   "input_pipeline": input_pipeline,
   "real_digits": real_digits,
+  "validators": validators,
   "demo": demo,
   "source_free": source_free,
   "two_moons": two_moons,

@@ -20,7 +20,7 @@ Adaptation" (2022):
 Writes ``--out`` (default ``experiments/results/validators``): ``validators.md`` /
 ``.json`` / ``.png``.
 
-  python -m experiments.validators [--runs experiments/results/real_digits/runs.jsonl]
+  python -m experiments.validators [--runs RUNS.jsonl ...]  # default: the committed studies
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ from dtl_jax import runs as runs_lib
 from dtl_jax.train.selection import CRITERIA
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_RUNS = HERE / "results" / "real_digits" / "runs.jsonl"
+DEFAULT_RUNS = (
+  HERE / "results" / "real_digits" / "runs.jsonl",
+  HERE / "results" / "digits_benchmark" / "runs.jsonl",
+)
 DEFAULT_OUT = HERE / "results" / "validators"
 NAME = "validators"
 
@@ -107,12 +110,54 @@ def _pick(points: Sequence[Mapping[str, Any]], criterion: str) -> Mapping[str, A
   return best
 
 
+def _selection_only(pr: Sequence[Mapping[str, Any]], criteria: Sequence[str]) -> dict[str, Any]:
+  """A shift whose runs kept only each criterion's pick (``by_criterion``, no history):
+  the accuracy each criterion selected per run, next to the oracle and the last step;
+  no correlation (there are no checkpoint scores to rank)."""
+  nan = float("nan")
+  res: dict[str, Any] = {
+    "n_runs": len(pr),
+    "n_checkpoints": None,
+    "methods": sorted({r["method"] for r in pr}),
+    "seeds": sorted({r["seed"] for r in pr}),
+    "within_run": {
+      "oracle": float(np.mean([r["oracle"] for r in pr])),
+      "last": float(np.mean([r["last"] for r in pr])),
+    },
+    "across_methods": {"oracle": nan},
+    "criteria": {},
+  }
+  for c in criteria:
+    picked = [r["by_criterion"][c] for r in pr if c in r["by_criterion"]]
+    if len(picked) != len(pr):  # a criterion some of these runs did not compute
+      continue
+    res["criteria"][c] = {
+      "spearman": nan,
+      "weighted_spearman": nan,
+      "within_run_spearman": nan,
+      "selected_within_run": float(np.mean(picked)),
+      "selected_across_methods": nan,
+      "across_methods_picks": [],
+    }
+  return res
+
+
 def analyse(runs: Sequence[Mapping[str, Any]], criteria: Sequence[str] = CRITERIA) -> dict:
-  """Correlations and selection accuracies per shift and criterion (see the docstring)."""
-  runs = [r for r in runs if "error" not in r and r.get("history")]
+  """Correlations and selection accuracies per shift and criterion (see the docstring).
+
+  Runs with an evaluation ``history`` give everything; a shift whose runs kept only
+  ``by_criterion`` (the accuracy at each criterion's pick, with ``oracle`` and ``last``)
+  gives the selection column alone.
+  """
+  runs = [r for r in runs if "error" not in r]
   out: dict[str, Any] = {}
   for pair in dict.fromkeys(r["pair"] for r in runs):
-    pr = [r for r in runs if r["pair"] == pair]
+    if not any(r.get("history") for r in runs if r["pair"] == pair):
+      pr = [r for r in runs if r["pair"] == pair and r.get("by_criterion")]
+      if pr:
+        out[pair] = _selection_only(pr, criteria)
+      continue
+    pr = [r for r in runs if r["pair"] == pair and r.get("history")]
     points = [
       {**h, "method": r["method"], "seed": r["seed"]}
       for r in pr
@@ -168,7 +213,62 @@ def analyse(runs: Sequence[Mapping[str, Any]], criteria: Sequence[str] = CRITERI
   return out
 
 
-def write_results(analysis: dict, runs_path: Path, *, out: Path) -> dict[str, Path]:
+def shortfall(analysis: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+  """Per criterion, how far its per-run picks fall below the oracle's (points of target
+  accuracy), averaged over the shifts and at the worst shift: the numbers the default
+  criterion is chosen by."""
+  crit = dict.fromkeys(c for res in analysis.values() for c in res["criteria"])
+  out = {}
+  for c in crit:
+    gaps = {
+      pair: res["within_run"]["oracle"] - res["criteria"][c]["selected_within_run"]
+      for pair, res in analysis.items()
+      if c in res["criteria"]
+    }
+    if len(gaps) != len(analysis):  # compare criteria on the same shifts only
+      continue
+    worst = max(gaps, key=gaps.__getitem__)
+    out[c] = {
+      "mean": float(np.mean(list(gaps.values()))),
+      "worst": float(gaps[worst]),
+      "worst_shift": worst,
+    }
+  return out
+
+
+def paired_vs_default(
+  runs: Sequence[Mapping[str, Any]],
+  default: str,
+  criteria: Sequence[str] = CRITERIA,
+  *,
+  n_boot: int = 5000,
+  seed: int = 0,
+) -> dict[str, dict[str, float]]:
+  """Per criterion, the mean over runs of (its pick's target accuracy − the default's),
+  with a 95% percentile bootstrap interval over runs (seeded): is any criterion better
+  than the default beyond the noise of which runs were made?"""
+  runs = [r for r in runs if "error" not in r and r.get("by_criterion", {}).get(default)]
+  rng = np.random.default_rng(seed)
+  out = {}
+  for c in criteria:
+    d = np.array(
+      [r["by_criterion"][c] - r["by_criterion"][default] for r in runs if c in r["by_criterion"]]
+    )
+    if c == default or not len(d):
+      continue
+    boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    out[c] = {"mean": float(d.mean()), "low": float(lo), "high": float(hi), "n_runs": len(d)}
+  return out
+
+
+def write_results(
+  analysis: dict,
+  runs_paths: Sequence[Path],
+  *,
+  out: Path,
+  paired: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, Path]:
   rows = []
   for pair, res in analysis.items():
     for c, v in res["criteria"].items():
@@ -195,6 +295,9 @@ def write_results(analysis: dict, runs_path: Path, *, out: Path) -> dict[str, Pa
       {"pair": pair, "criterion": "last step", "selected_within_run": res["within_run"]["last"]}
     )
   for r in rows:
+    for k in list(r):
+      if isinstance(r[k], float) and not np.isfinite(r[k]):
+        r[k] = None  # not measurable from these runs: printed as "–"
     for k in ("spearman", "weighted_spearman", "within_run_spearman"):
       if r.get(k) is not None:
         r[k] = f"{r[k]:+.2f}"
@@ -207,10 +310,14 @@ def write_results(analysis: dict, runs_path: Path, *, out: Path) -> dict[str, Pa
     ("selected_within_run", "acc. selected per run (%)"),
     ("selected_across_methods", "acc. selected over all methods, per seed (%)"),
   ]
-  crit = list(next(iter(analysis.values()))["criteria"])
-  series = {pair: [res["criteria"][c]["spearman"] for c in crit] for pair, res in analysis.items()}
+  ranked = {p: r for p, r in analysis.items() if r["n_checkpoints"]}  # shifts with histories
+  crit = list(next(iter((ranked or analysis).values()))["criteria"])
+  series = {
+    pair: [res["criteria"].get(c, {}).get("spearman", np.nan) for c in crit]
+    for pair, res in ranked.items()
+  }
   meta = provenance.run_metadata(config=None, seeds=None)
-  meta["runs_file"] = str(runs_path)
+  meta["runs_files"] = [str(p) for p in runs_paths]
   report.bar_plot(
     out / f"{NAME}.png",
     crit,
@@ -221,14 +328,17 @@ def write_results(analysis: dict, runs_path: Path, *, out: Path) -> dict[str, Pa
   )
   counts = "; ".join(
     f"{p}: {r['n_runs']} runs ({', '.join(r['methods'])}; seeds {r['seeds']}), "
-    f"{r['n_checkpoints']} checkpoints"
+    + (f"{r['n_checkpoints']} checkpoints" if r["n_checkpoints"] else "picks only")
     for p, r in analysis.items()
   )
+  studies = ", ".join(f"`{Path(p).parent.name}`" for p in runs_paths)
   notes = [
     "Label-free checkpoint-selection criteria (`dtl_jax.train.selection`: higher score "
     "= better; IWV and DEV are negated risks, entropy the negated mean target entropy, "
     "SND the soft-neighbourhood density) against the target test accuracy of the same "
-    f"checkpoints, over the runs of `experiments/real_digits.py` ({counts}).",
+    f"checkpoints, over the runs of the studies {studies} ({counts}). A shift marked "
+    "'picks only' comes from a study that kept each criterion's pick per run but not the "
+    "scores of every checkpoint: only its selection column can be measured.",
     "Spearman ρ (all checkpoints): rank correlation over every evaluated checkpoint of "
     "every method and seed of a shift (Musgrave et al. 2022 pool a task's checkpoints); "
     "weighted ρ: Musgrave et al.'s weighted Spearman (each checkpoint weighted by "
@@ -241,6 +351,45 @@ def write_results(analysis: dict, runs_path: Path, *, out: Path) -> dict[str, Pa
     f"The tables of the studies report the criterion `{runs_lib.DEFAULT_SELECTION}` "
     "(dtl_jax.runs.DEFAULT_SELECTION).",
   ]
+  gaps = shortfall(analysis)
+  paired = dict(paired or {})
+  if gaps:
+    lines = [
+      "Shortfall of each criterion's per-run pick below the oracle's, in points of target "
+      f"accuracy, over the {len(analysis)} shifts (lower is better)",
+      "",
+      "| criterion | mean shortfall | worst shortfall (shift) |",
+      "|---|---:|---:|",
+    ]
+    default = runs_lib.DEFAULT_SELECTION
+    lines[0] += (
+      f"; and, per run, the pick's accuracy minus the default `{default}`'s pick's (mean "
+      f"over the {next(iter(paired.values()))['n_runs'] if paired else 0} runs with a "
+      "95% bootstrap interval over runs, seed 0):"
+    )
+    lines[2] = "| criterion | mean shortfall | worst shortfall (shift) | vs default, per run |"
+    lines[3] = "|---|---:|---:|---:|"
+    for c, g in sorted(gaps.items(), key=lambda kv: kv[1]["mean"]):
+      v = paired.get(c)
+      vs = f"{v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]" if v else "(default)"
+      lines.append(f"| {c} | {g['mean']:.2f} | {g['worst']:.2f} ({g['worst_shift']}) | {vs} |")
+    notes.append("\n".join(lines))
+    better = [c for c, v in paired.items() if v["low"] > 0]
+    if better:
+      verdict = (
+        f"{', '.join(better)} picked better checkpoints beyond the 95% interval: the "
+        "evidence argues for changing the default."
+      )
+    else:
+      verdict = "no criterion picked better checkpoints beyond the 95% interval; it stands"
+      tied = [c for c, v in paired.items() if v["high"] > 0 and c in gaps]
+      if default in gaps and all(gaps[default]["worst"] <= gaps[c]["worst"] for c in tied):
+        verdict += (
+          f" (and of it and the criteria whose interval includes a gain ({', '.join(tied)}), "
+          "it has the smallest worst-shift shortfall)"
+        )
+      verdict += "."
+    notes.append(f"Verdict for the default `{default}`: {verdict}")
   return report.write_report(
     out,
     NAME,
@@ -250,27 +399,38 @@ def write_results(analysis: dict, runs_path: Path, *, out: Path) -> dict[str, Pa
     metadata=meta,
     notes=notes,
     figures=[f"{NAME}.png"],
-    extra={"analysis": analysis},
+    extra={"analysis": analysis, "shortfall": gaps, "paired_vs_default": paired},
   )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--runs", default=str(DEFAULT_RUNS), help="a study's runs.jsonl")
+  p.add_argument(
+    "--runs",
+    nargs="+",
+    default=[str(f) for f in DEFAULT_RUNS],
+    help="studies' runs.jsonl files (default: the committed real-digits and digits-benchmark runs)",
+  )
   p.add_argument("--out", default=str(DEFAULT_OUT))
   args = p.parse_args(argv)
-  runs_path = Path(args.runs)
-  if not runs_path.is_file():
-    print(f"validators: error: no runs file {str(runs_path)!r}", file=sys.stderr)
-    return 2
-  runs = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
+  runs_paths = [Path(f) for f in args.runs]
+  runs = []
+  for path in runs_paths:
+    if not path.is_file():
+      print(f"validators: error: no runs file {str(path)!r}", file=sys.stderr)
+      return 2
+    runs += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
   analysis = analyse(runs)
   if not analysis:
-    print(f"validators: error: {str(runs_path)!r} has no run with a history", file=sys.stderr)
+    print(
+      f"validators: error: no run with a history or per-criterion picks in {args.runs}",
+      file=sys.stderr,
+    )
     return 2
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  paths = write_results(analysis, runs_path, out=out)
+  paired = paired_vs_default(runs, runs_lib.DEFAULT_SELECTION)
+  paths = write_results(analysis, runs_paths, out=out, paired=paired)
   print(Path(paths["md"]).read_text().split("## Provenance")[0])
   return 0
 

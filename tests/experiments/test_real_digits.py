@@ -171,6 +171,51 @@ def test_validators_on_synthetic_runs(tmp_path):
   assert (tmp_path / "v" / "validators.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_validators_on_picks_only_runs_and_the_default_verdict(tmp_path):
+  """Runs that kept only each criterion's pick (the digits benchmark's runs.jsonl) give
+  the selection column; the shortfall and the paired comparison with the default are
+  the closed forms of a constant gap."""
+  from dtl_jax import runs as runs_lib
+  from experiments import validators
+
+  default = runs_lib.DEFAULT_SELECTION
+  other = next(c for c in validators.CRITERIA if c != default)
+  rng = np.random.default_rng(1)
+  runs = []
+  for seed in range(4):
+    base = float(rng.uniform(30, 60))
+    picks = {c: base for c in validators.CRITERIA}
+    picks[other] = base + 2.0  # always 2 points better than the default
+    runs.append(
+      {
+        "pair": "x→y",
+        "method": "m",
+        "seed": seed,
+        "by_criterion": picks,
+        "oracle": base + 3.0,
+        "last": base - 1.0,
+      }
+    )
+  res = validators.analyse(runs)["x→y"]
+  assert res["n_checkpoints"] is None and res["n_runs"] == 4
+  assert res["criteria"][other]["selected_within_run"] == pytest.approx(
+    np.mean([r["by_criterion"][other] for r in runs])
+  )
+  assert np.isnan(res["criteria"][other]["spearman"])
+  gaps = validators.shortfall({"x→y": res})
+  assert gaps[default]["mean"] == pytest.approx(3.0) and gaps[other]["mean"] == pytest.approx(1.0)
+  paired = validators.paired_vs_default(runs, default)
+  assert paired[other]["mean"] == pytest.approx(2.0)
+  assert paired[other]["low"] == pytest.approx(2.0) and paired[other]["high"] == pytest.approx(2.0)
+  assert default not in paired
+  path = tmp_path / "runs.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+  assert validators.main(["--runs", str(path), "--out", str(tmp_path / "v")]) == 0
+  md = (tmp_path / "v" / "validators.md").read_text()
+  assert f"{other} picked better checkpoints beyond the 95% interval" in md
+  assert "picks only" in md
+
+
 def test_real_digits_quick(tmp_path):
   from experiments import real_digits
 
