@@ -49,7 +49,7 @@ def test_digits_table_pivots_rows_and_flags_negative_transfer(tmp_path):
   meta = {
     "seeds": [0, 1],
     "git_commit": "abc",
-    "config": {"train": {"num_steps": 7}, "data": {"batch_size": 4, "domain_kwargs": {"size": 16}}},
+    "config": {"train": {"num_steps": 7}, "data": {"batch_size": 4, "image_size": 16}},
   }
   rows = [
     {"pair": "a→b", "method": "source_only", "selected": [50.0, 1.0], "negative_transfer": None},
