@@ -172,6 +172,103 @@ def _child_jax(args) -> None:
   print(json.dumps(out), flush=True)
 
 
+# Ganin's MNIST network (the ``dann_mnist`` backbone) stage by stage, for steps.profile.
+GANIN_CONVS = {"conv1": ((28, 28, 3), 32), "conv2": ((12, 12, 32), 48)}
+GANIN_POOLS = {"pool1": (24, 24, 32), "pool2": (8, 8, 48)}
+# The profile's step variants: (label, method, does the step run the network on x_t).
+PROFILE_STEPS = (
+  ("source_only", "source_only", False),
+  ("source_only on [x_s; x_t]", "source_only", True),
+  ("dann", "dann", True),
+)
+
+
+def _child_profile(args) -> None:
+  """Where a DANN step's time goes, both frameworks, in one pinned process.
+
+  Whole steps on the same random batch (no data loading, no logging): source_only (the
+  network on the 64 source images), the same loss with the network run on
+  ``[x_s; x_t]`` (DANN's step without its domain classifier: what the target half
+  costs) and DANN; then Ganin's network stage by stage (:func:`benchmarks.steps.profile`)
+  on the fused 128-image batch. dtl_jax steps are built as ``fit`` builds them
+  (``models.build``, ``methods.build``, ``create_train_state``, ``make_train_step``, the
+  ``jit`` driver); the PyTorch steps are :func:`benchmarks.e2e_torch.build_training`.
+  """
+  harness.pin_threads(args.threads)
+  import jax
+  import numpy as np
+  import torch
+
+  from benchmarks import e2e_torch, steps
+  from dtl_jax import methods, models
+  from dtl_jax.train import create_train_state, drivers, make_train_step
+
+  harness.set_torch_threads(len(os.sched_getaffinity(0)))
+  n, classes = args.batch_size, 10
+  rng = np.random.default_rng(0)
+  x_s = rng.uniform(size=(n, 28, 28, 3)).astype(np.float32)
+  x_t = rng.uniform(size=(n, 28, 28, 3)).astype(np.float32)
+  y_s = rng.integers(0, classes, n).astype(np.int32)
+  batch = {k: jax.numpy.asarray(v) for k, v in (("x_s", x_s), ("y_s", y_s), ("x_t", x_t))}
+  tx_s, tx_t = (torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in (x_s, x_t))
+  ty_s = torch.from_numpy(y_s.astype(np.int64))
+  fns: dict[str, Any] = {}
+  for label, method_name, uses_target in PROFILE_STEPS:
+    config = make_config(method_name, steps=args.steps)
+    model = models.build(config.model, num_classes=classes)
+    method = methods.build(method_name, **METHOD_KWARGS[method_name])
+    method.uses_target = uses_target  # source_only on [x_s; x_t]: DANN minus its classifier
+    state, tx = create_train_state(
+      model, method, key=jax.random.key(0), example_x=x_s[:1], **dict(config.optim)
+    )
+    driver = drivers.make_driver("jit", make_train_step(model, method, tx, total_steps=args.steps))
+    holder = [driver.step, driver.put_state(state)]
+
+    def call(holder=holder):
+      holder[1], metrics = holder[0](holder[1], batch)
+      return jax.block_until_ready(metrics)
+
+    fns[f"jax {label}"] = call
+    *_, train_step = e2e_torch.build_training(
+      method_name, num_classes=classes, channels=3, n=n, steps=args.steps, uses_target=uses_target
+    )
+    fns[f"torch {label}"] = lambda train_step=train_step: train_step(
+      args.steps // 2, tx_s, ty_s, tx_t
+    )
+  t = harness.time_alternating(fns, repeats=args.repeats_profile, min_sample_s=0.2, warmup=3)
+  whole = {k: v.median_s for k, v in t.items()}
+  stages = steps.profile(
+    m=2 * n,
+    repeats=args.repeats_profile,
+    min_sample_s=0.1,
+    log=lambda *a: None,
+    convs=GANIN_CONVS,
+    pools=GANIN_POOLS,
+  )
+  print(json.dumps({"steps": whole, "stages": stages}), flush=True)
+
+
+def profile_summary(prof: dict[str, Any]) -> list[dict[str, Any]]:
+  """Per framework: the source-only step, what the target half adds, what DANN's domain
+  classifier adds (ms), from the whole-step medians of :func:`_child_profile`."""
+  rows = []
+  for fw in ("jax", "torch"):
+    st = prof["steps"]
+    a = st[f"{fw} source_only"]
+    b = st[f"{fw} source_only on [x_s; x_t]"]
+    c = st[f"{fw} dann"]
+    rows.append(
+      {
+        "framework": fw,
+        "source_only_ms": a * 1e3,
+        "target_half_ms": (b - a) * 1e3,
+        "domain_classifier_ms": (c - b) * 1e3,
+        "dann_ms": c * 1e3,
+      }
+    )
+  return rows
+
+
 # ---------------------------------------------------------------------- parent
 
 
@@ -280,6 +377,28 @@ def run(args, threads: int, log=print) -> dict[str, Any]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def profile(args, threads: int, command: str) -> dict[str, Any]:
+  """Runs :func:`_child_profile` pinned to ``threads`` and summarizes it."""
+  from dtl_jax.provenance import git_commit
+
+  env = dict(os.environ)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  cmd = [sys.executable, "-m", "benchmarks.e2e", "--child", "profile", "--threads", str(threads)]
+  cmd += ["--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+  cmd += ["--repeats-profile", str(args.repeats_profile)]
+  prof = _run_child(cmd, env, args.timeout)
+  prof.pop("process_s", None)
+  prof.update(command=command, git_commit=git_commit(), summary=profile_summary(prof))
+  for r in prof["summary"]:
+    print(
+      f"  profile {r['framework']}: source_only {r['source_only_ms']:.1f} ms, target half "
+      f"{r['target_half_ms']:+.1f} ms, domain classifier {r['domain_classifier_ms']:+.1f} ms, "
+      f"DANN {r['dann_ms']:.1f} ms",
+      flush=True,
+    )
+  return prof
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, str]]:
   out = []
   for row in results["rows"]:
@@ -358,7 +477,56 @@ def to_markdown(results: dict[str, Any]) -> str:
       + f" | torch/jax {row['step_ratio_torch_over_jax']:.2f} | |"
     )
   lines.append("")
+  if results.get("profile"):
+    lines += profile_markdown(results["profile"])
   return "\n".join(lines)
+
+
+def profile_markdown(prof: dict[str, Any]) -> list[str]:
+  """The profile section of e2e.md (see :func:`_child_profile`)."""
+  lines = [
+    "## Where a DANN step's time goes",
+    "",
+    f"`{prof['command']}` (git {prof['git_commit']}): whole steps on one random batch in one "
+    "pinned process, median of alternating samples; the target half = the source-only "
+    "loss with the network run on [x_s; x_t] minus the source-only step; the domain "
+    "classifier = the DANN step minus that.",
+    "",
+    "| framework | source_only step | + target half | + domain classifier (GRL, 768-100-1) "
+    "| = DANN step |",
+    "|---|---:|---:|---:|---:|",
+  ]
+  for r in prof["summary"]:
+    lines.append(
+      f"| {r['framework']} | {r['source_only_ms']:.1f} ms | {r['target_half_ms']:+.1f} ms | "
+      f"{r['domain_classifier_ms']:+.1f} ms | {r['dann_ms']:.1f} ms |"
+    )
+  st = prof["stages"]
+  names = list(dict.fromkeys(k.split()[1] for k in st if k.startswith("torch ")))
+  lines += [
+    "",
+    "Ganin's network stage by stage on the fused batch, forward + backward (ms; the "
+    "library compiles nn.Conv with its XLA options, 'xla-default' is XLA's own choice "
+    "(YNNPACK), 'patches' is im2col + one matmul):",
+    "",
+    "| stage | jax (library) | jax xla-default | jax patches | jax reshape-pool | torch | "
+    "torch / jax (library) |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+  ]
+
+  def ms(key):
+    return f"{st[key] * 1e3:.2f}" if key in st else "–"
+
+  for name in names:
+    lib = st.get(f"jax {name} nn.Conv", st.get(f"jax {name} nn.max_pool"))
+    lines.append(
+      f"| {name} | {ms(f'jax {name} nn.Conv') if 'conv' in name else ms(f'jax {name} nn.max_pool')}"
+      f" | {ms(f'jax {name} nn.Conv xla-default')} | {ms(f'jax {name} patches')} | "
+      f"{ms(f'jax {name} reshape')} | {ms(f'torch {name}')} | "
+      f"{st[f'torch {name}'] / lib:.2f} |"
+    )
+  lines.append("")
+  return lines
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -367,7 +535,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
-  p.add_argument("--child", choices=("jax", "export"), help=argparse.SUPPRESS)
+  p.add_argument("--child", choices=("jax", "export", "profile"), help=argparse.SUPPRESS)
   p.add_argument("--npz", help=argparse.SUPPRESS)
   p.add_argument("--workdir", help=argparse.SUPPRESS)
   p.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
@@ -384,6 +552,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
   p.add_argument("--out", default=None, help="output directory")
   p.add_argument("--note", default="", help="a note for the results (e.g. 'machine under load')")
+  p.add_argument(
+    "--profile",
+    action="store_true",
+    help="also profile the DANN step (whole steps and stages, both frameworks)",
+  )
+  p.add_argument(
+    "--profile-only",
+    action="store_true",
+    help="only the profile, added to the e2e.json already in the output directory",
+  )
+  p.add_argument("--repeats-profile", type=int, default=9, help="samples per profiled function")
   return p.parse_args(argv)
 
 
@@ -391,10 +570,10 @@ def main(argv=None) -> dict[str, Any]:
   args = parse_args(argv)
   if args.child == "export":
     return _child_export(args) or {}
-  if args.child == "jax":
+  if args.child in ("jax", "profile"):
     if isinstance(args.threads, list):
       args.threads = args.threads[0]
-    return _child_jax(args) or {}
+    return (_child_jax(args) if args.child == "jax" else _child_profile(args)) or {}
   if args.quick:
     args.steps, args.eval_every, args.log_every, args.repeats = 60, 20, 10, 1
   command = "python -m benchmarks.e2e " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -419,13 +598,22 @@ def main(argv=None) -> dict[str, Any]:
       "xla_flags": args.xla_flags,
     }
     print(f"== {threads} thread(s)", flush=True)
-    results.update(run(args, threads))
-    results["targets"] = targets(results)
-    for t in results["targets"]:
-      print(f"  [{t['status']}] {t['target']}: {t['detail']}", flush=True)
     out = args.out or os.path.join(
       ROOT, "benchmarks", "results", *(("quick",) if args.quick else ()), results["machine_slug"]
     )
+    if args.profile_only:
+      path = os.path.join(out, "e2e.json")
+      if not os.path.exists(path):
+        raise SystemExit(f"e2e: --profile-only needs the runs' {path}: run without it first")
+      with open(path) as f:
+        results = json.load(f)
+    else:
+      results.update(run(args, threads))
+    if args.profile or args.profile_only:
+      results["profile"] = profile(args, threads, command)
+    results["targets"] = targets(results)
+    for t in results["targets"]:
+      print(f"  [{t['status']}] {t['target']}: {t['detail']}", flush=True)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "e2e.json"), "w") as f:
       json.dump(results, f, indent=1, default=str)

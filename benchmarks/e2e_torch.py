@@ -76,15 +76,114 @@ class Clock:
     return out
 
 
+def build_training(
+  method: str,
+  *,
+  num_classes: int,
+  channels: int,
+  n: int,
+  steps: int,
+  seed: int = 0,
+  uses_target: bool | None = None,
+):
+  """The protocol's network, domain classifier, optimizer and eager train step.
+
+  Returns ``(model, disc, opt, train_step)`` with ``train_step(step, x_s, y_s, x_t)``
+  (NCHW float32 tensors, ``n`` rows each). ``uses_target`` (default: every method but
+  source_only) runs the network on ``[x_s; x_t]``; source_only with ``uses_target=True``
+  is the DANN step without its domain classifier (the profile of ``benchmarks.e2e``).
+  """
+  import torch
+  import torch.nn.functional as F
+
+  from benchmarks import torch_refs
+
+  if uses_target is None:
+    uses_target = method != "source_only"
+  torch.manual_seed(seed)
+
+  class Net(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.conv1 = torch.nn.Conv2d(channels, 32, 5)
+      self.conv2 = torch.nn.Conv2d(32, 48, 5)
+      self.fc1 = torch.nn.Linear(768, 100)
+      self.fc2 = torch.nn.Linear(100, 100)
+      self.fc = torch.nn.Linear(100, num_classes)
+
+    def forward(self, x):
+      x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+      x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+      # NHWC flattening order, as dtl_jax (same function of the same weights)
+      f = x.permute(0, 2, 3, 1).flatten(1)
+      h = F.relu(self.fc2(F.relu(self.fc1(f))))
+      return self.fc(h), f
+
+  model = Net()
+  params = list(model.parameters())
+  disc = None
+  if method in ("dann", "cdan"):
+    width = 768 if method == "dann" else 1024
+    disc = torch.nn.Sequential(
+      torch.nn.Linear(width, 100), torch.nn.ReLU(), torch.nn.Linear(100, 1)
+    )
+    params += list(disc.parameters())
+  # Flax's initialization (lecun_normal: truncated normal, variance 1 / fan_in; zero
+  # biases), so that both frameworks train the same network from the same distribution.
+  for mod in [*model.modules(), *(disc.modules() if disc is not None else [])]:
+    if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+      fan_in = mod.weight[0].numel()
+      std = (1.0 / fan_in) ** 0.5 / 0.87962566103423978
+      torch.nn.init.trunc_normal_(mod.weight, std=std, a=-2 * std, b=2 * std)
+      torch.nn.init.zeros_(mod.bias)
+  if method == "cdan":
+    gen = torch.Generator().manual_seed(seed)
+    r_f = torch.randn(768, 1024, generator=gen)
+    r_g = torch.randn(num_classes, 1024, generator=gen)
+  opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=0.0)
+  gamma = 10.0 / steps
+  sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (1.0 + gamma * i) ** -0.75)
+  ones, zeros = torch.ones(n), torch.zeros(n)
+  domain_labels = torch.cat([ones, zeros])
+
+  def coeff(step):
+    if method == "dann":  # the paper's schedule
+      p = min(max(step / steps, 0.0), 1.0)
+      return 2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0
+    return 2.0 / (1.0 + math.exp(-step / 1000.0)) - 1.0  # TLlib's warm start
+
+  def train_step(step, x_s, y_s, x_t):
+    model.train()
+    if not uses_target:
+      logits, _ = model(x_s)
+      loss = F.cross_entropy(logits, y_s)
+    else:
+      logits, f = model(torch.cat([x_s, x_t]))
+      loss = F.cross_entropy(logits[:n], y_s)
+      if method == "dan":
+        loss = loss + torch_refs.mk_mmd_fn(f[:n], f[n:])
+      elif method != "source_only":
+        h = f
+        if method == "cdan":
+          g = F.softmax(logits, 1).detach()
+          h = (f @ r_f) * (g @ r_g) / math.sqrt(1024.0)
+        d_logits = disc(torch_refs.gradient_reverse(h, coeff(step)))[:, 0]
+        loss = loss + F.binary_cross_entropy_with_logits(d_logits, domain_labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+  return model, disc, opt, train_step
+
+
 def main(argv=None) -> dict:
   args = parse_args(argv)
   harness.pin_threads(args.threads)
   clock = Clock(T_START)
   import numpy as np
   import torch
-  import torch.nn.functional as F
-
-  from benchmarks import torch_refs
 
   harness.set_torch_threads(len(os.sched_getaffinity(0)))
   clock.lap("imports")
@@ -106,83 +205,17 @@ def main(argv=None) -> dict:
   clock.lap("data")
 
   # ------------------------------------------------------------------ build
-  torch.manual_seed(args.seed)
   channels = xs.shape[1]
-
-  class Net(torch.nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.conv1 = torch.nn.Conv2d(channels, 32, 5)
-      self.conv2 = torch.nn.Conv2d(32, 48, 5)
-      self.fc1 = torch.nn.Linear(768, 100)
-      self.fc2 = torch.nn.Linear(100, 100)
-      self.fc = torch.nn.Linear(100, num_classes)
-
-    def forward(self, x):
-      x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-      x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-      # NHWC flattening order, as dtl_jax (same function of the same weights)
-      f = x.permute(0, 2, 3, 1).flatten(1)
-      h = F.relu(self.fc2(F.relu(self.fc1(f))))
-      return self.fc(h), f
-
-  model = Net()
-  params = list(model.parameters())
   n = args.batch_size
   method = args.method
-  disc = None
-  if method in ("dann", "cdan"):
-    width = 768 if method == "dann" else 1024
-    disc = torch.nn.Sequential(
-      torch.nn.Linear(width, 100), torch.nn.ReLU(), torch.nn.Linear(100, 1)
-    )
-    params += list(disc.parameters())
-  # Flax's initialization (lecun_normal: truncated normal, variance 1 / fan_in; zero
-  # biases), so that both frameworks train the same network from the same distribution.
-  for mod in [*model.modules(), *(disc.modules() if disc is not None else [])]:
-    if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
-      fan_in = mod.weight[0].numel()
-      std = (1.0 / fan_in) ** 0.5 / 0.87962566103423978
-      torch.nn.init.trunc_normal_(mod.weight, std=std, a=-2 * std, b=2 * std)
-      torch.nn.init.zeros_(mod.bias)
-  if method == "cdan":
-    gen = torch.Generator().manual_seed(args.seed)
-    r_f = torch.randn(768, 1024, generator=gen)
-    r_g = torch.randn(num_classes, 1024, generator=gen)
-  opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=0.0)
-  gamma = 10.0 / args.steps
-  sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (1.0 + gamma * i) ** -0.75)
-  ones, zeros = torch.ones(n), torch.zeros(n)
-  domain_labels = torch.cat([ones, zeros])
-
-  def coeff(step):
-    if method == "dann":  # the paper's schedule
-      p = min(max(step / args.steps, 0.0), 1.0)
-      return 2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0
-    return 2.0 / (1.0 + math.exp(-step / 1000.0)) - 1.0  # TLlib's warm start
-
-  def train_step(step, x_s, y_s, x_t):
-    model.train()
-    if method == "source_only":
-      logits, _ = model(x_s)
-      loss = F.cross_entropy(logits, y_s)
-    else:
-      logits, f = model(torch.cat([x_s, x_t]))
-      loss = F.cross_entropy(logits[:n], y_s)
-      if method == "dan":
-        loss = loss + torch_refs.mk_mmd_fn(f[:n], f[n:])
-      else:
-        h = f
-        if method == "cdan":
-          g = F.softmax(logits, 1).detach()
-          h = (f @ r_f) * (g @ r_g) / math.sqrt(1024.0)
-        d_logits = disc(torch_refs.gradient_reverse(h, coeff(step)))[:, 0]
-        loss = loss + F.binary_cross_entropy_with_logits(d_logits, domain_labels)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sched.step()
-    return loss.detach()
+  model, disc, opt, train_step = build_training(
+    method,
+    num_classes=num_classes,
+    channels=channels,
+    n=n,
+    steps=args.steps,
+    seed=args.seed,
+  )
 
   # PairSampler's order: epoch e of stream s visits default_rng([seed, s, e]).permutation
   def indices(stream, size, step):

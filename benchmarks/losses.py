@@ -265,11 +265,15 @@ def run_config(
   cap_bytes: float,
   rtol: float = 2e-3,
   budget_s: float | None = None,
+  slow_call_s: float | None = None,
 ) -> dict[str, Any]:
   """Checks and times one configuration; returns a row for the results file.
 
   ``impls``: any of ``jax``, ``torch_gram``, ``torch_fn``, ``torch_compile``, ``dalib``
   (``torch_fn`` exists for mk_mmd / jmmd only, ``dalib`` for all but coral).
+  ``slow_call_s``: when dalib's checked first call takes longer than this, it is reported
+  with that one call (status ``slow``), not timed further (TLlib's reference, not one of
+  the baselines the targets compare with).
   """
   row: dict[str, Any] = {"loss": loss, "n": n, "d": d, "impls": {}}
   prob = make_problem(loss, n, d)
@@ -331,6 +335,9 @@ def run_config(
     row["impls"][impl] = {"status": "ok" if ok else "mismatch", "check": msg, "first_call_s": first}
     if impl == "torch_compile":
       row["impls"][impl]["compile_s"] = first
+    elif impl == "dalib" and ok and slow_call_s is not None and first > slow_call_s:
+      row["impls"][impl].update(status="slow", median_s=first)
+      continue
     if ok:
       calls[impl] = call
   timings = harness.time_alternating(

@@ -215,6 +215,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, str]]:
 def _fmt_t(r: dict[str, Any] | None) -> str:
   if not r:
     return "—"
+  if r.get("status") == "slow":  # one call, above the run's --slow-call-s: not timed
+    return f"> {r['median_s']:.3g} s (1 call)"
   if r.get("status") != "ok" or "median_s" not in r:
     return r.get("status", "?").upper()
   m = r["median_s"]

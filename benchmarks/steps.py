@@ -232,17 +232,31 @@ def make_torch_step(
 # ------------------------------------------------------------------ profile
 
 
-def profile(
-  *, m: int = 2 * N_PER_DOMAIN, repeats: int, min_sample_s: float, log=print
-) -> dict[str, float]:
-  """Forward + backward of each LeNet stage alone (fused ``m``-image batch), both frameworks.
+# Per-image input shapes (H, W, C) of each stage and the convolutions' output channels.
+LENET_CONVS = {"conv1": ((28, 28, 1), 20), "conv2": ((12, 12, 20), 50)}
+LENET_POOLS = {"pool1": (24, 24, 20), "pool2": (8, 8, 50)}
 
-  Convolutions: ``nn.Conv`` as the library compiles it (:mod:`dtl_jax.xla_options`), the
-  same with XLA's defaults (YNNPACK), and im2col (``patches``)."""
+
+def profile(
+  *,
+  m: int = 2 * N_PER_DOMAIN,
+  repeats: int,
+  min_sample_s: float,
+  log=print,
+  convs: dict[str, tuple[tuple[int, int, int], int]] = LENET_CONVS,
+  pools: dict[str, tuple[int, int, int]] = LENET_POOLS,
+) -> dict[str, float]:
+  """Forward + backward of each stage alone (fused ``m``-image batch), both frameworks.
+
+  The stages are LeNet's by default (``convs``: name -> (input H, W, C), output channels,
+  5x5 valid; ``pools``: name -> input H, W, C, 2x2). Convolutions: ``nn.Conv`` as the
+  library compiles it (:mod:`dtl_jax.xla_options`), the same with XLA's defaults (YNNPACK),
+  and im2col (``patches``); the first convolution sees the data (no input gradient)."""
   from dtl_jax.xla_options import step_compiler_options
 
   rng = np.random.default_rng(0)
-  shapes = {"conv1": ((m, 28, 28, 1), 20), "conv2": ((m, 12, 12, 20), 50)}
+  shapes = {name: ((m, *hwc), cout) for name, (hwc, cout) in convs.items()}
+  first = next(iter(convs))
   fns: dict[str, Callable[[], Any]] = {}
   for name, (shape, cout) in shapes.items():
     x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
@@ -254,7 +268,7 @@ def profile(
     ):
       p = mod.init(jax.random.key(0), x)
       # conv1 sees the data: no input gradient (as in the step); conv2 needs both.
-      argnums = (0,) if name == "conv1" else (0, 1)
+      argnums = (0,) if name == first else (0, 1)
       f = jax.jit(
         jax.grad(lambda p, x, mod=mod: jnp.sum(mod.apply(p, x) ** 2), argnums=argnums),
         compiler_options=options,
@@ -262,14 +276,15 @@ def profile(
       fns[f"jax {name} {kind}"] = lambda f=f, p=p, x=x: jax.block_until_ready(f(p, x))
     tconv = torch.nn.Conv2d(shape[3], cout, 5)
     tx = torch.from_numpy(np.array(np.asarray(x).transpose(0, 3, 1, 2)))
-    wrt = list(tconv.parameters()) + ([tx.requires_grad_(True)] if name != "conv1" else [])
+    wrt = list(tconv.parameters()) + ([tx.requires_grad_(True)] if name != first else [])
 
     def tcall(tconv=tconv, tx=tx, wrt=wrt):
       out = tconv(tx)
       return torch.autograd.grad((out * out).sum(), wrt)
 
     fns[f"torch {name}"] = tcall
-  for name, shape in (("pool1", (m, 24, 24, 20)), ("pool2", (m, 8, 8, 50))):
+  for name, hwc in pools.items():
+    shape = (m, *hwc)
     x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
     for kind, pool in (
       ("nn.max_pool", lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))),
