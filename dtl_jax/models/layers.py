@@ -146,21 +146,27 @@ class BatchNorm(nn.Module):
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2, stride-2 max pooling of NHWC ``x`` as a reshape + max.
+  """2x2, stride-2 max pooling of NHWC ``x`` as a reshape and two elementwise maxima.
 
   ``[n, h, w, c] -> [n, h // 2, w // 2, c]``; like ``nn.max_pool(x, (2, 2),
   strides=(2, 2))`` (VALID padding: an odd last row / column is dropped) and equal to it
-  value for value. Its backward pass is an elementwise compare-and-select, whereas
-  ``nn.max_pool``'s ``reduce_window`` differentiates to XLA's ``select_and_scatter``,
-  which dominated the CPU profile of a LeNet training step (benchmarks/steps.py). With
-  exact ties inside a window the gradient is split evenly between the tied inputs
-  (``nn.max_pool`` gives it to one of them).
+  value for value. The window's four inputs are compared pairwise (the two rows, then
+  the two columns), so forward and backward are elementwise compares and selects that
+  XLA fuses into a pass or two over the tensor. ``nn.max_pool``'s ``reduce_window``
+  differentiates to XLA's ``select_and_scatter``, which dominated the CPU profile of a
+  LeNet training step (benchmarks/steps.py); a ``reduce_max`` over the window (this
+  function before) differentiates to a mask, a tie count and a division, 4.8x slower
+  than the pairwise maxima for ReLU + pooling of DANN's first MNIST layer on one core
+  (``benchmarks.e2e --profile``). With exact ties the gradient is split between the
+  tied inputs, half and half at each comparison (two or four tied inputs: evenly;
+  ``nn.max_pool`` gives it all to one of them).
   """
   if x.ndim != 4:
     raise ValueError(f"max_pool_2x2: x must be NHWC [n, h, w, c], got shape {x.shape}")
   n, h, w, c = x.shape
-  x = x[:, : h - h % 2, : w - w % 2]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  y = x[:, : h - h % 2, : w - w % 2].reshape(n, h // 2, 2, w // 2, 2, c)
+  y = jnp.maximum(y[:, :, 0], y[:, :, 1])  # the window's two rows: [n, h/2, w/2, 2, c]
+  return jnp.maximum(y[:, :, :, 0], y[:, :, :, 1])
 
 
 class PatchConv(nn.Module):

@@ -190,6 +190,23 @@ def test_max_pool_2x2_matches_flax_max_pool(shape):
     max_pool_2x2(jnp.zeros((8, 8, 3)))
 
 
+def test_max_pool_2x2_splits_tied_gradients():
+  """Exact ties: each window passes on its whole gradient, split half and half at each
+  pairwise comparison (rows, then columns): evenly among two or four tied inputs."""
+  from dtl_jax.models import max_pool_2x2
+
+  windows = {
+    "four tied": ([[1.0, 1.0], [1.0, 1.0]], [[0.25, 0.25], [0.25, 0.25]]),
+    "two tied, one column": ([[2.0, 1.0], [2.0, 1.0]], [[0.5, 0.0], [0.5, 0.0]]),
+    "two tied, diagonal": ([[2.0, 1.0], [0.0, 2.0]], [[0.5, 0.0], [0.0, 0.5]]),
+    "three tied": ([[2.0, 2.0], [2.0, 1.0]], [[0.25, 0.5], [0.25, 0.0]]),
+    "no tie": ([[0.0, 3.0], [1.0, 2.0]], [[0.0, 1.0], [0.0, 0.0]]),
+  }
+  for name, (x, want) in windows.items():
+    g = jax.grad(lambda v: jnp.sum(max_pool_2x2(v)))(jnp.asarray(x).reshape(1, 2, 2, 1))
+    np.testing.assert_array_equal(np.asarray(g).reshape(2, 2), want, err_msg=name)
+
+
 def _np_conv_valid(x, k, b):
   """Direct float64 VALID cross-correlation, NHWC x [n,h,w,c], kernel [kh,kw,c,f]."""
   n, h, w, _ = x.shape
