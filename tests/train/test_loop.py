@@ -111,10 +111,12 @@ def test_nan_stops_with_message(tmp_path):
 
 
 def test_fit_drivers_agree(tmp_path):
-  """fit with the pmap, shard_map and sharded drivers (8 devices) == fit with jit (no
-  dropout): global-batch MMD and synchronised BatchNorm."""
+  """fit with the pmap and shard_map drivers (8 devices) == fit with jit (no dropout):
+  global-batch MMD and synchronised BatchNorm. (The sharded driver feeds its batch as
+  shard_map does; its fit is checked against jit's in test_resume_kill.py, its step on
+  8 devices in test_step.py.)"""
   results = {}
-  for driver in ("jit", "pmap", "shard_map", "sharded"):
+  for driver in ("jit", "pmap", "shard_map"):
     c = _config(6, method="dan")
     c.model.backbone_kwargs = {"hidden": (16,), "dropout": 0.0, "batch_norm": True}
     c.model.bottleneck_dropout = 0.0
@@ -122,7 +124,7 @@ def test_fit_drivers_agree(tmp_path):
     c.train.eval_every = 6
     c.train.checkpoint_every = 6
     results[driver] = fit(c, str(tmp_path / driver))
-  for driver in ("pmap", "shard_map", "sharded"):
+  for driver in ("pmap", "shard_map"):
     for a, b in zip(
       _leaves(results["jit"]["state"]), _leaves(results[driver]["state"]), strict=True
     ):
