@@ -66,6 +66,72 @@ def matmul_flops(loss: str, n: int, d: int, *, classes: int = 10, hidden: int = 
   raise ValueError(f"loss: unknown {loss!r}")
 
 
+def explain_loss_fails(results: dict[str, Any]) -> list[str]:
+  """Why each loss configuration below a speed target is there, from this run's numbers.
+
+  The bound is the machine's matrix-product rate: the fastest rate measured in this run
+  (``limit``'s GEMMs at the loss shapes, and every implementation's unavoidable products
+  over its time, any configuration) is taken as this core's peak, a lower bound on it. A
+  configuration whose best eager PyTorch already runs its unavoidable products
+  (:func:`matmul_flops`) so fast that 1.5x of it exceeds that peak cannot meet the
+  target in any framework ("GEMM-bound"); the others are said to be below the roofline,
+  with the share of the peak JAX reaches (the time then goes to the elementwise and small
+  operations around the products, launch and copies).
+  """
+  rates = [
+    r[k]
+    for r in results.get("limit", [])
+    for k in ("matmul_gflops", "torch_matmul_gflops")
+    if r.get(k)
+  ]
+  for row in results.get("losses", []):  # what any implementation reached on its products
+    f = matmul_flops(row["loss"], row["n"], row["d"])
+    rates += [f / t / 1e9 for im in row.get("impls", {}) if (t := _median(row, im))]
+  if not rates:
+    return []
+  peak = max(rates)
+  limits = {(r["n"], r["d"]): r for r in results.get("limit", []) if r.get("products", 3) == 2}
+  out = []
+  for row in results.get("losses", []):
+    r = loss_ratios(row)
+    jax_t = _median(row, "jax")
+    if jax_t is None:
+      continue
+    flops = matmul_flops(row["loss"], row["n"], row["d"])
+    tag = f"{row['loss']} n={row['n']} d={row['d']}"
+    jax_rate = flops / jax_t / 1e9
+    for key, target, name in (
+      ("speedup_vs_best_eager", SPEEDUP_TARGET, r.get("best_eager")),
+      ("speedup_vs_compile", 1.0, "torch_compile"),
+    ):
+      if key not in r or r[key] >= target:
+        continue
+      other = flops / _median(row, name) / 1e9
+      need = target * other
+      lim = limits.get((row["n"], row["d"])) if row["loss"] in ("mk_mmd", "jmmd") else None
+      if lim and lim["ratio"] <= LIMIT_TARGET:
+        why = (
+          f"at this shape's GEMM bound: the MK-MMD kernel sum takes {lim['ratio']:.2f}x the "
+          f"time of its two products as XLA runs them ({lim['matmul_gflops']:.0f} GFLOP/s; PyTorch's "
+          f"GEMM {lim.get('torch_matmul_gflops', float('nan')):.0f} GFLOP/s at this shape), "
+          f"so {target}x over {name} needs XLA's GEMM {target}x faster than PyTorch's"
+        )
+      elif need > peak:
+        why = (
+          f"GEMM-bound: {name} runs the products at {other:.0f} GFLOP/s, {target}x of it "
+          f"would need {need:.0f} > {peak:.0f} GFLOP/s, the fastest rate measured here "
+          f"(JAX: {jax_rate:.0f}, {jax_rate / peak:.0%} of it)"
+        )
+      else:
+        why = (
+          f"below the roofline: JAX {jax_rate:.0f} GFLOP/s ({jax_rate / peak:.0%} of "
+          f"the fastest rate measured here), {name} {other:.0f}; the rest of the "
+          f"{jax_t * 1e3:.3g} ms is elementwise / small-op work"
+        )
+      out.append(f"- {tag}, {r[key]:.2f}x vs {name} (target {target}x): {why}")
+  return out
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, str]]:
   """The issue's targets, each PASS / FAIL / NOT RUN with the evidence."""
   out = []
@@ -279,6 +345,16 @@ def to_markdown(results: dict[str, Any]) -> str:
   lines += ["## Targets", "", "| target | status | detail |", "|---|---|---|"]
   for t in results.get("targets", []):
     lines.append(f"| {t['target']} | **{t['status']}** | {t['detail']} |")
+  why = explain_loss_fails(results)
+  if why:
+    lines += [
+      "",
+      "Why each loss configuration below a target is there (the bound is the fastest "
+      "matrix-product rate measured in this run, any framework and configuration, a "
+      "lower bound on this core's peak; `report.explain_loss_fails`):",
+      "",
+      *why,
+    ]
   rows = results.get("losses", [])
   if rows:
     lines += [

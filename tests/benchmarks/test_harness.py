@@ -140,6 +140,52 @@ def test_report_writes_files_and_targets(tmp_path):
   assert os.path.getsize(paths["png"]) > 1000
 
 
+def test_loss_fails_are_explained_by_the_measured_matmul_rate():
+  """Each configuration below a target gets a reason computed from the run's numbers:
+  GEMM-bound when 1.5x of PyTorch's rate exceeds the fastest rate measured, the shape's
+  GEMM bound for the kernel losses, else below the roofline."""
+
+  def row(loss, n, d, jax_s, torch_s):
+    ok = lambda t: {"status": "ok", "median_s": t}
+    return {"loss": loss, "n": n, "d": d, "impls": {"jax": ok(jax_s), "torch_gram": ok(torch_s)}}
+
+  flops = report.matmul_flops("dann", 128, 256)
+  results = {
+    # PyTorch at 100 GFLOP/s: 1.5x = 150 > the fastest rate, 120 (JAX's own): GEMM-bound
+    "losses": [
+      row("dann", 128, 256, flops / 120e9, flops / 100e9),
+      # coral at 10 GFLOP/s in JAX (8% of 120), PyTorch 12: below the roofline
+      row(
+        "coral",
+        64,
+        256,
+        report.matmul_flops("coral", 64, 256) / 10e9,
+        report.matmul_flops("coral", 64, 256) / 12e9,
+      ),
+      # mk_mmd at its limit ratio 1.1: the shape's GEMM bound
+      row("mk_mmd", 512, 2048, 1.0, 1.2),
+      row("mk_mmd", 32, 256, 1.0, 2.0),  # meets the target: not listed
+    ],
+    "limit": [
+      {
+        "n": 512,
+        "d": 2048,
+        "ratio": 1.1,
+        "products": 2,
+        "matmul_gflops": 90.0,
+        "torch_matmul_gflops": 85.0,
+      },
+    ],
+  }
+  why = report.explain_loss_fails(results)
+  assert len(why) == 3
+  assert why[0].startswith("- dann n=128 d=256, 1.20x vs torch_gram") and "GEMM-bound" in why[0]
+  assert "would need 150 > 120 GFLOP/s" in why[0]
+  assert "coral n=64 d=256, 0.83x" in why[1] and "below the roofline: JAX 10 GFLOP/s (8%" in why[1]
+  assert "mk_mmd n=512 d=2048, 1.20x" in why[2] and "1.10x the time of its two products" in why[2]
+  assert report.explain_loss_fails({"losses": []}) == []
+
+
 def harness_settings():
   return {"threads": len(os.sched_getaffinity(0)), "XLA_FLAGS": "", "OMP_NUM_THREADS": "?"}
 
