@@ -75,8 +75,8 @@ def explain_loss_fails(results: dict[str, Any]) -> list[str]:
   configuration whose best eager PyTorch already runs its unavoidable products
   (:func:`matmul_flops`) so fast that 1.5x of it exceeds that peak cannot meet the
   target in any framework ("GEMM-bound"); the others are said to be below the roofline,
-  with the share of the peak JAX reaches (the time then goes to the elementwise and small
-  operations around the products, launch and copies).
+  with the share of the peak JAX reaches (where the rest goes is what
+  :mod:`benchmarks.op_profile` measures, op by op).
   """
   rates = [
     r[k]
@@ -112,8 +112,9 @@ def explain_loss_fails(results: dict[str, Any]) -> list[str]:
       if lim and lim["ratio"] <= LIMIT_TARGET:
         why = (
           f"at this shape's GEMM bound: the MK-MMD kernel sum takes {lim['ratio']:.2f}x the "
-          f"time of its two products as XLA runs them ({lim['matmul_gflops']:.0f} GFLOP/s; PyTorch's "
-          f"GEMM {lim.get('torch_matmul_gflops', float('nan')):.0f} GFLOP/s at this shape), "
+          f"time of its two products as XLA runs them ({lim['matmul_gflops']:.0f} GFLOP/s; "
+          f"PyTorch's GEMM {lim.get('torch_matmul_gflops', float('nan')):.0f} GFLOP/s at this "
+          "shape), "
           f"so {target}x over {name} needs XLA's GEMM {target}x faster than PyTorch's"
         )
       elif need > peak:
@@ -125,8 +126,9 @@ def explain_loss_fails(results: dict[str, Any]) -> list[str]:
       else:
         why = (
           f"below the roofline: JAX {jax_rate:.0f} GFLOP/s ({jax_rate / peak:.0%} of "
-          f"the fastest rate measured here), {name} {other:.0f}; the rest of the "
-          f"{jax_t * 1e3:.3g} ms is elementwise / small-op work"
+          f"the fastest rate measured here), {name} {other:.0f}: the time is lost in how "
+          "the work is executed, not in its amount (`python -m benchmarks.op_profile` "
+          "shows where, op by op)"
         )
       out.append(f"- {tag}, {r[key]:.2f}x vs {name} (target {target}x): {why}")
   return out

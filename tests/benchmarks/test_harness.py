@@ -308,3 +308,34 @@ def test_matmul_work_model_is_a_tight_lower_bound_of_xla_flops(loss, n, d):
   xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
   model = report.matmul_flops(loss, n, d)
   assert 0.6 * xla <= model <= xla
+
+
+def test_op_profile_names_the_ops_of_a_compiled_function():
+  """The traced op times are attributed to the compiled HLO's instructions: a transposed
+  product (contracting over dimension 0, a weight gradient's shape) is found and named."""
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks import op_profile
+
+  x = jnp.ones((256, 128), jnp.float32)
+  compiled = jax.jit(lambda a: jnp.tanh(a.T @ a)).lower(x).compile()
+  described = op_profile.hlo_ops(compiled.as_text())
+  assert any("contracting_dims={0}" in d for d in described.values()), described
+  prof = op_profile.profile_compiled(compiled, (x,), calls=2)
+  assert prof["ms_per_call"] > 0 and prof["ops_ms"] > 0
+  assert sum(o["share"] for o in prof["top"]) <= 1.0 + 1e-9
+  assert all(o["hlo"] != "?" for o in prof["top"]), prof["top"]
+  assert abs(sum(prof["by_kind"].values()) - 1.0) < 1e-9
+  md = op_profile.to_markdown(
+    {
+      "machine_slug": "test",
+      "command": "c",
+      "git_commit": "g",
+      "started": "s",
+      "jax": jax.__version__,
+      "threads": 1,
+      "targets": [{"name": "tanh(a.T a)", "profile": prof}],
+    }
+  )
+  assert "## tanh(a.T a)" in md and "| op | ms per call | share | HLO |" in md
