@@ -479,8 +479,8 @@ def to_markdown(results: dict[str, Any]) -> str:
       alt = {
         "conv1": ("nn.Conv", "nn.Conv xla-default"),
         "conv2": ("nn.Conv", "nn.Conv xla-default"),
-        "pool1": ("nn.max_pool", "reshape"),
-        "pool2": ("nn.max_pool", "reshape"),
+        "pool1": ("reshape", "nn.max_pool"),  # the library's max_pool_2x2 is "reshape"
+        "pool2": ("reshape", "nn.max_pool"),
       }
       tot = [0.0, 0.0, 0.0]
       for stage, (lib, other) in alt.items():
@@ -491,12 +491,12 @@ def to_markdown(results: dict[str, Any]) -> str:
         )
         if None in (a, b, c):
           continue
-        tot = [tot[0] + a, tot[1] + min(a, b), tot[2] + c]
+        tot = [tot[0] + a, tot[1] + b, tot[2] + c]
         lines.append(
           f"| {stage} | {a * 1e3:.3g} ms ({lib}) | {b * 1e3:.3g} ms ({other}) | {c * 1e3:.3g} ms |"
         )
       lines.append(
-        f"| **sum** | {tot[0] * 1e3:.3g} ms | {tot[1] * 1e3:.3g} ms (best of the two per stage) | "
+        f"| **sum** | {tot[0] * 1e3:.3g} ms | {tot[1] * 1e3:.3g} ms (the library before) | "
         f"{tot[2] * 1e3:.3g} ms |"
       )
     if steps.get("fit"):
