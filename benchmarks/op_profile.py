@@ -181,7 +181,9 @@ def main(argv=None) -> dict[str, Any]:
   p = argparse.ArgumentParser(prog="python -m benchmarks.op_profile", description=__doc__)
   p.add_argument("--threads", type=int, default=1)
   p.add_argument("--loss", nargs="*", default=["dann:512:256", "cdan:512:256"])
-  p.add_argument("--e2e", nargs="*", default=["dann"], choices=("source_only", "dann"))
+  p.add_argument(
+    "--e2e", nargs="*", default=["dann", "cdan"], choices=("source_only", "dann", "dan", "cdan")
+  )
   p.add_argument("--out", default=None)
   args = p.parse_args(argv)
   settings = harness.pin_threads(args.threads)
