@@ -168,10 +168,22 @@ class CDAN(DANN):
     f_dim, c = f.shape[-1], logits.shape[-1]
     matrices = None
     if self._use_random(f_dim, c):
-      matrices = losses.randomized_map_matrices(
-        jax.random.key(self.map_seed), f_dim, c, self.randomized_dim, dtype=f.dtype
-      )
+      matrices = self._matrices(f_dim, c, f.dtype)
     return losses.cdan_features(f, logits, matrices=matrices)
+
+  def _matrices(self, f_dim: int, c: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """The randomized map's fixed ``(R_f, R_g)``, drawn once from ``map_seed``: evaluated
+    when the step is traced (``jax.ensure_compile_time_eval``) and embedded in it as
+    constants, instead of sampled again by every step (twice: once per domain), which
+    the XLA:CPU op profile of the CDAN step showed as its random-number fusions."""
+    cache = self.__dict__.setdefault("_matrices_cache", {})
+    k = (f_dim, c, jax.numpy.dtype(dtype).name)
+    if k not in cache:
+      with jax.ensure_compile_time_eval():
+        cache[k] = losses.randomized_map_matrices(
+          jax.random.key(self.map_seed), f_dim, c, self.randomized_dim, dtype=dtype
+        )
+    return cache[k]
 
   def _disc_input(self, inputs):
     f_s = _feature(inputs.source, self.feature_key)

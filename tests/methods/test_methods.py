@@ -308,3 +308,20 @@ def test_target_regularizer_methods_match_numpy(name, trade_off):
   np.testing.assert_allclose(float(loss), ce + trade_off * r, rtol=1e-5)
   with pytest.raises(ValueError, match="trade_off"):
     methods.build(name, trade_off=-1.0)
+
+
+def test_cdan_randomized_map_matrices_are_constants_of_the_step(rng):
+  """CDAN's randomized map uses the matrices drawn once from ``map_seed`` (equal to drawing
+  them from that key, as ``randomized_multilinear_map(key=...)`` does) and the traced
+  computation draws no random numbers for them (they are constants of the step)."""
+  method = methods.CDAN(hidden=(8,), randomized=True, randomized_dim=64)
+  f = jnp.asarray(rng.normal(size=(6, 20)), jnp.float32)
+  logits = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+  want = losses.randomized_multilinear_map(
+    f, jax.nn.softmax(logits, axis=-1), key=jax.random.key(method.map_seed), dim=64
+  )
+  np.testing.assert_allclose(np.asarray(method._map(f, logits)), np.asarray(want), rtol=1e-5)
+  jaxpr = str(jax.make_jaxpr(method._map)(f, logits))
+  assert "random_bits" not in jaxpr and "threefry" not in jaxpr, jaxpr
+  # drawn once per shape: the same arrays on every trace
+  assert method._matrices(20, 4, jnp.float32)[0] is method._matrices(20, 4, jnp.float32)[0]
