@@ -438,6 +438,15 @@ def to_markdown(results: dict[str, Any]) -> str:
     f"{m['torch']}; code at git {results['git_commit']}",
     f"- command: `{results['command']}`; started {results['started']}; load average at start "
     f"{', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}",
+    *(
+      [
+        f"- rows kept from an earlier run (`{results['updated_from']['command']}`, git "
+        f"{results['updated_from']['git_commit']}): "
+        f"{', '.join(results['updated_from']['methods_kept'])}"
+      ]
+      if results.get("updated_from", {}).get("methods_kept")
+      else []
+    ),
     *([f"- **{results['note']}**"] if results.get("note") else []),
     f"- protocol: {results['protocol']}",
     "- times: median over repeats [min–max]; phases are exclusive and in-process; "
@@ -563,6 +572,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     help="only the profile, added to the e2e.json already in the output directory",
   )
   p.add_argument("--repeats-profile", type=int, default=9, help="samples per profiled function")
+  p.add_argument(
+    "--update",
+    action="store_true",
+    help="keep the rows of the methods not run here from the e2e.json in the output directory",
+  )
   return p.parse_args(argv)
 
 
@@ -608,7 +622,24 @@ def main(argv=None) -> dict[str, Any]:
       with open(path) as f:
         results = json.load(f)
     else:
+      previous = None
+      path = os.path.join(out, "e2e.json")
+      if args.update and os.path.exists(path):
+        with open(path) as f:
+          previous = json.load(f)
       results.update(run(args, threads))
+      if previous:  # keep the rows of the methods this run did not measure
+        mine = {r["method"] for r in results["rows"]}
+        kept = [r for r in previous["rows"] if r["method"] not in mine]
+        order = {m: i for i, m in enumerate(METHODS)}
+        results["rows"] = sorted(kept + results["rows"], key=lambda r: order[r["method"]])
+        results["updated_from"] = {
+          "command": previous.get("command"),
+          "git_commit": previous.get("git_commit"),
+          "methods_kept": [r["method"] for r in kept],
+        }
+        if previous.get("profile") and not args.profile:
+          results["profile"] = previous["profile"]
     if args.profile or args.profile_only:
       results["profile"] = profile(args, threads, command)
     results["targets"] = targets(results)
