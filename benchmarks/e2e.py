@@ -645,12 +645,7 @@ def main(argv=None) -> dict[str, Any]:
     results["targets"] = targets(results)
     for t in results["targets"]:
       print(f"  [{t['status']}] {t['target']}: {t['detail']}", flush=True)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "e2e.json"), "w") as f:
-      json.dump(results, f, indent=1, default=str)
-    with open(os.path.join(out, "e2e.md"), "w") as f:
-      f.write(to_markdown(results))
-    print(f"== wrote {out}/e2e.json and e2e.md", flush=True)
+    print("== " + harness.write_json_md(out, "e2e", results, to_markdown(results)), flush=True)
     out_all[threads] = results
   return out_all
 

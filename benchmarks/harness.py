@@ -236,6 +236,19 @@ def machine_info(thread_settings: Mapping[str, Any]) -> dict[str, Any]:
   return info
 
 
+def write_json_md(out_dir: str, stem: str, result: Mapping[str, Any], markdown: str) -> str:
+  """Writes ``<out_dir>/<stem>.json`` (the measured data) and ``<stem>.md`` (its tables,
+  written by the benchmark's own formatter); returns a line saying so."""
+  import json
+
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, f"{stem}.json"), "w") as f:
+    json.dump(result, f, indent=1, default=str)
+  with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
+    f.write(markdown)
+  return f"wrote {out_dir}/{stem}.json and {stem}.md"
+
+
 def patch_dalib_numpy() -> None:
   """dalib 0.2's gradient reversal layer calls ``np.float`` (removed in NumPy 1.24)."""
   import numpy as np

@@ -27,7 +27,6 @@ GPU host needs: ``accelerator images/s / images/s of one worker``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks import harness
 
 #: Published training throughput of one accelerator: ResNet-50 v1.5, PyTorch, mixed
 #: precision, 1 x A100 80GB (DGX A100), pytorch-21.03 NGC container.
@@ -299,9 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   out = Path(args.out) if args.out else Path(__file__).parent / "results" / machine_name()
   if not args.quick or args.out:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "input_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "input_pipeline.md").write_text(markdown(result))
-    print(f"wrote {out}/input_pipeline.json and .md")
+    print(harness.write_json_md(str(out), "input_pipeline", result, markdown(result)))
   print(markdown(result))
   return result
 

@@ -212,12 +212,7 @@ def main(argv=None) -> dict[str, Any]:
       f"{name}: {prof['ms_per_call']:.1f} ms; top op {top['op']} {top['ms']:.1f} ms", flush=True
     )
   out = args.out or os.path.join(ROOT, "benchmarks", "results", res["machine_slug"])
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "op_profile.json"), "w") as f:
-    json.dump(res, f, indent=1, default=str)
-  with open(os.path.join(out, "op_profile.md"), "w") as f:
-    f.write(to_markdown(res))
-  print(f"wrote {out}/op_profile.json and op_profile.md", flush=True)
+  print(harness.write_json_md(out, "op_profile", res, to_markdown(res)), flush=True)
   return res
 
 
