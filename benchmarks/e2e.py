@@ -399,6 +399,25 @@ def profile(args, threads: int, command: str) -> dict[str, Any]:
   return prof
 
 
+def merge_previous(
+  results: dict[str, Any], previous: dict[str, Any], *, keep_profile: bool = True
+) -> None:
+  """``--update``: adds to ``results`` the rows of ``previous`` (an earlier e2e.json) for
+  the methods this run did not measure, in :data:`METHODS` order, records where they came
+  from (``updated_from``) and keeps the earlier profile unless this run made one."""
+  mine = {r["method"] for r in results["rows"]}
+  kept = [r for r in previous["rows"] if r["method"] not in mine]
+  order = {m: i for i, m in enumerate(METHODS)}
+  results["rows"] = sorted(kept + results["rows"], key=lambda r: order[r["method"]])
+  results["updated_from"] = {
+    "command": previous.get("command"),
+    "git_commit": previous.get("git_commit"),
+    "methods_kept": [r["method"] for r in kept],
+  }
+  if keep_profile and previous.get("profile") and not results.get("profile"):
+    results["profile"] = previous["profile"]
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, str]]:
   out = []
   for row in results["rows"]:
@@ -628,18 +647,8 @@ def main(argv=None) -> dict[str, Any]:
         with open(path) as f:
           previous = json.load(f)
       results.update(run(args, threads))
-      if previous:  # keep the rows of the methods this run did not measure
-        mine = {r["method"] for r in results["rows"]}
-        kept = [r for r in previous["rows"] if r["method"] not in mine]
-        order = {m: i for i, m in enumerate(METHODS)}
-        results["rows"] = sorted(kept + results["rows"], key=lambda r: order[r["method"]])
-        results["updated_from"] = {
-          "command": previous.get("command"),
-          "git_commit": previous.get("git_commit"),
-          "methods_kept": [r["method"] for r in kept],
-        }
-        if previous.get("profile") and not args.profile:
-          results["profile"] = previous["profile"]
+      if previous:
+        merge_previous(results, previous, keep_profile=not args.profile)
     if args.profile or args.profile_only:
       results["profile"] = profile(args, threads, command)
     results["targets"] = targets(results)

@@ -339,3 +339,49 @@ def test_op_profile_names_the_ops_of_a_compiled_function():
     }
   )
   assert "## tanh(a.T a)" in md and "| op | ms per call | share | HLO |" in md
+
+
+def test_e2e_update_keeps_the_methods_not_rerun():
+  """``benchmarks.e2e --update``: the re-measured method replaces its row, the others
+  are kept from the earlier file in the protocol's method order, with their provenance."""
+  from benchmarks import e2e
+
+  previous = {
+    "command": "old",
+    "git_commit": "abc",
+    "rows": [{"method": m, "v": "old"} for m in ("source_only", "dann", "cdan")],
+    "profile": {"p": 1},
+  }
+  results = {"rows": [{"method": "cdan", "v": "new"}]}
+  e2e.merge_previous(results, previous)
+  assert [(r["method"], r["v"]) for r in results["rows"]] == [
+    ("source_only", "old"),
+    ("dann", "old"),
+    ("cdan", "new"),
+  ]
+  assert results["updated_from"] == {
+    "command": "old",
+    "git_commit": "abc",
+    "methods_kept": ["source_only", "dann"],
+  }
+  assert results["profile"] == {"p": 1}
+  fresh = {"rows": [{"method": "dann", "v": "new"}], "profile": {"p": 2}}
+  e2e.merge_previous(fresh, previous, keep_profile=False)
+  assert fresh["profile"] == {"p": 2}
+  md = e2e.to_markdown(
+    {
+      **{k: "x" for k in ("machine_slug", "git_commit", "command", "started", "protocol")},
+      "machine": {
+        "cpu_model": "cpu",
+        "jax": "j",
+        "flax": "f",
+        "torch": "t",
+        "load_average_at_start": [0.0, 0.0, 0.0],
+      },
+      "threads": 1,
+      "targets": [],
+      "rows": [],
+      "updated_from": results["updated_from"],
+    }
+  )
+  assert "rows kept from an earlier run (`old`, git abc): source_only, dann" in md
