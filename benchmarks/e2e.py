@@ -103,6 +103,37 @@ def make_config(
   return c
 
 
+def jax_step(method: str, *, n: int = 64, steps: int = 600, uses_target: bool | None = None):
+  """The protocol's dtl_jax step as ``fit`` builds it (``models.build``, ``methods.build``,
+  ``create_train_state``, ``make_train_step``, the ``jit`` driver), on a random batch of
+  ``n`` + ``n`` images: returns ``(driver, device_state, batch)``, the batch as NumPy
+  arrays. ``uses_target=True`` with source_only runs the network on ``[x_s; x_t]`` (DANN's
+  step without its domain classifier). Used by the step profiles (``--profile`` and
+  :mod:`benchmarks.op_profile`)."""
+  import jax
+  import numpy as np
+
+  from dtl_jax import methods, models
+  from dtl_jax.train import create_train_state, drivers, make_train_step
+
+  rng = np.random.default_rng(0)
+  batch = {
+    "x_s": rng.uniform(size=(n, 28, 28, 3)).astype(np.float32),
+    "y_s": rng.integers(0, 10, n).astype(np.int32),
+    "x_t": rng.uniform(size=(n, 28, 28, 3)).astype(np.float32),
+  }
+  config = make_config(method, steps=steps)
+  model = models.build(config.model, num_classes=10)
+  m = methods.build(method, **METHOD_KWARGS[method])
+  if uses_target is not None:
+    m.uses_target = uses_target
+  state, tx = create_train_state(
+    model, m, key=jax.random.key(0), example_x=batch["x_s"][:1], **dict(config.optim)
+  )
+  driver = drivers.make_driver("jit", make_train_step(model, m, tx, total_steps=steps))
+  return driver, driver.put_state(state), batch
+
+
 # ---------------------------------------------------------------------- children
 
 
@@ -190,9 +221,8 @@ def _child_profile(args) -> None:
   network on the 64 source images), the same loss with the network run on
   ``[x_s; x_t]`` (DANN's step without its domain classifier: what the target half
   costs) and DANN; then Ganin's network stage by stage (:func:`benchmarks.steps.profile`)
-  on the fused 128-image batch. dtl_jax steps are built as ``fit`` builds them
-  (``models.build``, ``methods.build``, ``create_train_state``, ``make_train_step``, the
-  ``jit`` driver); the PyTorch steps are :func:`benchmarks.e2e_torch.build_training`.
+  on the fused 128-image batch. dtl_jax steps are :func:`jax_step`, the PyTorch steps
+  :func:`benchmarks.e2e_torch.build_training`, both on :func:`jax_step`'s batch.
   """
   harness.pin_threads(args.threads)
   import jax
@@ -200,31 +230,16 @@ def _child_profile(args) -> None:
   import torch
 
   from benchmarks import e2e_torch, steps
-  from dtl_jax import methods, models
-  from dtl_jax.train import create_train_state, drivers, make_train_step
 
   harness.set_torch_threads(len(os.sched_getaffinity(0)))
   n, classes = args.batch_size, 10
-  rng = np.random.default_rng(0)
-  x_s = rng.uniform(size=(n, 28, 28, 3)).astype(np.float32)
-  x_t = rng.uniform(size=(n, 28, 28, 3)).astype(np.float32)
-  y_s = rng.integers(0, classes, n).astype(np.int32)
-  batch = {k: jax.numpy.asarray(v) for k, v in (("x_s", x_s), ("y_s", y_s), ("x_t", x_t))}
-  tx_s, tx_t = (torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in (x_s, x_t))
-  ty_s = torch.from_numpy(y_s.astype(np.int64))
   fns: dict[str, Any] = {}
   for label, method_name, uses_target in PROFILE_STEPS:
-    config = make_config(method_name, steps=args.steps)
-    model = models.build(config.model, num_classes=classes)
-    method = methods.build(method_name, **METHOD_KWARGS[method_name])
-    method.uses_target = uses_target  # source_only on [x_s; x_t]: DANN minus its classifier
-    state, tx = create_train_state(
-      model, method, key=jax.random.key(0), example_x=x_s[:1], **dict(config.optim)
-    )
-    driver = drivers.make_driver("jit", make_train_step(model, method, tx, total_steps=args.steps))
-    holder = [driver.step, driver.put_state(state)]
+    driver, state, np_batch = jax_step(method_name, n=n, steps=args.steps, uses_target=uses_target)
+    batch = {k: jax.numpy.asarray(v) for k, v in np_batch.items()}
+    holder = [driver.step, state]
 
-    def call(holder=holder):
+    def call(holder=holder, batch=batch):
       holder[1], metrics = holder[0](holder[1], batch)
       return jax.block_until_ready(metrics)
 
@@ -232,8 +247,13 @@ def _child_profile(args) -> None:
     *_, train_step = e2e_torch.build_training(
       method_name, num_classes=classes, channels=3, n=n, steps=args.steps, uses_target=uses_target
     )
-    fns[f"torch {label}"] = lambda train_step=train_step: train_step(
-      args.steps // 2, tx_s, ty_s, tx_t
+    tx_s, tx_t = (
+      torch.from_numpy(np.ascontiguousarray(np_batch[k].transpose(0, 3, 1, 2)))
+      for k in ("x_s", "x_t")
+    )
+    ty_s = torch.from_numpy(np_batch["y_s"].astype(np.int64))
+    fns[f"torch {label}"] = lambda train_step=train_step, a=tx_s, b=ty_s, c=tx_t: train_step(
+      args.steps // 2, a, b, c
     )
   t = harness.time_alternating(fns, repeats=args.repeats_profile, min_sample_s=0.2, warmup=3)
   whole = {k: v.median_s for k, v in t.items()}

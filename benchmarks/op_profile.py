@@ -114,27 +114,10 @@ def _loss_target(spec: str):
 
 def _e2e_target(method: str):
   import jax
-  import numpy as np
 
   from benchmarks import e2e
-  from dtl_jax import methods, models
-  from dtl_jax.train import create_train_state, drivers, make_train_step
 
-  n = 64
-  rng = np.random.default_rng(0)
-  batch = {
-    "x_s": rng.uniform(size=(n, 28, 28, 3)).astype(np.float32),
-    "y_s": rng.integers(0, 10, n).astype(np.int32),
-    "x_t": rng.uniform(size=(n, 28, 28, 3)).astype(np.float32),
-  }
-  config = e2e.make_config(method, steps=600)
-  model = models.build(config.model, num_classes=10)
-  m = methods.build(method, **e2e.METHOD_KWARGS[method])
-  state, tx = create_train_state(
-    model, m, key=jax.random.key(0), example_x=batch["x_s"][:1], **dict(config.optim)
-  )
-  driver = drivers.make_driver("jit", make_train_step(model, m, tx, total_steps=600))
-  state = driver.put_state(state)
+  driver, state, batch = e2e.jax_step(method)
   batch = {k: jax.numpy.asarray(v) for k, v in batch.items()}
   compiled = driver.step.lower(state, batch).compile()
   holder = [state]
