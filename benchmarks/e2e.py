@@ -549,29 +549,30 @@ def profile_markdown(prof: dict[str, Any]) -> list[str]:
       f"| {r['framework']} | {r['source_only_ms']:.1f} ms | {r['target_half_ms']:+.1f} ms | "
       f"{r['domain_classifier_ms']:+.1f} ms | {r['dann_ms']:.1f} ms |"
     )
+  from benchmarks.report import stage_variants
+
   st = prof["stages"]
   names = list(dict.fromkeys(k.split()[1] for k in st if k.startswith("torch ")))
   lines += [
     "",
     "Ganin's network stage by stage on the fused batch, forward + backward (ms; the "
-    "library compiles nn.Conv with its XLA options, 'xla-default' is XLA's own choice "
-    "(YNNPACK), 'patches' is im2col + one matmul):",
+    "library: nn.Conv with its XLA options, 2x2 pooling as pairwise maxima; before: XLA's "
+    "default YNNPACK convolutions, nn.max_pool; 'patches' is im2col + one matmul):",
     "",
-    "| stage | jax (library) | jax xla-default | jax patches | jax reshape-pool | torch | "
+    "| stage | jax (library) | jax (library before) | jax patches | torch | "
     "torch / jax (library) |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "|---|---:|---:|---:|---:|---:|",
   ]
 
   def ms(key):
     return f"{st[key] * 1e3:.2f}" if key in st else "–"
 
   for name in names:
-    lib = st.get(f"jax {name} nn.Conv", st.get(f"jax {name} nn.max_pool"))
+    lib, before = stage_variants(name)
     lines.append(
-      f"| {name} | {ms(f'jax {name} nn.Conv') if 'conv' in name else ms(f'jax {name} nn.max_pool')}"
-      f" | {ms(f'jax {name} nn.Conv xla-default')} | {ms(f'jax {name} patches')} | "
-      f"{ms(f'jax {name} reshape')} | {ms(f'torch {name}')} | "
-      f"{st[f'torch {name}'] / lib:.2f} |"
+      f"| {name} | {ms(f'jax {name} {lib}')} ({lib}) | {ms(f'jax {name} {before}')} "
+      f"({before}) | {ms(f'jax {name} patches')} | {ms(f'torch {name}')} | "
+      f"{st[f'torch {name}'] / st[f'jax {name} {lib}']:.2f} |"
     )
   lines.append("")
   return lines

@@ -12,6 +12,17 @@ LIMIT_TARGET = 1.3  # mk_mmd time / two-product matmul time at d = 2048
 MEMORY_TARGET_GIB = 2.0  # tiled mk_mmd + grad at n = 32768, d = 256
 
 
+#: Stage profiles (:func:`benchmarks.steps.profile`): per kind of stage, the variant the
+#: library compiles (nn.Conv with its XLA options; ``max_pool_2x2``, "reshape") and the one
+#: it used before (XLA's default YNNPACK convolutions; ``nn.max_pool``).
+STAGE_VARIANTS = {"conv": ("nn.Conv", "nn.Conv xla-default"), "pool": ("reshape", "nn.max_pool")}
+
+
+def stage_variants(stage: str) -> tuple[str, str]:
+  """``(library, before)`` variant names of a profiled stage (``conv1``, ``pool2``, ...)."""
+  return STAGE_VARIANTS["conv" if stage.startswith("conv") else "pool"]
+
+
 def _median(row: dict[str, Any], impl: str) -> float | None:
   r = row.get("impls", {}).get(impl)
   if r and r.get("status") == "ok" and "median_s" in r:
@@ -476,14 +487,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         "| stage | JAX library | JAX alternative | PyTorch |",
         "|---|---|---|---|",
       ]
-      alt = {
-        "conv1": ("nn.Conv", "nn.Conv xla-default"),
-        "conv2": ("nn.Conv", "nn.Conv xla-default"),
-        "pool1": ("reshape", "nn.max_pool"),  # the library's max_pool_2x2 is "reshape"
-        "pool2": ("reshape", "nn.max_pool"),
-      }
       tot = [0.0, 0.0, 0.0]
-      for stage, (lib, other) in alt.items():
+      for stage in ("conv1", "conv2", "pool1", "pool2"):
+        lib, other = stage_variants(stage)
         a, b, c = (
           prof.get(f"jax {stage} {lib}"),
           prof.get(f"jax {stage} {other}"),
