@@ -78,7 +78,22 @@ def matmul_flops(loss: str, n: int, d: int, *, classes: int = 10, hidden: int = 
 
 
 def explain_loss_fails(results: dict[str, Any]) -> list[str]:
-  """Why each loss configuration below a speed target is there, from this run's numbers.
+  """One line per loss configuration below a speed target, with its reason (see
+  :func:`loss_fail_reasons`)."""
+  return [line for _, line in loss_fail_reasons(results)]
+
+
+#: The kinds of reason :func:`loss_fail_reasons` gives, and how the README counts them.
+FAIL_REASONS = {
+  "gemm_bound": "GEMM-bound (1.5x of PyTorch's product rate exceeds the fastest rate measured)",
+  "shape_gemm_bound": "at their shape's GEMM bound (MK-MMD / JMMD)",
+  "below_roofline": "below the roofline",
+}
+
+
+def loss_fail_reasons(results: dict[str, Any]) -> list[tuple[str, str]]:
+  """Why each loss configuration below a speed target is there, from this run's numbers:
+  ``(kind, line)`` pairs, ``kind`` a key of :data:`FAIL_REASONS`.
 
   The bound is the machine's matrix-product rate: the fastest rate measured in this run
   (``limit``'s GEMMs at the loss shapes, and every implementation's unavoidable products
@@ -121,6 +136,7 @@ def explain_loss_fails(results: dict[str, Any]) -> list[str]:
       need = target * other
       lim = limits.get((row["n"], row["d"])) if row["loss"] in ("mk_mmd", "jmmd") else None
       if lim and lim["ratio"] <= LIMIT_TARGET:
+        kind = "shape_gemm_bound"
         why = (
           f"at this shape's GEMM bound: the MK-MMD kernel sum takes {lim['ratio']:.2f}x the "
           f"time of its two products as XLA runs them ({lim['matmul_gflops']:.0f} GFLOP/s; "
@@ -129,19 +145,21 @@ def explain_loss_fails(results: dict[str, Any]) -> list[str]:
           f"so {target}x over {name} needs XLA's GEMM {target}x faster than PyTorch's"
         )
       elif need > peak:
+        kind = "gemm_bound"
         why = (
           f"GEMM-bound: {name} runs the products at {other:.0f} GFLOP/s, {target}x of it "
           f"would need {need:.0f} > {peak:.0f} GFLOP/s, the fastest rate measured here "
           f"(JAX: {jax_rate:.0f}, {jax_rate / peak:.0%} of it)"
         )
       else:
+        kind = "below_roofline"
         why = (
           f"below the roofline: JAX {jax_rate:.0f} GFLOP/s ({jax_rate / peak:.0%} of "
           f"the fastest rate measured here), {name} {other:.0f}: the time is lost in how "
           "the work is executed, not in its amount (`python -m benchmarks.op_profile` "
           "shows where, op by op)"
         )
-      out.append(f"- {tag}, {r[key]:.2f}x vs {name} (target {target}x): {why}")
+      out.append((kind, f"- {tag}, {r[key]:.2f}x vs {name} (target {target}x): {why}"))
   return out
 
 

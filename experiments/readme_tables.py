@@ -189,20 +189,15 @@ def benchmarks(root: Path = BENCH_RESULTS) -> str:
     ]
     for t in res.get("targets", []):
       lines.append(f"| {t['target']} | **{t['status']}** | {t['detail']} |")
-    why = report.explain_loss_fails(res)
-    if why:
-      kinds = {
-        "GEMM-bound": "GEMM-bound (1.5x of PyTorch's product rate exceeds the fastest rate "
-        "measured)",
-        "at this shape's GEMM bound": "at their shape's GEMM bound (MK-MMD / JMMD)",
-        "below the roofline": "below the roofline",
-      }
-      counts = {k: sum(f": {k}" in w for w in why) for k in kinds}
+    kinds = [kind for kind, _ in report.loss_fail_reasons(res)]
+    if kinds:
       lines += [
         "",
         "Loss configurations below a target, by reason (`report.explain_loss_fails`, one "
         "line each in `results.md`): "
-        + ", ".join(f"{n} {kinds[k]}" for k, n in counts.items() if n)
+        + ", ".join(
+          f"{kinds.count(k)} {text}" for k, text in report.FAIL_REASONS.items() if k in kinds
+        )
         + ".",
       ]
     rows = [r for r in res.get("losses", []) if "error" not in r]

@@ -183,6 +183,9 @@ def test_loss_fails_are_explained_by_the_measured_matmul_rate():
   assert "would need 150 > 120 GFLOP/s" in why[0]
   assert "coral n=64 d=256, 0.83x" in why[1] and "below the roofline: JAX 10 GFLOP/s (8%" in why[1]
   assert "mk_mmd n=512 d=2048, 1.20x" in why[2] and "1.10x the time of its two products" in why[2]
+  kinds = [kind for kind, _ in report.loss_fail_reasons(results)]
+  assert kinds == ["gemm_bound", "below_roofline", "shape_gemm_bound"]
+  assert set(kinds) <= set(report.FAIL_REASONS)
   assert report.explain_loss_fails({"losses": []}) == []
 
 
