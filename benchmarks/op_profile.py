@@ -82,7 +82,7 @@ def profile_compiled(
     "ms_per_call": per_call * 1e3,
     "ops_ms": ops_ms,
     "top": [
-      {"op": k, "ms": v, "share": v / ops_ms, "hlo": described.get(k, "?")}
+      {"op": k, "ms": v, "share": v / ops_ms, "hlo": described[k]}
       for k, v in total.most_common(top)
     ],
     "by_kind": _by_kind(total, described, ops_ms),
@@ -92,7 +92,7 @@ def profile_compiled(
 def _by_kind(total, described, ops_ms) -> dict[str, float]:
   kinds: collections.Counter = collections.Counter()
   for k, v in total.items():
-    d = described.get(k, "?")
+    d = described[k]
     kind = d.split(" -> ")[0]
     if kind == "dot" and "contracting_dims={0}" in d:
       kind = "dot (contracting dim 0: a weight gradient)"
