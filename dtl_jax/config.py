@@ -3,10 +3,12 @@
 A run is described by one :class:`ml_collections.ConfigDict`. :func:`default_config`
 returns it with every key at its default; :data:`SCHEMA` is the single place where the
 keys, their defaults and their documentation live (``dtl-jax train --list-keys`` prints
-it). The defaults are the bundled digits protocol of ``dtl-jax demo``: ``digits ->
-digits_m`` at 16x16, LeNet + 256-d bottleneck + linear head, TLlib's SGD (lr 0.01,
-Nesterov momentum 0.9, weight decay 1e-3, lr ``(1 + 1e-3 i)^-0.75``), 32 + 32 images per
-step, 500 steps, evaluation and label-free selection every 100 steps.
+it). The defaults are the bundled digits protocol (``experiments/configs/digits.py``, the
+digits benchmark): ``digits -> digits_m`` at 16x16, LeNet + 256-d bottleneck + linear
+head, TLlib's SGD (lr 0.01, Nesterov momentum 0.9, weight decay 1e-3, lr
+``(1 + 1e-3 i)^-0.75``), 32 + 32 images per step, 500 steps, evaluation and label-free
+selection every 100 steps (a run of seconds on a CPU). ``dtl-jax demo`` changes them to
+the DANN paper's MNIST -> MNIST-M protocol (:func:`dtl_jax.demo.dann_mnist_m_config`).
 
 Study protocols are Python files in ``experiments/configs/`` with a
 ``get_config(arg=None)`` function (the big_vision convention) that starts from

@@ -25,6 +25,10 @@ Caffe code is not in the paper), the paper's mean-pixel subtraction (inputs stay
 library defaults (TLlib's where they exist; WDGRL ``trade_off = 0.1`` as in
 ``experiments/configs/digits.py``).
 
+The protocol is defined once, in the library (:func:`dtl_jax.demo.dann_mnist_m_config`,
+since ``dtl-jax demo`` trains it from an installed package); this file is that function
+as a config file.
+
 ``get_config("<method>")`` or ``get_config("<method>:<num_steps>")`` (the learning-rate
 schedule follows ``num_steps``; change both together, ``lr_gamma = 10 / num_steps``)::
 
@@ -32,47 +36,14 @@ schedule follows ``num_steps``; change both together, ``lr_gamma = 10 / num_step
   dtl-jax train --config experiments/configs/dann_mnist_m.py:source_only:3000 --workdir runs/so
 """
 
-import ml_collections
+from dtl_jax import demo
 
-from dtl_jax.config import default_config
-
-#: Optimizer steps of the protocol: 600 steps of 64 source images are 19 epochs of the
-#: 2,000 source training images (source-only's source and target accuracies plateau by
-#: step 250 of a 1,500-step run; the CPU budget of experiments/real_digits.py).
-STEPS = 600
-EVAL_EVERY = 100
-
-#: The paper's DANN: its schedule and its domain classifier (fc-100, ReLU, fc-1).
-DANN_KWARGS = {"schedule": "dann", "hidden": (100,), "batch_norm": False}
-METHOD_KWARGS = {"dann": DANN_KWARGS, "wdgrl": {"trade_off": 0.1}}
-
-
-def set_steps(c: ml_collections.ConfigDict, steps: int, eval_every: int = EVAL_EVERY) -> None:
-  """``num_steps`` and the learning-rate schedule that follows it (``10 / num_steps``)."""
-  c.train.num_steps = int(steps)
-  c.optim.lr_gamma = 10.0 / int(steps)
-  c.train.eval_every = min(int(eval_every), int(steps))
-  c.train.checkpoint_every = int(steps)
-  c.train.log_every = min(50, int(steps))
+#: Optimizer steps and evaluation interval of the protocol (``dtl_jax.demo``).
+STEPS = demo.DEMO_STEPS
+EVAL_EVERY = demo.DEMO_EVAL_EVERY
+set_steps = demo.set_steps
 
 
 def get_config(arg=None):
   method, _, steps = (arg or "dann").partition(":")
-  c = default_config()
-  c.method = method
-  c.method_kwargs = ml_collections.ConfigDict(METHOD_KWARGS.get(method, {}))
-  c.data.source, c.data.target = "mnist", "mnist_m"
-  c.data.image_size = 28
-  c.data.batch_size = 64
-  c.data.target_batch_size = 64
-  c.model.backbone = "dann_mnist"
-  c.model.bottleneck_dim = 0
-  c.model.head_hidden = (100, 100)
-  c.optim.kind = "sgd"
-  c.optim.learning_rate = 0.01
-  c.optim.momentum = 0.9
-  c.optim.nesterov = False
-  c.optim.weight_decay = 0.0
-  c.optim.lr_decay = 0.75
-  set_steps(c, int(steps) if steps else STEPS)
-  return c
+  return demo.dann_mnist_m_config(method, steps=int(steps) if steps else STEPS)

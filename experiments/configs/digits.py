@@ -13,7 +13,7 @@ its stage 1, see ``experiments/configs/adda.py`` for stage 2)::
   dtl-jax train --config experiments/configs/digits.py:jan \
       --config.data.target=digits_rot --config.train.num_steps=2000 --workdir runs/jan_rot
 
-This is the protocol of ``dtl-jax demo`` and of ``experiments/digits_benchmark.py``.
+This is the protocol of ``experiments/digits_benchmark.py``.
 """
 
 import ml_collections

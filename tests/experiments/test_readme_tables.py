@@ -86,17 +86,17 @@ def test_missing_results_name_the_study_to_run(tmp_path):
     rt.benchmarks(tmp_path)
 
 
-def test_committed_demo_equals_seed_zero_of_the_committed_digits_benchmark():
-  """The demo and the benchmark are separate processes of the same config (seed 0,
-  digits→digits_m); their committed accuracies must agree run for run."""
+def test_committed_demo_equals_seed_zero_of_the_committed_real_digits_study():
+  """The demo and the study are separate processes of the same config (seed 0,
+  mnist→mnist_m, one thread); their committed accuracies must agree run for run."""
   demo = json.loads((rt.RESULTS / "demo" / "demo.json").read_text())
   runs = [
     json.loads(line)
-    for line in (rt.RESULTS / "digits_benchmark" / "runs.jsonl").read_text().splitlines()
+    for line in (rt.RESULTS / "real_digits" / "runs.jsonl").read_text().splitlines()
   ]
-  bench = {r["method"]: r for r in runs if r["seed"] == 0 and r["pair"] == "digits→digits_m"}
-  assert {r["method"] for r in demo["rows"]} <= set(bench)
+  study = {r["method"]: r for r in runs if r["seed"] == 0 and r["pair"] == "mnist→mnist_m"}
+  assert {r["method"] for r in demo["rows"]} <= set(study)
   for row in demo["rows"]:
-    b = bench[row["method"]]
+    b = study[row["method"]]
     for key in ("selected", "selected_step", "last", "oracle", "source_acc"):
       assert row[key] == pytest.approx(b[key], abs=1e-9), (row["method"], key)
