@@ -15,7 +15,7 @@ Differences from TLlib, all forced or chosen for one comparable network:
   and 5x smaller than MNIST's 60,000 and USPS's 7,291 training images). TLlib's
   warm-start reversal (``max_iters = 1000``) is kept, so the adversarial methods' GRL
   coefficient only reaches 0.15 by step 300 (in TLlib's runs it is > 0.99 from step
-  7,600 on);
+  5,294 on);
 * inputs in [0, 1] (TLlib normalizes to [-1, 1] with mean = std = 0.5);
 * every method uses the bottleneck of TLlib's DANN / CDAN classifier (Linear, BatchNorm,
   ReLU; no dropout) and a linear head; TLlib's DAN / JAN / MDD classifiers add a dropout

@@ -86,6 +86,53 @@ def test_missing_results_name_the_study_to_run(tmp_path):
     rt.benchmarks(tmp_path)
 
 
+def test_real_digits_tables_pivot_methods_by_shift_and_pair_the_frameworks(tmp_path):
+  meta = {"git_commit": "abc"}
+  cols = [["pair", "shift"], ["method", "method"], ["selected", "selected (snd)"]]
+  rows = [
+    {"pair": "a→b", "method": "source_only", "selected": [50.0, 1.0], "n_seeds": 5},
+    {
+      "pair": "a→b",
+      "method": "dann",
+      "selected": [60.0, 2.0],
+      "flag": "helps",
+      "n_seeds": 5,
+      "published": 76.66,
+    },
+    {"pair": "b→a", "method": "source_only", "selected": [70.0, 0.5], "n_seeds": 4},
+    {
+      "pair": "b→a",
+      "method": "mdd",
+      "selected": [40.0, 3.0],
+      "n_seeds": 4,
+      "flag": "NEGATIVE TRANSFER",
+    },
+  ]
+  _write(tmp_path, "real_digits", "real_digits", {"rows": rows, "columns": cols, "metadata": meta})
+  table = rt.real_digits(tmp_path).splitlines()
+  assert table[0] == "| method | a→b | b→a |"
+  assert table[2] == "| source_only | 50.0 ± 1.0 | 70.0 ± 0.5 |"
+  assert table[3] == "| dann | 60.0 ± 2.0 ↑ | – |"
+  assert table[4] == "| mdd | – | 40.0 ± 3.0 ↓ |"
+  assert "criterion `snd`" in table[-1] and "4/5 seeds" in table[-1]
+  assert "a→b: dann 76.66" in table[-1] and "b→a" not in table[-1].split("Published")[1]
+  torch_rows = [
+    {
+      "pair": "a→b",
+      "method": "dann",
+      "jax_last": [61.0, 1.0],
+      "torch_last": [59.5, 2.0],
+      "n_seeds": 3,
+      "jax_s": 25,
+      "torch_s": 40,
+    },
+  ]
+  _write(tmp_path, "torch_digits", "torch_digits", {"rows": torch_rows, "metadata": meta})
+  both = rt.real_digits(tmp_path).splitlines()
+  assert both[: len(table)] == table
+  assert "| a→b | dann | 61.0 ± 1.0 | 59.5 ± 2.0 | 3 | 25 | 40 | 76.66 |" in both
+
+
 def test_committed_demo_equals_seed_zero_of_the_committed_real_digits_study():
   """The demo and the study are separate processes of the same config (seed 0,
   mnist→mnist_m, one thread); their committed accuracies must agree run for run."""
