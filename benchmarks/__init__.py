@@ -13,6 +13,8 @@ Modules:
 * :mod:`benchmarks.memory`     -- peak memory per configuration in a capped subprocess.
 * :mod:`benchmarks.steps`      -- LeNet DANN / DAN training steps, JAX ``jit`` vs PyTorch.
 * :mod:`benchmarks.report`     -- JSON / markdown / PNG writers and the PASS/FAIL targets.
+* :mod:`benchmarks.changes`    -- before / after of each library speed change, from the
+  committed results (``python -m benchmarks.changes``).
 
 Nothing here is imported by ``dtl_jax``.
 """

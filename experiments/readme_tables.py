@@ -408,8 +408,20 @@ def e2e(root: Path = BENCH_RESULTS) -> str:
   )
 
 
+def speed_changes(root: Path = BENCH_RESULTS) -> str:
+  """Before / after of each library speed change (``benchmarks/changes.py``), from the
+  committed ``changes.json``."""
+  from benchmarks.changes import to_markdown
+
+  path = root / "changes.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} is missing: run python -m benchmarks.changes first")
+  return to_markdown(_load(path)).split("\n", 2)[2].strip()  # without its title
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
   "end_to_end": e2e,
+  "speed_changes": speed_changes,
   "input_pipeline": input_pipeline,
   "real_digits": real_digits,
   "validators": validators,

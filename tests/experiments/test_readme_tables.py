@@ -20,6 +20,7 @@ def test_readme_sections_match_committed_results():
     "source_free",
     "real_digits",
     "end_to_end",
+    "speed_changes",
     "input_pipeline",
   } <= names
   assert rt.render(readme) == readme, "run: python -m experiments.readme_tables"
@@ -84,6 +85,8 @@ def test_missing_results_name_the_study_to_run(tmp_path):
     rt.transferability(tmp_path)
   with pytest.raises(FileNotFoundError, match="benchmarks.run"):
     rt.benchmarks(tmp_path)
+  with pytest.raises(FileNotFoundError, match="benchmarks.changes"):
+    rt.speed_changes(tmp_path)
 
 
 def test_real_digits_tables_pivot_methods_by_shift_and_pair_the_frameworks(tmp_path):
