@@ -174,6 +174,15 @@ SCHEMA: tuple[Key, ...] = (
     "out (stratified) for the label-free selection criteria",
     _fraction,
   ),
+  Key(
+    "data.target_sampling",
+    "epochs",
+    "how the target examples of the training batches are drawn: 'epochs' (each epoch "
+    "a fresh permutation of the target, like the source) or 'uniform' (independently "
+    "and uniformly, with replacement, as the released DANN code of Ganin et al. pairs "
+    "each source example with a target one; see experiments/results/two_moons_ablation)",
+    _one_of("epochs", "uniform"),
+  ),
   Key("data.eval_batch_size", 500, "batch size of evaluation passes", _positive),
   # input pipeline (dtl_jax.data.pipeline): streamed, decoded by workers
   Key(

@@ -25,7 +25,7 @@ import numpy as np
 
 from dtl_jax import config as config_lib
 from dtl_jax import models, provenance, report, runs
-from dtl_jax.train import evaluation, fit
+from dtl_jax.train import evaluation, fit, load_domains
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "two_moons.py"
@@ -56,8 +56,6 @@ def run(
   progress: bool = True,
   variant: str = "",
 ) -> dict:
-  from dtl_jax.data import load_domain
-
   records, panels, configs = [], [], {}
   for m in METHODS:
     for seed in seeds:
@@ -83,8 +81,7 @@ def run(
         }
       )
       if seed == seeds[0]:
-        src = load_domain(c.data.source, seed=int(seed))
-        tgt = load_domain(c.data.target, seed=int(seed))
+        src, tgt = load_domains(c)  # with c.data.domain_kwargs, as the run saw them
         panels.append(
           {
             "title": f"{'DANN' if m == 'dann' else 'source only'}: target acc. {s['last']:.1f}%",
@@ -134,6 +131,17 @@ def write_results(
       f"terms that Algorithm 1 sums); plain SGD lr {cfg.optim.learning_rate:g} on one "
       "source and one target example per update"
     )
+    scale = cfg.data.domain_kwargs.get("scale")
+    if scale is not None:
+      setting += (
+        f"; the moons in the released script's coordinates {scale:g} (x − centre) "
+        "(moons option scale)"
+      )
+    if cfg.data.target_sampling == "uniform":
+      setting += (
+        "; the target example of each update drawn uniformly with replacement "
+        "(data.target_sampling = 'uniform'), as the released DANN.py draws it"
+      )
   else:
     setting = (
       f"One hidden layer of {cfg.model.backbone_kwargs.hidden[0]} ReLU units (the "

@@ -62,6 +62,7 @@ def test_default_config_is_the_schema_and_valid():
     ("data.augment", "randaugment", r"data.augment must be one of 'none', 'tllib_imagenet'"),
     ("data.workers", -1, r"data.workers must be >= 0, got -1"),
     ("data.prefetch", 0, r"data.prefetch must be > 0, got 0"),
+    ("data.target_sampling", "random", r"data.target_sampling must be one of 'epochs', 'uniform'"),
   ],
 )
 def test_validate_names_the_key(key, value, match):

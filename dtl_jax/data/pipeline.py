@@ -11,7 +11,8 @@ dataset size.
 Order and randomness are those of :class:`~dtl_jax.data.sampler.PairSampler`: the
 global batch at step ``k`` is a pure function of ``(seed, k)`` -- epoch ``e`` of the
 source visits ``default_rng([seed, 0, e]).permutation(n_s)`` (``drop_last``), the target
-likewise with stream 1, and example ``i`` of the batch is augmented with
+likewise with stream 1 (or, with ``target_sampling="uniform"``, uniform draws with
+replacement), and example ``i`` of the batch is augmented with
 ``default_rng(default_rng([seed, 2 + stream, k]).integers(2**63 - 1, size=B)[i])``. So a
 resumed run gets exactly the batches of an uninterrupted one: the pipeline's state is
 the step, which the checkpoint holds (``TrainState.step``).
@@ -47,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from dtl_jax.data import transforms
-from dtl_jax.data.sampler import _Stream
+from dtl_jax.data.sampler import _Stream, check_target_sampling
 from dtl_jax.data.sources import Transform
 from dtl_jax.data.streaming import LazyImages
 
@@ -146,6 +147,8 @@ class TrainBatches:
       rows; ``None``: rows as the inputs hold them.
     source_weights: optional ``[n_s]`` per-example weights, fed as ``"w_s"``.
     process_index, process_count: which rows this process decodes.
+    target_sampling: ``"epochs"`` or ``"uniform"`` (config ``data.target_sampling``,
+      :class:`~dtl_jax.data.sampler.PairSampler`).
 
   Calling ``batches(k)`` returns ``{"x_s": [B/P, ...], "y_s": [B/P], "x_t": [B_t/P,
   ...]}`` (plus ``"w_s"``); it is pure and picklable, so that grain can run it in
@@ -165,7 +168,9 @@ class TrainBatches:
     source_weights: np.ndarray | None = None,
     process_index: int = 0,
     process_count: int = 1,
+    target_sampling: str = "epochs",
   ):
+    check_target_sampling(target_sampling)
     if len(source_x) != len(source_y):
       raise ValueError(
         f"source_x has {len(source_x)} rows but source_y has {len(source_y)}; they must match."
@@ -190,7 +195,15 @@ class TrainBatches:
     self.batch_size, self.target_batch_size = int(batch_size), int(target_batch_size)
     self.process_index, self.process_count = int(process_index), int(process_count)
     self._src = _Stream(len(source_y), batch_size, int(seed), 0, True, "source")
-    self._tgt = _Stream(len(target_x), target_batch_size, int(seed), 1, True, "target")
+    self._tgt = _Stream(
+      len(target_x),
+      target_batch_size,
+      int(seed),
+      1,
+      True,
+      "target",
+      replacement=target_sampling == "uniform",
+    )
 
   def _rows(self, b: int) -> slice:
     m = b // self.process_count

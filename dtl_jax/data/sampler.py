@@ -16,6 +16,14 @@ Order. Each domain (stream ``0`` = source, ``1`` = target) is read in epochs; ep
   takes stream positions ``[k B, (k + 1) B)``, so batches may straddle two epochs and
   every example is used exactly once per epoch.
 
+``target_sampling="uniform"`` draws the target examples independently and uniformly, with
+replacement, instead (an example may come twice in an epoch, another not at all): the
+``n`` draws of target "epoch" ``e`` are ``default_rng([seed, 1, e, 1]).integers(n,
+size=n)``, read like a permutation above. This is how the released code of Ganin et al.
+(GRAAL-Research/domain_adversarial_neural_network, ``DANN.py``) pairs each source example
+with a target example, which its two-moons result depends on
+(``experiments/results/two_moons_ablation/``).
+
 Random per-example transforms get the seed
 ``default_rng([seed, 2 + stream, k]).integers(2**63, size=B)[i]``.
 
@@ -64,7 +72,16 @@ class Batch(NamedTuple):
 class _Stream:
   """Stateless batch indices of one domain."""
 
-  def __init__(self, n: int, batch_size: int, seed: int, stream: int, drop_last: bool, name: str):
+  def __init__(
+    self,
+    n: int,
+    batch_size: int,
+    seed: int,
+    stream: int,
+    drop_last: bool,
+    name: str,
+    replacement: bool = False,
+  ):
     if batch_size < 1:
       raise ValueError(f"{name} batch size must be >= 1, got {batch_size}.")
     if drop_last and n < batch_size:
@@ -79,12 +96,18 @@ class _Stream:
       stream,
       drop_last,
     )
+    self.replacement = replacement
     self._perm_cache: dict[int, np.ndarray] = {}
 
   def _perm(self, epoch: int) -> np.ndarray:
+    """Epoch ``epoch``'s order: a permutation, or ``n`` uniform draws with replacement."""
     perm = self._perm_cache.get(epoch)
     if perm is None:
-      perm = np.random.default_rng([self.seed, self.stream, epoch]).permutation(self.n)
+      if self.replacement:
+        rng = np.random.default_rng([self.seed, self.stream, epoch, 1])
+        perm = rng.integers(self.n, size=self.n)
+      else:
+        perm = np.random.default_rng([self.seed, self.stream, epoch]).permutation(self.n)
       if len(self._perm_cache) > 4:
         self._perm_cache.clear()
       self._perm_cache[epoch] = perm
@@ -102,6 +125,17 @@ class _Stream:
   def seeds(self, step: int) -> np.ndarray:
     rng = np.random.default_rng([self.seed, 2 + self.stream, step])
     return rng.integers(2**63 - 1, size=self.b, dtype=np.int64)
+
+
+TARGET_SAMPLING = ("epochs", "uniform")
+
+
+def check_target_sampling(value: str) -> None:
+  """Raises ``ValueError`` (naming the argument) unless ``value`` is in :data:`TARGET_SAMPLING`."""
+  if value not in TARGET_SAMPLING:
+    raise ValueError(
+      f"target_sampling must be one of {', '.join(map(repr, TARGET_SAMPLING))}, got {value!r}."
+    )
 
 
 def _get_items(source, idx, seeds, executor):
@@ -135,6 +169,8 @@ class PairSampler:
       ``NamedSharding`` over a ``"data"`` mesh axis) for ``jax.jit`` / ``shard_map``.
     source_transform, target_transform: per-example ``transform(x, rng)`` applied when
       ``source`` / ``target`` is a Domain or ``(x, y)``.
+    target_sampling: ``"epochs"`` (each epoch a permutation of the target) or
+      ``"uniform"`` (independent uniform draws with replacement; module docstring).
     num_workers: threads decoding examples within a batch (0: decode inline).
     start_step: the first step to yield.
   """
@@ -154,7 +190,9 @@ class PairSampler:
     target_transform: Transform | None = None,
     num_workers: int = 0,
     start_step: int = 0,
+    target_sampling: str = "epochs",
   ):
+    check_target_sampling(target_sampling)
     self.source: Source = as_source(source, "train", transform=source_transform)
     self.target: Source | None = (
       None if target is None else as_source(target, "train", transform=target_transform)
@@ -186,7 +224,15 @@ class PairSampler:
     self._tgt = (
       None
       if self.target is None
-      else _Stream(len(self.target), target_batch_size, self.seed, 1, drop_last, "target")
+      else _Stream(
+        len(self.target),
+        target_batch_size,
+        self.seed,
+        1,
+        drop_last,
+        "target",
+        replacement=target_sampling == "uniform",
+      )
     )
     self._executor = concurrent.futures.ThreadPoolExecutor(num_workers) if num_workers else None
     self.step = int(start_step)

@@ -9,7 +9,13 @@ withheld from training (a sampler only yields target inputs). The paper does not
 state a noise level; we use Gaussian noise with standard deviation 0.1. We rotate about
 the centre of the two moons, ``(0.5, 0.25)``, so that the target overlaps the source
 (rotating about the origin would also translate it). Test splits are further
-independent draws of the same size.
+independent draws of the same size. ``scale=s`` moves both domains to the coordinates of
+the authors' released script (``make_trans_moons`` of GRAAL-Research/
+domain_adversarial_neural_network's ``experiments_moons.py``, which uses
+``2 (x - source mean)``): every point becomes ``s (x - (0.5, 0.25))``, so the moons are
+centred on the origin (the target is then rotated about the origin). With the sigmoid
+network of the paper's toy, these coordinates matter: see
+``experiments/results/two_moons_ablation/``.
 
 The moon geometry is scikit-learn's ``make_moons`` (upper: ``(cos t, sin t)``, lower:
 ``(1 - cos t, 0.5 - sin t)``, ``t`` evenly spaced in ``[0, pi]``), written in NumPy so
@@ -54,17 +60,23 @@ def rotate_2d(x: np.ndarray, angle_deg: float, *, center=MOONS_CENTER) -> np.nda
   return (x - center) @ rot.T + center
 
 
-def _moons(name, code, seed, n_per_class, noise, angle):
+def _moons(name, code, seed, n_per_class, noise, angle, scale):
   if n_per_class < 2:
     raise ValueError(f"n_per_class must be >= 2, got {n_per_class}.")
   if noise < 0:
     raise ValueError(f"noise must be >= 0, got {noise}.")
+  if scale is not None and (
+    isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < np.inf
+  ):
+    raise ValueError(f"scale must be None or a finite number > 0, got {scale!r}.")
   splits = []
   for split in (0, 1):
     rng = np.random.default_rng([seed, code, split])
     x, y = make_moons(n_per_class, noise=noise, rng=rng)
     if angle:
       x = rotate_2d(x, angle)
+    if scale is not None:
+      x = scale * (x - MOONS_CENTER)
     perm = rng.permutation(len(y))
     splits.append((x[perm].astype(np.float32), y[perm]))
   desc = (
@@ -85,17 +97,29 @@ def _moons(name, code, seed, n_per_class, noise, angle):
 
 
 @register_domain("moons", "DANN two-moons toy, source: 2 x 150 points, noise 0.1")
-def build_moons(*, seed: int = 0, n_per_class: int = 150, noise: float = 0.1) -> Domain:
-  """The DANN toy source domain (upper moon 0, lower moon 1), ``x``: ``[2 n, 2]``."""
-  return _moons("moons", 100, seed, n_per_class, noise, 0.0)
+def build_moons(
+  *, seed: int = 0, n_per_class: int = 150, noise: float = 0.1, scale: float | None = None
+) -> Domain:
+  """The DANN toy source domain (upper moon 0, lower moon 1), ``x``: ``[2 n, 2]``.
+
+  ``scale``: ``None`` keeps make_moons' coordinates; a number ``s`` maps every point to
+  ``s (x - (0.5, 0.25))`` (the released DANN code's moons use ``s = 2``).
+  """
+  return _moons("moons", 100, seed, n_per_class, noise, 0.0, scale)
 
 
 @register_domain("moons_rot", "DANN two-moons toy, target: independent draw rotated 35 deg")
 def build_moons_rot(
-  *, seed: int = 0, n_per_class: int = 150, noise: float = 0.1, angle: float = 35.0
+  *,
+  seed: int = 0,
+  n_per_class: int = 150,
+  noise: float = 0.1,
+  angle: float = 35.0,
+  scale: float | None = None,
 ) -> Domain:
-  """The DANN toy target: an independent moons draw rotated by ``angle`` degrees."""
-  return _moons("moons_rot", 101, seed, n_per_class, noise, float(angle))
+  """The DANN toy target: an independent moons draw rotated by ``angle`` degrees about
+  the moons' centre, then mapped like :func:`build_moons` by ``scale``."""
+  return _moons("moons_rot", 101, seed, n_per_class, noise, float(angle), scale)
 
 
 def blobs_label(x: np.ndarray) -> np.ndarray:

@@ -290,6 +290,7 @@ def _train_batches(
     source_weights=source_weights,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
+    target_sampling=config.data.target_sampling,
   )
 
 

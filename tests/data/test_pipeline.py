@@ -58,6 +58,24 @@ def test_batch_of_step_k_follows_the_documented_order_and_seeds():
   np.testing.assert_array_equal(aug(13)["x_s"], b["x_s"])  # pure: same step, same batch
 
 
+def test_uniform_target_sampling_is_the_samplers():
+  from dtl_jax.data import PairSampler
+
+  xs, ys = _toy(50)
+  xt, _ = _toy(30, offset=1000.0)
+  kw = dict(batch_size=8, target_batch_size=6, seed=3, target_sampling="uniform")
+  batches = pipeline.TrainBatches(xs, ys, xt, **kw)
+  sampler = PairSampler((xs, ys), (xt, np.arange(30, dtype=np.int32) % 3), **kw)
+  for step in (0, 4, 5, 13):  # 5 steps per target "epoch" of 30 draws
+    e, j = divmod(step, 5)
+    ref = np.random.default_rng([3, 1, e, 1]).integers(30, size=30)[j * 6 : (j + 1) * 6]
+    np.testing.assert_array_equal(_ids(batches(step)["x_t"]) - 1000, ref)
+    np.testing.assert_array_equal(sampler.target_indices(step), ref)
+    np.testing.assert_array_equal(_ids(batches(step)["x_s"]), _reference_indices(50, 8, 3, 0, step))
+  with pytest.raises(ValueError, match="target_sampling must be one of"):
+    pipeline.TrainBatches(xs, ys, xt, batch_size=8, target_batch_size=6, seed=3, target_sampling="")
+
+
 def test_processes_read_disjoint_slices_that_concatenate_to_the_global_batch():
   xs, ys = _toy(40)
   xt, _ = _toy(40, offset=1000.0)

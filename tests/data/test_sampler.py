@@ -165,11 +165,39 @@ def test_eval_batches_cover_split_once_with_mask():
   np.testing.assert_array_equal(np.concatenate(ys)[m], s_dom.y_test)
 
 
+def test_uniform_target_sampling_draws_with_replacement():
+  src, tgt = _toy(40), _toy(30, offset=1000.0)
+  kw = dict(batch_size=4, target_batch_size=3, seed=5)
+  s = PairSampler(src, tgt, target_sampling="uniform", **kw)
+  ref = PairSampler(src, tgt, **kw)
+  per_epoch = 30 // 3
+  idx = np.stack([s.target_indices(k) for k in range(50 * per_epoch)])  # 50 target epochs
+  # the documented rule: target epoch e reads default_rng([seed, 1, e, 1]).integers(n, size=n)
+  for k in (0, 7, 10, 333):
+    e, j = divmod(k, per_epoch)
+    draws = np.random.default_rng([5, 1, e, 1]).integers(30, size=30)
+    np.testing.assert_array_equal(idx[k], draws[j * 3 : (j + 1) * 3])
+    np.testing.assert_array_equal(_ids(s.batch(k).x_target) - 1000, idx[k])
+  # with replacement: most epochs repeat an example (a permutation never does), every
+  # example is drawn about equally often overall
+  epochs = idx.reshape(50, 30)
+  assert sum(len(set(e)) < 30 for e in epochs) >= 45
+  counts = np.bincount(idx.ravel(), minlength=30)
+  assert counts.min() > 0.5 * counts.mean() and counts.max() < 1.5 * counts.mean()
+  # the source order is not touched, and a batch is a pure function of its step
+  for k in (0, 9, 31):
+    np.testing.assert_array_equal(s.batch(k).x_source, ref.batch(k).x_source)
+  again = PairSampler(src, tgt, target_sampling="uniform", **kw).at_step(333)
+  np.testing.assert_array_equal(next(again).x_target, s.batch(333).x_target)
+
+
 def test_sampler_errors():
   with pytest.raises(ValueError, match="fewer than its batch size"):
     PairSampler(_toy(5), batch_size=8)
   with pytest.raises(ValueError, match="class lists differ"):
     PairSampler(_toy(20, num_classes=4), _toy(20, num_classes=3), batch_size=4)
+  with pytest.raises(ValueError, match="target_sampling must be one of 'epochs', 'uniform'"):
+    PairSampler(_toy(16), _toy(16), batch_size=8, target_sampling="random")
   with pytest.raises(ValueError, match="not both"):
     PairSampler(_toy(16), batch_size=8, num_devices=8, sharding=data_sharding())
 

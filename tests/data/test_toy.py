@@ -42,6 +42,31 @@ def test_moons_rot_is_rotated_by_35_degrees_about_the_centre():
   np.testing.assert_allclose(d90.x_train.mean(0), (ref_x.mean(0) - c) @ rot90.T + c, atol=1e-6)
 
 
+def test_moons_scale_centres_and_scales_both_domains():
+  # The released DANN script's coordinates: 2 (x - centre); the target is the rotated
+  # geometry turned about the new origin.
+  ref_x, ref_y = make_moons(n_samples=300, noise=0.0, shuffle=False)
+  ref = 2.0 * (ref_x - np.array([0.5, 0.25]))
+  a = np.deg2rad(35.0)
+  ref_rot = ref @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]).T
+  for name, expected in (("moons", ref), ("moons_rot", ref_rot)):
+    d = load_domain(name, noise=0.0, scale=2.0)
+    x, y = _sorted_rows(d.x_train.astype(np.float64), d.y_train)
+    rx, ry = _sorted_rows(expected, ref_y)
+    np.testing.assert_allclose(x, rx, atol=1e-5)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_allclose(d.x_train.mean(0), 0.0, atol=1e-5)  # centred on the origin
+  # with noise: the same draws as the default coordinates, mapped
+  for name in ("moons", "moons_rot"):
+    raw, scaled = load_domain(name, seed=3), load_domain(name, seed=3, scale=0.5)
+    for split in ("train", "test"):
+      np.testing.assert_allclose(
+        getattr(scaled, f"x_{split}"), 0.5 * (getattr(raw, f"x_{split}") - [0.5, 0.25]), atol=1e-6
+      )
+      np.testing.assert_array_equal(getattr(scaled, f"y_{split}"), getattr(raw, f"y_{split}"))
+    assert scaled.x_train.dtype == np.float32
+
+
 def test_moons_noise_and_independent_draws():
   s, t = load_pair("moons", "moons_rot", seed=1)
   # Train and test are different draws; target is not the rotated source draw.
@@ -91,6 +116,9 @@ def test_toy_determinism(name):
 def test_toy_errors():
   with pytest.raises(ValueError, match="noise must be >= 0"):
     load_domain("moons", noise=-1.0)
+  for bad in (0.0, -2.0, float("nan"), float("inf"), "2", True):
+    with pytest.raises(ValueError, match="scale must be None or a finite number > 0"):
+      load_domain("moons_rot", scale=bad)
   with pytest.raises(ValueError, match="dim must be >= 2"):
     load_domain("blobs", dim=1)
   with pytest.raises(ValueError, match="accepted by neither"):
