@@ -312,6 +312,20 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
     "orientation only.",
     commit_note(runs),
   ]
+  if failed:
+    by_group: dict[tuple[str, str], list[dict]] = {}
+    for r in failed:
+      by_group.setdefault((r["pair"], r["method"]), []).append(r)
+    notes.append(
+      "Failed runs (not in the means; the `seeds` column counts the finished ones): "
+      + "; ".join(
+        f"{pair} {m} seed{'s' if len(rs) > 1 else ''} "
+        f"{', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} "
+        f"({', '.join(sorted({r['error'].split(':')[0] for r in rs}))})"
+        for (pair, m), rs in by_group.items()
+      )
+      + "."
+    )
   if len(runs) < planned:
     notes.append(
       f"**Incomplete**: {len(runs)} of the {planned} planned runs finished (runs go pair "

@@ -236,3 +236,17 @@ def test_real_digits_quick(tmp_path):
   assert rows["dann"]["published"] == 76.66 and rows["source_only"]["published"] == 52.25
   md = (out / "real_digits.md").read_text()
   assert "ORACLE (target labels)" in md and "Incomplete" not in md
+  # A failed run (e.g. TrainingDiverged) stays out of the means and is named in the notes.
+  failed = {"pair": "mnist→mnist_m", "method": "dann", "seed": 1, "error": "TrainingDiverged: NaN"}
+  with (out / "runs.jsonl").open("a") as f:
+    f.write(json.dumps(failed) + "\n")
+  assert real_digits.main(argv[:3] + ["--report-only", *argv[4:]]) == 0
+  data = json.loads((out / "real_digits.json").read_text())
+  rows = {r["method"]: r for r in data["rows"]}
+  assert rows["dann"]["n_seeds"] == 1 and rows["dann"]["selected"][0] == pytest.approx(
+    ok["dann"]["selected"]
+  )
+  assert any(
+    n.startswith("Failed runs") and "mnist→mnist_m dann seed 1 (TrainingDiverged)" in n
+    for n in data["notes"]
+  )
