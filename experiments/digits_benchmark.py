@@ -71,10 +71,9 @@ def run_config(
 
 def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = True) -> list[dict]:
   runs_file = out / "runs.jsonl"
-  done = {}
+  done: dict[tuple, dict] = {}
   if runs_file.exists():
-    for line in runs_file.read_text().splitlines():
-      r = json.loads(line)
+    for r in read_runs(out):
       done[(r["pair"], r["method"], r["seed"])] = r
   pairs = [tuple(p.split("->")) for p in study.pairs]
   methods = list(study.methods)
@@ -333,8 +332,12 @@ def study_output_dir(args: argparse.Namespace) -> Path:
 
 
 def read_runs(out: Path) -> list[dict]:
-  """The finished runs of a study, one record per line of ``out/runs.jsonl``."""
-  return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+  """The finished runs of a study, one record per line of ``out/runs.jsonl``, each with
+  its ``selected`` column as the current default criterion picks it
+  (:func:`dtl_jax.runs.reselect`)."""
+  return [
+    runs_lib.reselect(json.loads(line)) for line in (out / "runs.jsonl").read_text().splitlines()
+  ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

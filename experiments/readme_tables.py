@@ -46,6 +46,16 @@ def _pm(v: Sequence[float] | None) -> str:
   return "–" if v is None else f"{v[0]:.1f} ± {v[1]:.1f}"
 
 
+def _criterion(d: dict[str, Any]) -> str:
+  """The label-free criterion of a results file's ``selected`` column, from its header
+  (``"selected (<criterion>)"``, as the study wrote it)."""
+  header = dict(d.get("columns", [])).get("selected", "")
+  m = re.search(r"selected \((\w+)\)", header)
+  if not m:
+    raise ValueError(f"no 'selected (<criterion>)' column in the results: {header!r}")
+  return m.group(1)
+
+
 def _provenance(meta: dict[str, Any]) -> str:
   m = meta.get("machine", {})
   cpu = m.get("cpu_model") or m.get("processor") or "?"
@@ -83,18 +93,23 @@ def demo(root: Path = RESULTS) -> str:
 
 def two_moons(root: Path = RESULTS) -> str:
   """Source-only vs DANN on two moons: both settings, mean ± std over seeds."""
+  found = {
+    label: _load(root / sub / "two_moons.json")
+    for sub, label in (
+      ("two_moons", "library defaults"),
+      ("two_moons_paper_settings", "paper's shallow net (15 units, λ = 6)"),
+    )
+    if (root / sub / "two_moons.json").exists()
+  }
+  criteria = {_criterion(d) for d in found.values()}
+  if len(criteria) > 1:
+    raise ValueError(f"the two-moons results select with different criteria {sorted(criteria)}")
   lines = [
-    "| settings | method | target acc., last step (%) | selected (dev) (%) | seeds |",
+    "| settings | method | target acc., last step (%) | "
+    f"selected ({next(iter(criteria), '?')}) (%) | seeds |",
     "|---|---|---:|---:|---:|",
   ]
-  for sub, label in (
-    ("two_moons", "library defaults"),
-    ("two_moons_paper_settings", "paper's shallow net (15 units, λ = 6)"),
-  ):
-    path = root / sub / "two_moons.json"
-    if not path.exists():
-      continue
-    d = _load(path)
+  for label, d in found.items():
     for r in d["rows"]:
       lines.append(
         f"| {label} | {r['method']} | {_pm(r['last'])} | {_pm(r['selected'])} | {r['n_seeds']} |"
@@ -125,7 +140,7 @@ def digits_benchmark(root: Path = RESULTS) -> str:
   size = cfg.get("data", {}).get("image_size", "?")
   lines += [
     "",
-    f"Target test accuracy (%) at the label-free selected checkpoint (`dev`), "
+    f"Target test accuracy (%) at the label-free selected checkpoint (`{_criterion(d)}`), "
     f"mean ± std over seeds {list(meta.get('seeds', []))}; ↓ = below source_only "
     f"(negative transfer). {steps} steps of {cfg.get('data', {}).get('batch_size', '?')}"
     f" + {cfg.get('data', {}).get('batch_size', '?')} images, {size}x{size} inputs; "
@@ -300,8 +315,7 @@ def real_digits(root: Path = RESULTS) -> str:
     for p in pairs
   }
   seeds = sorted({r["n_seeds"] for r in d["rows"]})
-  header = dict(d["columns"])["selected"]  # "selected (<criterion>)"
-  criterion = header[header.index("(") + 1 : header.rindex(")")]
+  criterion = _criterion(d)
   meta = d["metadata"]
   lines += [
     "",

@@ -102,8 +102,7 @@ def run(study, *, out: Path, overrides: Sequence[str] = (), progress: bool = Tru
   runs_file = out / "runs.jsonl"
   done: dict[tuple, dict] = {}
   if runs_file.exists():
-    for line in runs_file.read_text().splitlines():
-      r = json.loads(line)
+    for r in read_runs(out):
       done[(r["pair"], r["method"], r["seed"])] = r
   methods = list(study.methods)
   if "adda" in methods:

@@ -482,7 +482,7 @@ def _load(path: Path) -> dict[tuple, dict]:
   out = {}
   if path.exists():
     for line in path.read_text().splitlines():
-      r = json.loads(line)
+      r = runs_lib.reselect(json.loads(line))
       out[(r["pair"], r["method"], r["seed"])] = r
   return out
 
