@@ -111,7 +111,11 @@ class MethodInputs:
     return self._apply_to_inputs(name, domain)
 
   def source_cross_entropy(self, *, label_smoothing: float = 0.0) -> jax.Array:
-    """Mean (optionally ``source_weights``-weighted) cross-entropy on the source batch."""
+    """Mean (optionally ``source_weights``-weighted) cross-entropy on the source batch.
+
+    With weights: ``sum_i w_i CE_i / sum_i w_i``, and 0 for a batch whose weights are all
+    zero (importance weights such as KMM's can be zero for most source examples; the
+    ratio would be 0 / 0 = NaN there)."""
     logits = self.source["logits"]
     num_classes = logits.shape[-1]
     onehot = jax.nn.one_hot(self.labels, num_classes, dtype=logits.dtype)
@@ -121,7 +125,8 @@ class MethodInputs:
     if self.source_weights is None:
       return jnp.mean(ce)
     w = self.source_weights.astype(ce.dtype)
-    return jnp.sum(w * ce) / jnp.sum(w)
+    total = jnp.sum(w)
+    return jnp.sum(w * ce) / jnp.where(total > 0, total, 1.0)
 
   def source_accuracy(self) -> jax.Array:
     """Accuracy of the source logits on the source labels."""

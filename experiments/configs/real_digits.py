@@ -30,6 +30,9 @@ METHODS = (
   "mdd",
   "wdgrl",
   "domain_confusion",
+  "mcc",
+  "entropy_min",
+  "instance_weighted",
   "adda",
 )
 PAIRS = ("mnist->mnist_m", "mnist->uci_digits", "uci_digits->mnist")

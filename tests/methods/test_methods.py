@@ -145,6 +145,15 @@ def test_instance_weighted_uses_weights(moons):
   with pytest.raises(ValueError, match="w_s"):
     batches_nw = _batches(src, tgt, 1)
     step(state, batches_nw[0])
+  # a batch whose weights are all zero (KMM puts zero weight on most source examples)
+  # contributes nothing, instead of 0 / 0: loss and gradients are 0, not NaN
+  zero = dict(b, w_s=np.zeros_like(b["w_s"]))
+  new_state, m0 = step(state, zero)
+  assert float(m0["loss"]) == 0.0
+  for a, c in zip(
+    jax.tree.leaves(new_state.params["model"]), jax.tree.leaves(state.params["model"]), strict=True
+  ):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
   # and it trains
   _, hist = _train(method, _batches(src, tgt, STEPS, weights=w + 0.5))
   _decreasing(hist, "loss")
