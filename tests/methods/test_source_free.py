@@ -267,8 +267,12 @@ def test_tent_step_updates_only_bn_affine_leaves(rng):
   )
   want_logits, _ = no_dropout.apply(v, jnp.asarray(x[:8]), train=True, mutable=["batch_stats"])
   state, logits, loss = step(state, jnp.asarray(x[:8]))
-  np.testing.assert_array_equal(np.asarray(logits), np.asarray(want_logits["logits"]))
-  np.testing.assert_allclose(float(loss), float(losses.tent_loss(want_logits["logits"])), rtol=1e-6)
+  # (compiled step vs op-by-op apply: equal up to float32 rounding, which XLA's fusion may
+  # change; a dropout mask would change the logits by far more)
+  np.testing.assert_allclose(
+    np.asarray(logits), np.asarray(want_logits["logits"]), rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(float(loss), float(losses.tent_loss(want_logits["logits"])), rtol=1e-5)
   for i in (1, 2):
     state, _, _ = step(state, jnp.asarray(x[8 * i : 8 * (i + 1)]))
   before = dict(jax.tree_util.tree_flatten_with_path(v["params"])[0])
