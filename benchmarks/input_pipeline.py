@@ -151,7 +151,7 @@ def measure_resnet50_step(*, batch: int, steps: int) -> dict[str, Any]:
   """Seconds per ResNet-50 DANN step on ``batch`` + ``batch`` images at 224x224."""
   import jax
 
-  from dtl_jax import methods, models
+  from dtl_jax import methods, models, xla_options
   from dtl_jax.config import default_config
   from dtl_jax.train import create_train_state, make_train_step
 
@@ -163,7 +163,12 @@ def measure_resnet50_step(*, batch: int, steps: int) -> dict[str, Any]:
   rng = np.random.default_rng(0)
   x = rng.standard_normal((2, 224, 224, 3)).astype(np.float32)
   state, tx = create_train_state(model, method, key=jax.random.key(0), example_x=x, **dict(c.optim))
-  step = jax.jit(make_train_step(model, method, tx, total_steps=1000), donate_argnums=(0,))
+  # compiled as fit compiles it: with the library's XLA options (dtl_jax.xla_options)
+  step = jax.jit(
+    make_train_step(model, method, tx, total_steps=1000),
+    donate_argnums=(0,),
+    compiler_options=xla_options.step_compiler_options(),
+  )
   batch_data = {
     "x_s": rng.standard_normal((batch, 224, 224, 3)).astype(np.float32),
     "y_s": rng.integers(0, 31, batch).astype(np.int32),
