@@ -260,7 +260,8 @@ def write_results(runs: list[dict], study, *, out: Path) -> dict[str, Path]:
     "encoder (stage 2, Adam lr 2e-4, beta1 0.5: `experiments/configs/adda.py`).",
     f"Columns (target test accuracy, %, mean ± std over seeds): `selected` = the "
     f"checkpoint (every {study.eval_every} steps) chosen by the label-free criterion "
-    f"`{runs_lib.DEFAULT_SELECTION}` (DEV, You et al. 2019) — no target label is used; "
+    f"`{runs_lib.DEFAULT_SELECTION}` (`dtl_jax.runs.DEFAULT_SELECTION`) — no target label "
+    "is used; "
     "`last step`; `ORACLE` = the best checkpoint chosen WITH target labels "
     "(what much DA code reports; an upper bound, not a valid selection rule). "
     "`NEGATIVE TRANSFER`: mean selected accuracy below source_only on that shift. "
