@@ -56,6 +56,19 @@ def _criterion(d: dict[str, Any]) -> str:
   return m.group(1)
 
 
+def _methods_by_shift(rows: list[dict], cell: Callable[[dict | None], str]) -> list[str]:
+  """A markdown table of a study's rows, one line per method and one column per shift
+  (``pair``), in the order they first appear; ``cell(row)`` (``None`` where a method has
+  no row for a shift) fills each cell."""
+  pairs = list(dict.fromkeys(r["pair"] for r in rows))
+  methods = list(dict.fromkeys(r["method"] for r in rows))
+  index = {(r["pair"], r["method"]): r for r in rows}
+  lines = ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
+  for m in methods:
+    lines.append(f"| {m} | " + " | ".join(cell(index.get((p, m))) for p in pairs) + " |")
+  return lines
+
+
 def _provenance(meta: dict[str, Any]) -> str:
   m = meta.get("machine", {})
   cpu = m.get("cpu_model") or m.get("processor") or "?"
@@ -120,20 +133,12 @@ def two_moons(root: Path = RESULTS) -> str:
 def digits_benchmark(root: Path = RESULTS) -> str:
   """Selected accuracy per method and shift; ↓ marks negative transfer."""
   d = _load(root / "digits_benchmark" / "digits_benchmark.json")
-  pairs = list(dict.fromkeys(r["pair"] for r in d["rows"]))
-  methods = list(dict.fromkeys(r["method"] for r in d["rows"]))
-  cell = {(r["pair"], r["method"]): r for r in d["rows"]}
-  lines = ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
-  for m in methods:
-    cells = []
-    for p in pairs:
-      r = cell.get((p, m))
-      if r is None:
-        cells.append("")
-        continue
-      flag = " ↓" if r.get("negative_transfer") else ""
-      cells.append(_pm(r["selected"]) + flag)
-    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  lines = _methods_by_shift(
+    d["rows"],
+    lambda r: (
+      "" if r is None else _pm(r["selected"]) + (" ↓" if r.get("negative_transfer") else "")
+    ),
+  )
   meta = d["metadata"]
   cfg = meta.get("config", {})  # the per-run engine config
   steps = cfg.get("train", {}).get("num_steps", "?")
@@ -294,18 +299,11 @@ def real_digits(root: Path = RESULTS) -> str:
   d = _load(root / "real_digits" / "real_digits.json")
   rows = {(r["pair"], r["method"]): r for r in d["rows"]}
   pairs = list(dict.fromkeys(r["pair"] for r in d["rows"]))
-  methods = list(dict.fromkeys(r["method"] for r in d["rows"]))
   flags = {"helps": " ↑", "NEGATIVE TRANSFER": " ↓"}
-
-  def cell(r: dict | None) -> str:
-    return "–" if r is None else _pm(r["selected"]) + flags.get(r.get("flag", ""), "")
-
-  lines = [
-    "| method | " + " | ".join(pairs) + " |",
-    "|---|" + "---:|" * len(pairs),
-  ]
-  for m in methods:
-    lines.append(f"| {m} | " + " | ".join(cell(rows.get((p, m))) for p in pairs) + " |")
+  lines = _methods_by_shift(
+    d["rows"],
+    lambda r: "–" if r is None else _pm(r["selected"]) + flags.get(r.get("flag", ""), ""),
+  )
   published = {
     p: ", ".join(
       f"{r['method']} {r['published']}"
