@@ -62,9 +62,19 @@ GRAIN_CONFIGS = (
 )
 
 
+def photo_like(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+  """A ``[h, w, 3]`` uint8 image that compresses about as a photo does: a smooth random
+  colour field (bicubic upsampling of a 12x16 grid) plus uniform noise of +-20."""
+  from PIL import Image
+
+  coarse = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+  img = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), np.int16)
+  return np.clip(img + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
+
+
 def make_jpeg_folder(root: Path, *, images: int, size: tuple[int, int], classes: int = 31) -> int:
-  """``images`` JPEGs (quality 90) of ``size = (w, h)`` in ``classes`` folders: smooth
-  random colour fields plus noise, which compress to about the size of photos.
+  """``images`` JPEGs (quality 90) of ``size = (w, h)`` in ``classes`` folders
+  (:func:`photo_like` images).
 
   Returns:
     the total size of the files in bytes.
@@ -77,11 +87,8 @@ def make_jpeg_folder(root: Path, *, images: int, size: tuple[int, int], classes:
   for i in range(images):
     folder = root / f"class_{i % classes:02d}"
     folder.mkdir(parents=True, exist_ok=True)
-    coarse = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-    img = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), np.int16)
-    img = np.clip(img + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
     path = folder / f"{i:05d}.jpg"
-    Image.fromarray(img).save(path, quality=90)
+    Image.fromarray(photo_like(rng, w, h)).save(path, quality=90)
     total += path.stat().st_size
   return total
 

@@ -9,6 +9,7 @@ on. Used by ``dtl-jax eval`` / ``dtl-jax measure`` and by the studies in
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -160,12 +161,15 @@ def model_outputs(
   threads: int = 2,
 ) -> dict[str, np.ndarray]:
   """Inference outputs of a restored model over ``x`` (``[n, ...]`` array or a lazy view
-  of a streamed domain, decoded by ``threads`` threads), batched."""
+  of a streamed domain, decoded by ``threads`` threads), in batches of ``batch_size``,
+  compiled with the library's XLA options as training's evaluation is
+  (:mod:`dtl_jax.xla_options`)."""
   import jax
 
+  from dtl_jax import xla_options
   from dtl_jax.train.state import apply_model
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=xla_options.step_compiler_options())
   def forward(v, xb):
     out, _ = apply_model(model, v, xb, train=False)
     out = dict(out)
@@ -204,7 +208,9 @@ def evaluate_run(
   name = domain or config.data.target
   dom = run_domain(config, name)
   x, y = dom.split(split)
-  logits = model_outputs(model, variables, x, keys=("logits",))["logits"]
+  logits = model_outputs(
+    model, variables, x, keys=("logits",), batch_size=int(config.data.eval_batch_size)
+  )["logits"]
   pred = logits.argmax(-1)
   per_class = {
     dom.class_names[c]: float(np.mean(pred[y == c] == c) * 100)
