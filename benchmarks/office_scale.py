@@ -421,14 +421,16 @@ def markdown(result: dict[str, Any]) -> str:
     return sum(v["bytes"] for v in d.values()) / 2**20
 
   run = result["run"]
-  sel = run["selected"]
+  sel, cfg = run["selected"], run["config"]
   lines = [
     "# Office-31 at scale: the published ResNet-50 config, end to end",
     "",
     f"Machine: {m.get('cpu_model', '?')}, {m.get('cpu_affinity_count') or m.get('cpu_count')} "
     f"usable cores, load average {result['load_average'][0]:.1f} at the start. Config: "
     f"`{result['config']}` with random weights (`model.pretrained=''`), "
-    f"{result['steps']} steps of 32 + 32 images, evaluation and checkpoint every "
+    f"{result['steps']} steps of {cfg['batch_size']} + {cfg['batch_size']} images at "
+    f"{cfg['image_size']}x{cfg['image_size']} ({cfg['backbone']}, `data.augment = "
+    f"{cfg['augment']!r}`, driver {cfg['driver']}), evaluation and checkpoint every "
     f"{result['every']} steps; data: {images(d1)} generated JPEGs of mixed resolutions "
     f"({mb(d1):.0f} MB), 31 classes; 10x: {images(d10)} ({mb(d10):.0f} MB). "
     f"Written by `python -m benchmarks.office_scale` at commit "
@@ -438,21 +440,26 @@ def markdown(result: dict[str, Any]) -> str:
     "|---|---|---:|---:|",
   ]
   k = result["killed"]
+
+  def ended(r: dict) -> str:
+    return "SIGKILL once its last step was logged" if r["killed"] else "exited (0)"
+
   rows = [
     (
       "reference (1x)",
-      f"{result['steps']} steps, SIGKILL once the last is logged",
+      f"{result['steps']} steps; {ended(result['reference'])}",
       result["reference"],
     ),
     (
       "killed",
-      f"SIGKILL during step {k['last_logged_step'] + 1} (checkpoints on disk: {k['checkpoints']})",
+      f"SIGKILL {result['kill_delay_s']:g} s after checkpoint {result['every']} was written, "
+      f"last step logged {k['last_logged_step']}, checkpoints on disk {k['checkpoints']}",
       k,
     ),
     (
       "resumed",
-      f"from step {min(k['checkpoints'], default=0)} to {result['steps']}, evaluations at "
-      f"{run['history_steps']}",
+      f"`--config.train.resume=true`: from step {max(k['checkpoints'], default=0)} to "
+      f"{result['steps']}, evaluations at steps {run['history_steps']}",
       result["resumed"],
     ),
     (
@@ -461,7 +468,11 @@ def markdown(result: dict[str, Any]) -> str:
       f"{result['eval']['accuracy']:.2f}% on {result['eval']['num_examples']} target images",
       result["eval"],
     ),
-    ("reference (10x)", f"as the 1x reference, {images(d10)} images", result["reference_10x"]),
+    (
+      "reference (10x)",
+      f"the 1x reference on {images(d10)} images; {ended(result['reference_10x'])}",
+      result["reference_10x"],
+    ),
   ]
   for name, what, r in rows:
     lines.append(f"| {name} | {what} | {r['wall_s']:.0f} | {gib(r['peak_rss_bytes']):.2f} |")

@@ -406,6 +406,18 @@ def input_pipeline(root: Path = BENCH_RESULTS) -> str:
   )
 
 
+def office_scale(root: Path = BENCH_RESULTS) -> str:
+  """The Office-31-scale end-to-end run (``benchmarks/office_scale.py``), per machine."""
+  from benchmarks.office_scale import markdown
+
+  return _per_machine(
+    root,
+    "office_scale.json",
+    "python -m benchmarks.office_scale",
+    lambda result: " " + markdown(result).split("\n", 2)[2].strip(),  # without its title
+  )
+
+
 def e2e(root: Path = BENCH_RESULTS) -> str:
   """The end-to-end benchmark's tables (``benchmarks/e2e.py``), per machine and threads."""
   from benchmarks.e2e import to_markdown
@@ -435,6 +447,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
   "end_to_end": e2e,
   "speed_changes": speed_changes,
   "input_pipeline": input_pipeline,
+  "office_scale": office_scale,
   "real_digits": real_digits,
   "validators": validators,
   "demo": demo,

@@ -23,6 +23,7 @@ def test_readme_sections_match_committed_results():
     "end_to_end",
     "speed_changes",
     "input_pipeline",
+    "office_scale",
   } <= names
   assert rt.render(readme) == readme, "run: python -m experiments.readme_tables"
 
