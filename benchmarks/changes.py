@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks import harness
+from benchmarks.kernels_ab import FULL as kernels_ab_sizes
 from benchmarks.report import stage_variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,6 +147,19 @@ def e2e_stage(threads: int, key: str, commit: str | None = None) -> Pick:
 def e2e_profile_step(threads: int, key: str, commit: str | None = None) -> Pick:
   """A whole step of e2e.json's profile (``"jax source_only on [x_s; x_t]"``)."""
   return Pick(_file(threads, "e2e"), ("profile", "steps", key), commit)
+
+
+#: benchmarks/kernels_ab.py's committed runs: their machine and configurations.
+KERNELS_AB_MACHINE = "intel-r-xeon-r-processor"
+KERNELS_AB_CONFIGS = tuple(
+  f"{loss} n={n} d={d}" for loss in ("mk_mmd", "jmmd") for n, d in kernels_ab_sizes
+)
+
+
+def kernels_ab(threads: int, config: str, variant: str) -> Pick:
+  """Median time of a kernels_ab variant (``"before"`` / ``"after"``) of ``config``."""
+  keys = ("rows", ("config", config), "timings", variant, "median_s")
+  return Pick(f"{KERNELS_AB_MACHINE}-{threads}t/kernels_ab.json", keys)
 
 
 def e2e_run(threads: int, method: str, *keys: str, commit: str | None = None) -> Pick:
@@ -285,14 +299,22 @@ CHANGES: tuple[Change, ...] = (
   Change(
     "Symmetric-Gram derivative and hand-written MK-MMD/JMMD kernel-sum derivative",
     "7a6a0c5",
-    gaps=(
-      Gap(
-        "benchmarks/kernels_ab.py (the before / after in one process) has no committed "
-        "output; the full runs committed before and after it (results.json at b6ec440, "
-        "code 7b4e3d7, and at 2ce440b, code 8c0476c) are no before / after: the later "
-        "run's own GEMM rate (its limit section) is lower, the PyTorch references were "
-        "rewritten in between (8d16081) and the limit section's product count changed"
-      ),
+    rows=tuple(
+      Row(
+        f"{config} value+grad, s",
+        t,
+        kernels_ab(t, config, "before"),
+        kernels_ab(t, config, "after"),
+      )
+      for t in THREADS
+      for config in KERNELS_AB_CONFIGS
+    ),
+    note=(
+      "the same run: benchmarks/kernels_ab.py times the library's losses with both "
+      "derivative rules swapped for plain autodiff at trace time (before) beside the "
+      f"library (after), alternating in one process, on {KERNELS_AB_MACHINE} (a later "
+      "session's machine: the other rows ran on the AMD EPYC); the same files time each "
+      "rule alone (variants sym_gram and kernel_jvp) and hold XLA's flop counts"
     ),
   ),
   Change(

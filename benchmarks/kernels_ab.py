@@ -1,6 +1,8 @@
 """Before / after of the kernel derivative rules (issue 15), in one process, alternating.
 
-``python -m benchmarks.kernels_ab [--threads 1] [--quick] [--out FILE.json]``
+``python -m benchmarks.kernels_ab [--threads 1] [--quick] [--out FILE.json]`` (default output:
+``benchmarks/results/<machine>-<threads>t/kernels_ab.json``, which
+``benchmarks/changes.py`` reads for the before / after of commit 7a6a0c5)
 
 Times ``dtl_jax.losses.mk_mmd`` and ``jmmd`` (TLlib estimator, value + gradient w.r.t. the
 features, float32) four ways, by swapping the library's two derivative rules for plain
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from typing import Any
 
@@ -96,6 +99,7 @@ def run(sizes, *, repeats: int, min_sample_s: float, log=print) -> list[dict[str
           raise AssertionError(f"{loss} n={n} d={d} {name}: differs from 'before' by {err:.2e}")
       t = harness.time_alternating(fns, repeats=repeats, min_sample_s=min_sample_s)
       row = {
+        "config": f"{loss} n={n} d={d}",
         "loss": loss,
         "n": n,
         "d": d,
@@ -116,7 +120,12 @@ def main(argv=None) -> dict[str, Any]:
   p = argparse.ArgumentParser(prog="python -m benchmarks.kernels_ab", description=__doc__)
   p.add_argument("--threads", type=int, default=None)
   p.add_argument("--quick", action="store_true")
-  p.add_argument("--out", default=None, help="write the rows as JSON here")
+  p.add_argument(
+    "--out",
+    default=None,
+    help="JSON file to write (default: benchmarks/results/<machine>-<threads>t/kernels_ab.json; "
+    "--quick writes nothing unless given)",
+  )
   args = p.parse_args(argv)
   settings = harness.pin_threads(args.threads)
   rows = run(
@@ -133,9 +142,19 @@ def main(argv=None) -> dict[str, Any]:
     "machine": harness.machine_info(settings),
     "rows": rows,
   }
-  if args.out:
-    with open(args.out, "w") as f:
+  path = args.out
+  if path is None and not args.quick:
+    path = os.path.join(
+      os.path.dirname(os.path.abspath(__file__)),
+      "results",
+      harness.machine_slug(settings["threads"]),
+      "kernels_ab.json",
+    )
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
       json.dump(out, f, indent=1, default=str)
+    print(f"wrote {path}")
   return out
 
 
