@@ -294,17 +294,22 @@ def run(
 
   result["data"] = phase("data 1x", lambda: make_office_folders(base / "data", scale=folder_scale))
 
-  # 2. reference: training alone, killed once the last step is logged
+  def reference(root: Path, name: str) -> dict[str, Any]:
+    """Training alone: SIGKILLed once the last step is logged (before its evaluation)."""
+    workdir = root / "runs" / "reference"
+    return phase(
+      name,
+      lambda: run_child(
+        train_args(workdir, steps=steps, every=steps, quick=quick),
+        cwd=root,
+        log=logs / f"{name}.log",
+        kill_when=_logged(workdir, steps),
+      ),
+    )
+
+  # 2. reference: training alone
   ref = base / "runs" / "reference"
-  result["reference"] = phase(
-    "reference",
-    lambda: run_child(
-      train_args(ref, steps=steps, every=steps, quick=quick),
-      cwd=base,
-      log=logs / "reference.log",
-      kill_when=_logged(ref, steps),
-    ),
-  )
+  result["reference"] = reference(base, "reference")
   # 3. killed after the first checkpoint, 4. resumed to the end
   run_dir = base / "runs" / "A-W_dann"
   killed = phase(
@@ -380,16 +385,7 @@ def run(
   result["data_10x"] = phase(
     "data 10x", lambda: make_office_folders(big / "data", scale=folder_scale * scale)
   )
-  ref10 = big / "runs" / "reference"
-  result["reference_10x"] = phase(
-    "reference 10x",
-    lambda: run_child(
-      train_args(ref10, steps=steps, every=steps, quick=quick),
-      cwd=big,
-      log=logs / "reference_10x.log",
-      kill_when=_logged(ref10, steps),
-    ),
-  )
+  result["reference_10x"] = reference(big, "reference_10x")
   ratio = result["reference_10x"]["peak_rss_bytes"] / result["reference"]["peak_rss_bytes"]
   result["checks"] = {
     "killed_mid_run": killed["killed"]

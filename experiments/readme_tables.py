@@ -20,6 +20,7 @@ from the committed results.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -394,28 +395,32 @@ def _per_machine(root: Path, filename: str, command: str, body: Callable[[dict],
   return "\n\n".join(f"`{path.relative_to(ROOT)}`:{body(_load(path))}" for path in paths)
 
 
-def input_pipeline(root: Path = BENCH_RESULTS) -> str:
-  """The input-pipeline benchmark's tables (``benchmarks/input_pipeline.py``), per machine."""
-  from benchmarks.input_pipeline import markdown
-
+def _report_per_machine(root: Path, filename: str, module: str) -> str:
+  """Every committed ``<machine>/<filename>`` as ``benchmarks.<module>.markdown`` renders
+  it, without its title."""
+  markdown = importlib.import_module(f"benchmarks.{module}").markdown
   return _per_machine(
     root,
-    "input_pipeline.json",
-    "python -m benchmarks.input_pipeline",
-    lambda result: " " + markdown(result).split("\n", 2)[2].strip(),  # without its title
+    filename,
+    f"python -m benchmarks.{module}",
+    lambda result: " " + markdown(result).split("\n", 2)[2].strip(),
   )
+
+
+def input_pipeline(root: Path = BENCH_RESULTS) -> str:
+  """The input-pipeline benchmark's tables (``benchmarks/input_pipeline.py``), per machine."""
+  return _report_per_machine(root, "input_pipeline.json", "input_pipeline")
 
 
 def office_scale(root: Path = BENCH_RESULTS) -> str:
   """The Office-31-scale end-to-end run (``benchmarks/office_scale.py``), per machine."""
-  from benchmarks.office_scale import markdown
+  return _report_per_machine(root, "office_scale.json", "office_scale")
 
-  return _per_machine(
-    root,
-    "office_scale.json",
-    "python -m benchmarks.office_scale",
-    lambda result: " " + markdown(result).split("\n", 2)[2].strip(),  # without its title
-  )
+
+def spread(root: Path = BENCH_RESULTS) -> str:
+  """The benchmark repeated in separate processes (``benchmarks/spread.py``), per machine,
+  thread count and sections."""
+  return _report_per_machine(root, "spread_*/spread.json", "spread")
 
 
 def e2e(root: Path = BENCH_RESULTS) -> str:
@@ -448,6 +453,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
   "speed_changes": speed_changes,
   "input_pipeline": input_pipeline,
   "office_scale": office_scale,
+  "spread": spread,
   "real_digits": real_digits,
   "validators": validators,
   "demo": demo,

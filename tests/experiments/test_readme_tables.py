@@ -24,6 +24,7 @@ def test_readme_sections_match_committed_results():
     "speed_changes",
     "input_pipeline",
     "office_scale",
+    "spread",
   } <= names
   assert rt.render(readme) == readme, "run: python -m experiments.readme_tables"
 
