@@ -20,7 +20,6 @@ import numpy as np
 
 from dtl_jax import config as config_lib
 from dtl_jax import data
-from dtl_jax.data import pipeline
 from dtl_jax.train import selection as selection_lib
 from dtl_jax.train import workdir as workdir_lib
 from dtl_jax.train.loop import Domain, load_domains
@@ -167,6 +166,7 @@ def model_outputs(
   import jax
 
   from dtl_jax import xla_options
+  from dtl_jax.train.evaluation import predict
   from dtl_jax.train.state import apply_model
 
   @functools.partial(jax.jit, compiler_options=xla_options.step_compiler_options())
@@ -176,12 +176,8 @@ def model_outputs(
     out["probs"] = jax.nn.softmax(out["logits"], -1)
     return {k: out[k] for k in keys if k in out}
 
-  chunks: dict[str, list[np.ndarray]] = {}
   batch_size = max(1, min(batch_size, len(x)))
-  for xb, m in pipeline.eval_batches(x, batch_size=batch_size, threads=threads):
-    for k, v in forward(variables, xb).items():
-      chunks.setdefault(k, []).append(np.asarray(v)[:m])
-  return {k: np.concatenate(v) for k, v in chunks.items()}
+  return predict(forward, variables, x, batch_size=batch_size, keys=tuple(keys), threads=threads)
 
 
 def evaluate_run(

@@ -43,7 +43,7 @@ def make_eval_step(model: Any) -> Callable[[TrainState, jax.Array], dict]:
 
 def predict(
   eval_step,
-  state: TrainState,
+  state: Any,
   x: Any,
   *,
   batch_size: int = 512,
@@ -51,7 +51,8 @@ def predict(
   threads: int = 0,
   prefetch: int = 2,
 ) -> dict[str, np.ndarray]:
-  """Runs ``eval_step`` over ``x`` (``[n, ...]`` array or lazy view), streamed in batches
+  """Runs ``eval_step(state, x_b)`` over ``x`` (``[n, ...]`` array or lazy view; ``state``
+  is whatever the step takes first: a :class:`TrainState`, a variables dict), streamed in batches
   (:func:`dtl_jax.data.pipeline.eval_batches`, last one padded); returns numpy arrays.
 
   ``keys`` may include ``"pred"``: the argmax of the logits, ``[n]`` int (what an
