@@ -27,12 +27,19 @@ from typing import Any
 IMPLS = ("jax_tiled", "jax_dense", "torch_gram", "dalib")
 
 
-def _status() -> dict[str, int]:
+def proc_status(pid: int | str = "self") -> dict[str, int]:
+  """``VmSize``, ``VmRSS`` and ``VmHWM`` (peak RSS) of process ``pid``, in bytes, from
+  ``/proc/<pid>/status``.
+
+  Raises:
+    OSError: no such process (any more).
+  """
   out = {}
-  for line in open("/proc/self/status"):
-    key, _, val = line.partition(":")
-    if key in ("VmSize", "VmRSS", "VmHWM"):
-      out[key] = int(val.split()[0]) * 1024
+  with open(f"/proc/{pid}/status") as f:
+    for line in f:
+      key, _, val = line.partition(":")
+      if key in ("VmSize", "VmRSS", "VmHWM"):
+        out[key] = int(val.split()[0]) * 1024
   return out
 
 
@@ -77,7 +84,7 @@ def _child(cfg: dict[str, Any]) -> dict[str, Any]:
       loss = loss_fn(ts, tt)
       return torch.autograd.grad(loss, (ts, tt))
 
-  base = _status()
+  base = proc_status()
   cap = int(float(cfg["cap_gib"]) * 2**30)
   _, hard = resource.getrlimit(resource.RLIMIT_AS)
   resource.setrlimit(resource.RLIMIT_AS, (base["VmSize"] + cap, hard))
@@ -93,7 +100,7 @@ def _child(cfg: dict[str, Any]) -> dict[str, Any]:
       "error": f"{type(err).__name__}: {err}"[:300],
     }
   seconds = time.perf_counter() - t0
-  after = _status()
+  after = proc_status()
   return {
     "status": "ok",
     "seconds": seconds,

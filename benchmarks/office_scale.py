@@ -55,6 +55,7 @@ import numpy as np
 
 from benchmarks import harness
 from benchmarks.input_pipeline import machine_name, photo_like
+from benchmarks.memory import proc_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = f"{ROOT / 'experiments' / 'configs' / 'published.py'}:office31:A-W:dann"
@@ -133,18 +134,6 @@ def make_office_folders(
 # ------------------------------------------------------------------ child processes
 
 
-def _vm_hwm_bytes(pid: int) -> int | None:
-  """The peak resident set size of process ``pid`` so far (``VmHWM``), or None."""
-  try:
-    with open(f"/proc/{pid}/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    return None
-  return None
-
-
 def run_child(
   args: Sequence[str],
   *,
@@ -180,7 +169,10 @@ def run_child(
         os.wait4(p.pid, 0)
         raise RuntimeError(f"dtl-jax {' '.join(args)} ran past {timeout} s:\n{_tail(log)}")
       if kill_when is not None and kill_when():
-        hwm = _vm_hwm_bytes(p.pid)
+        try:
+          hwm = proc_status(p.pid)["VmHWM"]
+        except (OSError, KeyError):  # exited meanwhile: wait4's figure below
+          hwm = None
         os.kill(p.pid, signal.SIGKILL)
         pid, status, usage = os.wait4(p.pid, 0)
         killed = True
@@ -294,9 +286,12 @@ def run(
 
   result["data"] = phase("data 1x", lambda: make_office_folders(base / "data", scale=folder_scale))
 
+  def reference_dir(root: Path) -> Path:
+    return root / "runs" / "reference"
+
   def reference(root: Path, name: str) -> dict[str, Any]:
     """Training alone: SIGKILLed once the last step is logged (before its evaluation)."""
-    workdir = root / "runs" / "reference"
+    workdir = reference_dir(root)
     return phase(
       name,
       lambda: run_child(
@@ -308,7 +303,6 @@ def run(
     )
 
   # 2. reference: training alone
-  ref = base / "runs" / "reference"
   result["reference"] = reference(base, "reference")
   # 3. killed after the first checkpoint, 4. resumed to the end
   run_dir = base / "runs" / "A-W_dann"
@@ -333,7 +327,7 @@ def run(
       log=logs / "resumed.log",
     ),
   )
-  got, want = _records(run_dir), _records(ref)
+  got, want = _records(run_dir), _records(reference_dir(base))
   run_result = json.loads((run_dir / "result.json").read_text())
   run_config = json.loads((run_dir / "config.json").read_text())
   result["run"] = {
