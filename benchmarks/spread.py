@@ -10,7 +10,9 @@ share (each loss configuration and implementation, each training-step variant, t
 MK-MMD limit ratios, the step targets' PyTorch / JAX ratio), the value of each process,
 their median and the relative spread ``(max - min) / median``; and whether each target's
 PASS / FAIL is the same in every process. Default ``DIR``:
-``benchmarks/results/<machine>-<threads>t/spread_<sections>/``. Arguments after ``--`` go
+``benchmarks/results/<machine>-<threads>t/spread_<sections>/`` (under ``results/quick/``,
+ignored by git, when the arguments for ``benchmarks.run`` include ``--quick``, as
+``benchmarks.run`` does). Arguments after ``--`` go
 to ``benchmarks.run`` unchanged (e.g. ``--budget-s 30``, ``--losses mk_mmd``).
 """
 
@@ -149,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.processes < 2:
     p.error(f"--processes must be >= 2, got {args.processes}")
   slug = harness.machine_slug(args.threads)
-  out = args.out or os.path.join(ROOT, "results", slug, "spread_" + "_".join(args.only))
+  # quick runs go where benchmarks.run puts its own: results/quick/ (ignored by git)
+  results = os.path.join(ROOT, "results", *(["quick"] if "--quick" in run_args else []))
+  out = args.out or os.path.join(results, slug, "spread_" + "_".join(args.only))
   os.makedirs(out, exist_ok=True)
   load = os.getloadavg()
   t0 = time.perf_counter()
