@@ -1,19 +1,23 @@
-"""Before / after of the kernel derivative rules (issue 15), in one process, alternating.
+"""Before / after of the MMD derivative rules (issue 15), in one process, alternating.
 
 ``python -m benchmarks.kernels_ab [--threads 1] [--quick] [--out FILE.json]`` (default output:
 ``benchmarks/results/<machine>-<threads>t/kernels_ab.json``, which
-``benchmarks/changes.py`` reads for the before / after of commit 7a6a0c5)
+``benchmarks/changes.py`` reads for the before / after of the commits that added the rules)
 
 Times ``dtl_jax.losses.mk_mmd`` and ``jmmd`` (TLlib estimator, value + gradient w.r.t. the
-features, float32) four ways, by swapping the library's two derivative rules for plain
+features, float32) five ways, by swapping the library's derivative rules for plain
 autodiff at trace time:
 
-* ``before``     -- plain autodiff of ``X Xᵀ`` and of the squaring chain (the library
-  before issue 15);
+* ``before``     -- plain autodiff of ``X Xᵀ``, of the squaring chain and of ``Wᵀ K W``
+  (the library before issue 15);
 * ``sym_gram``   -- only :func:`dtl_jax.losses.kernels.symmetric_gram` (one backward
   product instead of two);
 * ``kernel_jvp`` -- only the hand-written derivative of the kernel sum;
-* ``after``      -- both (the library now).
+* ``both_rules`` -- both (the library from 7a6a0c5 on);
+* ``after``      -- the library now: the dense all-Gaussian MMD takes the derivative of
+  the whole weighted form ``Wᵀ K W`` (``dtl_jax.losses.mmd._gaussian_form``), whose
+  backward is one ``[N, N] x [N, d + 1]`` product with no ``[N, N]`` transpose and no
+  separate row-sum pass.
 
 Each configuration also records XLA's flop count of the compiled computation, which shows
 the product that the symmetric rule removes.
@@ -35,28 +39,35 @@ QUICK = ((128, 256), (64, 2048))
 
 
 @contextlib.contextmanager
-def _rules(sym_gram: bool, kernel_jvp: bool):
+def _rules(sym_gram: bool, kernel_jvp: bool, form: bool):
   """Swaps the library's custom rules for plain autodiff (module globals, trace time)."""
+  import importlib
+
   import jax.numpy as jnp
 
   from dtl_jax.losses import kernels
 
-  saved = kernels._symmetric_gram, kernels._kernel_sum
+  mmd = importlib.import_module("dtl_jax.losses.mmd")  # the package exports a function `mmd`
+  saved = kernels._symmetric_gram, kernels._kernel_sum, mmd._gaussian_form
   if not sym_gram:
     kernels._symmetric_gram = lambda x, precision: jnp.matmul(x, x.T, precision=precision)
   if not kernel_jvp:
     kernels._kernel_sum = lambda d, s2, m: kernels._kernel_sum_and_slope(d, s2, m, slope=False)[0]
+  if not form:
+    mmd._gaussian_form = mmd._gaussian_form_value
   try:
     yield
   finally:
-    kernels._symmetric_gram, kernels._kernel_sum = saved
+    kernels._symmetric_gram, kernels._kernel_sum, mmd._gaussian_form = saved
 
 
+#: name -> (symmetric-Gram rule, kernel-sum rule, weighted-form rule).
 VARIANTS = {
-  "before": (False, False),
-  "sym_gram": (True, False),
-  "kernel_jvp": (False, True),
-  "after": (True, True),
+  "before": (False, False, False),
+  "sym_gram": (True, False, False),
+  "kernel_jvp": (False, True, False),
+  "both_rules": (True, True, False),
+  "after": (True, True, True),
 }
 
 
@@ -81,9 +92,9 @@ def run(sizes, *, repeats: int, min_sample_s: float, log=print) -> list[dict[str
         make = jax_losses.jmmd_value_and_grad
       args = jax.device_put(args)
       fns, flops, outs = {}, {}, {}
-      for name, (sym, kjvp) in VARIANTS.items():
+      for name, rules in VARIANTS.items():
         fn = make()  # a new function object: no trace cache shared between variants
-        with _rules(sym, kjvp):
+        with _rules(*rules):
           compiled = jax.jit(fn).lower(*args).compile()
         cost = compiled.cost_analysis()
         flops[name] = (cost[0] if isinstance(cost, list) else cost).get("flops")
@@ -106,12 +117,14 @@ def run(sizes, *, repeats: int, min_sample_s: float, log=print) -> list[dict[str
         "timings": {k: v.as_dict() for k, v in t.items()},
         "xla_flops": flops,
         "speedup_after_vs_before": t["before"].median_s / t["after"].median_s,
+        "speedup_after_vs_both_rules": t["both_rules"].median_s / t["after"].median_s,
       }
       rows.append(row)
       log(
         f"  {loss} n={n} d={d}: "
         + " ".join(f"{k}={v.median_s * 1e3:.3g}ms" for k, v in t.items())
         + f" before/after={row['speedup_after_vs_before']:.2f}x"
+        + f" both_rules/after={row['speedup_after_vs_both_rules']:.2f}x"
       )
   return rows
 

@@ -1,11 +1,13 @@
-"""benchmarks/kernels_ab.py: the before / after of the kernel derivative rules (7a6a0c5).
+"""benchmarks/kernels_ab.py: the before / after of the MMD derivative rules.
 
 The A/B swaps the library's rules for plain autodiff at trace time (module globals of
-``dtl_jax.losses.kernels``); a refactor of that module must not leave the "before"
-silently equal to the "after". XLA's flop counts show the swap took effect: the
-symmetric-Gram rule removes one ``[2n, 2n] x [2n, d]`` product from the backward (up
-to the elementwise sums around it), and the values and gradients agree
-(``kernels_ab.run`` raises when they differ).
+``dtl_jax.losses.kernels`` and ``dtl_jax.losses.mmd``); a refactor of those modules must
+not leave the "before" silently equal to the "after". XLA's flop counts show the swaps
+took effect: the symmetric-Gram rule removes one ``[2n, 2n] x [2n, d]`` product from the
+backward (up to the elementwise sums around it); the weighted-form rule keeps the product
+count and removes elementwise flops (its gain is a transposed pass, not flops: the library test
+``test_dense_gaussian_backward_is_one_product_per_layer_and_no_transpose`` checks that
+structure); the values and gradients agree (``kernels_ab.run`` raises when they differ).
 """
 
 import json
@@ -25,8 +27,11 @@ def test_quick_ab_removes_one_product_and_writes_its_rows(tmp_path):
     m, d, f = 2 * r["n"], r["d"], r["xla_flops"]
     product = 2 * m * m * d  # one [m, m] x [m, d] product
     elementwise = 2 * m * (m + d)  # bound on the elementwise terms around it (G + Gᵀ, sums)
-    for with_rule, without in (("sym_gram", "before"), ("after", "kernel_jvp")):
+    for with_rule, without in (("sym_gram", "before"), ("both_rules", "kernel_jvp")):
       removed = f[without] - f[with_rule]
       assert abs(removed - product) <= elementwise, (r["config"], with_rule, removed, product)
     assert f["kernel_jvp"] != f["before"]  # the kernel-sum rule changed the program too
+    # The weighted-form rule removes elementwise [m, m] passes (C + Cᵀ, the cotangent's
+    # outer product), not a product: fewer flops, by far less than one product.
+    assert 0 < f["both_rules"] - f["after"] < product / 4
     assert set(r["timings"]) == set(kernels_ab.VARIANTS)

@@ -10,6 +10,7 @@ estimator, weights and the tiled path.
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -244,3 +245,81 @@ def test_fixed_bandwidth_mmd_check_grads_forward_and_reverse(rng):
     order=1,
     modes=("fwd", "rev"),
   )
+
+
+# ------------------------------------------------ the weighted form's own rule (dense MMD)
+
+
+def test_traced_bandwidths_and_weights_gradients_and_hessian(rng):
+  """Every input of the dense Gaussian form: features of both layers, traced fixed
+  bandwidths and importance weights, in reverse and forward mode, and second order."""
+  s1, t1 = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray(rng.normal(size=(5, 3)) + 0.4)
+  s2, t2 = jnp.asarray(rng.normal(size=(4, 2))), jnp.asarray(rng.normal(size=(5, 2)))
+  ws, wt = jnp.asarray(rng.random(4) + 0.1), jnp.asarray(rng.random(5) + 0.1)
+  sig = jnp.asarray([1.7, 0.6])
+
+  def lib(s1, s2, t1, t2, ws, wt, sig):
+    kernels = (
+      K.GaussianKernel(multipliers=(0.5, 1.0, 2.0), sigma2=sig[0]),
+      K.GaussianKernel(sigma2=sig[1]),
+    )
+    return L.jmmd(
+      (s1, s2),
+      (t1, t2),
+      kernels=kernels,
+      estimator="unbiased",
+      source_weights=ws,
+      target_weights=wt,
+    )
+
+  def plain(s1, s2, t1, t2, ws, wt, sig):
+    specs = [((0.5, 1.0, 2.0), sig[0]), ((1.0,), sig[1])]
+    return plain_mmd((s1, s2), (t1, t2), specs, "unbiased", ws, wt)
+
+  args = (s1, s2, t1, t2, ws, wt, sig)
+  every = tuple(range(7))
+  _assert_trees_close(
+    jax.jit(jax.value_and_grad(lib, every))(*args),
+    jax.jit(jax.value_and_grad(plain, every))(*args),
+  )
+  _assert_trees_close(jax.jacfwd(lib, every)(*args), jax.jacfwd(plain, every)(*args))
+  _assert_trees_close(
+    jax.jit(jax.hessian(lib, (0, 6)))(*args), jax.jit(jax.hessian(plain, (0, 6)))(*args)
+  )
+
+
+def _all_eqns(jaxpr):
+  for e in jaxpr.eqns:
+    yield e
+    for sub in jax.extend.core.jaxprs_in_params(e.params):
+      yield from _all_eqns(sub)
+
+
+@pytest.mark.parametrize("loss", ["mk_mmd", "jmmd"])
+def test_dense_gaussian_backward_is_one_product_per_layer_and_no_transpose(rng, loss):
+  """The rule's point: the backward multiplies the [N, N] cotangent by each layer's
+  features once (plus one matrix-vector product for its row sums) and never transposes
+  an [N, N] matrix (the symmetric-Gram rule alone needs (C + Cᵀ) Z)."""
+  n, dims = 6, (5, 3)
+  zs = [jnp.asarray(rng.normal(size=(n, d))) for d in dims]
+  zt = [jnp.asarray(rng.normal(size=(n, d))) for d in dims]
+  if loss == "mk_mmd":
+    fn, args = (lambda a, b: L.mk_mmd(a, b, estimator="tllib")), (zs[0], zt[0])
+  else:
+    fn, args = (
+      (lambda a, b, c, d: L.jmmd((a, c), (b, d), estimator="tllib")),
+      (zs[0], zt[0], zs[1], zt[1]),
+    )
+  jaxpr = jax.make_jaxpr(jax.grad(fn, tuple(range(len(args)))))(*args).jaxpr
+  big = (2 * n, 2 * n)
+  eqns = list(_all_eqns(jaxpr))
+  assert not [e for e in eqns if e.primitive.name == "transpose" and e.invars[0].aval.shape == big]
+  products = sorted(
+    e.outvars[0].aval.shape[1]
+    for e in eqns
+    if e.primitive.name == "dot_general"
+    and e.invars[0].aval.shape == big
+    and e.outvars[0].aval.shape[1] != 2  # K W, the [N, 2] weighted sums
+  )
+  layers = dims[: len(args) // 2]
+  assert products == sorted([1] * len(layers) + list(layers))
