@@ -6,14 +6,16 @@ Runs ``python -m benchmarks.run --threads T --only ... --out DIR/process_<k>`` `
 one fresh process after the other (each with its own compilation, allocator state, thread
 pools and page placement: what one in-process median cannot see), then reads their
 ``results.json`` and writes ``DIR/spread.{json,md}``: for every measurement the processes
-share (each loss configuration and implementation, each training-step variant, the
-MK-MMD limit ratios, the step targets' PyTorch / JAX ratio), the value of each process,
+share (each loss configuration and implementation, the ratios the loss targets judge --
+best eager / JAX and torch.compile / JAX -- per configuration, each training-step variant,
+the MK-MMD limit ratios, the step targets' PyTorch / JAX ratio), the value of each process,
 their median and the relative spread ``(max - min) / median``; and whether each target's
 PASS / FAIL is the same in every process. Default ``DIR``:
 ``benchmarks/results/<machine>-<threads>t/spread_<sections>/`` (under ``results/quick/``,
 ignored by git, when the arguments for ``benchmarks.run`` include ``--quick``, as
 ``benchmarks.run`` does). Arguments after ``--`` go
 to ``benchmarks.run`` unchanged (e.g. ``--budget-s 30``, ``--losses mk_mmd``).
+``python -m benchmarks.spread --again DIR`` re-aggregates an earlier spread's processes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks import harness
+from benchmarks import harness, report
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,9 +40,16 @@ def measurements(results: Mapping[str, Any]) -> dict[str, float]:
   keyed by a readable name (seconds end in ``, s``)."""
   out: dict[str, float] = {}
   for row in results.get("losses") or []:
+    config = f"{row['loss']} n={row['n']} d={row['d']}"
     for impl, t in row["impls"].items():
       if t.get("status") == "ok" and "median_s" in t:
-        out[f"{row['loss']} n={row['n']} d={row['d']} {impl}, s"] = t["median_s"]
+        out[f"{config} {impl}, s"] = t["median_s"]
+    # the ratios the loss targets judge, as measurements of their own
+    ratios = report.loss_ratios(row)
+    if "speedup_vs_best_eager" in ratios:
+      out[f"{config} best eager / jax"] = ratios["speedup_vs_best_eager"]
+    if "speedup_vs_compile" in ratios:
+      out[f"{config} torch.compile / jax"] = ratios["speedup_vs_compile"]
   for row in results.get("limit") or []:
     out[f"mk_mmd n={row['n']} d={row['d']} / its matmul bound"] = row["ratio"]
   for row in (results.get("steps") or {}).get("rows") or []:
@@ -135,6 +144,21 @@ def markdown(result: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def again(out: str) -> dict[str, Any]:
+  """Re-aggregates the processes of the spread in ``out`` (see ``--again``)."""
+  with open(os.path.join(out, "spread.json")) as f:
+    earlier = json.load(f)
+  runs = []
+  for k in range(1, earlier["summary"]["runs"] + 1):
+    with open(os.path.join(out, f"process_{k}", "results.json")) as f:
+      runs.append(json.load(f))
+  result = aggregate(runs)
+  keep = ("command", "run_command", "git_commit", "threads", "machine", "load_average", "wall_s")
+  result.update({k: earlier[k] for k in keep})
+  print(harness.write_json_md(out, "spread", result, markdown(result)))
+  return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   argv = list(sys.argv[1:] if argv is None else argv)
   command = "python -m benchmarks.spread " + " ".join(argv)
@@ -144,10 +168,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv, run_args = argv[:i], argv[i + 1 :]
   p = argparse.ArgumentParser(prog="python -m benchmarks.spread", description=__doc__)
   p.add_argument("--processes", type=int, default=3)
-  p.add_argument("--threads", type=int, required=True)
+  p.add_argument("--threads", type=int, default=None, help="required unless --again")
   p.add_argument("--only", nargs="+", default=["losses", "limit", "steps"])
   p.add_argument("--out", default=None)
+  p.add_argument(
+    "--again",
+    metavar="DIR",
+    default=None,
+    help="run nothing: re-aggregate the process_<k>/results.json of an earlier spread "
+    "in DIR (after a change to what is compared), keeping its command, commit, load "
+    "and wall time",
+  )
   args = p.parse_args(argv)
+  if args.again:
+    return again(args.again)
+  if args.threads is None:
+    p.error("--threads is required (unless --again DIR)")
   if args.processes < 2:
     p.error(f"--processes must be >= 2, got {args.processes}")
   slug = harness.machine_slug(args.threads)
