@@ -4,9 +4,9 @@
 ``benchmarks/results/<machine>-<threads>t/kernels_ab.json``, which
 ``benchmarks/changes.py`` reads for the before / after of the commits that added the rules)
 
-Times ``dtl_jax.losses.mk_mmd`` and ``jmmd`` (TLlib estimator, value + gradient w.r.t. the
-features, float32) five ways, by swapping the library's derivative rules for plain
-autodiff at trace time:
+Times ``dtl_jax.losses.mk_mmd`` (dense, and by row blocks: ``mk_mmd_tiled``) and ``jmmd``
+(TLlib estimator, value + gradient w.r.t. the features, float32) five ways, by swapping the
+library's derivative rules for plain autodiff at trace time:
 
 * ``before``     -- plain autodiff of ``X Xᵀ``, of the squaring chain and of ``Wᵀ K W``
   (the library before issue 15);
@@ -14,19 +14,21 @@ autodiff at trace time:
   product instead of two);
 * ``kernel_jvp`` -- only the hand-written derivative of the kernel sum;
 * ``both_rules`` -- both (the library from 7a6a0c5 on);
-* ``after``      -- the library now: the dense all-Gaussian MMD takes the derivative of
-  the whole weighted form ``Wᵀ K W`` (``dtl_jax.losses.mmd._gaussian_form``), whose
-  backward is one ``[N, N] x [N, d + 1]`` product with no ``[N, N]`` transpose and no
-  separate row-sum pass.
+* ``after``      -- the library now: the all-Gaussian MMD takes the derivative of the
+  whole weighted form ``Wᵀ K W`` (``dtl_jax.losses.mmd._gaussian_form``), whose backward
+  is one ``[N, N] x [N, d]`` product and one matrix-vector product, with no ``[N, N]``
+  transpose (by row blocks: one product per block, where autodiff of the blocks spends
+  two).
 
 Each configuration also records XLA's flop count of the compiled computation, which shows
-the product that the symmetric rule removes.
+the product that the symmetric rule removes (and, by row blocks, the weighted-form rule).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -36,6 +38,9 @@ from benchmarks import harness
 
 FULL = ((128, 256), (512, 256), (2048, 256), (128, 2048), (512, 2048))
 QUICK = ((128, 256), (64, 2048))
+#: ``mk_mmd_tiled``: MK-MMD by row blocks of ``jax_losses.TILE`` rows (the memory path).
+FULL_TILED = ((2048, 256),)
+QUICK_TILED = ((1024, 128),)
 
 
 @contextlib.contextmanager
@@ -71,20 +76,24 @@ VARIANTS = {
 }
 
 
-def run(sizes, *, repeats: int, min_sample_s: float, log=print) -> list[dict[str, Any]]:
+def run(
+  sizes, tiled_sizes=(), *, repeats: int, min_sample_s: float, log=print
+) -> list[dict[str, Any]]:
   import jax
   import numpy as np
 
   from benchmarks import jax_losses
 
   rows = []
-  for loss in ("mk_mmd", "jmmd"):
-    for n, d in sizes:
+  for loss in ("mk_mmd", "jmmd", "mk_mmd_tiled"):
+    for n, d in tiled_sizes if loss == "mk_mmd_tiled" else sizes:
       rng = np.random.default_rng(0)
       zs = rng.standard_normal((n, d), dtype=np.float32)
       zt = rng.standard_normal((n, d), dtype=np.float32) + 0.5
       args: tuple = (zs, zt)
       make = jax_losses.mk_mmd_value_and_grad
+      if loss == "mk_mmd_tiled":
+        make = functools.partial(jax_losses.mk_mmd_value_and_grad, tiled=True, n=n)
       if loss == "jmmd":
         p = rng.random((2 * n, 10), dtype=np.float32)
         p /= p.sum(1, keepdims=True)
@@ -143,6 +152,7 @@ def main(argv=None) -> dict[str, Any]:
   settings = harness.pin_threads(args.threads)
   rows = run(
     QUICK if args.quick else FULL,
+    QUICK_TILED if args.quick else FULL_TILED,
     repeats=3 if args.quick else 11,
     min_sample_s=0.01 if args.quick else 0.1,
   )

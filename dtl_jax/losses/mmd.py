@@ -327,7 +327,7 @@ def _joint_mmd(
   weights = jnp.stack([w_s, w_t], axis=1)  # [N, 2]
 
   dense = tile_size is None or tile_size >= _num_rows(joints)
-  if dense and all(isinstance(k, GaussianKernel) for k in kernels):
+  if all(isinstance(k, GaussianKernel) for k in kernels):
     q = _gaussian_form(
       tuple(joints),
       tuple(sigma2s),
@@ -335,6 +335,7 @@ def _joint_mmd(
       # of the (constant, by default) weights: seconds of compile and an N^2 constant.
       jax.lax.optimization_barrier(weights),
       tuple(k.multipliers for k in kernels),
+      None if dense else int(tile_size),
     )
     v_ss, v_tt, v_st = q[0, 0], q[1, 1], q[0, 1]
   else:
@@ -392,92 +393,163 @@ def _kernel_times_weights_dense(joints, kernels, sigma2s, weights):
   return jnp.matmul(kmat, weights, precision=_HI)
 
 
-def _gaussian_distances(z):
-  sq = jnp.sum(z * z, axis=1)
-  return _k._sq_dists(z, z, sq, sq)
-
-
-def _gaussian_form_value(joints, sigma2s, weights, multipliers):
+def _gaussian_form_value(joints, sigma2s, weights, multipliers, tile):
   """``Q = Wᵀ K W`` (``[2, 2]``) for a product of Gaussian kernel sums ``K = prod_l k_l``.
 
-  The dense path of every all-Gaussian MMD (MK-MMD, JMMD). Its derivative rule
-  (:func:`_gaussian_form_jvp`) writes the tangent as ``M + Mᵀ`` with
-  ``M = Wᵀ (P ∘ X) W``, ``X = da 1ᵀ - 2 dZ Zᵀ`` (half of ``dD``, ``a = ||z||^2``) and
-  ``P = dK/dD`` (symmetric): the transpose then sends the ``[N, N]`` cotangent
-  ``C = P ∘ (W (S + Sᵀ) Wᵀ)`` to ``dZ = 2 rowsum(C) Z - 2 C Z``, ONE ``[N, N] x [N, d]``
-  product (plus ``C 1``) and no transpose of an ``[N, N]`` matrix (the symmetry is used on
-  the ``[2, 2]`` cotangent ``S`` instead); differentiating ``D`` and ``K W`` one after the
-  other needs ``(C + Cᵀ) Z``, an out-of-cache transposed pass over ``C`` (the backward of
-  MK-MMD / JMMD at ``N = 4096``, ``d = 256`` is ~1.6-1.8x faster this way,
-  ``benchmarks/kernels_ab.py``). Tangents of the bandwidths and of the weights are
-  supported (fixed bandwidths may be traced; importance weights may be differentiated);
-  a custom JVP, so forward mode and higher derivatives work too.
+  The path of every all-Gaussian MMD (MK-MMD, JMMD), dense (``tile=None``) or by
+  ``[tile, N]`` row blocks. Its derivative rule (:func:`_gaussian_form_jvp`) writes the
+  tangent as ``M + Mᵀ`` with ``M = Wᵀ (P ∘ X) W``, ``X = da 1ᵀ - 2 dZ Zᵀ`` (half of
+  ``dD``, ``a = ||z||^2``) and ``P = dK/dD`` (symmetric): the transpose then sends the
+  ``[N, N]`` cotangent ``C = P ∘ (W (S + Sᵀ) Wᵀ)`` to ``dZ = 2 rowsum(C) Z - 2 C Z``, ONE
+  ``[N, N] x [N, d]`` product (plus ``C 1``) and no transpose of an ``[N, N]`` matrix (the
+  symmetry is used on the ``[2, 2]`` cotangent ``S`` instead); differentiating ``D`` and
+  ``K W`` one after the other needs ``(C + Cᵀ) Z``, an out-of-cache transposed pass over
+  ``C`` (the backward of MK-MMD / JMMD at ``N = 4096``, ``d = 256`` is ~1.6-1.8x faster
+  this way, ``benchmarks/kernels_ab.py``). By row blocks, ``dZ`` of a block's rows needs
+  only that block (``C_R Z``), so the backward recomputes each block once and spends one
+  product on it, where autodiff of the blocks spends two (rows and columns). Tangents of
+  the bandwidths and of the weights are supported (fixed bandwidths may be traced;
+  importance weights may be differentiated); a custom JVP, so forward mode and higher
+  derivatives work too.
   """
-  k = None
-  for z, s2, mult in zip(joints, sigma2s, multipliers, strict=True):
-    kl = _k._kernel_sum(_gaussian_distances(z), s2, mult)
-    k = kl if k is None else k * kl
-  return jnp.matmul(weights.T, jnp.matmul(k, weights, precision=_HI), precision=_HI)
+  if tile is None:
+    return _form_block(joints, joints, weights, weights, sigma2s, multipliers)[0]
+  tiles, unpad = _row_tiles(joints, weights, tile)
+  cols, w_cols = unpad
+
+  @jax.checkpoint
+  def one_tile(args):
+    rows, w_rows = args
+    return _form_block(rows, cols, w_rows, w_cols, sigma2s, multipliers)[0]
+
+  return jnp.sum(jax.lax.map(one_tile, tiles), axis=0)
 
 
-_gaussian_form = jax.custom_jvp(_gaussian_form_value, nondiff_argnums=(3,))
+_gaussian_form = jax.custom_jvp(_gaussian_form_value, nondiff_argnums=(3, 4))
+
+
+def _row_tiles(joints, weights, tile, d_joints=None, d_weights=None):
+  """``[n_tiles, tile, ...]`` row blocks of the (zero-padded) inputs, and the padded
+  joints and weights as columns. Padded rows are zeros with zero weight: they add
+  nothing as columns (``K W``) nor as rows (``Wᵀ``)."""
+  n = joints[0].shape[0]
+  n_tiles = -(-n // tile)
+  pad = n_tiles * tile - n
+
+  def padded(x):
+    return None if x is None else jnp.pad(x, ((0, pad), (0, 0)))
+
+  def tiled(x):
+    return None if x is None else x.reshape(n_tiles, tile, x.shape[1])
+
+  joints_p = [padded(z) for z in joints]
+  weights_p = padded(weights)
+  tiles = ([tiled(z) for z in joints_p], tiled(weights_p))
+  if d_joints is not None:
+    tiles += ([tiled(padded(dz)) for dz in d_joints], tiled(padded(d_weights)))
+  return tiles, (joints_p, weights_p)
+
+
+def _form_block(
+  rows, cols, w_rows, w_cols, sigma2s, multipliers, d_rows=None, d_sigma2s=None, dw_rows=None
+):
+  """A block's share of ``Q`` and of its tangent: ``(q, m_half, m_sym, m_w)``.
+
+  ``rows`` / ``cols`` are per-layer ``[r, d_l]`` / ``[N, d_l]`` (``rows is cols`` for the
+  dense form); the tangent inputs are per-layer arrays or None (zero). With
+  ``K_R = K[rows, :]``: ``q = W_Rᵀ K_R W``; ``m_half = W_Rᵀ (sum_l P_l ∘ X_l) W`` with
+  ``X_l = da_R 1ᵀ - 2 dZ_R Z_lᵀ``; ``m_sym = W_Rᵀ (sum_l P_l ∘ D_l (-dsigma2_l / sigma2_l))
+  W``; ``m_w = (K_R W)ᵀ dW_R``. Summed over blocks, ``dQ = M_half + M_halfᵀ + M_sym + M_w +
+  M_wᵀ``.
+  """
+  dists, kls, slopes = [], [], []
+  slope = d_rows is not None
+  for r, c, s2, mult in zip(rows, cols, sigma2s, multipliers, strict=True):
+    d = _k._sq_dists(r, c, jnp.sum(r * r, axis=1), jnp.sum(c * c, axis=1))
+    if slope:
+      kl, sl = _k._kernel_sum_and_slope(d, s2, mult, slope=True)
+    else:
+      kl, sl = _k._kernel_sum(d, s2, mult), None
+    dists.append(d)
+    kls.append(kl)
+    slopes.append(sl)
+  k = functools.reduce(jnp.multiply, kls)
+  kw = jnp.matmul(k, w_cols, precision=_HI)
+  q = jnp.matmul(w_rows.T, kw, precision=_HI)
+  if not slope:
+    return q, None, None, None
+  assert d_sigma2s is not None
+  half = None  # sum_l P_l ∘ X_l, the half of dK whose transpose gives dK
+  sym = None  # symmetric parts of dK (bandwidth tangents)
+  for l, (r, c, d, sl) in enumerate(zip(rows, cols, dists, slopes, strict=True)):
+    dz, ds2 = d_rows[l], d_sigma2s[l]
+    if dz is None and ds2 is None:
+      continue
+    p = sl
+    for m, km in enumerate(kls):
+      if m != l:
+        p = p * km
+    if dz is not None:
+      da = 2.0 * jnp.sum(r * dz, axis=1, keepdims=True)
+      # da 1ᵀ as an outer product: its transpose is the matrix-vector product C 1, one
+      # plain pass over C. Written as a broadcast, its transpose is a row reduction that
+      # XLA:CPU's YNNPACK reduce fusion merges with C's producers, materialising every
+      # power of the squaring chain: about twice as slow at N = 4096, d = 256 (measured,
+      # one thread, jaxlib 0.10.2).
+      ones = jnp.ones((c.shape[0], 1), c.dtype)
+      x = jnp.matmul(da, ones.T, precision=_HI) - 2.0 * jnp.matmul(dz, c.T, precision=_HI)
+      half = p * x if half is None else half + p * x
+    if ds2 is not None:  # dk/dsigma2 = -(D / sigma2) dk/dD
+      term = p * (d * (-ds2 / sigma2s[l]))
+      sym = term if sym is None else sym + term
+
+  def form(a):
+    if a is None:
+      return None
+    return jnp.matmul(w_rows.T, jnp.matmul(a, w_cols, precision=_HI), precision=_HI)
+
+  m_w = None if dw_rows is None else jnp.matmul(kw.T, dw_rows, precision=_HI)
+  return q, form(half), form(sym), m_w
 
 
 def _is_zero(t) -> bool:
   return type(t) is jax.custom_derivatives.SymbolicZero
 
 
+def _nonzero(t):
+  return None if _is_zero(t) else t
+
+
 @functools.partial(_gaussian_form.defjvp, symbolic_zeros=True)
-def _gaussian_form_jvp(multipliers, primals, tangents):
+def _gaussian_form_jvp(multipliers, tile, primals, tangents):
   joints, sigma2s, weights = primals
-  d_joints, d_sigma2s, d_weights = tangents
-  dists, kls, slopes = [], [], []
-  for z, s2, mult in zip(joints, sigma2s, multipliers, strict=True):
-    d = _gaussian_distances(z)
-    kl, slope = _k._kernel_sum_and_slope(d, s2, mult, slope=True)
-    dists.append(d)
-    kls.append(kl)
-    slopes.append(slope)
-  k = functools.reduce(jnp.multiply, kls)
-  kw = jnp.matmul(k, weights, precision=_HI)
-  q = jnp.matmul(weights.T, kw, precision=_HI)
+  d_joints = [_nonzero(t) for t in tangents[0]]
+  d_sigma2s = [_nonzero(t) for t in tangents[1]]
+  d_weights = _nonzero(tangents[2])
+  if tile is None:
+    q, m_half, m_sym, m_w = _form_block(
+      joints, joints, weights, weights, sigma2s, multipliers, d_joints, d_sigma2s, d_weights
+    )
+  else:
+    tiles, (cols, w_cols) = _row_tiles(joints, weights, tile, d_joints, d_weights)
 
-  half = None  # sum_l P_l ∘ X_l, the half of dK whose transpose gives dK
-  sym = None  # symmetric parts of dK (bandwidth tangents)
-  for l, (z, d, slope) in enumerate(zip(joints, dists, slopes, strict=True)):
-    dz, ds2 = d_joints[l], d_sigma2s[l]
-    if _is_zero(dz) and _is_zero(ds2):
-      continue
-    p = slope
-    for m, km in enumerate(kls):
-      if m != l:
-        p = p * km
-    if not _is_zero(dz):
-      da = 2.0 * jnp.sum(z * dz, axis=1, keepdims=True)
-      # da 1ᵀ as an outer product: its transpose is the matrix-vector product C 1, one
-      # plain pass over C. Written as a broadcast, its transpose is a row reduction that
-      # XLA:CPU's YNNPACK reduce fusion merges with C's producers, materialising every
-      # power of the squaring chain: about twice as slow at N = 4096, d = 256 (measured,
-      # one thread, jaxlib 0.10.2).
-      x = jnp.matmul(da, jnp.ones_like(da).T, precision=_HI) - 2.0 * jnp.matmul(
-        dz, z.T, precision=_HI
+    @jax.checkpoint  # each block is rebuilt in the backward pass: O(N * tile) memory
+    def one_tile(args):
+      rows, w_rows, d_rows, dw_rows = args
+      return _form_block(
+        rows, cols, w_rows, w_cols, sigma2s, multipliers, d_rows, d_sigma2s, dw_rows
       )
-      half = p * x if half is None else half + p * x
-    if not _is_zero(ds2):  # dk/dsigma2 = -(D / sigma2) dk/dD
-      term = p * (d * (-ds2 / sigma2s[l]))
-      sym = term if sym is None else sym + term
 
-  dq = None
-  if half is not None:
-    m = jnp.matmul(weights.T, jnp.matmul(half, weights, precision=_HI), precision=_HI)
-    dq = m + m.T
-  if sym is not None:
-    m = jnp.matmul(weights.T, jnp.matmul(sym, weights, precision=_HI), precision=_HI)
-    dq = m if dq is None else dq + m
-  if not _is_zero(d_weights):
-    m = jnp.matmul(kw.T, d_weights, precision=_HI)
-    dq = m + m.T if dq is None else dq + m + m.T
-  return q, jnp.zeros_like(q) if dq is None else dq
+    parts = jax.lax.map(one_tile, tiles)
+    q, m_half, m_sym, m_w = (None if a is None else jnp.sum(a, axis=0) for a in parts)
+  dq = jnp.zeros_like(q)
+  if m_half is not None:
+    dq = dq + m_half + m_half.T
+  if m_sym is not None:
+    dq = dq + m_sym
+  if m_w is not None:
+    dq = dq + m_w + m_w.T
+  return q, dq
 
 
 def _kernel_times_weights_tiled(joints, kernels, sigma2s, weights, tile):

@@ -250,9 +250,11 @@ def test_fixed_bandwidth_mmd_check_grads_forward_and_reverse(rng):
 # ------------------------------------------------ the weighted form's own rule (dense MMD)
 
 
-def test_traced_bandwidths_and_weights_gradients_and_hessian(rng):
-  """Every input of the dense Gaussian form: features of both layers, traced fixed
-  bandwidths and importance weights, in reverse and forward mode, and second order."""
+@pytest.mark.parametrize("tile", [None, 4])
+def test_traced_bandwidths_and_weights_gradients_and_hessian(rng, tile):
+  """Every input of the Gaussian form, dense and by row blocks (9 rows: a padded last
+  block): features of both layers, traced fixed bandwidths and importance weights, in
+  reverse and forward mode, and second order."""
   s1, t1 = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray(rng.normal(size=(5, 3)) + 0.4)
   s2, t2 = jnp.asarray(rng.normal(size=(4, 2))), jnp.asarray(rng.normal(size=(5, 2)))
   ws, wt = jnp.asarray(rng.random(4) + 0.1), jnp.asarray(rng.random(5) + 0.1)
@@ -270,6 +272,7 @@ def test_traced_bandwidths_and_weights_gradients_and_hessian(rng):
       estimator="unbiased",
       source_weights=ws,
       target_weights=wt,
+      tile_size=tile,
     )
 
   def plain(s1, s2, t1, t2, ws, wt, sig):
@@ -295,31 +298,32 @@ def _all_eqns(jaxpr):
       yield from _all_eqns(sub)
 
 
+@pytest.mark.parametrize("tile", [None, 4])
 @pytest.mark.parametrize("loss", ["mk_mmd", "jmmd"])
-def test_dense_gaussian_backward_is_one_product_per_layer_and_no_transpose(rng, loss):
-  """The rule's point: the backward multiplies the [N, N] cotangent by each layer's
-  features once (plus one matrix-vector product for its row sums) and never transposes
-  an [N, N] matrix (the symmetric-Gram rule alone needs (C + Cᵀ) Z)."""
+def test_gaussian_backward_is_one_product_per_layer_and_no_transpose(rng, loss, tile):
+  """The rule's point: the backward multiplies the [N, N] cotangent (or a [tile, N] block
+  of it) by each layer's features once, and never transposes it (the symmetric-Gram rule
+  alone needs (C + Cᵀ) Z; autodiff of row blocks needs C_R Z and C_Rᵀ Z_R)."""
   n, dims = 6, (5, 3)
   zs = [jnp.asarray(rng.normal(size=(n, d))) for d in dims]
   zt = [jnp.asarray(rng.normal(size=(n, d))) for d in dims]
   if loss == "mk_mmd":
-    fn, args = (lambda a, b: L.mk_mmd(a, b, estimator="tllib")), (zs[0], zt[0])
+    fn = lambda a, b: L.mk_mmd(a, b, estimator="tllib", tile_size=tile)
+    args = (zs[0], zt[0])
   else:
-    fn, args = (
-      (lambda a, b, c, d: L.jmmd((a, c), (b, d), estimator="tllib")),
-      (zs[0], zt[0], zs[1], zt[1]),
-    )
-  jaxpr = jax.make_jaxpr(jax.grad(fn, tuple(range(len(args)))))(*args).jaxpr
-  big = (2 * n, 2 * n)
-  eqns = list(_all_eqns(jaxpr))
-  assert not [e for e in eqns if e.primitive.name == "transpose" and e.invars[0].aval.shape == big]
-  products = sorted(
-    e.outvars[0].aval.shape[1]
-    for e in eqns
-    if e.primitive.name == "dot_general"
-    and e.invars[0].aval.shape == big
-    and e.outvars[0].aval.shape[1] != 2  # K W, the [N, 2] weighted sums
-  )
+    fn = lambda a, b, c, d: L.jmmd((a, c), (b, d), estimator="tllib", tile_size=tile)
+    args = (zs[0], zt[0], zs[1], zt[1])
   layers = dims[: len(args) // 2]
-  assert products == sorted([1] * len(layers) + list(layers))
+  jaxpr = jax.make_jaxpr(jax.grad(fn, tuple(range(len(args)))))(*args).jaxpr
+  eqns = list(_all_eqns(jaxpr))
+  rows = 2 * n if tile is None else tile
+  block = {(rows, 2 * n), (2 * n, rows)}
+  assert not [
+    e for e in eqns if e.primitive.name == "transpose" and e.invars[0].aval.shape in block
+  ]
+  products = sorted(
+    e.outvars[0].aval.shape[-1]
+    for e in eqns
+    if e.primitive.name == "dot_general" and e.outvars[0].aval.shape[-1] in layers
+  )
+  assert products == sorted(layers)
