@@ -414,8 +414,7 @@ def _gaussian_form_value(joints, sigma2s, weights, multipliers, tile):
   """
   if tile is None:
     return _form_block(joints, joints, weights, weights, sigma2s, multipliers)[0]
-  tiles, unpad = _row_tiles(joints, weights, tile)
-  cols, w_cols = unpad
+  tiles, (cols, w_cols) = _row_tiles(joints, weights, tile)
 
   @jax.checkpoint
   def one_tile(args):
@@ -553,26 +552,22 @@ def _gaussian_form_jvp(multipliers, tile, primals, tangents):
 
 
 def _kernel_times_weights_tiled(joints, kernels, sigma2s, weights, tile):
-  """``K W`` by ``[tile, N]`` row blocks; each block is recomputed in the backward pass."""
+  """``K W`` by ``[tile, N]`` row blocks; each block is recomputed in the backward pass.
+
+  For kernel lists with a linear layer (the all-Gaussian ones take :func:`_gaussian_form`).
+  Bandwidths were computed before padding; the padded rows of ``K W`` are dropped.
+  """
   n = joints[0].shape[0]
-  n_tiles = -(-n // tile)
-  pad = n_tiles * tile - n
-  # Padded rows are zeros with zero weight: they add nothing to K W as columns, and
-  # their own rows of K W are dropped below. Bandwidths were computed before padding.
-  joints_p = [jnp.pad(z, ((0, pad), (0, 0))) for z in joints]
-  weights_p = jnp.pad(weights, ((0, pad), (0, 0)))
+  (row_tiles, _), (joints_p, weights_p) = _row_tiles(joints, weights, tile)
   norms_p = _sq_norms(joints_p)
-  row_tiles = [z.reshape(n_tiles, tile, z.shape[1]) for z in joints_p]
-  row_norm_tiles = [s.reshape(n_tiles, tile) for s in norms_p]
 
   @jax.checkpoint
-  def one_tile(args):
-    rows, rows_sq = args
-    block = _kernel_block(rows, rows_sq, joints_p, norms_p, kernels, sigma2s)
+  def one_tile(rows):
+    block = _kernel_block(rows, _sq_norms(rows), joints_p, norms_p, kernels, sigma2s)
     return jnp.matmul(block, weights_p, precision=_HI)
 
-  r = jax.lax.map(one_tile, (row_tiles, row_norm_tiles))  # [n_tiles, tile, 2]
-  return r.reshape(n_tiles * tile, 2)[:n]
+  r = jax.lax.map(one_tile, row_tiles)  # [n_tiles, tile, 2]
+  return r.reshape(-1, 2)[:n]
 
 
 def _kernel_diagonal(joints, kernels):

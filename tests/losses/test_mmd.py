@@ -344,6 +344,23 @@ def test_tiled_jmmd_with_weights_equals_dense(rng):
   )
 
 
+def test_tiled_jmmd_with_a_linear_layer_equals_dense(rng):
+  # A linear layer in the product kernel takes the generic row-block path (K W by blocks,
+  # autodiff of the checkpointed blocks), not the Gaussian form.
+  s1, t1 = _data(rng, 9, 7, 3)
+  s2, t2 = _data(rng, 9, 7, 2)
+  kernels = (GaussianKernel(multipliers=DAN_MULTIPLIERS), LinearKernel())
+
+  def f(a, b, c, d, tile):
+    return jmmd([a, b], [c, d], kernels=kernels, estimator="unbiased", tile_size=tile)
+
+  args = (s1, s2, t1, t2)
+  tiled = jax.value_and_grad(f, (0, 1, 2, 3))(*args, 4)
+  dense = jax.value_and_grad(f, (0, 1, 2, 3))(*args, None)
+  for a, b in zip(jax.tree.leaves(tiled), jax.tree.leaves(dense), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_large_n_tiled_runs_with_bounded_memory():
   # Value and gradient at N = 2 * 2048 with tiles of 256 rows: the compiled program's
   # temporary memory must stay well below one dense [N, N] float32 kernel matrix.
