@@ -36,8 +36,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks import harness
+from benchmarks import harness, jax_losses
 from benchmarks.kernels_ab import FULL as kernels_ab_sizes
+from benchmarks.kernels_ab import FULL_TILED as kernels_ab_tiled_sizes
 from benchmarks.report import stage_variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,15 +152,32 @@ def e2e_profile_step(threads: int, key: str, commit: str | None = None) -> Pick:
 
 #: benchmarks/kernels_ab.py's committed runs: their machine and configurations.
 KERNELS_AB_MACHINE = "intel-r-xeon-r-processor"
-KERNELS_AB_CONFIGS = tuple(
+KERNELS_AB_DENSE = tuple(
   f"{loss} n={n} d={d}" for loss in ("mk_mmd", "jmmd") for n, d in kernels_ab_sizes
 )
+KERNELS_AB_TILED = tuple(f"mk_mmd_tiled n={n} d={d}" for n, d in kernels_ab_tiled_sizes)
+KERNELS_AB_CONFIGS = KERNELS_AB_DENSE + KERNELS_AB_TILED
 
 
 def kernels_ab(threads: int, config: str, variant: str) -> Pick:
-  """Median time of a kernels_ab variant (``"before"`` / ``"after"``) of ``config``."""
+  """Median time of a kernels_ab variant (``"before"``, ``"both_rules"``, ``"after"``)."""
   keys = ("rows", ("config", config), "timings", variant, "median_s")
   return Pick(f"{KERNELS_AB_MACHINE}-{threads}t/kernels_ab.json", keys)
+
+
+def _kernels_ab_rows(before: str, after: str, configs: Sequence[str]) -> tuple[Row, ...]:
+  """Value + gradient of each kernels_ab configuration, variant ``before`` against
+  ``after``, at every thread count."""
+  return tuple(
+    Row(
+      f"{config} value+grad, s",
+      t,
+      kernels_ab(t, config, before),
+      kernels_ab(t, config, after),
+    )
+    for t in THREADS
+    for config in configs
+  )
 
 
 def e2e_run(threads: int, method: str, *keys: str, commit: str | None = None) -> Pick:
@@ -299,22 +317,34 @@ CHANGES: tuple[Change, ...] = (
   Change(
     "Symmetric-Gram derivative and hand-written MK-MMD/JMMD kernel-sum derivative",
     "7a6a0c5",
-    rows=tuple(
-      Row(
-        f"{config} value+grad, s",
-        t,
-        kernels_ab(t, config, "before"),
-        kernels_ab(t, config, "after"),
-      )
-      for t in THREADS
-      for config in KERNELS_AB_CONFIGS
-    ),
+    rows=_kernels_ab_rows("before", "both_rules", KERNELS_AB_CONFIGS),
     note=(
       "the same run: benchmarks/kernels_ab.py times the library's losses with both "
       "derivative rules swapped for plain autodiff at trace time (before) beside the "
-      f"library (after), alternating in one process, on {KERNELS_AB_MACHINE} (a later "
-      "session's machine: the other rows ran on the AMD EPYC); the same files time each "
-      "rule alone (variants sym_gram and kernel_jvp) and hold XLA's flop counts"
+      f"library with both rules (variant both_rules), alternating in one process, on "
+      f"{KERNELS_AB_MACHINE} (a later session's machine: the other rows ran on the AMD "
+      "EPYC); the same files time each rule alone (variants sym_gram and kernel_jvp) and "
+      "hold XLA's flop counts"
+    ),
+  ),
+  Change(
+    "MK-MMD/JMMD: one derivative rule for the whole weighted form Wᵀ K W (no [N, N] "
+    "transpose in the backward)",
+    "aff61e0",
+    rows=_kernels_ab_rows("both_rules", "after", KERNELS_AB_DENSE),
+    note=(
+      "the same run as the rows of 7a6a0c5: the library with the weighted-form rule "
+      "swapped for the two rules of 7a6a0c5 (both_rules) beside the library (after)"
+    ),
+  ),
+  Change(
+    "MK-MMD by row blocks (tile_size): the weighted-form rule, one backward product per block",
+    "f2ee0ff",
+    rows=_kernels_ab_rows("both_rules", "after", KERNELS_AB_TILED),
+    note=(
+      f"the same run as the rows of 7a6a0c5, blocks of {jax_losses.TILE} rows: "
+      "autodiff of the checkpointed blocks with the two rules of 7a6a0c5 (both_rules) "
+      "beside the library (after)"
     ),
   ),
   Change(
