@@ -144,14 +144,17 @@ def markdown(result: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _process_results(out: str, k: int) -> dict[str, Any]:
+  """The ``results.json`` of process ``k`` of the spread in ``out``."""
+  with open(os.path.join(out, f"process_{k}", "results.json")) as f:
+    return json.load(f)
+
+
 def again(out: str) -> dict[str, Any]:
   """Re-aggregates the processes of the spread in ``out`` (see ``--again``)."""
   with open(os.path.join(out, "spread.json")) as f:
     earlier = json.load(f)
-  runs = []
-  for k in range(1, earlier["summary"]["runs"] + 1):
-    with open(os.path.join(out, f"process_{k}", "results.json")) as f:
-      runs.append(json.load(f))
+  runs = [_process_results(out, k) for k in range(1, earlier["summary"]["runs"] + 1)]
   result = aggregate(runs)
   keep = ("command", "run_command", "git_commit", "threads", "machine", "load_average", "wall_s")
   result.update({k: earlier[k] for k in keep})
@@ -203,8 +206,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       subprocess.run(
         cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(ROOT)
       )
-    with open(os.path.join(run_out, "results.json")) as f:
-      runs.append(json.load(f))
+    runs.append(_process_results(out, k))
   result = aggregate(runs)
   from dtl_jax.provenance import git_commit
 

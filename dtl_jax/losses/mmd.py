@@ -9,12 +9,12 @@ normalised sample weights ``w^s`` and ``w^t`` (uniform ``1/n`` by default), kern
   V_st = sum_ij w^s_i w^t_j k(s_i, t_j),
 
 the entries of ``Q = Wᵀ K W`` (``[2, 2]``) with ``K = k(Z, Z)`` and
-``W = [[w^s; 0], [0; w^t]]`` (``[N, 2]``). Dense, with Gaussian kernels only (MK-MMD, JMMD),
-``Q`` has its own derivative rule whose backward is one ``[N, N] x [N, d]`` product per
-layer (``_gaussian_form``). Otherwise ``R = K W`` is computed either densely or by row
-tiles (``tile_size``), where each ``[tile, N]`` block of ``K`` is rebuilt in the backward
-pass (``jax.checkpoint`` inside ``lax.map``), so value AND gradient need O(N * tile)
-memory instead of O(N^2).
+``W = [[w^s; 0], [0; w^t]]`` (``[N, 2]``), computed either densely or by row tiles
+(``tile_size``), where each ``[tile, N]`` block of ``K`` is rebuilt in the backward pass
+(``jax.checkpoint`` inside ``lax.map``), so value AND gradient need O(N * tile) memory
+instead of O(N^2). With Gaussian kernels only (MK-MMD, JMMD), ``Q`` has its own derivative
+rule whose backward is one ``[N, N] x [N, d]`` product per layer, or per row block
+(``_gaussian_form``); kernel lists with a linear layer go through ``R = K W``.
 
 Estimators (``estimator=``; Gretton et al., "A Kernel Two-Sample Test", JMLR 2012):
 
@@ -337,7 +337,6 @@ def _joint_mmd(
       tuple(k.multipliers for k in kernels),
       None if dense else int(tile_size),
     )
-    v_ss, v_tt, v_st = q[0, 0], q[1, 1], q[0, 1]
   else:
     if len(kernels) == 1 and isinstance(kernels[0], LinearKernel):
       z = joints[0]  # K = Z Z^T, so K W = Z (Z^T W): O(N d).
@@ -346,9 +345,8 @@ def _joint_mmd(
       r = _kernel_times_weights_dense(joints, kernels, sigma2s, weights)
     else:
       r = _kernel_times_weights_tiled(joints, kernels, sigma2s, weights, tile_size)
-    v_ss = jnp.dot(w_s, r[:, 0], precision=_HI)
-    v_tt = jnp.dot(w_t, r[:, 1], precision=_HI)
-    v_st = jnp.dot(w_s, r[:, 1], precision=_HI)
+    q = jnp.matmul(weights.T, r, precision=_HI)
+  v_ss, v_tt, v_st = q[0, 0], q[1, 1], q[0, 1]
   if estimator == "biased":
     return v_ss + v_tt - 2.0 * v_st
   diag = _kernel_diagonal(joints, kernels)
@@ -404,7 +402,7 @@ def _gaussian_form_value(joints, sigma2s, weights, multipliers, tile):
   ``[N, N] x [N, d]`` product (plus ``C 1``) and no transpose of an ``[N, N]`` matrix (the
   symmetry is used on the ``[2, 2]`` cotangent ``S`` instead); differentiating ``D`` and
   ``K W`` one after the other needs ``(C + Cᵀ) Z``, an out-of-cache transposed pass over
-  ``C`` (the backward of MK-MMD / JMMD at ``N = 4096``, ``d = 256`` is ~1.6-1.8x faster
+  ``C`` (value + gradient of MK-MMD / JMMD at ``N = 4096``, ``d = 256``: 1.5-1.7x faster
   this way, ``benchmarks/kernels_ab.py``). By row blocks, ``dZ`` of a block's rows needs
   only that block (``C_R Z``), so the backward recomputes each block once and spends one
   product on it, where autodiff of the blocks spends two (rows and columns). Tangents of
