@@ -60,3 +60,66 @@ def _enabled() -> bool:
 def step_compiler_options() -> dict[str, Any] | None:
   """``compiler_options`` for the library's ``jax.jit`` steps (``None``: XLA's defaults)."""
   return dict(CPU_STEP_OPTIONS) if _enabled() else None
+
+
+#: XLA options of one-off start-up computations (:func:`run_once`): model and extra-module
+#: initialization, key derivation, the optimizer's initial state.
+INIT_COMPILER_OPTIONS: dict[str, Any] = {
+  "xla_backend_optimization_level": 0,
+  "xla_llvm_disable_expensive_passes": True,
+}
+#: Added to :data:`INIT_COMPILER_OPTIONS` where the step options apply (CPU, jaxlib 0.10,
+#: no opt-out): XLA:CPU's older loop emitters instead of its fusion emitters compiled the
+#: DANN MNIST network's initialization in about half the time (0.43-0.64 s against
+#: 0.84-1.13 s, one thread), to the same values (bit-identical here). Not used for the
+#: steps: there they cut compile time too but ran LeNet's step up to ~8% slower at one
+#: thread (``python -m benchmarks.xla_flags --sets default no_fusion_emitters``).
+CPU_INIT_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
+
+
+def init_compiler_options() -> dict[str, Any]:
+  """``compiler_options`` of :func:`run_once`'s start-up computations."""
+  extra = (
+    CPU_INIT_OPTIONS
+    if _enabled() and "xla_cpu_use_fusion_emitters" not in (os.environ.get("XLA_FLAGS", ""))
+    else {}
+  )
+  return {**INIT_COMPILER_OPTIONS, **extra}
+
+
+def run_once(fn: Any, /, *args: Any, static_argnums: tuple[int, ...] = ()) -> Any:
+  """``fn(*args)`` compiled as ONE computation with XLA's backend optimizations off.
+
+  For start-up work that runs once per run (initializers, random-key derivation, the
+  optimizer's initial state): op by op, each such ``jax.numpy`` / ``jax.random`` call
+  on a host-level array compiles a program of its own with XLA's full optimization
+  (~0.1-0.2 s each for a threefry split on a 2-core CPU), for a computation that runs
+  once. Integer work (keys) is bit-identical; floating-point results may differ from
+  the optimized program's by a few ulps.
+
+  Falls back to calling ``fn`` directly where ``jax.jit`` with compiler options cannot
+  run it: inside a trace (a user's ``jit`` / ``eval_shape``: the outer computation
+  compiles it) or when ``fn`` needs concrete values.
+  """
+  import jax
+
+  try:
+    return jax.jit(fn, static_argnums=static_argnums, compiler_options=INIT_COMPILER_OPTIONS)(*args)
+  except jax.errors.ConcretizationTypeError:
+    return fn(*args)
+  except ValueError as e:  # inside a trace: nested jits take no compiler options
+    if "compiler_options" not in str(e):
+      raise
+    return fn(*args)
+
+
+def _split_tuple(key: Any, num: int) -> tuple[Any, ...]:
+  import jax
+
+  return tuple(jax.random.split(key, num))
+
+
+def split_keys(key: Any, num: int) -> tuple[Any, ...]:
+  """``tuple(jax.random.split(key, num))`` as one start-up computation (:func:`run_once`):
+  the same keys, without compiling the split and the unstacking with full optimization."""
+  return run_once(_split_tuple, key, num, static_argnums=(1,))

@@ -79,3 +79,72 @@ def test_train_step_with_the_options_equals_xla_defaults():
   np.testing.assert_allclose(float(ma["loss"]), float(mb["loss"]), rtol=1e-5)
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+
+def test_init_options_add_the_loop_emitters_where_the_step_options_apply(fresh):
+  fresh.delenv("XLA_FLAGS", raising=False)
+  fresh.delenv(xla_options.OPT_OUT_ENV, raising=False)
+  opts = xla_options.init_compiler_options()
+  assert opts.items() >= xla_options.INIT_COMPILER_OPTIONS.items()
+  on = MEASURED and jax.default_backend() == "cpu"
+  assert ("xla_cpu_use_fusion_emitters" in opts) == on
+  xla_options._enabled.cache_clear()
+  fresh.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")  # the user's choice wins
+  assert xla_options.init_compiler_options() == xla_options.INIT_COMPILER_OPTIONS
+  xla_options._enabled.cache_clear()
+  fresh.delenv("XLA_FLAGS")
+  fresh.setenv(xla_options.OPT_OUT_ENV, "0")
+  assert xla_options.init_compiler_options() == xla_options.INIT_COMPILER_OPTIONS
+
+
+def test_split_keys_are_jax_random_split_bit_for_bit():
+  key = jax.random.key(7)
+  for num in (2, 3, 5):
+    got = xla_options.split_keys(key, num)
+    assert isinstance(got, tuple) and len(got) == num
+    want = np.asarray(jax.random.key_data(jax.random.split(key, num)))
+    np.testing.assert_array_equal(np.stack([jax.random.key_data(k) for k in got]), want)
+
+
+def test_run_once_inside_a_trace_falls_back_to_the_outer_computation():
+  def f(key, x):
+    a, b = xla_options.split_keys(key, 2)
+    y = xla_options.run_once(jax.random.fold_in, a, 3)
+    return x * jax.random.uniform(y) + jax.random.uniform(b)
+
+  key = jax.random.key(1)
+  a, b = jax.random.split(key)
+  want = 2.0 * jax.random.uniform(jax.random.fold_in(a, 3)) + jax.random.uniform(b)
+  np.testing.assert_allclose(float(jax.jit(f)(key, 2.0)), float(want), rtol=1e-6)
+  assert jax.eval_shape(f, key, 2.0).shape == ()
+
+
+def test_start_up_state_equals_plain_initialization():
+  """create_train_state's start-up computations (run_once) give what the plain JAX calls
+  give: the model and discriminator initialized from the documented key splits, the
+  optimizer state of tx.init."""
+  model = models.TransferModel(
+    models.LeNet(dropout=0.0), models.Bottleneck(16, dropout=0.0), models.Classifier(3)
+  )
+  method = methods.DANN(hidden=(8,), schedule="constant")
+  x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+  key = jax.random.key(3)
+  state, tx = train.create_train_state(
+    model, method, key=key, example_x=x, learning_rate=0.1, momentum=0.9
+  )
+  init_key, extra_key, run_key = jax.random.split(key, 3)
+  pkey, dkey = jax.random.split(init_key)
+  want_model = model.init({"params": pkey, "dropout": dkey}, jnp.asarray(x[:1]), train=False)
+  disc = models.DomainDiscriminator(hidden=(8,))
+  pkey, dkey = jax.random.split(jax.random.fold_in(extra_key, 0))
+  want_disc = disc.init({"params": pkey, "dropout": dkey}, jnp.zeros((2, 16)), train=False)
+  for got, want in (
+    (state.params["model"], want_model["params"]),
+    (state.params["extra"]["discriminator"], want_disc["params"]),
+    (state.opt_state, tx.init(state.params)),
+  ):
+    got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(got_leaves) == len(want_leaves) > 0
+    for g, w in zip(got_leaves, want_leaves, strict=True):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(jax.random.key_data(state.rng), jax.random.key_data(run_key))

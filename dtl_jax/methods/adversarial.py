@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dtl_jax import losses, models
 from dtl_jax.methods.base import Extra, Method, MethodInputs, Setup, SetupContext
@@ -99,7 +100,7 @@ class DANN(Method):
       hidden=self.hidden, batch_norm=self.batch_norm
     )
     dim = self._disc_input_dim(example)
-    return {"discriminator": Extra(module, jnp.zeros((2, dim), jnp.float32), lr_mult=self.lr_mult)}
+    return {"discriminator": Extra(module, np.zeros((2, dim), np.float32), lr_mult=self.lr_mult)}
 
   def coeff(self, inputs: MethodInputs) -> jax.Array:
     return _reversal_coeff(self, inputs)
@@ -353,7 +354,7 @@ class ADDA(Method):
       "discriminator": Extra(
         self.discriminator
         or models.DomainDiscriminator(hidden=self.hidden, batch_norm=self.batch_norm),
-        jnp.zeros((2, dim), jnp.float32),
+        np.zeros((2, dim), np.float32),
       ),
     }
 
@@ -474,7 +475,7 @@ class DomainConfusion(Method):
       "domain_classifier": Extra(
         self.discriminator
         or models.DomainDiscriminator(hidden=self.hidden, batch_norm=self.batch_norm),
-        jnp.zeros((2, dim), jnp.float32),
+        np.zeros((2, dim), np.float32),
       )
     }
 

@@ -24,13 +24,14 @@ over a ``pmap`` / ``shard_map`` axis.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax
 import flax.linen as nn
 import jax
+
+from dtl_jax import xla_options
 
 ApplyFn = Callable[..., tuple[dict[str, jax.Array], dict[str, Any]]]
 
@@ -77,13 +78,6 @@ class TransferModel(nn.Module):
     return out
 
 
-#: XLA options of the one-off initialization computation (:func:`init_variables`).
-INIT_COMPILER_OPTIONS = {
-  "xla_backend_optimization_level": 0,
-  "xla_llvm_disable_expensive_passes": True,
-}
-
-
 def init_variables(model: nn.Module, key: jax.Array, x: jax.Array) -> dict[str, Any]:
   """``{"params": ..., "batch_stats": ...}`` of ``model`` on example input ``x``.
 
@@ -91,24 +85,19 @@ def init_variables(model: nn.Module, key: jax.Array, x: jax.Array) -> dict[str, 
   ``batch_stats`` is ``{}`` for a model without BatchNorm.
 
   Start-up cost: the initialization runs as ONE jitted computation compiled with XLA's
-  backend optimizations off (:data:`INIT_COMPILER_OPTIONS`). Op by op, a small model's
+  backend optimizations off (:func:`dtl_jax.xla_options.run_once`). Op by op, a small model's
   initializers and forward pass cost dozens of separate compilations, and the random
   initializers (threefry bits, truncated normals) are slow to optimize: for the DANN
   MNIST network the optimized compile took ~6x longer than this one, for a computation
   that runs once (the values differ by at most a few float32 ulps). A model whose
   initialization needs concrete values falls back to eager execution.
   """
-  pkey, dkey = jax.random.split(key)
-  rngs = {"params": pkey, "dropout": dkey}
-  init = functools.partial(model.init, train=False)
-  try:
-    variables = jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)(rngs, x)
-  except jax.errors.ConcretizationTypeError:
-    variables = init(rngs, x)
-  except ValueError as e:  # inside a trace (eval_shape, a user's jit): nested jits take
-    if "compiler_options" not in str(e):  # no compiler options, the outer one compiles
-      raise
-    variables = init(rngs, x)
+
+  def init(key: jax.Array, x: jax.Array) -> Any:
+    pkey, dkey = jax.random.split(key)
+    return model.init({"params": pkey, "dropout": dkey}, x, train=False)
+
+  variables = xla_options.run_once(init, key, x)
   variables = flax.core.unfreeze(variables)
   variables.setdefault("batch_stats", {})
   return variables

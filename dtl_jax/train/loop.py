@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from dtl_jax import config as config_lib
-from dtl_jax import data, methods, models
+from dtl_jax import data, methods, models, xla_options
 from dtl_jax.data import pipeline, streaming
 from dtl_jax.train import drivers
 from dtl_jax.train import selection as selection_lib
@@ -406,7 +406,7 @@ def initial_variables(
   """The model's variables before training: a fresh initialization, then
   ``model.pretrained`` (the backbone) and ``init_from`` (every leaf of that run's model
   whose path and shape match) loaded over it."""
-  init_key = jax.random.split(key, 3)[0]  # as create_train_state splits it
+  init_key = xla_options.split_keys(key, 3)[0]  # as create_train_state splits it
   x = np.asarray(example_x)[:1]
   try:
     variables = models.init_variables(model, init_key, jnp.asarray(x))

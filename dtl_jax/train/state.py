@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from dtl_jax import params as params_lib
-from dtl_jax import peft
+from dtl_jax import peft, xla_options
 from dtl_jax.methods.base import Method
 from dtl_jax.models import init_variables
 
@@ -119,8 +119,8 @@ def create_train_state(
   Raises:
     ValueError: a learning-rate multiplier for a parameter group that does not exist.
   """
-  init_key, extra_key, run_key = jax.random.split(key, 3)
-  example_x = jnp.asarray(example_x)[:1]
+  init_key, extra_key, run_key = xla_options.split_keys(key, 3)
+  example_x = jnp.asarray(example_x[:1])
   variables = (
     dict(model_variables)
     if model_variables is not None
@@ -146,7 +146,9 @@ def create_train_state(
     ev = given.get(name)
     if ev is None:
       ev = _init_variables(
-        extra.module, jax.random.fold_in(extra_key, i), jnp.asarray(extra.init_input)
+        extra.module,
+        xla_options.run_once(jax.random.fold_in, extra_key, i),
+        jnp.asarray(extra.init_input),
       )
     extra_params[name] = ev["params"]
     extra_stats[name] = ev.get("batch_stats", {})
@@ -180,7 +182,7 @@ def create_train_state(
     step=jnp.zeros((), jnp.int32),
     params=params,
     batch_stats=batch_stats,
-    opt_state=jax.jit(tx.init)(params),
+    opt_state=xla_options.run_once(tx.init, params),
     rng=run_key,
   )
   return state, tx
