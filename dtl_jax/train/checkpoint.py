@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -138,6 +139,35 @@ class Checkpointer:
     """Saved steps, ascending."""
     return sorted(self._manager.all_steps())
 
+  def step_directory(self, step: int) -> str | None:
+    """The directory of the finished checkpoint of ``step``; ``None`` when there is none
+    (or an asynchronous save of it is still being written)."""
+    if self._manager.is_saving_in_progress() or int(step) not in self._manager.all_steps():
+      return None
+    path = os.path.join(self.directory, str(int(step)))
+    return path if os.path.isdir(path) else None
+
+  def add_copy(self, step: int, source: str) -> None:
+    """Adds ``source`` (a finished checkpoint directory, e.g. another
+    :class:`Checkpointer`'s :meth:`step_directory`) as this manager's ``step``, by hard
+    links where the file system allows (no data written), else by copying; the copy is
+    assembled under a temporary name and renamed into place, so an interrupted copy
+    never looks like a checkpoint. One process only (``jax.process_count() == 1``)."""
+    if jax.process_count() != 1:
+      raise ValueError("add_copy: one process only; save the state in a multi-process run")
+    step = int(step)
+    if step in self._manager.all_steps():
+      raise ValueError(f"add_copy: step {step} already exists in {self.directory}")
+    tmp = os.path.join(self.directory, f".tmp-copy-{step}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+      shutil.copytree(source, tmp, copy_function=os.link)
+    except OSError:  # another file system, or links not supported: copy the bytes
+      shutil.rmtree(tmp, ignore_errors=True)
+      shutil.copytree(source, tmp)
+    os.rename(tmp, os.path.join(self.directory, str(step)))
+    self._manager.reload()
+
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are written."""
     self._manager.wait_until_finished()
@@ -189,9 +219,15 @@ class SelectedCheckpoints:
   def directory(self) -> str:
     return self._ckpt.directory
 
-  def update(self, history: Sequence[Mapping[str, Any]], state: Any) -> dict[str, Any]:
+  def update(
+    self, history: Sequence[Mapping[str, Any]], state: Any, *, saved_at: str | None = None
+  ) -> dict[str, Any]:
     """Saves ``state`` (of the last record in ``history``) if a criterion picks it,
-    drops checkpoints nobody picks; returns the current picks."""
+    drops checkpoints nobody picks; returns the current picks.
+
+    ``saved_at``: a finished checkpoint directory of this very state (``fit``'s regular
+    checkpoint of the same step), added by hard links instead of writing the state a
+    second time (one process only; otherwise ``state`` is saved)."""
     from dtl_jax.train.selection import select
 
     picks = select(history, self.criteria)
@@ -199,7 +235,10 @@ class SelectedCheckpoints:
     step = int(history[-1]["step"])
     saved = set(self._ckpt.all_steps())
     if step in needed and step not in saved:
-      self._ckpt.save(step, state, force=True)
+      if saved_at is not None and jax.process_count() == 1:
+        self._ckpt.add_copy(step, saved_at)
+      else:
+        self._ckpt.save(step, state, force=True)
     for s in saved - needed:
       self._ckpt.delete(s)
     return picks

@@ -176,8 +176,9 @@ def fit(
     if is_main:
       workdir_lib.write_json(workdir / workdir_lib.HISTORY_FILE, history, indent=None)
     if selected is not None:
-      with clock.phase("checkpoint"):
-        selected.update(history, host_state)
+      with clock.phase("checkpoint"):  # a regular checkpoint of this step: linked, not rewritten
+        saved_at = ckpt.step_directory(step) if ckpt.latest_step() == step else None
+        selected.update(history, host_state, saved_at=saved_at)
     if (
       tc.chance_check
       and not warnings
@@ -233,10 +234,10 @@ def fit(
           sps=f"{record['steps_per_second']:.1f}",
         )
       bar.update(1)
-      if step % tc.eval_every == 0 or step == tc.num_steps:
-        evaluate(dev_state, step)
       if step % tc.checkpoint_every == 0 or step == tc.num_steps:
         save(dev_state, step)
+      if step % tc.eval_every == 0 or step == tc.num_steps:
+        evaluate(dev_state, step)
       if stop.requested or step == tc.stop_at_step:
         interrupted = True
         if ckpt.latest_step() != step:

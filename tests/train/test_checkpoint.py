@@ -175,3 +175,34 @@ def test_checkpointer_errors(tmp_path):
     Checkpointer(tmp_path / "empty").restore()
   with pytest.raises(ValueError, match="subtree: 'model' not found"):
     restore_into({"params": {"a": np.ones(2)}}, {"params": {"a": jnp.zeros(2)}}, subtree="model")
+
+
+def test_selected_checkpoint_of_a_saved_step_is_linked_not_rewritten(tmp_path):
+  """SelectedCheckpoints.update(saved_at=...) adds the regular checkpoint of the same step
+  by hard links: the same files (inodes), restorable bit-identically after the regular
+  checkpoint rotates away; a step nobody picks any more is dropped, the source kept."""
+  from dtl_jax.train.checkpoint import SelectedCheckpoints
+
+  regular = Checkpointer(tmp_path / "checkpoints", max_to_keep=1)
+  selected = SelectedCheckpoints(tmp_path / "selected", ("source_val_acc",))
+  states = {1: init_state(0), 2: train_step(init_state(0))}
+  history = []
+  for step, acc in ((1, 0.5), (2, 0.7)):
+    regular.save(step, states[step], force=True)
+    history.append({"step": step, "scores": {"source_val_acc": acc}})
+    src = regular.step_directory(step)
+    assert src is not None and regular.step_directory(step + 10) is None
+    selected.update(history, None, saved_at=src)  # no state: it must not be written
+    assert selected.steps() == [step]  # the earlier pick is dropped
+    a = os.path.join(src, "default")
+    b = os.path.join(selected.directory, str(step), "default")
+    files = [os.path.join(r, f) for r, _, fs in os.walk(a) for f in fs]
+    assert files and all(os.stat(f).st_ino == os.stat(f.replace(a, b, 1)).st_ino for f in files)
+  regular.save(3, train_step(states[2]), force=True)  # rotates step 2 away
+  assert regular.all_steps() == [3]
+  assert not [n for n in os.listdir(selected.directory) if n.startswith(".")]
+  restored = Checkpointer(selected.directory).restore(init_state(5), step=2)
+  for x, y in zip(_leaves(restored), _leaves(states[2]), strict=True):
+    np.testing.assert_array_equal(x, y)
+  with pytest.raises(ValueError, match="step 2 already exists"):
+    selected._ckpt.add_copy(2, str(tmp_path / "checkpoints" / "3"))
