@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dtl_jax import losses, models
+from dtl_jax import losses, models, xla_options
 from dtl_jax.methods.base import Extra, Method, MethodInputs, Setup, SetupContext
 from dtl_jax.methods.discrepancy import _feature
 
@@ -127,6 +127,10 @@ class DANN(Method):
     return ce + self.trade_off * transfer, metrics
 
 
+def _draw_map_matrices(key: jax.Array, f_dim: int, c: int, dim: int, dtype: str) -> Any:
+  return losses.randomized_map_matrices(key, f_dim, c, dim, dtype=jnp.dtype(dtype))
+
+
 class CDAN(DANN):
   """Conditional Domain Adversarial Network (Long et al., NeurIPS 2018).
 
@@ -176,13 +180,22 @@ class CDAN(DANN):
     """The randomized map's fixed ``(R_f, R_g)``, drawn once from ``map_seed``: evaluated
     when the step is traced (``jax.ensure_compile_time_eval``) and embedded in it as
     constants, instead of sampled again by every step (twice: once per domain), which
-    the XLA:CPU op profile of the CDAN step showed as its random-number fusions."""
+    the XLA:CPU op profile of the CDAN step showed as its random-number fusions. Drawn
+    by one computation compiled with backend optimizations off
+    (:func:`dtl_jax.xla_options.run_once`; op by op, the two normal draws compiled
+    with full optimization took ~0.5 s more of a 1-thread start-up)."""
     cache = self.__dict__.setdefault("_matrices_cache", {})
     k = (f_dim, c, jax.numpy.dtype(dtype).name)
     if k not in cache:
-      with jax.ensure_compile_time_eval():
-        cache[k] = losses.randomized_map_matrices(
-          jax.random.key(self.map_seed), f_dim, c, self.randomized_dim, dtype=dtype
+      with jax.ensure_compile_time_eval():  # one start-up computation (run_once)
+        cache[k] = xla_options.run_once(
+          _draw_map_matrices,
+          jax.random.key(self.map_seed),
+          f_dim,
+          c,
+          self.randomized_dim,
+          k[2],
+          static_argnums=(1, 2, 3, 4),
         )
     return cache[k]
 
