@@ -125,8 +125,8 @@ class Change:
 # ----------------------------------------------------------------- where the numbers are
 
 
-def _file(threads: int, stem: str) -> str:
-  return f"{MACHINE}-{threads}t/{stem}.json"
+def _file(threads: int, stem: str, machine: str = MACHINE) -> str:
+  return f"{machine}-{threads}t/{stem}.json"
 
 
 def step(threads: int, name: str, variant: str, commit: str | None = None) -> Pick:
@@ -150,8 +150,10 @@ def e2e_profile_step(threads: int, key: str, commit: str | None = None) -> Pick:
   return Pick(_file(threads, "e2e"), ("profile", "steps", key), commit)
 
 
+#: A later session's machine (2-core Intel Xeon): kernels_ab.py and the start-up changes.
+INTEL = "intel-r-xeon-r-processor"
 #: benchmarks/kernels_ab.py's committed runs: their machine and configurations.
-KERNELS_AB_MACHINE = "intel-r-xeon-r-processor"
+KERNELS_AB_MACHINE = INTEL
 KERNELS_AB_DENSE = tuple(
   f"{loss} n={n} d={d}" for loss in ("mk_mmd", "jmmd") for n, d in kernels_ab_sizes
 )
@@ -180,9 +182,11 @@ def _kernels_ab_rows(before: str, after: str, configs: Sequence[str]) -> tuple[R
   )
 
 
-def e2e_run(threads: int, method: str, *keys: str, commit: str | None = None) -> Pick:
+def e2e_run(
+  threads: int, method: str, *keys: str, commit: str | None = None, machine: str = MACHINE
+) -> Pick:
   """A method's whole-run numbers in e2e.json (``"jax", "step_s", "median"``)."""
-  return Pick(_file(threads, "e2e"), ("rows", ("method", method), *keys), commit)
+  return Pick(_file(threads, "e2e", machine), ("rows", ("method", method), *keys), commit)
 
 
 def _same_run_stages(
@@ -218,17 +222,30 @@ def _lenet_steps(
   )
 
 
-def _e2e_across(threads: int, method: str, before: str, after: str) -> tuple[Row, ...]:
-  """A method's end-to-end numbers in two committed e2e.json files."""
+def _e2e_across(
+  threads: int,
+  method: str,
+  before: str,
+  after: str,
+  *,
+  machine: str = MACHINE,
+  phases: Sequence[str] = (),
+) -> tuple[Row, ...]:
+  """A method's end-to-end numbers in two committed e2e.json files (and the dtl_jax
+  run's ``phases``, e.g. ``"build"``)."""
 
   def pair(*keys: str) -> tuple[Pick, Pick]:
     return (
-      e2e_run(threads, method, *keys, commit=before),
-      e2e_run(threads, method, *keys, commit=after),
+      e2e_run(threads, method, *keys, commit=before, machine=machine),
+      e2e_run(threads, method, *keys, commit=after, machine=machine),
     )
 
   m = method.upper() if method != "source_only" else method
   return (
+    *(
+      Row(f"e2e {m} {phase} phase, dtl_jax s", threads, *pair("jax", f"{phase}_s", "median"))
+      for phase in phases
+    ),
     Row(f"e2e {m} whole run, dtl_jax s", threads, *pair("jax", "process_s", "median")),
     Row(f"e2e {m} whole run, dtl_jax/PyTorch", threads, *pair("process_ratio_jax_over_torch")),
     Row(f"e2e {m} step, dtl_jax s", threads, *pair("jax", "step_s", "median")),
@@ -246,6 +263,17 @@ _NO_E2E_BEFORE = (
   "change: the end-to-end benchmark's first committed run (e2e.json at 970dd6d) ran code "
   "made after it, and the full benchmark (results.json) does not run fit"
 )
+
+_STARTUP = ("build", "first_step", "checkpoint")
+_NO_2T_27F2D31 = (
+  "the 2-thread e2e rerun at code 27f2d31 was disturbed (a test run overlapped its last "
+  "PyTorch repeat) and not committed; see the rows of the two start-up changes together"
+)
+METHODS_E2E = ("source_only", "dann", "dan", "cdan")
+#: The e2e.json commit with the code of both start-up changes (7bc28dd).
+E2E_AFTER_STARTUP = "941a8ba"
+#: The e2e.json commit with CDAN re-measured at code 8ba6c05.
+E2E_AFTER_CDAN = "9ed2241"
 
 #: The library changes made for speed, oldest first, with where their numbers are.
 CHANGES: tuple[Change, ...] = (
@@ -460,6 +488,57 @@ CHANGES: tuple[Change, ...] = (
       "between those codes is 8900406"
     ),
   ),
+  Change(
+    "Start-up computations (key splits, initializers, optimizer state) compiled once "
+    "with backend optimizations off (xla_options.run_once)",
+    "27f2d31",
+    rows=_e2e_across(1, "dann", "2555b60", "bacd210", machine=INTEL, phases=_STARTUP),
+    gaps=(Gap(_NO_2T_27F2D31, threads=2),),
+    note=(
+      f"two runs on {INTEL}: e2e.json at 2555b60 (code 7e53d00, 2 repeats) and at bacd210 "
+      "(code 27f2d31, DANN re-measured, 3 repeats), quiet machine"
+    ),
+  ),
+  Change(
+    "Selected checkpoints hard-linked to the regular checkpoint of the same step",
+    "7bc28dd",
+    rows=_e2e_across(1, "dann", "bacd210", E2E_AFTER_STARTUP, machine=INTEL, phases=_STARTUP),
+    gaps=(Gap(_NO_2T_27F2D31, threads=2),),
+    note=(
+      f"two runs on {INTEL}: e2e.json at bacd210 (code 27f2d31, 3 repeats) and at "
+      f"{E2E_AFTER_STARTUP} (code 7bc28dd, 3 repeats), quiet machine"
+    ),
+  ),
+  Change(
+    "The two start-up changes together (run_once, linked selected checkpoints)",
+    "27f2d31+7bc28dd",
+    rows=tuple(
+      r
+      for t in THREADS
+      for m in METHODS_E2E
+      for r in _e2e_across(t, m, "2555b60", E2E_AFTER_STARTUP, machine=INTEL, phases=_STARTUP)
+    ),
+    note=(
+      f"two runs on {INTEL}: e2e.json at 2555b60 (code 7e53d00, 2 repeats) and at "
+      f"{E2E_AFTER_STARTUP} (code 7bc28dd, 3 repeats), quiet machine; no other library "
+      "change between those codes"
+    ),
+  ),
+  Change(
+    "CDAN's randomized-map matrices drawn by one run_once computation",
+    "8ba6c05",
+    rows=tuple(
+      r
+      for t in THREADS
+      for r in _e2e_across(
+        t, "cdan", E2E_AFTER_STARTUP, E2E_AFTER_CDAN, machine=INTEL, phases=("first_step",)
+      )
+    ),
+    note=(
+      f"two runs on {INTEL}: e2e.json at {E2E_AFTER_STARTUP} (code 7bc28dd) and at "
+      f"{E2E_AFTER_CDAN} (code 8ba6c05, CDAN re-measured), 3 repeats each, quiet machine"
+    ),
+  ),
 )
 
 
@@ -595,7 +674,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     "`file@commit` as committed at that commit; after the colon, the keys inside the JSON "
     "(`[field=value]` selects a list element). speed-up > 1: the change made dtl_jax "
     "faster (before / after for times and dtl_jax/PyTorch ratios, after / before for "
-    f"PyTorch/dtl_jax ratios). Machine: {res['machine']}, "
+    f"PyTorch/dtl_jax ratios). Machine: {res['machine']} (a row whose source is another "
+    "machine's file, e.g. `intel-r-xeon-r-processor-1t/...`, ran on that machine), "
     f"{' and '.join(map(str, res['threads']))} thread(s) per framework.",
     "",
     "| change | metric | threads | before | after | after / before | speed-up | "
