@@ -175,10 +175,6 @@ def fit(
     writer.write(flat_record(record))
     if is_main:
       workdir_lib.write_json(workdir / workdir_lib.HISTORY_FILE, history, indent=None)
-    if selected is not None:
-      with clock.phase("checkpoint"):  # a regular checkpoint of this step: linked, not rewritten
-        saved_at = ckpt.step_directory(step) if ckpt.latest_step() == step else None
-        selected.update(history, host_state, saved_at=saved_at)
     if (
       tc.chance_check
       and not warnings
@@ -188,6 +184,15 @@ def fit(
       warnings.append(message)
       if is_main:
         print(f"dtl-jax: warning: {message}", file=sys.stderr, flush=True)
+
+  @clock.timed("checkpoint")
+  def keep_selected(dev_state: Any, step: int) -> None:
+    # After evaluate (history first: a run killed in between resumes with every record)
+    # and after the regular checkpoint of this step, which a pick links instead of
+    # writing the state a second time.
+    if selected is not None:
+      saved_at = ckpt.step_directory(step) if ckpt.latest_step() == step else None
+      selected.update(history, driver.to_host(dev_state), saved_at=saved_at)
 
   @clock.timed("checkpoint")
   def save(dev_state: Any, step: int) -> None:
@@ -234,10 +239,13 @@ def fit(
           sps=f"{record['steps_per_second']:.1f}",
         )
       bar.update(1)
+      evaluated = step % tc.eval_every == 0 or step == tc.num_steps
+      if evaluated:
+        evaluate(dev_state, step)
       if step % tc.checkpoint_every == 0 or step == tc.num_steps:
         save(dev_state, step)
-      if step % tc.eval_every == 0 or step == tc.num_steps:
-        evaluate(dev_state, step)
+      if evaluated:
+        keep_selected(dev_state, step)
       if stop.requested or step == tc.stop_at_step:
         interrupted = True
         if ckpt.latest_step() != step:
@@ -246,9 +254,10 @@ def fit(
         break
   clock.lap("steps", wait=dev_state)
   elapsed = time.perf_counter() - t0
-  ckpt.close()
   if not history or history[-1]["step"] != step:
     evaluate(dev_state, step)
+    keep_selected(dev_state, step)
+  ckpt.close()
   if selected is not None:
     selected.close()
   result = _result(
