@@ -68,23 +68,6 @@ INIT_COMPILER_OPTIONS: dict[str, Any] = {
   "xla_backend_optimization_level": 0,
   "xla_llvm_disable_expensive_passes": True,
 }
-#: Added to :data:`INIT_COMPILER_OPTIONS` where the step options apply (CPU, jaxlib 0.10,
-#: no opt-out): XLA:CPU's older loop emitters instead of its fusion emitters compiled the
-#: DANN MNIST network's initialization in about half the time (0.43-0.64 s against
-#: 0.84-1.13 s, one thread), to the same values (bit-identical here). Not used for the
-#: steps: there they cut compile time too but ran LeNet's step up to ~8% slower at one
-#: thread (``python -m benchmarks.xla_flags --sets default no_fusion_emitters``).
-CPU_INIT_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
-
-
-def init_compiler_options() -> dict[str, Any]:
-  """``compiler_options`` of :func:`run_once`'s start-up computations."""
-  extra = (
-    CPU_INIT_OPTIONS
-    if _enabled() and "xla_cpu_use_fusion_emitters" not in (os.environ.get("XLA_FLAGS", ""))
-    else {}
-  )
-  return {**INIT_COMPILER_OPTIONS, **extra}
 
 
 def run_once(fn: Any, /, *args: Any, static_argnums: tuple[int, ...] = ()) -> Any:

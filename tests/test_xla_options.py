@@ -81,22 +81,6 @@ def test_train_step_with_the_options_equals_xla_defaults():
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
 
 
-def test_init_options_add_the_loop_emitters_where_the_step_options_apply(fresh):
-  fresh.delenv("XLA_FLAGS", raising=False)
-  fresh.delenv(xla_options.OPT_OUT_ENV, raising=False)
-  opts = xla_options.init_compiler_options()
-  assert opts.items() >= xla_options.INIT_COMPILER_OPTIONS.items()
-  on = MEASURED and jax.default_backend() == "cpu"
-  assert ("xla_cpu_use_fusion_emitters" in opts) == on
-  xla_options._enabled.cache_clear()
-  fresh.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")  # the user's choice wins
-  assert xla_options.init_compiler_options() == xla_options.INIT_COMPILER_OPTIONS
-  xla_options._enabled.cache_clear()
-  fresh.delenv("XLA_FLAGS")
-  fresh.setenv(xla_options.OPT_OUT_ENV, "0")
-  assert xla_options.init_compiler_options() == xla_options.INIT_COMPILER_OPTIONS
-
-
 def test_split_keys_are_jax_random_split_bit_for_bit():
   key = jax.random.key(7)
   for num in (2, 3, 5):

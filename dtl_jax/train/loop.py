@@ -191,7 +191,7 @@ def fit(
     # and after the regular checkpoint of this step, which a pick links instead of
     # writing the state a second time.
     if selected is not None:
-      saved_at = ckpt.step_directory(step) if ckpt.latest_step() == step else None
+      saved_at = ckpt.step_directory(step)  # None when this step has no regular checkpoint
       selected.update(history, driver.to_host(dev_state), saved_at=saved_at)
 
   @clock.timed("checkpoint")
