@@ -81,6 +81,39 @@ def test_train_step_with_the_options_equals_xla_defaults():
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
 
 
+def test_init_options_add_the_loop_emitters_where_the_step_options_apply(fresh):
+  fresh.delenv("XLA_FLAGS", raising=False)
+  fresh.delenv(xla_options.OPT_OUT_ENV, raising=False)
+  opts = xla_options.init_compiler_options()
+  assert opts.items() >= xla_options.INIT_COMPILER_OPTIONS.items()
+  on = MEASURED and jax.default_backend() == "cpu"
+  assert opts.get("xla_cpu_use_fusion_emitters", True) is (not on)
+  xla_options._enabled.cache_clear()
+  fresh.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")  # the user's choice wins
+  assert xla_options.init_compiler_options() == xla_options.INIT_COMPILER_OPTIONS
+  xla_options._enabled.cache_clear()
+  fresh.delenv("XLA_FLAGS")
+  fresh.setenv(xla_options.OPT_OUT_ENV, "0")
+  assert xla_options.init_compiler_options() == xla_options.INIT_COMPILER_OPTIONS
+
+
+def test_run_once_compiles_with_the_init_options(fresh, monkeypatch):
+  """The options are not just defined: run_once hands them to jax.jit (a regression of
+  27f2d31, whose loop-emitter option was never passed)."""
+  seen = []
+  real_jit = jax.jit
+
+  def spy(fn, **kwargs):
+    seen.append(kwargs.get("compiler_options"))
+    return real_jit(fn, **kwargs)
+
+  monkeypatch.setattr(jax, "jit", spy)
+  got = xla_options.run_once(jax.random.fold_in, jax.random.key(0), 5)
+  assert seen == [xla_options.init_compiler_options()]
+  want = jax.random.key_data(jax.random.fold_in(jax.random.key(0), 5))
+  np.testing.assert_array_equal(jax.random.key_data(got), want)
+
+
 def test_split_keys_are_jax_random_split_bit_for_bit():
   key = jax.random.key(7)
   for num in (2, 3, 5):
