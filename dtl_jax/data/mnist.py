@@ -125,17 +125,27 @@ def raw_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def photos() -> tuple[np.ndarray, ...]:
-  """The :data:`PHOTOS` as ``[H, W, 3]`` float32 in [0, 1], in that order."""
+def _photo_bytes() -> tuple[np.ndarray, ...]:
+  """The :data:`PHOTOS` as decoded ``[H, W, 3]`` uint8, in that order (read-only)."""
   from PIL import Image
 
   out = []
   for package, relative in PHOTOS:
     with Image.open(package_file(package, relative)) as im:
-      p = np.asarray(im.convert("RGB"), np.float32) / 255.0
+      p = np.asarray(im.convert("RGB"))
     p.setflags(write=False)
     out.append(p)
   return tuple(out)
+
+
+def _to_unit(pixels: np.ndarray) -> np.ndarray:
+  """uint8 -> float32 in [0, 1] (``x / 255`` in float32, as every photo pixel is read)."""
+  return pixels.astype(np.float32) / 255.0
+
+
+def photos() -> tuple[np.ndarray, ...]:
+  """The :data:`PHOTOS` as ``[H, W, 3]`` float32 in [0, 1], in that order."""
+  return tuple(_to_unit(p) for p in _photo_bytes())
 
 
 def _positions(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -194,18 +204,23 @@ def mnist_m_blend(digits: np.ndarray, ids: np.ndarray) -> np.ndarray:
   same relative crop position: one fixed draw per raw digit (seed
   ``_MNISTM_BLEND_SEED``), whatever the pool, size or run seed.
   """
-  pics = photos()
+  pics = _photo_bytes()
   rng = np.random.default_rng(_MNISTM_BLEND_SEED)
   n_raw = len(raw_mnist()[1])
   which = rng.integers(0, len(pics), size=n_raw)[ids]
   u, v = rng.random(n_raw)[ids], rng.random(n_raw)[ids]
   n, s, _ = digits.shape
   out = np.empty((n, s, s, 3), np.float32)
-  for i in range(n):
-    p = pics[which[i]]
-    top = int(u[i] * (p.shape[0] - s + 1))
-    left = int(v[i] * (p.shape[1] - s + 1))
-    out[i] = np.abs(digits[i][..., None] - p[top : top + s, left : left + s])
+  offsets = np.arange(s)
+  for k, p in enumerate(pics):  # every digit of one photo at once: gather its crops
+    rows = np.flatnonzero(which == k)
+    top = (u[rows] * (p.shape[0] - s + 1)).astype(np.int64)
+    left = (v[rows] * (p.shape[1] - s + 1)).astype(np.int64)
+    crops = p[
+      (top[:, None] + offsets)[:, :, None],
+      (left[:, None] + offsets)[:, None, :],
+    ]  # [len(rows), s, s, 3] uint8: only the crops are converted to float
+    out[rows] = np.abs(digits[rows][..., None] - _to_unit(crops))
   return out
 
 
