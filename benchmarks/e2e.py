@@ -19,7 +19,9 @@ gives the phases), the PyTorch side is :mod:`benchmarks.e2e_torch`. Reported per
 the process wall time (interpreter start to exit) and the phases ``imports``,
 ``data``, ``build``, ``first_step`` (dtl_jax: tracing + compiling the step),
 ``steps``, ``eval``, ``checkpoint``, ``finish``. The frameworks alternate within each
-repeat; the median over repeats and the range are reported.
+repeat; the median over repeats and the range are reported. The dtl_jax run imports
+``ml_dtypes`` first and alone (jax would import it next), so the report says how much of
+its imports phase that dependency is.
 
 The dtl_jax run selects checkpoints with ``source_val_acc`` only, the criterion the PyTorch
 loop computes too (``--all-criteria`` adds a dtl_jax run with the library's default five
@@ -52,6 +54,8 @@ from benchmarks import harness  # noqa: E402  (stdlib only at import)
 
 METHODS = ("source_only", "dann", "dan", "cdan")
 PHASES = ("imports", "data", "build", "first_step", "steps", "eval", "checkpoint", "finish")
+# Seconds of ``import ml_dtypes`` (imported first, alone) inside the dtl_jax run's imports.
+ML_DTYPES_KEY = "imports_ml_dtypes_s"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The method hyperparameters of the protocol, dtl_jax names (the PyTorch loop mirrors them).
@@ -156,6 +160,9 @@ def _child_export(args) -> None:
 def _child_jax(args) -> None:
   harness.pin_threads(args.threads)
   t = time.perf_counter()
+  import ml_dtypes  # jax's first heavy import, timed alone: part of the imports phase
+
+  ml_dtypes_s = time.perf_counter() - t
   from dtl_jax.train import fit
 
   imports_s = time.perf_counter() - t
@@ -172,6 +179,7 @@ def _child_jax(args) -> None:
   timings = {"imports_s": round(imports_s, 4), **result["timings"]}
   timings.pop("total_s")
   timings["total_s"] = round(time.perf_counter() - T_START, 4)
+  timings[ML_DTYPES_KEY] = round(ml_dtypes_s, 4)
   import jax
 
   out = {
@@ -186,6 +194,7 @@ def _child_jax(args) -> None:
     },
     "selected": {k: v["step"] for k, v in result["selected"].items()},
     "jax": jax.__version__,
+    "ml_dtypes": ml_dtypes.__version__,
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
     "timings": timings,
   }
@@ -326,6 +335,9 @@ def _summary(runs: list[dict[str, Any]], steps: int) -> dict[str, Any]:
     vals = [r["timings"].get(key, 0.0) for r in runs]
     out[key] = stat(vals)
   out["step_s"] = stat([r["timings"]["steps_s"] / max(steps - 1, 1) for r in runs])
+  if all(ML_DTYPES_KEY in r["timings"] for r in runs):
+    out[ML_DTYPES_KEY] = stat([r["timings"][ML_DTYPES_KEY] for r in runs])
+    out["ml_dtypes"] = runs[-1].get("ml_dtypes")
   out["last"] = runs[-1]["last"]
   return out
 
@@ -514,9 +526,31 @@ def to_markdown(results: dict[str, Any]) -> str:
       + f" | torch/jax {row['step_ratio_torch_over_jax']:.2f} | |"
     )
   lines.append("")
+  lines += _ml_dtypes_markdown(results["rows"])
   if results.get("profile"):
     lines += profile_markdown(results["profile"])
   return "\n".join(lines)
+
+
+def _ml_dtypes_markdown(rows: list[dict[str, Any]]) -> list[str]:
+  """How much of the dtl_jax imports phase is ``import ml_dtypes`` (which PyTorch does
+  not import), per method, where the runs timed it."""
+  parts = [
+    f"{row['method']} {row['jax'][ML_DTYPES_KEY]['median']:.2f} s of "
+    f"{row['jax']['imports_s']['median']:.2f} s"
+    for row in rows
+    if ML_DTYPES_KEY in row["jax"]
+  ]
+  if not parts:
+    return []
+  version = next(row["jax"]["ml_dtypes"] for row in rows if ML_DTYPES_KEY in row["jax"])
+  return [
+    f"Of the dtl_jax imports phase, `import ml_dtypes` ({version}; jax's dependency, timed "
+    f"alone as the run's first import; PyTorch does not load it) took (median): "
+    + "; ".join(parts)
+    + ".",
+    "",
+  ]
 
 
 def profile_markdown(prof: dict[str, Any]) -> list[str]:

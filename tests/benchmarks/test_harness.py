@@ -388,3 +388,25 @@ def test_e2e_update_keeps_the_methods_not_rerun():
     }
   )
   assert "rows kept from an earlier run (`old`, git abc): source_only, dann" in md
+
+
+def test_e2e_reports_the_ml_dtypes_share_of_the_imports_where_timed():
+  """The dtl_jax runs time ``import ml_dtypes`` inside their imports phase: the summary
+  keeps its median over repeats and the report names it per method; rows of older files
+  (without it) report nothing."""
+  from benchmarks import e2e
+
+  def run(ml, imports):
+    timings = {f"{p}_s": 1.0 for p in e2e.PHASES}
+    timings.update({"imports_s": imports, "total_s": 9.0, e2e.ML_DTYPES_KEY: ml})
+    return {"process_s": 10.0, "timings": timings, "last": {}, "ml_dtypes": "0.7.0"}
+
+  s = e2e._summary([run(0.9, 2.0), run(1.1, 2.4), run(1.0, 2.2)], steps=11)
+  assert s[e2e.ML_DTYPES_KEY]["median"] == 1.0 and s["ml_dtypes"] == "0.7.0"
+  assert s["imports_s"]["median"] == 2.2
+  old = e2e._summary([{**run(0.9, 2.0), "timings": {"steps_s": 1.0}}], steps=11)
+  assert e2e.ML_DTYPES_KEY not in old
+  lines = e2e._ml_dtypes_markdown([{"method": "dann", "jax": s}, {"method": "dan", "jax": old}])
+  assert len(lines) == 2 and "(0.7.0;" in lines[0] and "dann 1.00 s of 2.20 s." in lines[0]
+  assert "dan " not in lines[0]
+  assert e2e._ml_dtypes_markdown([{"method": "dan", "jax": old}]) == []
