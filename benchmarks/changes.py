@@ -274,6 +274,8 @@ METHODS_E2E = ("source_only", "dann", "dan", "cdan")
 E2E_AFTER_STARTUP = "941a8ba"
 #: The e2e.json commit with CDAN re-measured at code 8ba6c05.
 E2E_AFTER_CDAN = "9ed2241"
+#: The e2e.json commit with every method re-measured after 90c998c and bbe9b00.
+E2E_AFTER_INIT_OPTIONS = "696d146"
 
 #: The library changes made for speed, oldest first, with where their numbers are.
 CHANGES: tuple[Change, ...] = (
@@ -537,6 +539,26 @@ CHANGES: tuple[Change, ...] = (
     note=(
       f"two runs on {INTEL}: e2e.json at {E2E_AFTER_STARTUP} (code 7bc28dd) and at "
       f"{E2E_AFTER_CDAN} (code 8ba6c05, CDAN re-measured), 3 repeats each, quiet machine"
+    ),
+  ),
+  Change(
+    "Start-up computations compiled with XLA:CPU's loop emitters (run_once); the bundled "
+    "MNIST-M crops gathered from uint8 photos",
+    "90c998c+bbe9b00",
+    rows=tuple(
+      r
+      for t in THREADS
+      for m in METHODS_E2E
+      for r in _e2e_across(
+        t, m, E2E_AFTER_CDAN, E2E_AFTER_INIT_OPTIONS, machine=INTEL, phases=("data", "build")
+      )
+    ),
+    note=(
+      f"two runs on {INTEL}: e2e.json at {E2E_AFTER_CDAN} (source_only, DANN and DAN at "
+      f"code 7bc28dd, CDAN at 8ba6c05) and at {E2E_AFTER_INIT_OPTIONS} (code 37a1a9c, every "
+      "method re-measured), 3 repeats each, quiet machine; the other library changes "
+      "between those codes are ce0273e (fit evaluates before it saves, as before 7bc28dd) "
+      "and 68721b2 (unused code removed)"
     ),
   ),
 )
