@@ -25,6 +25,12 @@ only for computations the library compiles itself, and only where it is safe:
 * the environment variable ``DTL_JAX_XLA_DEFAULTS`` is not ``0`` (the opt-out).
 
 ``jax.pmap`` takes no compiler options: the ``pmap`` driver compiles with XLA's defaults.
+
+A second default, under the same conditions, is for one-off start-up computations
+(:func:`run_once`: initialization, key derivation, the optimizer's first state): they
+compile with backend optimizations off and XLA:CPU's loop emitters
+(:func:`init_compiler_options`, measured at :data:`CPU_INIT_OPTIONS`); an ``XLA_FLAGS``
+that sets ``xla_cpu_use_fusion_emitters`` wins there too.
 """
 
 from __future__ import annotations
