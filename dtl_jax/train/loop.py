@@ -168,7 +168,8 @@ def fit(
   warnings: list[str] = []
 
   @clock.timed("eval")
-  def evaluate(dev_state: Any, step: int) -> None:
+  def evaluate(dev_state: Any, step: int) -> Any:
+    """Records the evaluation of ``step``; returns the host state it evaluated."""
     host_state = driver.to_host(dev_state)
     record = evaluator(host_state, step)
     history.append(record)
@@ -184,15 +185,16 @@ def fit(
       warnings.append(message)
       if is_main:
         print(f"dtl-jax: warning: {message}", file=sys.stderr, flush=True)
+    return host_state
 
   @clock.timed("checkpoint")
-  def keep_selected(dev_state: Any, step: int) -> None:
+  def keep_selected(host_state: Any, step: int) -> None:
     # After evaluate (history first: a run killed in between resumes with every record)
     # and after the regular checkpoint of this step, which a pick links instead of
     # writing the state a second time.
     if selected is not None:
       saved_at = ckpt.step_directory(step)  # None when this step has no regular checkpoint
-      selected.update(history, driver.to_host(dev_state), saved_at=saved_at)
+      selected.update(history, host_state, saved_at=saved_at)
 
   @clock.timed("checkpoint")
   def save(dev_state: Any, step: int) -> None:
@@ -240,12 +242,11 @@ def fit(
         )
       bar.update(1)
       evaluated = step % tc.eval_every == 0 or step == tc.num_steps
-      if evaluated:
-        evaluate(dev_state, step)
+      host_state = evaluate(dev_state, step) if evaluated else None
       if step % tc.checkpoint_every == 0 or step == tc.num_steps:
         save(dev_state, step)
-      if evaluated:
-        keep_selected(dev_state, step)
+      if host_state is not None:
+        keep_selected(host_state, step)
       if stop.requested or step == tc.stop_at_step:
         interrupted = True
         if ckpt.latest_step() != step:
@@ -255,8 +256,7 @@ def fit(
   clock.lap("steps", wait=dev_state)
   elapsed = time.perf_counter() - t0
   if not history or history[-1]["step"] != step:
-    evaluate(dev_state, step)
-    keep_selected(dev_state, step)
+    keep_selected(evaluate(dev_state, step), step)
   ckpt.close()
   if selected is not None:
     selected.close()
