@@ -138,16 +138,6 @@ def _photo_bytes() -> tuple[np.ndarray, ...]:
   return tuple(out)
 
 
-def _to_unit(pixels: np.ndarray) -> np.ndarray:
-  """uint8 -> float32 in [0, 1] (``x / 255`` in float32, as every photo pixel is read)."""
-  return pixels.astype(np.float32) / 255.0
-
-
-def photos() -> tuple[np.ndarray, ...]:
-  """The :data:`PHOTOS` as ``[H, W, 3]`` float32 in [0, 1], in that order."""
-  return tuple(_to_unit(p) for p in _photo_bytes())
-
-
 def _positions(labels: np.ndarray, seed: int) -> np.ndarray:
   """Position of every example inside its class's fixed permutation (by ``seed``)."""
   rng = np.random.default_rng(seed)
@@ -219,8 +209,8 @@ def mnist_m_blend(digits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     crops = p[
       (top[:, None] + offsets)[:, :, None],
       (left[:, None] + offsets)[:, None, :],
-    ]  # [len(rows), s, s, 3] uint8: only the crops are converted to float
-    out[rows] = np.abs(digits[rows][..., None] - _to_unit(crops))
+    ]  # [len(rows), s, s, 3] uint8: only the crops become float32 in [0, 1]
+    out[rows] = np.abs(digits[rows][..., None] - crops.astype(np.float32) / 255.0)
   return out
 
 
