@@ -535,15 +535,15 @@ def to_markdown(results: dict[str, Any]) -> str:
 def _ml_dtypes_markdown(rows: list[dict[str, Any]]) -> list[str]:
   """How much of the dtl_jax imports phase is ``import ml_dtypes`` (which PyTorch does
   not import), per method, where the runs timed it."""
+  timed = [row for row in rows if ML_DTYPES_KEY in row["jax"]]
+  if not timed:
+    return []
   parts = [
     f"{row['method']} {row['jax'][ML_DTYPES_KEY]['median']:.2f} s of "
     f"{row['jax']['imports_s']['median']:.2f} s"
-    for row in rows
-    if ML_DTYPES_KEY in row["jax"]
+    for row in timed
   ]
-  if not parts:
-    return []
-  version = next(row["jax"]["ml_dtypes"] for row in rows if ML_DTYPES_KEY in row["jax"])
+  version = timed[0]["jax"]["ml_dtypes"]
   return [
     f"Of the dtl_jax imports phase, `import ml_dtypes` ({version}; jax's dependency, timed "
     f"alone as the run's first import; PyTorch does not load it) took (median): "

@@ -49,6 +49,11 @@ MEASURED_JAXLIB = "0.10."
 OPT_OUT_ENV = "DTL_JAX_XLA_DEFAULTS"
 
 
+def _user_sets(options: dict[str, Any]) -> bool:
+  """Whether ``XLA_FLAGS`` already sets one of ``options`` (the user's choice wins)."""
+  return any(k in os.environ.get("XLA_FLAGS", "") for k in options)
+
+
 @functools.lru_cache(maxsize=1)
 def _enabled() -> bool:
   import jax
@@ -56,7 +61,7 @@ def _enabled() -> bool:
 
   if os.environ.get(OPT_OUT_ENV, "1") == "0":
     return False
-  if any(k in os.environ.get("XLA_FLAGS", "") for k in CPU_STEP_OPTIONS):
+  if _user_sets(CPU_STEP_OPTIONS):
     return False
   if not jaxlib.__version__.startswith(MEASURED_JAXLIB):
     return False
@@ -88,8 +93,7 @@ CPU_INIT_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 
 def init_compiler_options() -> dict[str, Any]:
   """``compiler_options`` of :func:`run_once`'s start-up computations."""
-  user_set = any(k in os.environ.get("XLA_FLAGS", "") for k in CPU_INIT_OPTIONS)
-  extra = CPU_INIT_OPTIONS if _enabled() and not user_set else {}
+  extra = CPU_INIT_OPTIONS if _enabled() and not _user_sets(CPU_INIT_OPTIONS) else {}
   return {**INIT_COMPILER_OPTIONS, **extra}
 
 
